@@ -1,0 +1,111 @@
+"""Run options: keyword arguments of ``start_run`` and their environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+from mltrail.errors import MltrailError
+
+ENV_PREFIX = "MLTRAIL_"
+
+
+def default_spool_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mltrail" / "spool"
+
+
+@dataclasses.dataclass
+class Options:
+    """Everything a run can be tuned with. Each field can also be set as ``MLTRAIL_<NAME>``.
+
+    Attributes:
+        flush_timeout: seconds ``end()`` and interpreter exit may spend sending what is queued.
+        start_timeout: seconds run creation may block the caller before going offline.
+        flush_interval: seconds between background sends.
+        request_retries: attempts per request before the batch goes to the spool.
+        spool_dir: where unsendable data is journaled for ``mltrail sync``.
+        max_queue_values: metric values held in memory before overflow goes to the spool.
+        system_metrics: sample CPU, memory, disk, network and GPU use as ``system/`` metrics.
+        system_metrics_interval: seconds between system samples.
+        capture: record git, DVC and environment provenance.
+        snapshot: save a dirty working tree as a hidden commit under ``refs/mltrail/``.
+        snapshot_data: store modified DVC data in the DVC cache so the run stays restorable.
+        max_diff_bytes: cap of the ``mltrail/git.diff`` artifact.
+        nonfinite: what to do with NaN/inf metric values: "log" them (counted) or "skip" them.
+        heartbeat_interval: seconds between heartbeat tags (used to find crashed runs).
+        already_run: what to do when the same code, data and params ran before: "warn",
+            "error" or "ignore".
+    """
+
+    flush_timeout: float = 30.0
+    start_timeout: float = 15.0
+    flush_interval: float = 1.0
+    request_retries: int = 3
+    spool_dir: Path = dataclasses.field(default_factory=default_spool_dir)
+    max_queue_values: int = 500_000
+    system_metrics: bool = True
+    system_metrics_interval: float = 10.0
+    capture: bool = True
+    snapshot: bool = True
+    snapshot_data: bool = False
+    max_diff_bytes: int = 5_000_000
+    nonfinite: str = "log"
+    heartbeat_interval: float = 60.0
+    already_run: str = "warn"
+
+    @classmethod
+    def resolve(cls, **overrides: Any) -> Options:
+        """Build options from defaults, then ``MLTRAIL_*`` variables, then keyword arguments."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [name for name in overrides if name not in fields]
+        if unknown:
+            name = unknown[0]
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise MltrailError(
+                f"Unknown mltrail option {name!r}.{hint} Valid options: {', '.join(sorted(fields))}."
+            )
+        options = cls()
+        for name, field in fields.items():
+            env = os.environ.get(ENV_PREFIX + name.upper())
+            if name in overrides and overrides[name] is not None:
+                setattr(options, name, _convert(name, overrides[name], field))
+            elif env not in (None, ""):
+                setattr(options, name, _convert(name, env, field))
+        if options.nonfinite not in {"log", "skip"}:
+            raise MltrailError(f"nonfinite must be 'log' or 'skip', not {options.nonfinite!r}.")
+        if options.already_run not in {"warn", "error", "ignore"}:
+            raise MltrailError(
+                f"already_run must be 'warn', 'error' or 'ignore', not {options.already_run!r}."
+            )
+        return options
+
+
+def _convert(name: str, value: Any, field: dataclasses.Field[Any]) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "Path":
+            return Path(value).expanduser()
+        return str(value)
+    except (TypeError, ValueError) as error:
+        raise MltrailError(f"Option {name!r} expects a {kind}, got {value!r}.") from error
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """Read a boolean ``MLTRAIL_*`` switch."""
+    value = os.environ.get(ENV_PREFIX + name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,93 @@
+"""The failure policy: mltrail's own errors never break training.
+
+Internal errors become one warning per kind, counted for the end of the run. In strict mode
+(``MLTRAIL_STRICT=1``, on in the test suite) they are re-raised so that tests see them.
+Misuse by the caller raises :class:`MltrailError` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from mltrail.sanitize import redact_text
+
+logger = logging.getLogger("mltrail")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class MltrailError(Exception):
+    """A problem the user can fix: bad input, an unknown run id, a misconfigured store."""
+
+
+class MltrailWarning(UserWarning):
+    """Something went wrong inside mltrail; training went on."""
+
+
+def strict_mode() -> bool:
+    """True when ``MLTRAIL_STRICT`` asks for internal errors to be raised (test mode)."""
+    return os.environ.get("MLTRAIL_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class ErrorCounter:
+    """Counts internal errors by kind and warns once per kind."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def report(self, kind: str, error: BaseException) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+            first = self.counts[kind] == 1
+        message = redact_text(f"mltrail: {kind} failed ({type(error).__name__}: {error})")
+        if first:
+            warnings.warn(
+                message + "; training continues, later errors of this kind are counted.",
+                MltrailWarning,
+                stacklevel=3,
+            )
+        logger.debug(message, exc_info=(type(error), error, error.__traceback__))
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+#: Process-wide counter for errors that happen outside any run (autolog patches, plugin).
+process_errors = ErrorCounter()
+
+
+@contextlib.contextmanager
+def guarded(kind: str, counter: ErrorCounter | None = None) -> Iterator[None]:
+    """Run a block of mltrail code; turn its errors into a counted warning (or raise if strict)."""
+    try:
+        yield
+    except MltrailError:
+        raise
+    except Exception as error:
+        if strict_mode():
+            raise
+        (counter or process_errors).report(kind, error)
+
+
+def guard(kind: str) -> Callable[[F], F]:
+    """Decorator form of :func:`guarded` for methods of objects with an ``_errors`` counter."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counter = getattr(args[0], "_errors", None) if args else None
+            with guarded(kind, counter):
+                return func(*args, **kwargs)
+            return None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

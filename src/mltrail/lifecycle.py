@@ -1,0 +1,166 @@
+"""Run lifecycle for runs mltrail owns: exit, uncaught exceptions, SIGTERM, crashed runs.
+
+- Interpreter exit ends open runs FINISHED (or FAILED/KILLED after an uncaught exception).
+- An uncaught exception ends them FAILED (KeyboardInterrupt: KILLED); the hook chains to the
+  previous ``sys.excepthook``.
+- SIGTERM ends them KILLED, then hands over to the handler that was installed before.
+- A run whose process died without any of this (SIGKILL, OOM) still says RUNNING; the next
+  mltrail process on the same host (or any, once the heartbeat is stale) marks it FAILED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import weakref
+from typing import Any
+
+logger = logging.getLogger("mltrail.lifecycle")
+
+_open: weakref.WeakSet[Any] = weakref.WeakSet()
+_lock = threading.Lock()
+_installed = False
+_previous_excepthook: Any = None
+_previous_sigterm: Any = None
+
+
+class Terminated(BaseException):
+    """Raised into the main thread by mltrail's SIGTERM handler when no other handler exists."""
+
+
+def is_termination(error: BaseException) -> bool:
+    return isinstance(error, Terminated)
+
+
+def register(trail: Any) -> None:
+    if not trail.owned:
+        return
+    with _lock:
+        _open.add(trail)
+        _install()
+
+
+def unregister(trail: Any) -> None:
+    with _lock:
+        _open.discard(trail)
+
+
+def open_trails() -> list[Any]:
+    with _lock:
+        return list(_open)
+
+
+def _install() -> None:
+    global _installed, _previous_excepthook, _previous_sigterm
+    if _installed:
+        return
+    _installed = True
+    atexit.register(_at_exit)
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    if threading.current_thread() is threading.main_thread():
+        try:
+            _previous_sigterm = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            _previous_sigterm = None
+
+
+def _end_all(status: str | None = None, error: BaseException | None = None) -> None:
+    for trail in open_trails():
+        try:
+            if error is not None:
+                trail.end_with_exception(error)
+            else:
+                trail.end(status or "FINISHED")
+        except Exception:
+            logger.debug("ending run %s failed", trail.run_id, exc_info=True)
+
+
+def _at_exit() -> None:
+    _end_all("FINISHED")
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    _end_all(error=exc)
+    (_previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    for trail in open_trails():
+        trail.set_tags({"mltrail.exception.type": "SIGTERM"})
+    _end_all("KILLED")
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_IGN:
+        return
+    else:
+        # Default behaviour: terminate with the signal, as if mltrail were not there.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+# --- crashed runs -----------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(tags: dict[str, str], heartbeat_interval: float, now: float | None = None) -> bool:
+    """True when a RUNNING run's recorded process is gone (same host) or its heartbeat stopped."""
+    now = time.time() if now is None else now
+    if tags.get("mltrail.host") == socket.gethostname() and "mltrail.pid" in tags:
+        try:
+            pid = int(tags["mltrail.pid"])
+        except ValueError:
+            return False
+        if pid != os.getpid() and not _pid_alive(pid):
+            return True
+    beat = tags.get("mltrail.heartbeat")
+    return beat is not None and now - float(beat) > 3 * heartbeat_interval + 60
+
+
+def repair_stale_runs(client: Any, experiment_id: str, heartbeat_interval: float) -> list[str]:
+    """Mark crashed mltrail runs of an experiment FAILED; returns their run ids."""
+    repaired = []
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string="attributes.status = 'RUNNING' and tags.`mltrail.pid` != ''",
+        max_results=200,
+    )
+    for run in runs:
+        if is_stale(run.data.tags, heartbeat_interval):
+            client.set_tag(run.info.run_id, "mltrail.crashed", "true")
+            client.set_terminated(run.info.run_id, "FAILED")
+            repaired.append(run.info.run_id)
+            logger.warning(
+                "mltrail: run %s was left RUNNING by a process that died; marked FAILED.",
+                run.info.run_id,
+            )
+    return repaired
+
+
+def repair_stale_runs_soon(trail: Any) -> None:
+    """Repair crashed runs of the trail's experiment on a background thread (never blocks)."""
+
+    def work() -> None:
+        try:
+            repair_stale_runs(trail.client, trail.experiment_id, trail.options.heartbeat_interval)
+        except Exception:
+            logger.debug("stale-run repair failed", exc_info=True)
+
+    threading.Thread(target=work, name="mltrail-repair", daemon=True).start()

@@ -1,0 +1,161 @@
+"""The local journal of what could not be sent, replayed later by ``mltrail sync``.
+
+One folder per run under the spool directory: ``meta.json`` (where the run belongs),
+``journal.jsonl`` (append-only records, each line fsync'd) and ``files/`` (artifacts mltrail
+itself created, moved here when their upload failed). Progress of a replay is kept in
+``progress.json``, written atomically, so an interrupted sync resumes without duplicates.
+A folder that has been replayed completely is renamed to ``<run_id>.synced``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mltrail.errors import MltrailError
+from mltrail.sanitize import redact_text
+
+logger = logging.getLogger("mltrail.spool")
+
+SCHEMA_VERSION = 1
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file, fsync and rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Spool:
+    """The journal of one run. Thread-safe; every append is durable when it returns."""
+
+    def __init__(self, root: Path, run_id: str) -> None:
+        self.root = Path(root)
+        self.run_id = run_id
+        self.path = self.root / run_id
+        self._lock = threading.Lock()
+        self._disabled_reason: str | None = None
+        self.records_written = 0
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "journal.jsonl"
+
+    @property
+    def disabled_reason(self) -> str | None:
+        return self._disabled_reason
+
+    def exists(self) -> bool:
+        return self.journal.exists()
+
+    def open(self, meta: dict[str, Any]) -> None:
+        """Create the folder and its ``meta.json`` (once). Raises OSError when unwritable."""
+        with self._lock:
+            self.path.mkdir(parents=True, exist_ok=True)
+            meta_path = self.path / "meta.json"
+            if not meta_path.exists():
+                meta = {**meta, "schema_version": SCHEMA_VERSION, "run_id": self.run_id}
+                meta["tracking_uri"] = redact_text(str(meta.get("tracking_uri", "")))
+                write_json_atomic(meta_path, meta)
+
+    def update_meta(self, **fields: Any) -> None:
+        with self._lock:
+            meta_path = self.path / "meta.json"
+            meta = json.loads(meta_path.read_text("utf-8")) if meta_path.exists() else {}
+            meta.update(fields)
+            write_json_atomic(meta_path, meta)
+
+    def append(self, records: list[dict[str, Any]]) -> bool:
+        """Append records durably. Returns False (and disables the spool) when the disk refuses."""
+        if self._disabled_reason or not records:
+            return False
+        lines = "".join(
+            json.dumps({**record, "ts": record.get("ts", time.time())}, default=str) + "\n"
+            for record in records
+        )
+        with self._lock:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                # One write per batch: a crash leaves at most a torn last line, which readers skip.
+                with open(self.journal, "a", encoding="utf-8") as handle:
+                    handle.write(lines)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                self.records_written += len(records)
+                return True
+            except OSError as error:
+                self._disabled_reason = f"{type(error).__name__}: {error}"
+                logger.error(
+                    "mltrail: cannot write the spool at %s (%s); data that cannot be sent "
+                    "from now on is lost. Free space or set MLTRAIL_SPOOL_DIR to a writable folder.",
+                    self.path,
+                    self._disabled_reason,
+                )
+                return False
+
+    def mark_synced(self) -> None:
+        """Retire the folder of a run whose data all reached the store (nothing to replay)."""
+        with self._lock:
+            if self.path.is_dir() and not self.journal.exists():
+                shutil.rmtree(self.path, ignore_errors=True)
+
+    def keep_file(self, path: Path) -> Path | None:
+        """Move a file mltrail created into the spool so a later sync can upload it."""
+        try:
+            target_dir = self.path / "files" / f"{time.time_ns()}"
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target = target_dir / Path(path).name
+            shutil.move(str(path), target)
+            return target
+        except OSError as error:
+            logger.error("mltrail: cannot keep %s in the spool: %s", path, error)
+            return None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    meta_path = Path(path) / "meta.json"
+    if not meta_path.exists():
+        raise MltrailError(f"{path} is not an mltrail spool folder (no meta.json).")
+    return json.loads(meta_path.read_text("utf-8"))
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a spool folder in order; a torn last line from a crash is skipped."""
+    journal = Path(path) / "journal.jsonl"
+    if not journal.exists():
+        return
+    with open(journal, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            if not line.endswith("\n"):
+                logger.warning("mltrail: skipping a torn record at line %d of %s", number, journal)
+                break
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("mltrail: skipping a corrupt record at line %d of %s", number, journal)
+
+
+def pending_spools(root: Path) -> list[Path]:
+    """Spool folders of runs not yet synced, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".synced")]
+    folders = [p for p in folders if (p / "meta.json").exists()]
+    return sorted(folders, key=lambda p: (p / "meta.json").stat().st_mtime)

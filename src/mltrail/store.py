@@ -1,0 +1,151 @@
+"""Opening the MLflow store: the client, the experiment, run creation, bounded in time.
+
+Several processes starting at once against a fresh sqlite store race on its migrations and on
+creating the same experiment; first-time set-up is serialised with a file lock beside the
+database, and experiment creation is get-or-create with retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mltrail.errors import MltrailError
+from mltrail.sanitize import redact_text
+
+logger = logging.getLogger("mltrail.store")
+T = TypeVar("T")
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The explicit URI, else MLflow's own choice (MLFLOW_TRACKING_URI, else its default)."""
+    if tracking_uri:
+        return tracking_uri
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///") :]).expanduser()
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """An inter-process lock for set-up of a local sqlite store (a no-op for servers)."""
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".mltrail.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def with_retries(func: Callable[[], T], what: str, attempts: int = 8) -> T:
+    """Retry ``func`` on transient store errors (sqlite locks, concurrent creation)."""
+    for attempt in range(attempts):
+        try:
+            return func()
+        except Exception as error:
+            text = str(error).lower()
+            transient = any(
+                word in text for word in ("database is locked", "already exists", "unique constraint")
+            )
+            if not transient or attempt == attempts - 1:
+                raise
+            logger.debug("retrying %s after %s", what, error)
+            time.sleep(0.05 * 2**attempt + random.random() * 0.05)
+    raise AssertionError("unreachable")
+
+
+def make_client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        if sqlite_path(tracking_uri) is not None:
+            # Touch the store under the lock so that its migrations run in one process only.
+            with_retries(lambda: client.search_experiments(max_results=1), "opening the store")
+    return client
+
+
+def experiment_id(client: Any, name: str | None, tracking_uri: str) -> str:
+    """The id of experiment ``name`` (created if missing), or MLflow's current experiment."""
+    if name is None:
+        env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+        if env_id:
+            return env_id
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name is None:
+        import mlflow
+
+        with contextlib.suppress(Exception):
+            current = mlflow.tracking.fluent._get_experiment_id()
+            if current:
+                return str(current)
+        return "0"
+
+    def get_or_create() -> str:
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise MltrailError(
+                    f"Experiment {name!r} is deleted. Restore it (mlflow experiments restore) "
+                    "or choose another name."
+                )
+            return found.experiment_id
+        try:
+            return client.create_experiment(name)
+        except Exception:
+            found = client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            raise
+
+    with store_lock(tracking_uri):
+        return with_retries(get_or_create, f"creating experiment {name!r}")
+
+
+def call_with_timeout(func: Callable[[], T], timeout: float, what: str) -> T:
+    """Run ``func`` on a helper thread and give up waiting after ``timeout`` seconds.
+
+    Raises TimeoutError when the store does not answer in time; the call may still complete
+    later on its thread, which the caller must tolerate.
+    """
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            result["value"] = func()
+        except BaseException as error:
+            result["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"mltrail-{what}", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"{what} took longer than {timeout:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def describe_uri(tracking_uri: str) -> str:
+    return redact_text(tracking_uri)

@@ -1,0 +1,694 @@
+"""The run session: ``start_run`` returns a :class:`Trail`, the one object adapters talk to."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mltrail import distributed, lifecycle
+from mltrail.config import Options
+from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
+from mltrail.sanitize import (
+    MAX_PARAM_VALUE_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    KeySanitizer,
+    flatten,
+    metric_value,
+    param_text,
+    redact_text,
+    redact_value,
+    truncate,
+)
+from mltrail.spool import Spool
+from mltrail.store import (
+    call_with_timeout,
+    describe_uri,
+    experiment_id,
+    make_client,
+    resolve_tracking_uri,
+)
+from mltrail.writer import Writer
+
+logger = logging.getLogger("mltrail")
+
+TAG_PREFIX = "mltrail."
+_STATUSES = {"FINISHED", "FAILED", "KILLED"}
+
+
+def start_run(
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Trail:
+    """Start (or resume, or join) an MLflow run and return its :class:`Trail`.
+
+    Args:
+        experiment: experiment name, created if missing. Default: MLflow's current experiment
+            (``MLFLOW_EXPERIMENT_NAME``/``MLFLOW_EXPERIMENT_ID``, else "Default").
+        run_name: display name of a new run.
+        tracking_uri: any MLflow tracking URI. Default: ``MLFLOW_TRACKING_URI``, else MLflow's
+            default (``sqlite:///mlflow.db`` in the working directory).
+        run_id: resume this existing run: its status goes back to RUNNING, ``mltrail.resume_count``
+            is incremented and new metrics continue its steps.
+        tags: extra run tags.
+        **options: any field of :class:`mltrail.config.Options` (``flush_timeout``,
+            ``system_metrics``, ``capture``, ...).
+
+    Returns:
+        The run session, usable as a context manager: the run ends FINISHED on success, FAILED
+        on an exception (which propagates unchanged) and KILLED on KeyboardInterrupt.
+
+    Raises:
+        MltrailError: for an unknown option or a ``run_id`` that does not exist.
+
+    If an MLflow run is active in this thread and no ``run_id`` is given, mltrail logs into that
+    run and leaves it open for its owner to end.
+    """
+    resolved = Options.resolve(**options)
+    if not distributed.is_rank_zero():
+        return Trail._passive(os.environ.get("MLTRAIL_RUN_ID"), resolved)
+    trail = Trail._open(experiment, run_name, tracking_uri, run_id, dict(tags or {}), resolved)
+    return trail
+
+
+class Trail:
+    """One MLflow run being recorded. Every ``log_*`` method returns at once; the writer sends."""
+
+    def __init__(self) -> None:  # use start_run()
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.tracking_uri = ""
+        self.options = Options()
+        self.owned = False
+        self.enabled = False
+        self.offline = False
+        self.resumed = False
+        self.resume_count = 0
+        self.status: str | None = None
+        self.client: Any = None
+        self._errors = ErrorCounter()
+        self._writer: Writer | None = None
+        self._keys = KeySanitizer()
+        self._params: dict[str, str] = {}
+        self._full_params: dict[str, Any] = {}
+        self._param_changes: dict[str, list[str]] = {}
+        self._auto_steps: Counter[str] = Counter()
+        self._nonfinite: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._tmp: Path | None = None
+        self._checkpoints: dict[str, Any] = {"files": {}, "aliases": {}}
+        self._monitor: Any = None
+        self._ended = threading.Event()
+        self.provenance: Any = None
+
+    # --- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def _passive(cls, run_id: str | None, options: Options) -> Trail:
+        """A Trail for a non-zero rank: it knows the run id and writes nothing."""
+        trail = cls()
+        trail.run_id = run_id
+        trail.options = options
+        return trail
+
+    @classmethod
+    def _open(
+        cls,
+        experiment: str | None,
+        run_name: str | None,
+        tracking_uri: str | None,
+        run_id: str | None,
+        tags: dict[str, Any],
+        options: Options,
+    ) -> Trail:
+        trail = cls()
+        trail.options = options
+        trail.tracking_uri = resolve_tracking_uri(tracking_uri)
+        trail.enabled = True
+        joined = None if run_id else _user_active_run(trail.tracking_uri)
+        try:
+            trail.client = call_with_timeout(
+                lambda: make_client(trail.tracking_uri), options.start_timeout, "opening the store"
+            )
+            if run_id or joined:
+                trail._attach(run_id or joined, resume=run_id is not None)
+            else:
+                trail._create(experiment, run_name, options)
+        except MltrailError:
+            raise
+        except Exception as error:
+            if strict_mode() and not isinstance(error, TimeoutError):
+                raise
+            trail._go_offline(error, run_id, experiment, run_name)
+        trail._start_writer()
+        base_tags = {
+            "mltrail.version": _version(),
+            "mltrail.host": socket.gethostname(),
+            "mltrail.pid": str(os.getpid()),
+        }
+        if trail.resumed:
+            base_tags["mltrail.resume_count"] = str(trail.resume_count)
+            base_tags["mltrail.resumed_at"] = str(int(time.time()))
+        trail.set_tags({**base_tags, **tags})
+        os.environ["MLTRAIL_RUN_ID"] = trail.run_id or ""  # for other ranks and subprocesses
+        lifecycle.register(trail)
+        if options.capture:
+            with guarded("capturing provenance", trail._errors):
+                from mltrail import provenance
+
+                trail.provenance = provenance.capture_run(trail)
+        if options.system_metrics and not trail.offline:
+            with guarded("starting system metrics", trail._errors):
+                from mltrail.system_metrics import SystemMonitor
+
+                trail._monitor = SystemMonitor(trail, options.system_metrics_interval)
+                trail._monitor.start()
+        if trail.owned and not trail.offline:
+            lifecycle.repair_stale_runs_soon(trail)
+        return trail
+
+    def _create(self, experiment: str | None, run_name: str | None, options: Options) -> None:
+        def create() -> Any:
+            exp_id = experiment_id(self.client, experiment, self.tracking_uri)
+            return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
+
+        run = call_with_timeout(create, options.start_timeout, "creating the run")
+        self.run_id = run.info.run_id
+        self.experiment_id = run.info.experiment_id
+        self.owned = True
+
+    def _attach(self, run_id: str, *, resume: bool) -> None:
+        try:
+            run = call_with_timeout(
+                lambda: self.client.get_run(run_id), self.options.start_timeout, "reading the run"
+            )
+        except TimeoutError:
+            raise
+        except Exception as error:
+            if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(
+                error
+            ).lower():
+                raise MltrailError(
+                    f"Run {run_id!r} does not exist in {describe_uri(self.tracking_uri)}. Check the "
+                    "run id and the tracking URI (MLFLOW_TRACKING_URI), or omit run_id to start "
+                    "a new run."
+                ) from None
+            raise
+        self.run_id = run.info.run_id
+        self.experiment_id = run.info.experiment_id
+        self.owned = resume
+        self.resumed = resume
+        for key, value in run.data.params.items():
+            self._params[key] = value
+        if resume:
+            self.resume_count = int(run.data.tags.get("mltrail.resume_count", "0")) + 1
+            if run.info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+
+    def _go_offline(
+        self, error: BaseException, run_id: str | None, experiment: str | None, name: str | None
+    ) -> None:
+        import uuid
+
+        self.offline = True
+        self.owned = True
+        self.run_id = run_id or uuid.uuid4().hex
+        self._offline_meta = {"experiment": experiment, "run_name": name, "resume": bool(run_id)}
+        logger.warning(
+            "mltrail: the tracking store %s is unreachable (%s). Training goes on; the run is "
+            "journaled locally as %s and `mltrail sync` uploads it later.",
+            describe_uri(self.tracking_uri),
+            redact_text(f"{type(error).__name__}: {error}"),
+            self.run_id,
+        )
+
+    def _start_writer(self) -> None:
+        assert self.run_id is not None
+        spool = Spool(self.options.spool_dir, self.run_id)
+        meta = {
+            "tracking_uri": self.tracking_uri,
+            "experiment_id": self.experiment_id,
+            "created": time.time(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "offline": self.offline,
+            **getattr(self, "_offline_meta", {}),
+        }
+        if self.offline:
+            try:
+                spool.open(meta)
+            except OSError as error:
+                raise MltrailError(
+                    f"The tracking store is unreachable and the spool directory "
+                    f"{self.options.spool_dir} is not writable ({error}). Set MLTRAIL_SPOOL_DIR "
+                    "to a writable folder."
+                ) from error
+        else:
+            with contextlib.suppress(OSError):
+                spool.open(meta)
+        self._writer = Writer(
+            self.client,
+            self.run_id,
+            spool,
+            self._errors,
+            flush_interval=self.options.flush_interval,
+            retries=self.options.request_retries,
+            max_queue_values=self.options.max_queue_values,
+            offline=self.offline,
+            heartbeat=self._heartbeat_tags if self.owned else None,
+            heartbeat_interval=self.options.heartbeat_interval,
+        )
+
+    def _heartbeat_tags(self) -> dict[str, str]:
+        return {"mltrail.heartbeat": str(int(time.time()))}
+
+    # --- logging -------------------------------------------------------------------------------
+
+    @guard("logging params")
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log hyperparameters. Nested mappings are flattened with "." (``optimizer.lr``).
+
+        Values are redacted when their name looks secret and cut to MLflow's limit with a
+        visible marker; ``mltrail/params.json`` keeps the full values. Logging a key again with
+        a different value never raises: the change is kept in ``params.json`` and the tag
+        ``mltrail.params.changed``.
+        """
+        if not self.enabled:
+            return
+        new: dict[str, str] = {}
+        changed = False
+        with self._lock:
+            for raw_key, value in flatten(params).items():
+                key = self._keys(raw_key)
+                value = redact_value(str(raw_key), value)
+                text = truncate(param_text(value), MAX_PARAM_VALUE_LENGTH)
+                if key in self._params:
+                    if self._params[key] != text:
+                        self._param_changes.setdefault(key, [self._params[key]]).append(text)
+                        changed = True
+                    continue
+                self._params[key] = text
+                self._full_params[key] = value if _jsonable(value) else param_text(value)
+                new[key] = text
+        if new:
+            self._writer.add("params", new)  # type: ignore[union-attr]
+        if changed:
+            keys = ",".join(sorted(self._param_changes))
+            self.set_tags({"mltrail.params.changed": keys})
+            logger.warning(
+                "mltrail: params %s were logged again with different values; MLflow keeps the "
+                "first value, mltrail/params.json keeps every value.",
+                keys,
+            )
+
+    def log_metrics(
+        self, metrics: Mapping[str, Any], step: int | None = None, epoch: int | None = None
+    ) -> None:
+        """Log metric values at ``step`` (per-key auto-increment when None).
+
+        Values may be Python, numpy or torch scalars, or numeric strings. NaN and inf are
+        logged as they are and counted (``nonfinite="skip"`` drops them instead); None and
+        non-numeric values are dropped with one warning per key. ``epoch`` is logged as the
+        metric ``epoch`` at the same step.
+        """
+        if not self.enabled:
+            return
+        try:
+            ts = int(time.time() * 1000)
+            keys = self._keys
+            items = []
+            for raw, value in metrics.items():
+                if type(value) is not float:
+                    value = metric_value(value)
+                    if value is None:
+                        self._drop(raw, metrics[raw])
+                        continue
+                if value - value != 0:  # NaN or inf
+                    self._nonfinite[raw] += 1
+                    if self.options.nonfinite == "skip":
+                        continue
+                at = step if step is not None else self._next_step(raw)
+                items.append((keys(raw), value, ts, int(at)))
+            if epoch is not None:
+                at = step if step is not None else epoch
+                items.append(("epoch", float(epoch), ts, int(at)))
+            self._writer.add_metrics(items)  # type: ignore[union-attr]
+        except Exception as error:
+            if strict_mode():
+                raise
+            self._errors.report("logging metrics", error)
+
+    def _next_step(self, key: str) -> int:
+        step = self._auto_steps[key]
+        self._auto_steps[key] += 1
+        return step
+
+    def _drop(self, key: str, value: Any) -> None:
+        self._dropped[key] += 1
+        if self._dropped[key] == 1:
+            logger.warning(
+                "mltrail: metric %r has a non-numeric value (%s); such values are not logged.",
+                key,
+                type(value).__name__,
+            )
+
+    @guard("setting tags")
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set run tags (values redacted when secret-looking, cut to MLflow's limit)."""
+        if not self.enabled:
+            return
+        clean = {}
+        for raw, value in tags.items():
+            if value is None:
+                continue
+            text = redact_value(str(raw), value if isinstance(value, str) else str(value))
+            clean[self._keys(raw)] = truncate(text, MAX_TAG_VALUE_LENGTH)
+        if clean:
+            self._writer.add("tags", clean)  # type: ignore[union-attr]
+
+    @guard("logging artifacts")
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload a file or a folder in the background under ``artifact_path``."""
+        if not self.enabled:
+            return
+        path = Path(path)
+        if not path.exists():
+            raise MltrailError(f"Cannot log artifact {path}: no such file or folder.")
+        self._writer.add_artifact(path, artifact_path)  # type: ignore[union-attr]
+
+    @guard("logging artifacts")
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Write ``text`` (secrets redacted) to ``artifact_file`` in the run's artifacts."""
+        if not self.enabled:
+            return
+        path = self._temp_file(artifact_file)
+        path.write_text(redact_text(text), encoding="utf-8", errors="surrogateescape")
+        self._writer.add_artifact(path, _parent(artifact_file), owned=True)  # type: ignore[union-attr]
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        """Write ``data`` as JSON to ``artifact_file`` in the run's artifacts."""
+        self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+    @guard("logging dataset inputs")
+    def log_inputs(self, datasets: Iterable[Mapping[str, Any]]) -> None:
+        """Log dataset inputs: dicts with name, digest, source, and optional source_type,
+        schema, profile and tags (the ``mlflow.data.context`` tag names their role)."""
+        if not self.enabled:
+            return
+        specs = [dict(d) for d in datasets]
+        if specs:
+            self._writer.add("inputs", specs)  # type: ignore[union-attr]
+
+    @guard("logging a checkpoint")
+    def log_checkpoint(
+        self,
+        path: str | os.PathLike[str],
+        step: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        aliases: Iterable[str] = ("latest",),
+    ) -> None:
+        """Upload a checkpoint file in the background under ``checkpoints/``.
+
+        ``checkpoints/index.json`` lists every uploaded checkpoint with its step, metrics and
+        sha256, and which file each alias ("best", "latest") points to; the tags
+        ``mltrail.checkpoint.<alias>`` name the same files. The local file is never touched.
+        """
+        if not self.enabled:
+            return
+        path = Path(path)
+        if not path.is_file():
+            raise MltrailError(f"Cannot log checkpoint {path}: no such file.")
+        aliases = tuple(aliases)
+        values = {k: metric_value(v) for k, v in (metrics or {}).items()}
+
+        def upload() -> None:
+            digest = _sha256(path)
+            self.client.log_artifact(self.run_id, str(path), "checkpoints")
+            name = f"checkpoints/{path.name}"
+            with self._lock:
+                self._checkpoints["files"][name] = {
+                    "step": step,
+                    "metrics": values,
+                    "sha256": digest,
+                    "size": path.stat().st_size,
+                    "source": str(path),
+                }
+                for alias in aliases:
+                    self._checkpoints["aliases"][alias] = name
+                index = json.loads(json.dumps(self._checkpoints, default=str))
+            self.set_tags({f"mltrail.checkpoint.{a}": name for a in aliases})
+            self.log_dict(index, "checkpoints/index.json")
+
+        upload.kind = "uploading a checkpoint"  # type: ignore[attr-defined]
+        self._writer.add_job(upload)  # type: ignore[union-attr]
+
+    @guard("logging the model")
+    def log_model(
+        self,
+        model: Any,
+        flavor: str,
+        signature_from: Any = None,
+        registered_model_name: str | None = None,
+        *,
+        output_example: Any = None,
+        background: bool = True,
+        **flavor_kwargs: Any,
+    ) -> None:
+        """Log ``model`` under ``model/`` as an MLflow Model in ``flavor`` ("pytorch", "keras",
+        "sklearn", "xgboost", ...), with a signature and input example from ``signature_from``.
+
+        Serialisation runs on the background thread (``background=False`` runs it now);
+        ``registered_model_name`` also registers it in the Model Registry.
+        """
+        if not self.enabled:
+            return
+
+        def save() -> None:
+            self._save_model(
+                model, flavor, signature_from, output_example, registered_model_name, flavor_kwargs
+            )
+
+        save.kind = "logging the model"  # type: ignore[attr-defined]
+        if background:
+            self._writer.add_job(save)  # type: ignore[union-attr]
+        else:
+            save()
+
+    def _save_model(
+        self,
+        model: Any,
+        flavor: str,
+        example: Any,
+        output: Any,
+        registered_model_name: str | None,
+        flavor_kwargs: dict[str, Any],
+    ) -> None:
+        try:
+            module = importlib.import_module(f"mlflow.{flavor}")
+        except ImportError as error:
+            raise MltrailError(f"MLflow has no model flavor {flavor!r}.") from error
+        from mlflow.models import infer_signature
+
+        signature = None
+        if example is not None:
+            with guarded("inferring the model signature", self._errors):
+                signature = infer_signature(example, output)
+        target = self._temp_dir("model") / "model"
+        kwargs = dict(flavor_kwargs)
+        if example is not None:
+            kwargs.setdefault("input_example", example)
+        module.save_model(model, str(target), signature=signature, **kwargs)
+        self.client.log_artifacts(self.run_id, str(target), "model")
+        shutil.rmtree(target.parent, ignore_errors=True)
+        self.set_tags({"mltrail.model.flavor": flavor})
+        if registered_model_name:
+            self._register(registered_model_name)
+
+    def _register(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):
+            self.client.create_registered_model(name)
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
+        version = self.client.create_model_version(name, source, run_id=self.run_id)
+        self.set_tags({"mltrail.model.registered": f"{name}/{version.version}"})
+
+    # --- ending --------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything logged so far is sent or journaled; False when out of time."""
+        if not self._writer:
+            return True
+        return self._writer.flush(self.options.flush_timeout if timeout is None else timeout)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the run with ``status`` (FINISHED, FAILED or KILLED), flushing within the budget.
+
+        A run that mltrail joined (the user's own active run) is flushed but left open.
+        Calling ``end`` again does nothing.
+        """
+        status = status.upper()
+        if status not in _STATUSES:
+            raise MltrailError(f"status must be one of {sorted(_STATUSES)}, not {status!r}.")
+        if self._ended.is_set() or not self.enabled:
+            return
+        self._ended.set()
+        lifecycle.unregister(self)
+        self.status = status
+        summary: dict[str, Any] = {}
+        with guarded("ending the run", self._errors):
+            if self._monitor is not None:
+                self._monitor.stop()
+            if self.provenance is not None:
+                with guarded("finishing provenance", self._errors):
+                    self.provenance.finish(self)
+            self._write_summary_artifacts()
+            end_tags: dict[str, Any] = {}
+            if self._nonfinite:
+                end_tags["mltrail.metrics.nonfinite"] = json.dumps(dict(self._nonfinite))
+            if self._errors.total():
+                end_tags["mltrail.errors"] = str(self._errors.total())
+            self.set_tags(end_tags)
+            if self.owned:
+                self._writer.add(  # type: ignore[union-attr]
+                    "status", {"status": status, "end_time": int(time.time() * 1000)}
+                )
+            summary = self._writer.close(self.options.flush_timeout)  # type: ignore[union-attr]
+            if summary.get("spool_path"):
+                logger.warning(
+                    "mltrail: %d record(s) of run %s could not be sent to %s and are kept in %s; "
+                    "run `mltrail sync` to upload them.",
+                    summary["spooled"],
+                    self.run_id,
+                    describe_uri(self.tracking_uri),
+                    summary["spool_path"],
+                )
+            elif summary.get("spool_error"):
+                logger.error("mltrail: the spool failed: %s", summary["spool_error"])
+            else:
+                self._writer.spool.mark_synced()  # type: ignore[union-attr]
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._errors.total():
+            logger.warning(
+                "mltrail: %d internal error(s) during run %s: %s",
+                self._errors.total(),
+                self.run_id,
+                dict(self._errors.counts),
+            )
+
+    def _write_summary_artifacts(self) -> None:
+        if self._full_params or self._param_changes:
+            data = {
+                "params": self._full_params,
+                "changes": self._param_changes,
+            }
+            self.log_dict(data, "mltrail/params.json")
+        if self._keys.changed:
+            self.log_dict(self._keys.changed, "mltrail/keys.json")
+
+    def __enter__(self) -> Trail:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.end("FINISHED")
+        else:
+            self.end_with_exception(exc)
+
+    def end_with_exception(self, exc: BaseException) -> None:
+        """End the run for ``exc``: KILLED for interrupts, FAILED otherwise, with its type."""
+        killed = isinstance(exc, KeyboardInterrupt) or lifecycle.is_termination(exc)
+        if not isinstance(exc, SystemExit) or exc.code not in (0, None):
+            self.set_tags(
+                {
+                    "mltrail.exception.type": type(exc).__name__,
+                    "mltrail.exception.message": redact_text(str(exc))[:1000],
+                }
+            )
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            self.end("FINISHED")
+        else:
+            self.end("KILLED" if killed else "FAILED")
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Internal errors of this run, by kind."""
+        return dict(self._errors.counts)
+
+    def _temp_dir(self, name: str) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="mltrail-"))
+        path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._tmp))
+        return path
+
+    def _temp_file(self, artifact_file: str) -> Path:
+        return self._temp_dir("artifact") / Path(artifact_file).name
+
+    def __repr__(self) -> str:
+        return f"Trail(run_id={self.run_id!r}, status={self.status!r})"
+
+
+def _parent(artifact_file: str) -> str | None:
+    parent = str(Path(artifact_file).parent)
+    return None if parent in {"", "."} else parent
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None) | list | tuple | dict)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version() -> str:
+    from mltrail import __version__
+
+    return __version__
+
+
+def _source_tags() -> dict[str, str]:
+    import sys
+
+    from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+
+    entry = sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>"
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    return {MLFLOW_SOURCE_NAME: entry, MLFLOW_SOURCE_TYPE: "LOCAL", MLFLOW_USER: user}
+
+
+def _user_active_run(tracking_uri: str) -> str | None:
+    """The run id of the user's active MLflow run in this thread, when it is on the same store."""
+    try:
+        import mlflow
+
+        run = mlflow.active_run()
+        if run is None or mlflow.get_tracking_uri() != tracking_uri:
+            return None
+        return run.info.run_id
+    except Exception:
+        return None

@@ -1,0 +1,383 @@
+"""The background writer: the only code that sends run data to MLflow.
+
+The training thread only appends to in-memory queues. A sender thread drains them every
+``flush_interval`` into ``log_batch`` requests within MLflow's limits; an uploader thread sends
+artifacts and runs background jobs (model serialisation). A failed request is retried a few
+times, then the writer goes offline for a while (a circuit breaker) and journals what it could
+not send in the run's spool, which ``mltrail sync`` (or the writer itself, once the store is
+back) replays. ``close`` flushes within a time budget and never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mltrail.errors import ErrorCounter, strict_mode
+from mltrail.spool import Spool
+
+logger = logging.getLogger("mltrail.writer")
+
+# MLflow's log_batch limits (mlflow/utils/validation.py).
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_BATCH_BYTES = 900_000  # below the 1 MB request cap, leaving room for JSON framing
+
+Record = dict[str, Any]
+
+
+def _chunks_by_size(items: list[Any], count: int, size: Callable[[Any], int]) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    total = 0
+    for item in items:
+        item_size = size(item)
+        if chunk and (len(chunk) >= count or total + item_size > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += item_size
+    if chunk:
+        yield chunk
+
+
+def _pair_size(pair: tuple[str, str]) -> int:
+    return len(pair[0]) + len(pair[1]) + 32
+
+
+def apply_record(client: Any, run_id: str, record: Record) -> None:
+    """Send one record to the store with ``client`` (shared by the writer and ``mltrail sync``)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    kind = record["kind"]
+    data = record.get("data")
+    if kind == "metrics":
+        for chunk in _chunks_by_size(data, MAX_METRICS_PER_BATCH, lambda m: len(m[0]) + 64):
+            metrics = [Metric(key, float(value), int(ts), int(step)) for key, value, ts, step in chunk]
+            client.log_batch(run_id, metrics=metrics)
+    elif kind == "params":
+        for chunk in _chunks_by_size(list(data.items()), MAX_PARAMS_TAGS_PER_BATCH, _pair_size):
+            client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
+    elif kind == "tags":
+        for chunk in _chunks_by_size(list(data.items()), MAX_PARAMS_TAGS_PER_BATCH, _pair_size):
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in chunk])
+    elif kind == "delete_tag":
+        client.delete_tag(run_id, data)
+    elif kind == "inputs":
+        client.log_inputs(run_id, datasets=[_dataset_input(d) for d in data])
+    elif kind == "artifact":
+        path = Path(record["path"])
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), record.get("artifact_path"))
+        else:
+            client.log_artifact(run_id, str(path), record.get("artifact_path"))
+    elif kind == "status":
+        client.set_terminated(run_id, data["status"], end_time=data.get("end_time"))
+    else:
+        raise ValueError(f"unknown spool record kind {kind!r}")
+
+
+def _dataset_input(spec: dict[str, Any]) -> Any:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=spec["name"],
+        digest=spec["digest"],
+        source_type=spec.get("source_type", "local"),
+        source=spec["source"],
+        schema=spec.get("schema"),
+        profile=spec.get("profile"),
+    )
+    tags = [InputTag(k, str(v)) for k, v in (spec.get("tags") or {}).items()]
+    return DatasetInput(dataset=dataset, tags=tags)
+
+
+def _is_permanent(error: Exception) -> bool:
+    """Errors that retrying cannot fix (bad input rather than an unreachable or busy store)."""
+    code = getattr(error, "error_code", None)
+    return code in {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"}
+
+
+class Writer:
+    """Sends one run's data in the background. All ``add_*`` methods return immediately."""
+
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        spool: Spool,
+        errors: ErrorCounter,
+        *,
+        flush_interval: float = 1.0,
+        retries: int = 3,
+        max_queue_values: int = 500_000,
+        offline: bool = False,
+        heartbeat: Callable[[], dict[str, str]] | None = None,
+        heartbeat_interval: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.spool = spool
+        self._errors = errors
+        self._flush_interval = flush_interval
+        self._retries = max(1, retries)
+        self._max_queue_values = max_queue_values
+        self._heartbeat = heartbeat
+        self._heartbeat_interval = heartbeat_interval
+        self._last_heartbeat = 0.0
+
+        self._lock = threading.Lock()
+        self._metrics: list[tuple[str, float, int, int]] = []
+        self._ops: deque[Record] = deque()
+        self._inflight = 0
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._stop = threading.Event()
+
+        self._uploads: queue.Queue[Record | Callable[[], None] | None] = queue.Queue()
+        self._uploads_pending = 0
+        self.bytes_pending = 0
+
+        # Circuit breaker: while offline, batches go straight to the spool.
+        self.permanently_offline = offline
+        self._offline_until = 0.0
+        self._backoff = 2.0
+        self.stats = {"values_sent": 0, "values_spooled": 0, "requests": 0, "failures": 0}
+
+        self._sender = threading.Thread(target=self._send_loop, name="mltrail-sender", daemon=True)
+        self._uploader = threading.Thread(
+            target=self._upload_loop, name="mltrail-uploader", daemon=True
+        )
+        self._sender.start()
+        self._uploader.start()
+
+    # --- called from the training thread -------------------------------------------------------
+
+    def add_metrics(self, items: list[tuple[str, float, int, int]]) -> None:
+        with self._lock:
+            self._metrics.extend(items)
+            overflow = len(self._metrics) > self._max_queue_values
+            if overflow:
+                spilled, self._metrics = self._metrics, []
+        if overflow:
+            # The store is not keeping up: journal the backlog off-thread to bound memory.
+            threading.Thread(
+                target=self._spool_records,
+                args=([{"kind": "metrics", "data": spilled}],),
+                name="mltrail-spill",
+                daemon=True,
+            ).start()
+
+    def add(self, kind: str, data: Any) -> None:
+        """Queue a params, tags, inputs, delete_tag or status record, sent in order."""
+        with self._lock:
+            self._ops.append({"kind": kind, "data": data})
+        if kind == "status":
+            self._wake.set()
+
+    def add_artifact(self, path: Path, artifact_path: str | None, *, owned: bool = False) -> None:
+        """Upload a file or folder in the background. ``owned`` files are mltrail's temporaries:
+        deleted after upload, moved into the spool when the upload fails."""
+        try:
+            size = Path(path).stat().st_size if Path(path).is_file() else 0
+        except OSError:
+            size = 0
+        with self._idle:
+            self._uploads_pending += 1
+            self.bytes_pending += size
+        record = {"kind": "artifact", "path": str(path), "artifact_path": artifact_path}
+        record["owned"] = owned
+        record["size"] = size
+        self._uploads.put(record)
+
+    def add_job(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the uploader thread (model serialisation and similar slow work)."""
+        with self._idle:
+            self._uploads_pending += 1
+        self._uploads.put(job)
+
+    # --- flushing ------------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        with self._lock:
+            queued = len(self._metrics) + len(self._ops)
+        return queued + self._inflight + self._uploads_pending
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far was sent or spooled; False when out of time."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self.pending():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                self._idle.wait(min(remaining, 0.05))
+        return True
+
+    def close(self, timeout: float) -> dict[str, Any]:
+        """Flush within ``timeout`` seconds, stop the threads, journal whatever is left."""
+        flushed = self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
+        self._uploads.put(None)
+        leftover: list[Record] = []
+        with self._lock:
+            if self._ops:
+                leftover.extend(self._ops)
+                self._ops.clear()
+            if self._metrics:
+                leftover.append({"kind": "metrics", "data": self._metrics})
+                self._metrics = []
+        while True:
+            try:
+                item = self._uploads.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, dict):
+                leftover.append(self._artifact_for_spool(item))
+        if leftover:
+            self._spool_records(leftover)
+        self._sender.join(timeout=0.5 if not flushed else 5)
+        self._uploader.join(timeout=0.5 if not flushed else 5)
+        summary = dict(self.stats)
+        summary["flushed"] = flushed and not leftover
+        summary["spooled"] = self.spool.records_written
+        summary["spool_path"] = str(self.spool.path) if self.spool.records_written else None
+        summary["spool_error"] = self.spool.disabled_reason
+        return summary
+
+    # --- background threads --------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            self._send_pending()
+            if self._heartbeat and time.monotonic() - self._last_heartbeat > self._heartbeat_interval:
+                self._last_heartbeat = time.monotonic()
+                self.add("tags", self._heartbeat())
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        with self._lock:
+            ops = list(self._ops)
+            self._ops.clear()
+            metrics, self._metrics = self._metrics, []
+            self._inflight = len(ops) + (1 if metrics else 0)
+        try:
+            # Params and tags before metrics: a batch that names the run's config comes first.
+            for record in ops:
+                if record["kind"] != "status":
+                    self._deliver(record)
+            if metrics:
+                self._deliver({"kind": "metrics", "data": metrics})
+            for record in ops:
+                if record["kind"] == "status":
+                    self._deliver(record)
+        finally:
+            with self._idle:
+                self._inflight = 0
+                self._idle.notify_all()
+
+    def _deliver(self, record: Record) -> bool:
+        """Send a record, retrying a few times; journal it when the store stays unreachable."""
+        values = len(record["data"]) if record["kind"] == "metrics" else 0
+        if self._is_offline():
+            self._spool_records([record])
+            return False
+        error: Exception | None = None
+        for attempt in range(self._retries):
+            try:
+                self.stats["requests"] += 1
+                apply_record(self.client, self.run_id, record)
+                self.stats["values_sent"] += values
+                self._backoff = 2.0
+                return True
+            except Exception as exc:  # any store failure; classified below
+                error = exc
+                self.stats["failures"] += 1
+                if strict_mode() and _is_permanent(exc):
+                    raise
+                if _is_permanent(exc) or self._stop.is_set():
+                    break
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+        assert error is not None
+        self._errors.report(f"sending {record['kind']}", error)
+        if not _is_permanent(error):
+            self._offline_until = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 60.0)
+        self._spool_records([record])
+        return False
+
+    def _is_offline(self) -> bool:
+        return self.permanently_offline or time.monotonic() < self._offline_until
+
+    def _spool_records(self, records: Iterable[Record]) -> None:
+        records = list(records)
+        if self.spool.append(records):
+            self.stats["values_spooled"] += sum(
+                len(r["data"]) for r in records if r["kind"] == "metrics"
+            )
+
+    def _upload_loop(self) -> None:
+        while True:
+            item = self._uploads.get()
+            if item is None:
+                return
+            try:
+                if callable(item):
+                    self._run_job(item)
+                else:
+                    self._upload(item)
+            finally:
+                with self._idle:
+                    self._uploads_pending -= 1
+                    if isinstance(item, dict):
+                        self.bytes_pending -= item.get("size", 0)
+                    self._idle.notify_all()
+
+    def _run_job(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception as error:
+            if strict_mode():
+                logger.exception("mltrail background job failed")
+            self._errors.report(getattr(job, "kind", "background job"), error)
+
+    def _upload(self, record: Record) -> None:
+        if not self._is_offline():
+            try:
+                apply_record(self.client, self.run_id, record)
+                if record.get("owned"):
+                    _remove(Path(record["path"]))
+                return
+            except Exception as error:
+                self._errors.report("uploading artifacts", error)
+        self._spool_records([self._artifact_for_spool(record)])
+
+    def _artifact_for_spool(self, record: Record) -> Record:
+        kept_record = {k: record.get(k) for k in ("kind", "path", "artifact_path")}
+        if record.get("owned"):
+            kept = self.spool.keep_file(Path(record["path"]))
+            if kept is not None:
+                kept_record["path"] = str(kept)
+        return kept_record
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
