@@ -57,7 +57,9 @@ _HARMLESS_NAME = re.compile(
     re.IGNORECASE,
 )
 # Credentials written inside URLs: scheme://user:password@host -> scheme://user:***@host.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s@:]*(:[^/\s@]*)?)@")
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s@:]*(:[^/\s@]*)?)@"
+)
 # Well-known token shapes, wherever they appear in text.
 _TOKEN_SHAPES = re.compile(
     r"\b(ghp_[A-Za-z0-9]{20,}|gh[osur]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"

@@ -148,7 +148,9 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
-                logger.warning("mltrail: skipping a corrupt record at line %d of %s", number, journal)
+                logger.warning(
+                    "mltrail: skipping a corrupt record at line %d of %s", number, journal
+                )
 
 
 def pending_spools(root: Path) -> list[Path]:

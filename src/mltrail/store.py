@@ -65,7 +65,8 @@ def with_retries(func: Callable[[], T], what: str, attempts: int = 8) -> T:
         except Exception as error:
             text = str(error).lower()
             transient = any(
-                word in text for word in ("database is locked", "already exists", "unique constraint")
+                word in text
+                for word in ("database is locked", "already exists", "unique constraint")
             )
             if not transient or attempt == attempts - 1:
                 raise
@@ -111,7 +112,9 @@ def experiment_id(client: Any, name: str | None, tracking_uri: str) -> str:
                 )
             return found.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(
+                name, artifact_location=_artifact_location(tracking_uri)
+            )
         except Exception:
             found = client.get_experiment_by_name(name)
             if found is not None:
@@ -120,6 +123,12 @@ def experiment_id(client: Any, name: str | None, tracking_uri: str) -> str:
 
     with store_lock(tracking_uri):
         return with_retries(get_or_create, f"creating experiment {name!r}")
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a local sqlite store live beside the database, not in the working directory."""
+    path = sqlite_path(tracking_uri)
+    return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None
 
 
 def call_with_timeout(func: Callable[[], T], timeout: float, what: str) -> T:

@@ -202,9 +202,10 @@ class Trail:
         except TimeoutError:
             raise
         except Exception as error:
-            if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(
-                error
-            ).lower():
+            if (
+                getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+                or "not found" in str(error).lower()
+            ):
                 raise MltrailError(
                     f"Run {run_id!r} does not exist in {describe_uri(self.tracking_uri)}. Check the "
                     "run id and the tracking URI (MLFLOW_TRACKING_URI), or omit run_id to start "

@@ -34,7 +34,9 @@ MAX_BATCH_BYTES = 900_000  # below the 1 MB request cap, leaving room for JSON f
 Record = dict[str, Any]
 
 
-def _chunks_by_size(items: list[Any], count: int, size: Callable[[Any], int]) -> Iterator[list[Any]]:
+def _chunks_by_size(
+    items: list[Any], count: int, size: Callable[[Any], int]
+) -> Iterator[list[Any]]:
     chunk: list[Any] = []
     total = 0
     for item in items:
@@ -60,7 +62,9 @@ def apply_record(client: Any, run_id: str, record: Record) -> None:
     data = record.get("data")
     if kind == "metrics":
         for chunk in _chunks_by_size(data, MAX_METRICS_PER_BATCH, lambda m: len(m[0]) + 64):
-            metrics = [Metric(key, float(value), int(ts), int(step)) for key, value, ts, step in chunk]
+            metrics = [
+                Metric(key, float(value), int(ts), int(step)) for key, value, ts, step in chunk
+            ]
             client.log_batch(run_id, metrics=metrics)
     elif kind == "params":
         for chunk in _chunks_by_size(list(data.items()), MAX_PARAMS_TAGS_PER_BATCH, _pair_size):
@@ -262,7 +266,10 @@ class Writer:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
             self._send_pending()
-            if self._heartbeat and time.monotonic() - self._last_heartbeat > self._heartbeat_interval:
+            if (
+                self._heartbeat
+                and time.monotonic() - self._last_heartbeat > self._heartbeat_interval
+            ):
                 self._last_heartbeat = time.monotonic()
                 self.add("tags", self._heartbeat())
         self._send_pending()
