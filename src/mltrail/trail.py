@@ -632,6 +632,12 @@ class Trail:
     # --- helpers -------------------------------------------------------------------------------
 
     @property
+    def params(self) -> dict[str, str]:
+        """The params logged so far, as MLflow stores them (first value of each key)."""
+        with self._lock:
+            return dict(self._params)
+
+    @property
     def errors(self) -> dict[str, int]:
         """Internal errors of this run, by kind."""
         return dict(self._errors.counts)
