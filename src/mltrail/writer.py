@@ -232,7 +232,6 @@ class Writer:
         flushed = self.flush(timeout)
         self._stop.set()
         self._wake.set()
-        self._uploads.put(None)
         leftover: list[Record] = []
         with self._lock:
             if self._ops:
@@ -248,6 +247,9 @@ class Writer:
                 break
             if isinstance(item, dict):
                 leftover.append(self._artifact_for_spool(item))
+        # The stop marker goes in after the drain above, which would otherwise swallow it and
+        # leave the uploader waiting until the join below times out.
+        self._uploads.put(None)
         if leftover:
             self._spool_records(leftover)
         self._sender.join(timeout=0.5 if not flushed else 5)
