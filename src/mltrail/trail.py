@@ -54,6 +54,7 @@ def start_run(
     tracking_uri: str | None = None,
     run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
+    join: bool = False,
     **options: Any,
 ) -> Trail:
     """Start (or resume, or join) an MLflow run and return its :class:`Trail`.
@@ -67,6 +68,9 @@ def start_run(
         run_id: resume this existing run: its status goes back to RUNNING, ``mltrail.resume_count``
             is incremented and new metrics continue its steps.
         tags: extra run tags.
+        join: with ``run_id``, log into that existing run without owning it: no resume is
+            recorded and its status stays with its owner (for example Lightning's
+            MLFlowLogger); ``end()`` only flushes.
         **options: any field of :class:`mltrail.config.Options` (``flush_timeout``,
             ``system_metrics``, ``capture``, ...).
 
@@ -81,9 +85,13 @@ def start_run(
     run and leaves it open for its owner to end.
     """
     resolved = Options.resolve(**options)
+    if join and not run_id:
+        raise MltrailError("start_run(join=True) needs the run_id of the run to join.")
     if not distributed.is_rank_zero():
         return Trail._passive(os.environ.get("MLTRAIL_RUN_ID"), resolved)
-    trail = Trail._open(experiment, run_name, tracking_uri, run_id, dict(tags or {}), resolved)
+    trail = Trail._open(
+        experiment, run_name, tracking_uri, run_id, dict(tags or {}), resolved, join=join
+    )
     return trail
 
 
@@ -137,6 +145,7 @@ class Trail:
         run_id: str | None,
         tags: dict[str, Any],
         options: Options,
+        join: bool = False,
     ) -> Trail:
         trail = cls()
         trail.options = options
@@ -148,7 +157,7 @@ class Trail:
                 lambda: make_client(trail.tracking_uri), options.start_timeout, "opening the store"
             )
             if run_id or joined:
-                trail._attach(run_id or joined, resume=run_id is not None)
+                trail._attach(run_id or joined, resume=run_id is not None and not join)
             else:
                 trail._create(experiment, run_name, options)
         except MltrailError:
