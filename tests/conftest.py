@@ -131,7 +131,7 @@ class MlflowServer:
             "--artifacts-destination", str(self.folder / "artifacts"),
             "--workers", "1",
         ]  # fmt: skip
-        log = open(self.folder / "server.log", "ab")
+        log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - the server keeps it
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -8,6 +8,7 @@ the raw-to-logged map is kept so the writer can store it as an artifact.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import numbers
 import os
@@ -58,7 +59,7 @@ _HARMLESS_NAME = re.compile(
 )
 # Credentials written inside URLs: scheme://user:password@host -> scheme://user:***@host.
 _URL_CREDENTIALS = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s@:]*(:[^/\s@]*)?)@"
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]{0,30}://)(?P<userinfo>[^/\s@:]{0,256}(:[^/\s@]{0,256})?)@"
 )
 # Well-known token shapes, wherever they appear in text.
 _TOKEN_SHAPES = re.compile(
@@ -68,7 +69,7 @@ _TOKEN_SHAPES = re.compile(
 )
 # NAME=value / NAME: value lines (.env files, configs, log lines) whose NAME looks secret.
 _ASSIGNMENT = re.compile(
-    r"(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>\s*[:=]\s*)(?P<quote>[\"']?)(?P<value>[^\s\"',;]+)"
+    r"(?P<name>\b[A-Za-z_][A-Za-z0-9_.\-]{0,100})(?P<sep>\s*[:=]\s*)(?P<quote>[\"']?)(?P<value>[^\s\"',;]+)"
 )
 
 _known_secrets: set[str] = set()
@@ -91,7 +92,7 @@ def is_secret_name(name: str) -> bool:
     words = _words(name)
     if any(w in _SECRET_WORDS for w in words):
         return True
-    return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:], strict=False))
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
 def remember_secret(value: str) -> None:

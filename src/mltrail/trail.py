@@ -524,6 +524,12 @@ class Trail:
         kwargs = dict(flavor_kwargs)
         if example is not None:
             kwargs.setdefault("input_example", example)
+        if not {"pip_requirements", "extra_pip_requirements", "conda_env"} & kwargs.keys():
+            # The flavor's own pins: inferring requirements re-imports the model in a
+            # subprocess, which costs seconds per model.
+            defaults = getattr(module, "get_default_pip_requirements", None)
+            if defaults is not None:
+                kwargs["pip_requirements"] = defaults()
         module.save_model(model, str(target), signature=signature, **kwargs)
         self.client.log_artifacts(self.run_id, str(target), "model")
         shutil.rmtree(target.parent, ignore_errors=True)
@@ -580,7 +586,12 @@ class Trail:
                 self._writer.add(  # type: ignore[union-attr]
                     "status", {"status": status, "end_time": int(time.time() * 1000)}
                 )
+            started = time.monotonic()
             summary = self._writer.close(self.options.flush_timeout)  # type: ignore[union-attr]
+            if summary.get("spool_path") and not self.offline:
+                # The store may be back after an outage: replay now, in what is left of the budget.
+                left = self.options.flush_timeout - (time.monotonic() - started)
+                summary = self._replay_spool(summary, left)
             if summary.get("spool_path"):
                 logger.warning(
                     "mltrail: %d record(s) of run %s could not be sent to %s and are kept in %s; "
@@ -603,6 +614,25 @@ class Trail:
                 self.run_id,
                 dict(self._errors.counts),
             )
+
+    def _replay_spool(self, summary: dict[str, Any], budget: float) -> dict[str, Any]:
+        from mltrail.sync import replay
+
+        if budget <= 1:
+            return summary
+        spool = self._writer.spool  # type: ignore[union-attr]
+        try:
+            call_with_timeout(
+                lambda: replay(spool.path, self.client, self.tracking_uri, force=True),
+                budget,
+                "replaying the spool",
+            )
+        except Exception as error:
+            logger.debug("in-process replay failed: %s", error)
+            return summary
+        if not spool.path.exists():  # replayed completely and retired
+            return {**summary, "spool_path": None}
+        return summary
 
     def _write_summary_artifacts(self) -> None:
         if self._full_params or self._param_changes:

@@ -1,0 +1,109 @@
+"""Save a dirty working tree as a hidden commit, without touching the user's git state.
+
+The snapshot is an ordinary commit object whose parent is HEAD (none on an unborn branch) and
+whose tree is the working tree as it is: tracked files with their uncommitted changes and the
+untracked, non-ignored files. It is built with a temporary index (``GIT_INDEX_FILE``), so the
+user's index, branches, stash and working tree are untouched, and stored under the hidden ref
+``refs/mltrail/runs/<run_id>``, which ``git log --all`` and most tools do not show but
+``git push origin 'refs/mltrail/*'`` can share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from mltrail.capture.git import GitInfo, git_env, run_git
+
+logger = logging.getLogger("mltrail.snapshot")
+
+REF_PREFIX = "refs/mltrail/runs/"
+#: Untracked files larger than this stay out of the snapshot (listed as skipped).
+MAX_UNTRACKED_FILE_BYTES = 50 * 1024 * 1024
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "mltrail",
+    "GIT_AUTHOR_EMAIL": "mltrail@localhost",
+    "GIT_COMMITTER_NAME": "mltrail",
+    "GIT_COMMITTER_EMAIL": "mltrail@localhost",
+}
+
+
+@dataclasses.dataclass
+class Snapshot:
+    commit: str
+    tree: str
+    ref: str
+    parent: str | None
+    skipped: list[str]
+
+
+def ref_name(run_id: str) -> str:
+    return REF_PREFIX + run_id
+
+
+def large_untracked(info: GitInfo, limit: int = MAX_UNTRACKED_FILE_BYTES) -> list[str]:
+    """Untracked files too large to copy into the repository's object database."""
+    assert info.root is not None
+    large = []
+    for rel in info.untracked:
+        try:
+            if (Path(info.root) / rel).stat().st_size > limit:
+                large.append(rel)
+        except OSError:
+            continue
+    return large
+
+
+def create(
+    info: GitInfo,
+    ref: str,
+    message: str,
+    exclude: Iterable[str] = (),
+    timeout: float = 120.0,
+) -> Snapshot:
+    """Commit the working tree of ``info.root`` under ``ref`` and return the snapshot.
+
+    Args:
+        info: the repository state from :func:`mltrail.capture.git.inspect`.
+        ref: the full ref name to store the commit under.
+        message: the commit message.
+        exclude: paths relative to the repository root to leave out (large untracked files,
+            the MLflow store when it lives inside the repository).
+        timeout: seconds each git call may take.
+    """
+    assert info.root is not None and info.git_dir is not None
+    exclude = sorted(set(exclude) | set(info.excluded))
+    work = Path(tempfile.mkdtemp(prefix="mltrail-snapshot-"))
+    try:
+        index = work / "index"
+        user_index = Path(info.git_dir) / "index"
+        if user_index.is_file():
+            # Starting from a copy keeps git's stat cache: only changed files are hashed.
+            shutil.copy2(user_index, index)
+        env = git_env({"GIT_INDEX_FILE": str(index), **IDENTITY})
+        specs = ["."] + [f":(exclude,literal,top){path}" for path in exclude]
+        run_git(
+            ["add", "-A", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"],
+            info.root,
+            env=env,
+            input="\0".join(specs).encode("utf-8", "surrogateescape"),
+            timeout=timeout,
+        )
+        tree = run_git(["write-tree"], info.root, env=env, timeout=timeout).stdout.decode().strip()
+        args = ["commit-tree", tree, "--no-gpg-sign", "-m", message]
+        if info.commit:
+            args += ["-p", info.commit]
+        commit = run_git(args, info.root, env=env, timeout=timeout).stdout.decode().strip()
+        run_git(
+            ["update-ref", "-m", "mltrail snapshot", ref, commit],
+            info.root,
+            env=env,
+            timeout=timeout,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Snapshot(commit, tree, ref, info.commit, list(exclude))

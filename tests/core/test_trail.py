@@ -1,0 +1,253 @@
+"""The run session against a real sqlite MLflow store: what a user sees in MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import mltrail
+from mltrail import MltrailError
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def artifact_json(client, run_id: str, path: str) -> dict:
+    local = client.download_artifacts(run_id, path)
+    return json.loads(Path(local).read_text())
+
+
+def test_params_metrics_and_status(client) -> None:
+    with mltrail.start_run(experiment="core", run_name="first") as trail:
+        trail.log_params({"lr": 0.01, "model": {"layers": 3, "act": "relu"}, "note": None})
+        for epoch in range(3):
+            trail.log_metrics({"loss": 1.0 / (epoch + 1), "val/AR@100": epoch / 10}, step=epoch)
+    run = client.get_run(trail.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "first"
+    assert run.data.params == {
+        "lr": "0.01",
+        "model.layers": "3",
+        "model.act": "relu",
+        "note": "None",
+    }
+    assert history(client, trail.run_id, "loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+    assert [s for s, _ in history(client, trail.run_id, "val/AR_at_100")] == [0, 1, 2]
+    assert artifact_json(client, trail.run_id, "mltrail/keys.json") == {
+        "val/AR@100": "val/AR_at_100"
+    }
+    assert run.data.tags["mltrail.version"] == mltrail.__version__
+
+
+def test_changed_param_is_recorded_not_raised(client) -> None:
+    with mltrail.start_run(experiment="core") as trail:
+        trail.log_params({"lr": 0.1, "epochs": 3})
+        trail.log_params({"lr": 0.2, "epochs": 3})
+    run = client.get_run(trail.run_id)
+    assert run.data.params["lr"] == "0.1"
+    assert run.data.tags["mltrail.params.changed"] == "lr"
+    params = artifact_json(client, trail.run_id, "mltrail/params.json")
+    assert params["changes"] == {"lr": ["0.1", "0.2"]}
+
+
+def test_long_and_secret_params(client) -> None:
+    with mltrail.start_run(experiment="core") as trail:
+        trail.log_params(
+            {"long": "v" * 10_000, "api_key": "CANARY-param-123", "use_cls_token": True}
+        )
+    run = client.get_run(trail.run_id)
+    assert len(run.data.params["long"]) == 6000
+    assert run.data.params["long"].endswith("...[truncated]")
+    assert run.data.params["api_key"] == "***"
+    assert run.data.params["use_cls_token"] == "True"
+    full = artifact_json(client, trail.run_id, "mltrail/params.json")["params"]
+    assert full["long"] == "v" * 10_000
+    assert full["api_key"] == "***"
+
+
+def test_many_params_are_batched(client) -> None:
+    params = {f"layer{i}.width": i for i in range(1500)}
+    with mltrail.start_run(experiment="core") as trail:
+        trail.log_params(params)
+    assert len(client.get_run(trail.run_id).data.params) == 1500
+
+
+def test_metric_value_policy(client) -> None:
+    np = pytest.importorskip("numpy")
+    with mltrail.start_run(experiment="core") as trail:
+        trail.log_metrics({"a": float("nan"), "b": float("inf"), "c": None, "d": "x"}, step=0)
+        trail.log_metrics({"a": np.float32(0.5), "c": 1, "e": "0.75"}, step=1)
+    run = client.get_run(trail.run_id)
+    assert math.isnan(history(client, trail.run_id, "a")[0][1])
+    assert history(client, trail.run_id, "c") == [(1, 1.0)]
+    assert history(client, trail.run_id, "e") == [(1, 0.75)]
+    assert "d" not in run.data.metrics
+    assert json.loads(run.data.tags["mltrail.metrics.nonfinite"]) == {"a": 1, "b": 1}
+
+
+def test_nonfinite_skip_option(client) -> None:
+    with mltrail.start_run(experiment="core", nonfinite="skip") as trail:
+        trail.log_metrics({"a": float("nan")}, step=0)
+        trail.log_metrics({"a": 1.0}, step=1)
+    assert history(client, trail.run_id, "a") == [(1, 1.0)]
+
+
+def test_auto_steps_and_epoch(client) -> None:
+    with mltrail.start_run(experiment="core") as trail:
+        for value in (3.0, 2.0, 1.0):
+            trail.log_metrics({"x": value})
+        trail.log_metrics({"val": 0.5}, step=7, epoch=2)
+    assert history(client, trail.run_id, "x") == [(0, 3.0), (1, 2.0), (2, 1.0)]
+    assert history(client, trail.run_id, "epoch") == [(7, 2.0)]
+
+
+def test_exception_ends_failed_and_propagates_unchanged(client) -> None:
+    error = ValueError("boom")
+    with pytest.raises(ValueError) as caught, mltrail.start_run(experiment="core") as trail:
+        trail.log_metrics({"loss": 1.0}, step=0)
+        raise error
+    assert caught.value is error
+    run = client.get_run(trail.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mltrail.exception.type"] == "ValueError"
+    assert history(client, trail.run_id, "loss") == [(0, 1.0)]
+
+
+def test_keyboard_interrupt_ends_killed(client) -> None:
+    with pytest.raises(KeyboardInterrupt), mltrail.start_run(experiment="core") as trail:
+        raise KeyboardInterrupt
+    assert client.get_run(trail.run_id).info.status == "KILLED"
+
+
+def test_explicit_end_status_and_idempotent_end(client) -> None:
+    trail = mltrail.start_run(experiment="core")
+    trail.end("FAILED")
+    trail.end("FINISHED")
+    assert client.get_run(trail.run_id).info.status == "FAILED"
+    with pytest.raises(MltrailError, match="status must be one of"):
+        trail.end("DONE")
+
+
+def test_resume_continues_the_same_run(client) -> None:
+    with mltrail.start_run(experiment="core") as first:
+        first.log_params({"lr": 0.1})
+        first.log_metrics({"loss": 1.0}, step=0)
+    with mltrail.start_run(run_id=first.run_id) as again:
+        assert again.run_id == first.run_id
+        assert client.get_run(first.run_id).info.status == "RUNNING"
+        again.log_params({"lr": 0.1})  # same value again: no error, no change
+        again.log_metrics({"loss": 0.5}, step=1)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.resume_count"] == "1"
+    assert history(client, first.run_id, "loss") == [(0, 1.0), (1, 0.5)]
+
+
+def test_joins_the_users_active_run_and_leaves_it_open(client, module_store: str) -> None:
+    mlflow.set_tracking_uri(module_store)
+    with mlflow.start_run() as active:
+        trail = mltrail.start_run()
+        trail.log_metrics({"joined": 1.0}, step=0)
+        trail.end()
+        assert trail.run_id == active.info.run_id
+        assert client.get_run(active.info.run_id).info.status == "RUNNING"
+    assert client.get_run(active.info.run_id).info.status == "FINISHED"
+    assert history(client, active.info.run_id, "joined") == [(0, 1.0)]
+
+
+def test_misuse_gets_clear_errors() -> None:
+    with pytest.raises(MltrailError, match="Did you mean 'flush_timeout'"):
+        mltrail.start_run(flush_timout=3)
+    with pytest.raises(MltrailError, match="does not exist"):
+        mltrail.start_run(run_id="0" * 32)
+    with pytest.raises(MltrailError, match="nonfinite"):
+        mltrail.start_run(nonfinite="drop")
+
+
+def test_artifacts_and_checkpoints(client, tmp_path: Path) -> None:
+    data = tmp_path / "notes.txt"
+    data.write_text("hello")
+    ckpt = tmp_path / "epoch=1.ckpt"
+    ckpt.write_bytes(b"weights-1")
+    ckpt2 = tmp_path / "epoch=2.ckpt"
+    ckpt2.write_bytes(b"weights-2")
+    with mltrail.start_run(experiment="core") as trail:
+        trail.log_artifact(data, "extra")
+        trail.log_dict({"a": 1}, "mltrail/custom.json")
+        trail.log_checkpoint(ckpt, step=1, metrics={"val_loss": 0.3}, aliases=("best", "latest"))
+        trail.log_checkpoint(ckpt2, step=2, metrics={"val_loss": 0.4}, aliases=("latest",))
+        with pytest.raises(MltrailError):
+            trail.log_artifact(tmp_path / "missing.txt")
+    paths = {a.path for a in client.list_artifacts(trail.run_id, "checkpoints")}
+    assert paths == {
+        "checkpoints/epoch=1.ckpt",
+        "checkpoints/epoch=2.ckpt",
+        "checkpoints/index.json",
+    }
+    index = artifact_json(client, trail.run_id, "checkpoints/index.json")
+    assert index["aliases"] == {
+        "best": "checkpoints/epoch=1.ckpt",
+        "latest": "checkpoints/epoch=2.ckpt",
+    }
+    assert index["files"]["checkpoints/epoch=1.ckpt"]["metrics"] == {"val_loss": 0.3}
+    tags = client.get_run(trail.run_id).data.tags
+    assert tags["mltrail.checkpoint.best"] == "checkpoints/epoch=1.ckpt"
+    assert tags["mltrail.checkpoint.latest"] == "checkpoints/epoch=2.ckpt"
+    assert ckpt.read_bytes() == b"weights-1"  # the user's file is untouched
+    assert artifact_json(client, trail.run_id, "mltrail/custom.json") == {"a": 1}
+    assert Path(client.download_artifacts(trail.run_id, "extra/notes.txt")).read_text() == "hello"
+
+
+def test_model_logging_in_the_flavor(client) -> None:
+    pytest.importorskip("sklearn")
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    x = np.arange(20, dtype=float).reshape(10, 2)
+    y = x.sum(axis=1)
+    model = LinearRegression().fit(x, y)
+    with mltrail.start_run(experiment="core") as trail:
+        trail.log_model(model, "sklearn", signature_from=x[:3], output_example=model.predict(x[:3]))
+    loaded = mlflow.pyfunc.load_model(f"runs:/{trail.run_id}/model")
+    assert np.allclose(loaded.predict(x[:3]), y[:3])
+    assert loaded.metadata.signature is not None
+
+
+def test_system_metrics_are_sampled(client) -> None:
+    with mltrail.start_run(experiment="core", system_metrics_interval=0.2) as trail:
+        threading.Event().wait(0.7)
+    metrics = client.get_run(trail.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics
+    assert len(history(client, trail.run_id, "system/cpu_utilization_percentage")) >= 2
+    with mltrail.start_run(experiment="core", system_metrics=False) as quiet:
+        pass
+    assert not any(k.startswith("system/") for k in client.get_run(quiet.run_id).data.metrics)
+
+
+def test_many_threads_and_two_runs_lose_nothing(client) -> None:
+    first = mltrail.start_run(experiment="core", system_metrics=False)
+    second = mltrail.start_run(experiment="core", system_metrics=False)
+
+    def work(trail: mltrail.Trail, thread: int) -> None:
+        for step in range(200):
+            trail.log_metrics({f"t{thread}": float(step)}, step=step)
+
+    threads = [
+        threading.Thread(target=work, args=(t, i)) for t in (first, second) for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first.end()
+    second.end()
+    for trail in (first, second):
+        for i in range(4):
+            points = history(client, trail.run_id, f"t{i}")
+            assert sorted(s for s, _ in points) == list(range(200))
