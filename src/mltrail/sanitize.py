@@ -102,8 +102,16 @@ def remember_secret(value: str) -> None:
             _known_secrets.add(value)
 
 
+# The shell's working-directory variables match the word "pwd" but hold paths, not passwords.
+_NOT_SECRET_ENV = {"PWD", "OLDPWD"}
+
+
 def _env_secrets() -> list[str]:
-    return [v for k, v in os.environ.items() if len(v) >= 4 and is_secret_name(k)]
+    return [
+        v
+        for k, v in os.environ.items()
+        if len(v) >= 4 and k not in _NOT_SECRET_ENV and is_secret_name(k)
+    ]
 
 
 def redact_text(text: str) -> str:
