@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported before the function below is defined: a first import of the submodule after it
+# would rebind the name mltrail.autolog from the function to the module.
+from mltrail import autolog as _autolog_module
 from mltrail.errors import MltrailError, MltrailWarning
 from mltrail.trail import Trail, start_run
 
@@ -17,6 +20,4 @@ __all__ = ["MltrailError", "MltrailWarning", "Trail", "__version__", "autolog", 
 
 def autolog(*args: Any, **kwargs: Any) -> Any:
     """Record every training run of the supported frameworks; see :mod:`mltrail.autolog`."""
-    from mltrail.autolog import autolog as _autolog
-
-    return _autolog(*args, **kwargs)
+    return _autolog_module.autolog(*args, **kwargs)
