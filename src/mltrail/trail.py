@@ -433,12 +433,15 @@ class Trail:
         step: int | None = None,
         metrics: Mapping[str, Any] | None = None,
         aliases: Iterable[str] = ("latest",),
+        source: str | os.PathLike[str] | None = None,
     ) -> None:
         """Upload a checkpoint file in the background under ``checkpoints/``.
 
         ``checkpoints/index.json`` lists every uploaded checkpoint with its step, metrics and
         sha256, and which file each alias ("best", "latest") points to; the tags
         ``mltrail.checkpoint.<alias>`` name the same files. The local file is never touched.
+        ``source`` is the file's origin recorded in the index, when ``path`` is a temporary
+        link or copy of it.
         """
         if not self.enabled:
             return
@@ -458,7 +461,7 @@ class Trail:
                     "metrics": values,
                     "sha256": digest,
                     "size": path.stat().st_size,
-                    "source": str(path),
+                    "source": str(source or path),
                 }
                 for alias in aliases:
                     self._checkpoints["aliases"][alias] = name
