@@ -524,6 +524,7 @@ class Trail:
             with guarded("inferring the model signature", self._errors):
                 signature = infer_signature(example, output)
         target = self._temp_dir("model") / "model"
+        target.mkdir()  # mlflow.keras.save_model writes the input example before creating it
         kwargs = dict(flavor_kwargs)
         if example is not None:
             kwargs.setdefault("input_example", example)
