@@ -1,9 +1,367 @@
-"""Provenance capture at run start (git, DVC, environment); filled in by the capture modules."""
+"""Provenance of a run: the code (git), data (DVC) and environment it was started from.
+
+:func:`capture_run` is called by ``start_run`` on the calling thread. It does only the fast
+reads there (a few bounded ``git`` calls, parsing ``.dvc``/``dvc.lock`` files) and sets the tags
+and dataset inputs they give; the slow work (the diff, the snapshot commit, the data check, the
+package list) runs on a daemon thread and lands on the run through the same :class:`Trail`.
+``Trail.end()`` calls :meth:`RunProvenance.finish`, which waits (bounded) for that thread, sets
+``mltrail.fingerprint`` and writes ``mltrail/provenance.json``.
+
+``provenance.json`` (``schema_version`` 1) holds:
+
+- ``run_id``, ``resume`` (0, or the resume count when the run was resumed), ``captured_at``
+  (ISO 8601 UTC), ``complete`` (false when the background capture ran out of time), ``errors``.
+- ``git``: ``available``, ``unavailable``, ``root``, ``found_from`` ("script" or "cwd"),
+  ``commit``, ``branch``, ``detached``, ``unborn``, ``shallow``, ``worktree``, ``remote``,
+  ``repo_url``, ``dirty``, ``changed`` ([{path, status}]), ``untracked`` (paths),
+  ``excluded`` (the MLflow store's own files), ``untracked_sha256``, ``diff`` ({artifact,
+  sha256, bytes, truncated, files, binary_files, insertions, deletions}) and ``snapshot``
+  ({commit, tree, ref, parent, skipped}) when dirty.
+- ``dvc``: ``available``, ``unavailable``, ``root``, ``default_remote``, ``remotes``
+  ({name: url}), ``files``, ``outputs`` ([{path, hash, hash_name, dvc_format, isdir, size,
+  nfiles, remote, remote_url, source, stage, cache}]), ``data_hash``, ``data_status``
+  ({dirty, outputs: {path: unchanged|modified|deleted}, workspace_hashes, seconds, reason}).
+- ``environment``: ``python``, ``platform``, ``cpu``, ``memory_bytes``, ``gpus``, ``command``
+  ({argv, entry_script, cwd}), ``variables`` (allow-listed), ``versions`` (mltrail, mlflow,
+  dvc), ``packages`` (count; the list is ``mltrail/requirements.txt``).
+- ``fingerprint``: ``value`` and its ``code``, ``data`` and ``params`` components.
+- ``timing``: ``calling_thread_seconds``, ``background_seconds``.
+"""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
+from mltrail.capture import dvc as dvc_capture
+from mltrail.capture import git as git_capture
+from mltrail.errors import MltrailError, guarded
 
-def capture_run(trail: Any) -> Any:
-    return None
+logger = logging.getLogger("mltrail.provenance")
+
+SCHEMA_VERSION = 1
+PROVENANCE_ARTIFACT = "mltrail/provenance.json"
+DIFF_ARTIFACT = "mltrail/git.diff"
+REQUIREMENTS_ARTIFACT = "mltrail/requirements.txt"
+#: The longest ``end()`` waits for the background capture before writing what it has.
+FINISH_TIMEOUT = 60.0
+_MAX_LISTED = 1000  # paths listed in provenance.json per list
+
+_MLFLOW_GIT_TAGS = {
+    "mlflow.source.git.commit": "git.commit",
+    "mlflow.source.git.branch": "git.branch",
+    "mlflow.source.git.repoURL": "git.repoURL",
+}
+
+
+def capture_run(trail: Any) -> RunProvenance | None:
+    """Capture the provenance of ``trail``'s run: fast reads now, the rest in the background.
+
+    Returns the object whose ``finish(trail)`` completes the capture at the end of the run.
+    """
+    if not trail.enabled or not trail.run_id:
+        return None
+    provenance = RunProvenance(trail)
+    provenance.start(trail)
+    return provenance
+
+
+def store_paths(trail: Any) -> list[str]:
+    """Files of the MLflow store and the spool: they are not the user's code."""
+    paths: list[Path] = []
+    uri = str(getattr(trail, "tracking_uri", "") or "")
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :]).expanduser()
+        paths += [db.with_name(db.name + suffix) for suffix in ("", "-journal", "-wal", "-shm")]
+        paths += [db.with_name(db.name + ".mltrail.lock"), db.parent / "mlartifacts"]
+        paths.append(db.parent / "mlruns")
+    elif uri.startswith("file:") or (uri and "://" not in uri):
+        paths.append(Path(uri.removeprefix("file://").removeprefix("file:")))
+    paths.append(Path.cwd() / "mlruns")
+    spool = getattr(getattr(trail, "options", None), "spool_dir", None)
+    if spool:
+        paths.append(Path(spool))
+    return [str(p.absolute()) for p in paths]
+
+
+class RunProvenance:
+    """The provenance capture of one run (see the module docstring for what it records)."""
+
+    def __init__(self, trail: Any) -> None:
+        self.run_id: str = trail.run_id
+        self.options = trail.options
+        self.resume: int = trail.resume_count if trail.resumed else 0
+        self.previous: dict[str, str] = dict(getattr(trail, "attached_tags", None) or {})
+        self.git = git_capture.GitInfo()
+        self.dvc = dvc_capture.DvcInfo()
+        self.diff: git_capture.Diff | None = None
+        self.snapshot: Any = None
+        self.untracked_sha256: str | None = None
+        self.data: dvc_capture.DataStatus | None = None
+        self.environment: dict[str, Any] = {}
+        self.script_sha256: str | None = None
+        self.record: dict[str, Any] = {}
+        self.failures: list[tuple[str, BaseException]] = []
+        self.fingerprint: dict[str, Any] | None = None
+        self._trail = trail
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._calling_seconds = 0.0
+        self._background_seconds = 0.0
+        self._captured_at = datetime.datetime.now(datetime.UTC).isoformat()
+
+    # --- names ---------------------------------------------------------------------------------
+
+    def key(self, tag: str) -> str:
+        """The tag name for this capture: on a resumed run, ``mltrail.resume.<n>.<name>``, so
+        the state at the first start stays on the run."""
+        if not self.resume:
+            return tag
+        short = _MLFLOW_GIT_TAGS.get(tag, tag.removeprefix("mltrail."))
+        return f"mltrail.resume.{self.resume}.{short}"
+
+    def artifact(self, name: str) -> str:
+        if not self.resume:
+            return name
+        folder, _, file = name.rpartition("/")
+        return f"{folder}/resume-{self.resume}/{file}"
+
+    def _tags(self, tags: dict[str, str]) -> None:
+        with self._lock:
+            if not self._closed:
+                self._trail.set_tags({self.key(k): v for k, v in tags.items()})
+
+    # --- the calling thread ----------------------------------------------------------------------
+
+    def start(self, trail: Any) -> None:
+        began = time.perf_counter()
+        self.git = git_capture.inspect(store_paths(trail))
+        start = Path(self.git.start_dir) if self.git.start_dir else Path.cwd()
+        self.dvc = dvc_capture.inspect(start, self.git.root if self.git.usable else None)
+        tags = {**self.git.tags(), **self.dvc.tags()}
+        trail.set_tags({self.key(k): v for k, v in tags.items()})
+        datasets = [
+            out.dataset(self.git.commit, self.git.repo_url) for out in self.dvc.outputs if out.hash
+        ]
+        if datasets:
+            trail.log_inputs(datasets)
+        self._calling_seconds = time.perf_counter() - began
+        self._thread = threading.Thread(
+            target=self._background, name="mltrail-provenance", daemon=True
+        )
+        self._thread.start()
+
+    # --- the background thread -------------------------------------------------------------------
+
+    def _step(self, kind: str, func: Any) -> None:
+        try:
+            func()
+        except git_capture.GitUnavailable as error:
+            self._note_git_problem(kind, str(error))
+        except Exception as error:
+            logger.debug("%s failed", kind, exc_info=True)
+            self.failures.append((kind, error))
+
+    def _note_git_problem(self, kind: str, reason: str) -> None:
+        text = f"{kind}: {reason}"
+        self.git.unavailable = f"{self.git.unavailable}; {text}" if self.git.unavailable else text
+        self._tags({"mltrail.git.unavailable": self.git.unavailable})
+
+    def _background(self) -> None:
+        began = time.perf_counter()
+        if self.git.usable and self.git.dirty:
+            self._step("git diff", self._capture_diff)
+            if self.options.snapshot:
+                self._step("git snapshot", self._capture_snapshot)
+            self._step("hashing untracked files", self._hash_untracked)
+        if not self.git.usable:
+            self._step("hashing the entry script", self._hash_script)
+        if self.dvc.outputs:
+            self._step("checking DVC data", self._check_data)
+        self._step("capturing the environment", self._capture_environment)
+        if self.resume:
+            self._step("comparing with the first start", self._compare_code)
+        self._background_seconds = time.perf_counter() - began
+
+    def _capture_diff(self) -> None:
+        if not self.git.changed:
+            return
+        self.diff = git_capture.diff(self.git, self.options.max_diff_bytes)
+        if self.diff.text:
+            with self._lock:
+                if not self._closed:
+                    self._trail.log_text(self.diff.text, self.artifact(DIFF_ARTIFACT))
+
+    def _capture_snapshot(self) -> None:
+        from mltrail import snapshot
+
+        ref = snapshot.ref_name(self.run_id + (f"-resume-{self.resume}" if self.resume else ""))
+        skip = snapshot.large_untracked(self.git)
+        message = (
+            f"mltrail snapshot of run {self.run_id}\n\nThe working tree at run start: "
+            f"{self.git.commit or 'an unborn branch'} with its uncommitted changes and "
+            "untracked files."
+        )
+        self.snapshot = snapshot.create(self.git, ref, message, exclude=skip)
+        self._tags({"mltrail.git.snapshot": self.snapshot.commit})
+
+    def _hash_untracked(self) -> None:
+        if self.git.untracked and self.git.root:
+            self.untracked_sha256 = git_capture.files_digest(self.git.root, self.git.untracked)
+
+    def _hash_script(self) -> None:
+        script = git_capture.entry_script()
+        if script is not None:
+            self.script_sha256 = git_capture.file_sha256(script)
+
+    def _check_data(self) -> None:
+        self.data = dvc_capture.data_status(self.dvc)
+        self._tags({"mltrail.dvc.data_dirty": self.data.dirty})
+
+    def _capture_environment(self) -> None:
+        from mltrail.capture import env
+
+        self.environment = env.capture()
+        requirements = env.requirements()
+        self.environment["packages"] = requirements.count("\n")
+        with self._lock:
+            if not self._closed:
+                self._trail.log_text(requirements, self.artifact(REQUIREMENTS_ARTIFACT))
+
+    def _compare_code(self) -> None:
+        """On a resumed run: did the code change since the first start? (tag ``...changed``)"""
+        before_commit = self.previous.get("mlflow.source.git.commit")
+        before_dirty = self.previous.get("mltrail.git.dirty")
+        if before_commit is None and before_dirty is None:
+            self._code_changed: bool | None = None
+            return
+        changed = before_commit != self.git.commit or before_dirty != _flag(self.git.dirty)
+        before_snapshot = self.previous.get("mltrail.git.snapshot")
+        if not changed and self.git.dirty and before_snapshot and self.snapshot and self.git.root:
+            try:
+                tree = git_capture.run_git(
+                    ["rev-parse", "--verify", "-q", f"{before_snapshot}^{{tree}}"], self.git.root
+                )
+                changed = tree.stdout.decode().strip() != self.snapshot.tree
+            except (git_capture.GitUnavailable, git_capture.NotARepository):
+                self._code_changed = None
+                return
+        self._code_changed = changed
+
+    # --- the end of the run ------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background capture; True when it is complete."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def finish(self, trail: Any) -> None:
+        """Wait (bounded) for the background capture, then set the fingerprint and write
+        ``mltrail/provenance.json``. Called by ``Trail.end()`` before the writer closes."""
+        complete = self.wait(min(FINISH_TIMEOUT, max(5.0, float(self.options.flush_timeout))))
+        with self._lock:
+            self._closed = True
+        tags: dict[str, str] = {}
+        if not complete and self.data is None and self.dvc.outputs:
+            tags["mltrail.dvc.data_dirty"] = "unknown"
+        self.fingerprint = self._fingerprint(trail.params)
+        tags["mltrail.fingerprint"] = self.fingerprint["value"]
+        if self.resume:
+            tags["mltrail.changed"] = self._changed()
+        trail.set_tags({self.key(k): v for k, v in tags.items()})
+        self.record = self.as_dict(complete)
+        trail.log_dict(self.record, self.artifact(PROVENANCE_ARTIFACT))
+        failures, self.failures = self.failures, []
+        for kind, error in failures:
+            with guarded(kind, trail._errors):
+                raise error
+
+    def _changed(self) -> str:
+        parts = []
+        code = getattr(self, "_code_changed", None)
+        before_data = self.previous.get("mltrail.dvc.data_hash")
+        data_changed = before_data != self.dvc.data_hash() or (
+            self.data is not None and self.data.dirty == "true"
+        )
+        if code is None:
+            return "unknown"
+        if code:
+            parts.append("code")
+        if data_changed:
+            parts.append("data")
+        return ",".join(parts) or "none"
+
+    def _fingerprint(self, params: dict[str, str]) -> dict[str, Any]:
+        code = {
+            "commit": self.git.commit,
+            "diff_sha256": self.diff.sha256 if self.diff else None,
+            "untracked_sha256": self.untracked_sha256,
+            "script_sha256": self.script_sha256,
+        }
+        status = self.data.dirty if self.data else "unknown"
+        hashes = self.data.workspace_hashes if self.data else {}
+        data = sorted(
+            (o.path, hashes.get(o.path) or o.hash or "", status) for o in self.dvc.outputs
+        )
+        parts = {
+            "code": _sha(code),
+            "data": _sha(data),
+            "params": _sha(sorted(params.items())),
+        }
+        return {"value": _sha(parts), **parts}
+
+    def as_dict(self, complete: bool = True) -> dict[str, Any]:
+        """The ``provenance.json`` record (schema in the module docstring)."""
+        git = self.git.as_dict()
+        for name in ("changed", "untracked", "excluded"):
+            if len(git[name]) > _MAX_LISTED:
+                git[f"{name}_count"] = len(git[name])
+                git[name] = git[name][:_MAX_LISTED]
+        git["untracked_sha256"] = self.untracked_sha256
+        git["diff"] = self.diff.summary(self.artifact(DIFF_ARTIFACT)) if self.diff else None
+        git["snapshot"] = vars(self.snapshot) if self.snapshot else None
+        dvc = self.dvc.as_dict()
+        dvc["data_status"] = self.data.as_dict() if self.data else None
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "resume": self.resume,
+            "captured_at": self._captured_at,
+            "complete": complete,
+            "errors": [f"{kind}: {type(e).__name__}: {e}" for kind, e in self.failures],
+            "git": git,
+            "dvc": dvc,
+            "environment": self.environment,
+            "fingerprint": self.fingerprint,
+            "timing": {
+                "calling_thread_seconds": round(self._calling_seconds, 4),
+                "background_seconds": round(self._background_seconds, 4),
+            },
+        }
+
+
+def _flag(value: bool | None) -> str | None:
+    return None if value is None else ("true" if value else "false")
+
+
+def _sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a ``provenance.json`` file, checking its schema version."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        raise MltrailError(f"{path} is not an mltrail provenance record of schema 1.")
+    return data

@@ -45,9 +45,10 @@ def ref_name(run_id: str) -> str:
     return REF_PREFIX + run_id
 
 
-def large_untracked(info: GitInfo, limit: int = MAX_UNTRACKED_FILE_BYTES) -> list[str]:
+def large_untracked(info: GitInfo, limit: int | None = None) -> list[str]:
     """Untracked files too large to copy into the repository's object database."""
     assert info.root is not None
+    limit = MAX_UNTRACKED_FILE_BYTES if limit is None else limit
     large = []
     for rel in info.untracked:
         try:

@@ -125,6 +125,7 @@ class Trail:
         self._monitor: Any = None
         self._ended = threading.Event()
         self.provenance: Any = None
+        self.attached_tags: dict[str, str] = {}  # tags of a run joined or resumed, at attach
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -225,6 +226,7 @@ class Trail:
         self.experiment_id = run.info.experiment_id
         self.owned = resume
         self.resumed = resume
+        self.attached_tags = dict(run.data.tags)
         for key, value in run.data.params.items():
             self._params[key] = value
         if resume:

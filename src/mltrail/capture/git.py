@@ -153,6 +153,7 @@ class GitInfo:
 
     root: str | None = None
     found_from: str | None = None
+    start_dir: str | None = None
     git_dir: str | None = None
     common_dir: str | None = None
     commit: str | None = None
@@ -238,10 +239,10 @@ def inspect(
         except GitUnavailable as error:
             reasons.append(str(error))
             if _read_git_files(info, directory):
-                info.found_from = origin
+                info.found_from, info.start_dir = origin, str(directory)
                 break
             continue
-        info.found_from = origin
+        info.found_from, info.start_dir = origin, str(directory)
         try:
             _status(info, timeout, [Path(p) for p in exclude])
             _remote(info, timeout)
