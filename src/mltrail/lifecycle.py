@@ -155,12 +155,26 @@ def repair_stale_runs(client: Any, experiment_id: str, heartbeat_interval: float
 
 
 def repair_stale_runs_soon(trail: Any) -> None:
-    """Repair crashed runs of the trail's experiment on a background thread (never blocks)."""
+    """Repair crashed runs and replay dead processes' spools, on a background thread."""
 
     def work() -> None:
         try:
             repair_stale_runs(trail.client, trail.experiment_id, trail.options.heartbeat_interval)
         except Exception:
             logger.debug("stale-run repair failed", exc_info=True)
+        try:
+            # Data journaled by processes that died before they could replay it.
+            from mltrail.sync import sync_all
+
+            for result in sync_all(trail.options.spool_dir, only_uri=trail.tracking_uri):
+                if result.records:
+                    logger.warning(
+                        "mltrail: uploaded %d journaled record(s) of run %s left by a process "
+                        "that ended before it could send them.",
+                        result.records,
+                        result.run_id,
+                    )
+        except Exception:
+            logger.debug("replaying dead processes' spools failed", exc_info=True)
 
     threading.Thread(target=work, name="mltrail-repair", daemon=True).start()

@@ -58,12 +58,10 @@ def _exclusive(path: Path) -> Iterator[bool]:
 
 
 def _writer_alive(meta: dict[str, Any]) -> bool:
-    return (
-        meta.get("host") == socket.gethostname()
-        and isinstance(meta.get("pid"), int)
-        and meta["pid"] != os.getpid()
-        and _pid_alive(meta["pid"])
-    )
+    """True when the process that journals this run is still running (this one included)."""
+    if meta.get("host") != socket.gethostname() or not isinstance(meta.get("pid"), int):
+        return False
+    return meta["pid"] == os.getpid() or _pid_alive(meta["pid"])
 
 
 def _target_run(client: Any, meta: dict[str, Any], tracking_uri: str, path: Path) -> str:
@@ -179,14 +177,21 @@ def _replay_record(
 
 
 def sync_all(
-    spool_dir: Path, tracking_uri: str | None = None, run_ids: list[str] | None = None
+    spool_dir: Path,
+    tracking_uri: str | None = None,
+    run_ids: list[str] | None = None,
+    *,
+    only_uri: str | None = None,
 ) -> list[SyncResult]:
-    """Replay every pending spool folder under ``spool_dir`` (or only ``run_ids``)."""
+    """Replay every pending spool folder under ``spool_dir`` (or only ``run_ids``, or only
+    those recorded for the store ``only_uri``)."""
     results = []
     clients: dict[str, Any] = {}
     for path in pending_spools(spool_dir):
         meta = read_meta(path)
         if run_ids and meta["run_id"] not in run_ids and path.name not in run_ids:
+            continue
+        if only_uri is not None and meta.get("tracking_uri") != only_uri:
             continue
         if not (path / "journal.jsonl").exists():
             if not _writer_alive(meta):  # a run that ended with nothing left to send

@@ -39,8 +39,9 @@ from mltrail.store import (
     experiment_id,
     make_client,
     resolve_tracking_uri,
+    sqlite_path,
 )
-from mltrail.writer import Writer
+from mltrail.writer import Writer, apply_record
 
 logger = logging.getLogger("mltrail")
 
@@ -155,7 +156,7 @@ class Trail:
         joined = None if run_id else _user_active_run(trail.tracking_uri)
         try:
             trail.client = call_with_timeout(
-                lambda: make_client(trail.tracking_uri), options.start_timeout, "opening the store"
+                lambda: make_client(trail.tracking_uri), trail._start_budget(), "opening the store"
             )
             if run_id or joined:
                 trail._attach(run_id or joined, resume=run_id is not None and not join)
@@ -194,12 +195,19 @@ class Trail:
             lifecycle.repair_stale_runs_soon(trail)
         return trail
 
+    def _start_budget(self) -> float:
+        """How long opening the store may take. A local sqlite store cannot hang like a server;
+        it can only be busy (first-time migrations, other processes starting), so it gets longer."""
+        if sqlite_path(self.tracking_uri) is not None:
+            return max(self.options.start_timeout, 120.0)
+        return self.options.start_timeout
+
     def _create(self, experiment: str | None, run_name: str | None, options: Options) -> None:
         def create() -> Any:
             exp_id = experiment_id(self.client, experiment, self.tracking_uri)
             return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
 
-        run = call_with_timeout(create, options.start_timeout, "creating the run")
+        run = call_with_timeout(create, self._start_budget(), "creating the run")
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.owned = True
@@ -207,7 +215,7 @@ class Trail:
     def _attach(self, run_id: str, *, resume: bool) -> None:
         try:
             run = call_with_timeout(
-                lambda: self.client.get_run(run_id), self.options.start_timeout, "reading the run"
+                lambda: self.client.get_run(run_id), self._start_budget(), "reading the run"
             )
         except TimeoutError:
             raise
@@ -427,6 +435,58 @@ class Trail:
         specs = [dict(d) for d in datasets]
         if specs:
             self._writer.add("inputs", specs)  # type: ignore[union-attr]
+
+    @guard("logging child runs")
+    def log_child_run(
+        self,
+        run_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a finished child run of this run, shown nested under it in the MLflow UI.
+
+        For results that are runs of their own but need no session of their own, such as the
+        candidates of a hyperparameter search: ``params`` (flattened and redacted like
+        :meth:`log_params`), ``metrics`` at step 0 and ``tags``. The child is created in the
+        background, in this run's experiment, with the tag ``mlflow.parentRunId``.
+        """
+        if not self.enabled or self.offline:
+            return
+        keys = KeySanitizer()
+        flat = {
+            keys(k): truncate(param_text(redact_value(k, v)), MAX_PARAM_VALUE_LENGTH)
+            for k, v in flatten(params or {}).items()
+        }
+        values = {keys(k): metric_value(v) for k, v in (metrics or {}).items()}
+        child_tags = {
+            keys(k): truncate(redact_value(k, str(v)), MAX_TAG_VALUE_LENGTH)
+            for k, v in (tags or {}).items()
+            if v is not None
+        }
+        parent = self.run_id
+
+        def create() -> None:
+            from mlflow.entities import Metric, Param
+            from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+            child_tags.update({**_source_tags(), MLFLOW_PARENT_RUN_ID: parent})
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=child_tags)
+            child, now = run.info.run_id, int(time.time() * 1000)
+            points = [(k, v, now, 0) for k, v in values.items() if v is not None]
+            if len(flat) <= 100 and len(points) <= 900:  # one request: children come in dozens
+                self.client.log_batch(
+                    child,
+                    metrics=[Metric(*point) for point in points],
+                    params=[Param(k, v) for k, v in flat.items()],
+                )
+            else:
+                apply_record(self.client, child, {"kind": "params", "data": flat})
+                apply_record(self.client, child, {"kind": "metrics", "data": points})
+            self.client.set_terminated(child, "FINISHED")
+
+        create.kind = "logging child runs"  # type: ignore[attr-defined]
+        self._writer.add_job(create)  # type: ignore[union-attr]
 
     @guard("logging a checkpoint")
     def log_checkpoint(
