@@ -361,6 +361,8 @@ class TrailCallback(keras.callbacks.Callback):
             example = _sample(self._fit_args.get("x"))
             if example is not None:
                 output = _to_numpy(model(example, training=False))
+        if example is None:
+            logger.info("mltrail: no input example from the training data; no model signature.")
         trail.log_model(
             model,
             "keras",

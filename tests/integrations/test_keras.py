@@ -172,6 +172,7 @@ def test_learning_rate_history_under_a_schedule_and_reduce_on_plateau(client):
     lr = history(client, callback.run_id, "learning_rate")
     assert [s for s, _ in lr] == [0, 1, 2]
     np.testing.assert_allclose([v for _, v in lr], expected, rtol=1e-5)
+    assert not client.list_artifacts(callback.run_id, "checkpoints")  # checkpoints="none"
 
     # ReduceLROnPlateau (placed after the callback) halves the rate at the end of every epoch
     # after the first; each epoch records the rate it trained with.
@@ -210,8 +211,10 @@ def test_one_callback_over_several_fits_is_one_run_with_continuing_steps(client)
 def test_resume_with_run_id_and_initial_epoch_continues_the_run(client):
     x, y = data()
     net = model()
-    first = TrailCallback(experiment=EXPERIMENT, checkpoints="none", log_model=False)
+    first = TrailCallback(experiment=EXPERIMENT, checkpoints="best", log_model=False)
     net.fit(x, y, epochs=2, validation_split=0.25, verbose=0, callbacks=[first])
+    stored = [a.path for a in client.list_artifacts(first.run_id, "checkpoints")]
+    assert sorted(stored) == ["checkpoints/best.keras", "checkpoints/index.json"]
     resumed = TrailCallback(run_id=first.run_id, checkpoints="none", log_model=False)
     net.fit(x, y, epochs=4, initial_epoch=2, validation_split=0.25, verbose=0, callbacks=[resumed])
     assert resumed.run_id == first.run_id
