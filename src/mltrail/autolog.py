@@ -17,6 +17,7 @@ Frameworks imported after ``autolog()`` are patched when their import finishes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.abc
@@ -24,19 +25,33 @@ import importlib.util
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mltrail.errors import MltrailError, process_errors, strict_mode
 
 logger = logging.getLogger("mltrail.autolog")
 
+# scikit-learn defines its estimators in submodules imported on demand; each one patches what it
+# brought (cheaper than importing them all up front, as sklearn.utils.all_estimators does).
+SKLEARN_MODULES = tuple(
+    f"sklearn.{name}"
+    for name in (  # noqa: SIM905
+        "calibration cluster compose covariance cross_decomposition decomposition "
+        "discriminant_analysis dummy ensemble experimental.enable_halving_search_cv "
+        "feature_extraction feature_selection frozen gaussian_process impute isotonic "
+        "kernel_approximation kernel_ridge linear_model manifold mixture model_selection "
+        "multiclass multioutput naive_bayes neighbors neural_network pipeline preprocessing "
+        "random_projection semi_supervised svm tree"
+    ).split()
+)
+
 # framework -> (adapter module, modules whose import triggers the patch)
 FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lightning": ("mltrail.integrations.lightning", ("lightning.pytorch", "pytorch_lightning")),
     "keras": ("mltrail.integrations.keras", ("keras",)),
     "xgboost": ("mltrail.integrations.xgboost", ("xgboost",)),
-    "sklearn": ("mltrail.integrations.sklearn", ("sklearn",)),
+    "sklearn": ("mltrail.integrations.sklearn", ("sklearn", *SKLEARN_MODULES)),
 }
 
 _state = threading.local()
@@ -49,6 +64,17 @@ _finder: _PostImportFinder | None = None
 def in_patched_call() -> bool:
     """True while a patched training call runs in this thread (inner calls are not recorded)."""
     return getattr(_state, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[None]:
+    """Mark a training that an adapter records on its own (a wrapper or a callback outside
+    ``autolog``): patched calls inside it pass straight through, as inside a patched call."""
+    _state.depth = getattr(_state, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
 
 
 def autolog(
