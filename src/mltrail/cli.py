@@ -35,17 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     runs = verbs.add_parser("runs", help=VERBS["runs"][2])
-    runs.add_argument("--commit", help="a commit: full or short SHA, or any rev such as HEAD~2")
-    runs.add_argument("--experiment", help="only runs of this experiment")
-    runs.add_argument("--fingerprint", nargs="?", const="*", help="runs with this fingerprint")
+    runs.add_argument(
+        "--commit",
+        help="a commit: full or short SHA, or any rev such as HEAD~2 (default: HEAD)",
+    )
+    runs.add_argument("--experiment", help="only runs of this experiment (default: all)")
+    runs.add_argument(
+        "--fingerprint",
+        nargs="?",
+        const="*",
+        metavar="FP",
+        help="runs with this mltrail.fingerprint (a prefix is enough); without FP: every "
+        "fingerprint shared by several runs (the same code, data and params run again)",
+    )
     runs.add_argument("--repo", default=".", help="git repository to resolve --commit in")
-    runs.add_argument("--max-results", type=int, default=1000)
-    runs.add_argument("--json", action="store_true", help="stable machine-readable output")
+    runs.add_argument("--max-results", type=int, default=1000, help="at most this many runs")
+    runs.add_argument(
+        "--json", action="store_true", help="stable machine-readable output (schema_version 1)"
+    )
     _add_store_options(runs)
 
     show = verbs.add_parser("show", help=VERBS["show"][2])
-    show.add_argument("run_id")
-    show.add_argument("--json", action="store_true", help="stable machine-readable output")
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument(
+        "--json", action="store_true", help="stable machine-readable output (schema_version 1)"
+    )
     _add_store_options(show)
 
     sync = verbs.add_parser("sync", help=VERBS["sync"][2])

@@ -52,6 +52,8 @@ DIFF_ARTIFACT = "mltrail/git.diff"
 REQUIREMENTS_ARTIFACT = "mltrail/requirements.txt"
 #: The longest ``end()`` waits for the background capture before writing what it has.
 FINISH_TIMEOUT = 60.0
+#: Seconds each git call may take on the calling thread; slower work moves to the background.
+CALLING_TIMEOUT = 2.0
 _MAX_LISTED = 1000  # paths listed in provenance.json per list
 
 _MLFLOW_GIT_TAGS = {
@@ -110,10 +112,13 @@ class RunProvenance:
         self.record: dict[str, Any] = {}
         self.failures: list[tuple[str, BaseException]] = []
         self.fingerprint: dict[str, Any] | None = None
+        self.data_snapshot: Any = None  # mltrail.datasnap.DataSnapshot, with snapshot_data
+        self.already: Any = None  # mltrail.already_run.AlreadyRunCheck
         self._trail = trail
         self._lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._exclude: list[str] = []
         self._calling_seconds = 0.0
         self._background_seconds = 0.0
         self._captured_at = datetime.datetime.now(datetime.UTC).isoformat()
@@ -143,10 +148,15 @@ class RunProvenance:
 
     def start(self, trail: Any) -> None:
         began = time.perf_counter()
-        self.git = git_capture.inspect(store_paths(trail))
+        self._exclude = store_paths(trail)
+        self.git = git_capture.inspect(self._exclude, timeout=CALLING_TIMEOUT)
         start = Path(self.git.start_dir) if self.git.start_dir else Path.cwd()
-        self.dvc = dvc_capture.inspect(start, self.git.root if self.git.usable else None)
-        tags = {**self.git.tags(), **self.dvc.tags()}
+        git_root = self.git.root if self.git.read_from == "git" else None
+        self.dvc = dvc_capture.inspect(start, git_root, timeout=CALLING_TIMEOUT)
+        git_tags = self.git.tags()
+        if self.git.status_timed_out:  # read again in the background before saying anything
+            git_tags.pop("mltrail.git.unavailable", None)
+        tags = {**git_tags, **self.dvc.tags()}
         trail.set_tags({self.key(k): v for k, v in tags.items()})
         datasets = [
             out.dataset(self.git.commit, self.git.repo_url) for out in self.dvc.outputs if out.hash
@@ -158,6 +168,16 @@ class RunProvenance:
             target=self._background, name="mltrail-provenance", daemon=True
         )
         self._thread.start()
+        from mltrail.already_run import AlreadyRunCheck
+
+        self.already = AlreadyRunCheck.start(
+            trail, lambda: self._fingerprint(trail.params)["value"], self.wait
+        )
+
+    def params_logged(self) -> None:
+        """Params were logged: the already-run check may look for earlier runs now."""
+        if self.already is not None:
+            self.already.params_logged()
 
     # --- the background thread -------------------------------------------------------------------
 
@@ -177,6 +197,8 @@ class RunProvenance:
 
     def _background(self) -> None:
         began = time.perf_counter()
+        if self.git.status_timed_out:
+            self._step("reading the git status", self._refresh_status)
         if self.git.usable and self.git.dirty:
             self._step("git diff", self._capture_diff)
             if self.options.snapshot:
@@ -186,10 +208,16 @@ class RunProvenance:
             self._step("hashing the entry script", self._hash_script)
         if self.dvc.outputs:
             self._step("checking DVC data", self._check_data)
+            if self.options.snapshot_data and self.data is not None and self.data.dirty == "true":
+                self._step("storing modified DVC data", self._snapshot_data)
         self._step("capturing the environment", self._capture_environment)
         if self.resume:
             self._step("comparing with the first start", self._compare_code)
         self._background_seconds = time.perf_counter() - began
+
+    def _refresh_status(self) -> None:
+        git_capture.refresh(self.git, self._exclude)
+        self._tags(self.git.tags())
 
     def _capture_diff(self) -> None:
         if not self.git.changed:
@@ -203,7 +231,7 @@ class RunProvenance:
     def _capture_snapshot(self) -> None:
         from mltrail import snapshot
 
-        ref = snapshot.ref_name(self.run_id + (f"-resume-{self.resume}" if self.resume else ""))
+        ref = self._snapshot_ref()
         skip = snapshot.large_untracked(self.git)
         message = (
             f"mltrail snapshot of run {self.run_id}\n\nThe working tree at run start: "
@@ -212,6 +240,46 @@ class RunProvenance:
         )
         self.snapshot = snapshot.create(self.git, ref, message, exclude=skip)
         self._tags({"mltrail.git.snapshot": self.snapshot.commit})
+
+    def _snapshot_ref(self) -> str:
+        from mltrail import snapshot
+
+        return snapshot.ref_name(self.run_id + (f"-resume-{self.resume}" if self.resume else ""))
+
+    def _snapshot_data(self) -> None:
+        """``snapshot_data``: store the modified data in the DVC cache and commit ``.dvc`` copies
+        recording it on top of the code snapshot (see :mod:`mltrail.datasnap`)."""
+        from mltrail import datasnap
+        from mltrail.snapshot import Snapshot
+
+        assert self.data is not None
+        # A commit only on top of the code as it was: the code snapshot when the tree was dirty.
+        commit = self.git.usable and self.options.snapshot and self.git.root
+        commit = commit and (self.snapshot is not None or not self.git.dirty)
+        base = self.snapshot.tree if self.snapshot else self.git.commit
+        ref = self._snapshot_ref()
+        stored = datasnap.snapshot(
+            self.dvc,
+            self.data,
+            git_root=self.git.root if commit else None,
+            base=base,
+            parent=self.git.commit,
+            ref=ref if commit else None,
+            message=f"mltrail snapshot of run {self.run_id}\n\nThe working tree at run start, "
+            "with the .dvc records of the modified DVC data stored in the DVC cache.",
+        )
+        self.data_snapshot = stored
+        tags = {"mltrail.dvc.data_snapshot": "partial" if stored.failed else "true"}
+        if stored.commit:
+            skipped = list(self.snapshot.skipped) if self.snapshot else []
+            self.snapshot = Snapshot(
+                stored.commit, stored.tree or "", ref, self.git.commit, skipped
+            )
+            tags["mltrail.git.snapshot"] = stored.commit
+        self._tags(tags)
+        with self._lock:
+            if not self._closed and stored.outputs:
+                self._trail.log_inputs(stored.datasets(self.git.commit, self.git.repo_url))
 
     def _hash_untracked(self) -> None:
         if self.git.untracked and self.git.root:
@@ -231,7 +299,9 @@ class RunProvenance:
 
         self.environment = env.capture()
         requirements = env.requirements()
-        self.environment["packages"] = requirements.count("\n")
+        self.environment["packages"] = sum(
+            1 for line in requirements.splitlines() if line and not line.startswith("#")
+        )
         with self._lock:
             if not self._closed:
                 self._trail.log_text(requirements, self.artifact(REQUIREMENTS_ARTIFACT))
@@ -268,7 +338,10 @@ class RunProvenance:
     def finish(self, trail: Any) -> None:
         """Wait (bounded) for the background capture, then set the fingerprint and write
         ``mltrail/provenance.json``. Called by ``Trail.end()`` before the writer closes."""
-        complete = self.wait(min(FINISH_TIMEOUT, max(5.0, float(self.options.flush_timeout))))
+        budget = min(FINISH_TIMEOUT, max(5.0, float(self.options.flush_timeout)))
+        if getattr(trail, "status", None) == "KILLED":
+            budget = min(budget, 5.0)  # a terminated process has seconds left, not minutes
+        complete = self.wait(budget)
         with self._lock:
             self._closed = True
         tags: dict[str, str] = {}
@@ -279,6 +352,8 @@ class RunProvenance:
         if self.resume:
             tags["mltrail.changed"] = self._changed()
         trail.set_tags({self.key(k): v for k, v in tags.items()})
+        if self.already is not None:
+            self.already.finish(self.fingerprint["value"])
         self.record = self.as_dict(complete)
         trail.log_dict(self.record, self.artifact(PROVENANCE_ARTIFACT))
         failures, self.failures = self.failures, []
@@ -332,6 +407,7 @@ class RunProvenance:
         git["snapshot"] = vars(self.snapshot) if self.snapshot else None
         dvc = self.dvc.as_dict()
         dvc["data_status"] = self.data.as_dict() if self.data else None
+        dvc["data_snapshot"] = self.data_snapshot.as_dict() if self.data_snapshot else None
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,

@@ -76,6 +76,27 @@ def create(
             the MLflow store when it lives inside the repository).
         timeout: seconds each git call may take.
     """
+    assert info.root is not None
+    exclude = sorted(set(exclude) | set(info.excluded))
+    env = git_env(IDENTITY)
+    tree = write_tree(info, exclude, timeout)
+    args = ["commit-tree", tree, "--no-gpg-sign", "-m", message]
+    if info.commit:
+        args += ["-p", info.commit]
+    commit = run_git(args, info.root, env=env, timeout=timeout).stdout.decode().strip()
+    run_git(
+        ["update-ref", "-m", "mltrail snapshot", ref, commit],
+        info.root,
+        env=env,
+        timeout=timeout,
+    )
+    return Snapshot(commit, tree, ref, info.commit, list(exclude))
+
+
+def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.0) -> str:
+    """The git tree id of the working tree as it is (tracked files with their changes and
+    untracked, non-ignored files, less ``exclude`` and ``info.excluded``), built in a temporary
+    index so the user's index is untouched."""
     assert info.root is not None and info.git_dir is not None
     exclude = sorted(set(exclude) | set(info.excluded))
     work = Path(tempfile.mkdtemp(prefix="mltrail-snapshot-"))
@@ -94,17 +115,6 @@ def create(
             input="\0".join(specs).encode("utf-8", "surrogateescape"),
             timeout=timeout,
         )
-        tree = run_git(["write-tree"], info.root, env=env, timeout=timeout).stdout.decode().strip()
-        args = ["commit-tree", tree, "--no-gpg-sign", "-m", message]
-        if info.commit:
-            args += ["-p", info.commit]
-        commit = run_git(args, info.root, env=env, timeout=timeout).stdout.decode().strip()
-        run_git(
-            ["update-ref", "-m", "mltrail snapshot", ref, commit],
-            info.root,
-            env=env,
-            timeout=timeout,
-        )
+        return run_git(["write-tree"], info.root, env=env, timeout=timeout).stdout.decode().strip()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Snapshot(commit, tree, ref, info.commit, list(exclude))

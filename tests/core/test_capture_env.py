@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -84,8 +85,8 @@ def test_requirements_match_pip_freeze() -> None:
         for line in lines:
             if line.startswith(("#", "-e ")) or not line.strip():
                 continue
-            name = line.split("==")[0].split(" @ ")[0].strip().lower().replace("_", "-")
-            found.add(name)
+            name = line.split("==")[0].split(" @ ")[0].strip()
+            found.add(re.sub(r"[-_.]+", "-", name).lower())  # PEP 503 normalised
         return found
 
     assert names(lines) == names(frozen)

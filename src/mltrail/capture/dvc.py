@@ -23,7 +23,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mltrail.capture.git import GitUnavailable, NotARepository, run_git, strip_credentials
+from mltrail.capture.git import (
+    GIT_TIMEOUT,
+    GitUnavailable,
+    NotARepository,
+    run_git,
+    strip_credentials,
+)
 
 logger = logging.getLogger("mltrail.capture.dvc")
 
@@ -135,8 +141,15 @@ def find_root(start: Path, stop: Path | None = None) -> Path | None:
     return None
 
 
-def inspect(start: Path, git_root: str | None = None) -> DvcInfo:
-    """Read every output recorded in the ``*.dvc`` files and ``dvc.lock`` files of the repo."""
+def inspect(start: Path, git_root: str | None = None, timeout: float = GIT_TIMEOUT) -> DvcInfo:
+    """Read every output recorded in the ``*.dvc`` files and ``dvc.lock`` files of the repo.
+
+    Args:
+        start: where the code runs from; the DVC root is found at or above it.
+        git_root: the git repository's root, when git works there (the DVC files are then
+            listed with ``git ls-files``, else by walking the folders).
+        timeout: seconds listing the DVC files may take.
+    """
     began = time.monotonic()
     info = DvcInfo()
     root = find_root(start, Path(git_root) if git_root else None)
@@ -154,7 +167,7 @@ def inspect(start: Path, git_root: str | None = None) -> DvcInfo:
         for name, values in config.items()
         if name.startswith("remote ")
     }
-    info.files = list_dvc_files(root, use_git=git_root is not None)
+    info.files = list_dvc_files(root, use_git=git_root is not None, budget=timeout)
     seen: set[str] = set()
     for rel in info.files:
         try:
@@ -204,7 +217,7 @@ def list_dvc_files(root: Path, use_git: bool = True, budget: float = 5.0) -> lis
     if use_git:
         try:
             args = ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--"]
-            result = run_git([*args, "*.dvc", "dvc.lock", "*/dvc.lock"], root)
+            result = run_git([*args, "*.dvc", "dvc.lock", "*/dvc.lock"], root, timeout=budget)
             names = result.stdout.decode("utf-8", "surrogateescape").split("\0")
             return sorted({n for n in names if n and (root / n).is_file()})
         except (GitUnavailable, NotARepository):

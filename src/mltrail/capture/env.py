@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -279,8 +280,7 @@ def requirements() -> str:
     installed: set[str] = set()
     for dist in metadata.distributions():
         try:
-            name = dist.metadata["Name"]
-            version = dist.version
+            name, version = _name_version(dist)
             # A stale build folder on sys.path (name.egg-info) must not hide the installed one.
             by_installer = dist.read_text("INSTALLER") is not None
         except Exception:
@@ -294,6 +294,15 @@ def requirements() -> str:
         if by_installer:
             installed.add(key)
     return "".join(lines[key] + "\n" for key in sorted(lines))
+
+
+def _name_version(dist: metadata.Distribution) -> tuple[str, str]:
+    # The dist-info folder names both; parsing every METADATA file costs far more.
+    folder = getattr(dist, "_path", None)
+    match = re.match(r"^(.+?)-([^-]+)\.dist-info$", getattr(folder, "name", "") or "")
+    if match:
+        return match.group(1).replace("_", "-"), match.group(2)
+    return dist.metadata["Name"], dist.version
 
 
 def _freeze_line(dist: metadata.Distribution, name: str, version: str) -> str:

@@ -41,6 +41,10 @@ class NotARepository(Exception):
     """The directory is not inside a git working tree."""
 
 
+class GitTimeout(GitUnavailable):
+    """A git call took longer than its timeout."""
+
+
 def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for every git call: no prompts, no optional locks, stable output."""
     env = dict(os.environ)
@@ -81,7 +85,7 @@ def run_git(
             raise NotARepository(str(cwd)) from error
         raise GitUnavailable("the git executable was not found on PATH") from error
     except subprocess.TimeoutExpired as error:
-        raise GitUnavailable(f"`git {args[0]}` took longer than {timeout:g} s") from error
+        raise GitTimeout(f"`git {args[0]}` took longer than {timeout:g} s") from error
     except OSError as error:
         raise GitUnavailable(f"git could not be run ({error})") from error
     if check and result.returncode != 0:
@@ -163,6 +167,7 @@ class GitInfo:
     shallow: bool = False
     worktree: bool = False
     remote: str | None = None
+    upstream: str | None = None
     repo_url: str | None = None
     dirty: bool | None = None
     changed: list[dict[str, str]] = dataclasses.field(default_factory=list)
@@ -170,6 +175,8 @@ class GitInfo:
     excluded: list[str] = dataclasses.field(default_factory=list)
     unavailable: str | None = None
     read_from: str = "git"  # "git", or "files" when the commit was read without git
+    status_timed_out: bool = False  # `git status` was too slow: see :func:`refresh`
+    status_deferred: bool = False  # the status was read by :func:`refresh`
     seconds: float = 0.0
 
     @property
@@ -245,6 +252,12 @@ def inspect(
         info.found_from, info.start_dir = origin, str(directory)
         try:
             _status(info, timeout, [Path(p) for p in exclude])
+        except GitTimeout as error:
+            info.status_timed_out = True
+            reasons.append(str(error))
+        except (GitUnavailable, NotARepository) as error:
+            reasons.append(str(error))
+        try:
             _remote(info, timeout)
         except (GitUnavailable, NotARepository) as error:
             reasons.append(str(error))
@@ -260,6 +273,22 @@ def inspect(
     info.unavailable = "; ".join(dict.fromkeys(reasons)) or None
     info.seconds = time.monotonic() - began
     return info
+
+
+def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -> None:
+    """Read the status again with a longer timeout, after :func:`inspect` timed out on it."""
+    info.changed, info.untracked, info.excluded = [], [], []
+    info.unavailable = None
+    info.status_timed_out = False
+    info.status_deferred = True
+    try:
+        _status(info, timeout, [Path(p) for p in exclude])
+        _remote(info, timeout)
+    except (GitUnavailable, NotARepository) as error:
+        info.unavailable = str(error)
+        return
+    if info.unborn:
+        info.unavailable = "the repository has no commits yet"
 
 
 def _locate(info: GitInfo, directory: Path, timeout: float) -> None:
@@ -307,7 +336,7 @@ def _status(info: GitInfo, timeout: float, exclude: list[Path]) -> None:
             info.detached = head == "(detached)"
             info.branch = None if info.detached else head
         elif entry.startswith("# branch.upstream "):
-            info.remote = entry.split(" ", 2)[2]  # "origin/main" until _remote resolves it
+            info.upstream = entry.split(" ", 2)[2]  # "origin/main"
         elif entry[:2] in {"1 ", "u "}:
             parts = entry.split(" ", 8 if entry[0] == "1" else 10)
             info.changed.append({"status": parts[1], "path": parts[-1]})
@@ -337,7 +366,7 @@ def _remote(info: GitInfo, timeout: float) -> None:
 
 
 def _choose_remote(info: GitInfo, urls: dict[str, str]) -> None:
-    upstream = info.remote or ""
+    upstream = info.upstream or ""
     name = next(
         (n for n in sorted(urls, key=len, reverse=True) if upstream.startswith(n + "/")), None
     )
