@@ -16,6 +16,12 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "runs": ("mltrail.query", "runs_command", "list runs made from a commit"),
     "show": ("mltrail.query", "show_command", "show a run's code, data, environment and results"),
     "sync": ("mltrail.sync", "sync_command", "upload runs journaled locally while offline"),
+    "checkout": ("mltrail.restore", "checkout_command", "restore a run's code and data"),
+    "verify": ("mltrail.compare", "verify_command", "check a workspace against a run"),
+    "diff": ("mltrail.compare", "diff_command", "compare two runs"),
+    "reproduce": ("mltrail.reproduce", "reproduce_command", "rerun a run and compare metrics"),
+    "push": ("mltrail.restore", "push_command", "share run snapshots and their data"),
+    "which": ("mltrail.restore", "which_command", "find the run that logged a model file"),
 }
 
 
@@ -67,7 +73,57 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--run", dest="run_ids", action="append", help="only this run (repeatable)")
     sync.add_argument("--dry-run", action="store_true", help="list what would be uploaded")
     _add_store_options(sync)
+    _add_restore_verbs(verbs)
     return parser
+
+
+def _add_restore_verbs(verbs: argparse._SubParsersAction) -> None:
+    json_help = "stable machine-readable output (schema_version 1)"
+    checkout = verbs.add_parser("checkout", help=VERBS["checkout"][2])
+    checkout.add_argument("run_id", metavar="RUN_ID")
+    checkout.add_argument("--into", metavar="DIR", help="restore into a new worktree at DIR")
+    checkout.add_argument("--remote", help="git remote to fetch missing commits from")
+    checkout.add_argument("--dvc-remote", help="DVC remote to fetch missing data from")
+    _add_store_options(checkout)
+
+    verify = verbs.add_parser("verify", help=VERBS["verify"][2])
+    verify.add_argument("run_id", metavar="RUN_ID")
+    verify.add_argument("--path", metavar="DIR", help="the workspace (default: here)")
+    verify.add_argument("--json", action="store_true", help=json_help)
+    _add_store_options(verify)
+
+    diff = verbs.add_parser("diff", help=VERBS["diff"][2])
+    diff.add_argument("run_a", metavar="RUN_A")
+    diff.add_argument("run_b", metavar="RUN_B")
+    diff.add_argument("--stat", action="store_true", help="summarise the code diff")
+    diff.add_argument("--json", action="store_true", help=json_help)
+    _add_store_options(diff)
+
+    reproduce = verbs.add_parser("reproduce", help=VERBS["reproduce"][2])
+    reproduce.add_argument("run_id", metavar="RUN_ID")
+    reproduce.add_argument("--into", metavar="DIR", help="worktree to rerun in (default: new)")
+    reproduce.add_argument("--remote", help="git remote to fetch missing commits from")
+    reproduce.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance")
+    reproduce.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance")
+    reproduce.add_argument(
+        "--metric", action="append", help="compare only this metric (a glob; repeatable)"
+    )
+    reproduce.add_argument(
+        "--skip-metric", action="append", help="do not compare this metric (a glob; repeatable)"
+    )
+    reproduce.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- COMMAND: run this instead of the recorded"
+    )
+    _add_store_options(reproduce)
+
+    push = verbs.add_parser("push", help=VERBS["push"][2])
+    push.add_argument("--remote", help="git remote (default: origin)")
+    push.add_argument("--dvc-remote", help="DVC remote (default: the repository's default)")
+
+    which = verbs.add_parser("which", help=VERBS["which"][2])
+    which.add_argument("path", metavar="PATH")
+    which.add_argument("--json", action="store_true", help=json_help)
+    _add_store_options(which)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,19 @@ from mltrail.writer import Writer, apply_record
 logger = logging.getLogger("mltrail")
 
 TAG_PREFIX = "mltrail."
+#: Tag ``<prefix><first 16 hex digits of a file's sha256>`` = its artifact path, set for every
+#: uploaded checkpoint and model file, so ``mltrail which FILE`` finds the run by content.
+SHA256_TAG_PREFIX = "mltrail.sha256."
+#: Files of an MLflow Model folder that are the same for many models (not looked up by hash).
+_MODEL_METADATA = {
+    "MLmodel",
+    "conda.yaml",
+    "python_env.yaml",
+    "requirements.txt",
+    "input_example.json",
+    "serving_input_example.json",
+    "registered_model_meta",
+}
 _STATUSES = {"FINISHED", "FAILED", "KILLED"}
 
 
@@ -329,6 +342,8 @@ class Trail:
                 new[key] = text
         if new:
             self._writer.add("params", new)  # type: ignore[union-attr]
+            if self.provenance is not None:
+                self.provenance.params_logged()  # the already-run check; may raise MltrailError
         if changed:
             keys = ",".join(sorted(self._param_changes))
             self.set_tags({"mltrail.params.changed": keys})
@@ -528,7 +543,8 @@ class Trail:
                 for alias in aliases:
                     self._checkpoints["aliases"][alias] = name
                 index = json.loads(json.dumps(self._checkpoints, default=str))
-            self.set_tags({f"mltrail.checkpoint.{a}": name for a in aliases})
+            tags = {f"mltrail.checkpoint.{a}": name for a in aliases}
+            self.set_tags({**tags, SHA256_TAG_PREFIX + digest[:16]: name})
             self.log_dict(index, "checkpoints/index.json")
 
         upload.kind = "uploading a checkpoint"  # type: ignore[attr-defined]
@@ -597,9 +613,14 @@ class Trail:
             if defaults is not None:
                 kwargs["pip_requirements"] = defaults()
         module.save_model(model, str(target), signature=signature, **kwargs)
+        hashes = {
+            SHA256_TAG_PREFIX + _sha256(file)[:16]: "model/" + file.relative_to(target).as_posix()
+            for file in sorted(target.rglob("*"))
+            if file.is_file() and file.name not in _MODEL_METADATA
+        }
         self.client.log_artifacts(self.run_id, str(target), "model")
         shutil.rmtree(target.parent, ignore_errors=True)
-        self.set_tags({"mltrail.model.flavor": flavor})
+        self.set_tags({"mltrail.model.flavor": flavor, **dict(list(hashes.items())[:100])})
         if registered_model_name:
             self._register(registered_model_name)
 

@@ -1,0 +1,189 @@
+"""``mltrail reproduce RUN_ID [--into DIR] [-- COMMAND...]``: rerun a run from its code and data.
+
+The run's code and data are restored into a fresh worktree (``mltrail checkout --into``; a new
+folder under the system's temporary folder unless ``--into`` names one, kept afterwards), and
+the command the run recorded (``provenance.json``: the Python script and its arguments, run
+with this interpreter, from the same folder of the repository; paths inside the original
+repository point into the worktree) runs there, logging to the same store and experiment. The
+new run is tagged ``mltrail.reproduces=<run_id>``; its final metrics are compared with the
+original's: ``|new - old| <= atol + rtol * |old|`` (``--rtol``, ``--atol``; ``--metric`` picks
+metrics, ``--skip-metric`` leaves some out, ``system/`` metrics are never compared).
+
+Exit code 0 when every compared metric matches, 1 on a mismatch, a failed command or a rerun
+that logged no run, 2 when the run cannot be reproduced at all (no recorded command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mltrail import query, restore
+from mltrail.errors import MltrailError
+
+TAG = "mltrail.reproduces"
+DEFAULT_RTOL = 1e-6
+DEFAULT_ATOL = 1e-9
+_REDACTED = "***"
+
+
+def recorded_command(record: restore.RunRecord) -> tuple[list[str], str]:
+    """The run's command (without the interpreter) and its folder relative to the git root."""
+    command = record.environment.get("command") or {}
+    argv = list(command.get("argv") or [])
+    entry = command.get("entry_script")
+    git_root = ((record.provenance or {}).get("git") or {}).get("root")
+    if not argv or len(argv) < 2 or entry in (None, "-c", "-m", "-") or not git_root:
+        raise MltrailError(
+            f"Run {record.run_id} recorded no script to rerun (started from a notebook, "
+            "`python -c` or without provenance). Give the command after --, for example "
+            f"`mltrail reproduce {record.run_id} -- python train.py`."
+        )
+    args = argv[1:]  # argv[0] was the interpreter
+    if any(_REDACTED in arg for arg in args):
+        raise MltrailError(
+            f"Run {record.run_id}'s command line had secret-looking arguments, recorded as "
+            f"{_REDACTED}. Give the command after --."
+        )
+    cwd = command.get("cwd") or git_root
+    rel = os.path.relpath(cwd, git_root)
+    if rel.startswith(".."):
+        rel = os.path.relpath(Path(entry).parent, git_root)
+        if rel.startswith(".."):
+            raise MltrailError(
+                f"Run {record.run_id} ran from outside its repository; give the command after --."
+            )
+    return [_remap(arg, git_root) for arg in args], rel
+
+
+def _remap(arg: str, git_root: str) -> str:
+    """Paths into the original repository become placeholders for the worktree."""
+    if arg == git_root or arg.startswith(git_root.rstrip("/") + "/"):
+        return "{root}" + arg[len(git_root.rstrip("/")) :]
+    return arg
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    """Rerun a run in a fresh worktree and compare its final metrics with the original's."""
+    client, record = restore.open_run(args.tracking_uri, args.run_id)
+    command = list(args.command or [])
+    if command and command[0] == "--":
+        command = command[1:]
+    if command:
+        rel = "."
+        argv = command
+    else:
+        recorded, rel = recorded_command(record)
+        argv = [sys.executable, *recorded]
+    into = args.into or tempfile.mkdtemp(prefix=f"mltrail-reproduce-{record.run_id[:8]}-")
+    result = restore.checkout(record, into=into, remote=args.remote)
+    print(result.report(), flush=True)
+    if not result.exact:
+        print("warning: the rerun starts from code or data that differ from the run's.")
+    workdir = result.target / rel
+    argv = [arg.replace("{root}", str(result.target), 1) for arg in argv]
+    print(f"\nRunning in {workdir}: {' '.join(argv)}", flush=True)
+    started = int(time.time() * 1000) - 1000
+    process = subprocess.Popen(argv, cwd=workdir, env=_environment(record))
+    code = process.wait()
+    new = _new_runs(client, record.uri, process.pid, started)
+    for run in new:
+        client.set_tag(run.info.run_id, TAG, record.run_id)
+    if code != 0:
+        print(f"\nThe command exited with status {code}.")
+    if not new:
+        print(
+            f"\nThe rerun logged no mltrail run to {query.describe_uri(record.uri)}: nothing to "
+            "compare."
+        )
+        return 1
+    rerun = new[0]
+    rows, matches = compare_metrics(
+        record.run.data.metrics,
+        rerun.data.metrics,
+        args.rtol,
+        args.atol,
+        args.metric or None,
+        args.skip_metric or (),
+    )
+    print(f"\nRun {rerun.info.run_id} ({rerun.info.status}) reproduces {record.run_id}:")
+    print(_format(rows))
+    verdict = "MATCH" if matches and code == 0 else "MISMATCH"
+    print(f"\n{verdict} (rtol={args.rtol:g}, atol={args.atol:g})")
+    return 0 if verdict == "MATCH" else 1
+
+
+def _environment(record: restore.RunRecord) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = record.uri
+    env["MLFLOW_EXPERIMENT_ID"] = record.run.info.experiment_id
+    env["MLTRAIL_ALREADY_RUN"] = "ignore"  # the rerun repeats the run on purpose
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLTRAIL_RUN_ID"):
+        env.pop(name, None)
+    return env
+
+
+def _new_runs(client: Any, uri: str, pid: int, started: int) -> list[Any]:
+    """The runs the command created: tagged with its process id, started after it."""
+    experiments = query._experiment_ids(client, uri, None)
+    found = query._search(
+        client,
+        uri,
+        list(experiments),
+        f"tags.`mltrail.pid` = '{pid}' AND attributes.start_time >= {started}",
+        100,
+    )
+    return sorted(found, key=lambda run: run.info.start_time)
+
+
+def compare_metrics(
+    before: dict[str, float],
+    after: dict[str, float],
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    only: list[str] | None = None,
+    skip: tuple[str, ...] | list[str] = (),
+) -> tuple[list[tuple[str, float | None, float | None, bool]], bool]:
+    """Rows (key, original, rerun, ok) and whether every compared metric matches."""
+    keys = sorted(k for k in before if not k.startswith("system/"))
+    if only:
+        keys = [k for k in keys if any(fnmatch.fnmatch(k, p) for p in only)]
+        keys += sorted(p for p in only if p not in before and not any(c in p for c in "*?["))
+    keys = [k for k in keys if not any(fnmatch.fnmatch(k, p) for p in skip)]
+    rows = []
+    for key in keys:
+        old, new = before.get(key), after.get(key)
+        ok = old is not None and new is not None and _close(old, new, rtol, atol)
+        rows.append((key, old, new, ok))
+    return rows, bool(rows) and all(row[3] for row in rows)
+
+
+def _close(old: float, new: float, rtol: float, atol: float) -> bool:
+    if math.isnan(old) or math.isnan(new):
+        return math.isnan(old) and math.isnan(new)
+    if math.isinf(old) or math.isinf(new):
+        return old == new
+    return abs(new - old) <= atol + rtol * abs(old)
+
+
+def _format(rows: list[tuple[str, float | None, float | None, bool]]) -> str:
+    from mltrail.compare import table
+
+    if not rows:
+        return "  (no metrics to compare)"
+    body = [["METRIC", "ORIGINAL", "RERUN", ""]]
+    for key, old, new, ok in rows:
+        body.append([key, _number(old), _number(new), "ok" if ok else "DIFFERS"])
+    return table(body)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.10g}"
