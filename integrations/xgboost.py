@@ -316,7 +316,8 @@ class _Training:
         with guarded("recording the XGBoost configuration", training.counter):
             training._log_start(model, context)
         if context.container is not None:
-            training._watch(context.container)
+            with guarded("watching the XGBoost training", training.counter):
+                training._watch(context.container)
         if callback.importance and context.api != "cv" and "matplotlib.figure" not in sys.modules:
             threading.Thread(
                 target=_preload_matplotlib, name="mltrail-preload", daemon=True
@@ -460,11 +461,11 @@ class _Training:
         self.trail.log_dict(config, "xgboost/config.json")
         if self.api == "cv":
             return  # no single final model: one booster per fold
+        if self.callback.log_model:
+            self._log_model(model)  # first: it is saved in the background while we plot
         tree = config["learner"]["gradient_booster"]["name"] in ("gbtree", "dart")
         if self.callback.importance and tree and model.num_boosted_rounds():
             self._log_importance(model)
-        if self.callback.log_model:
-            self._log_model(model)
 
     def _remember_steps(self) -> None:
         if not self.owned:
@@ -561,8 +562,8 @@ def _plain(value: Any) -> Any:
     """Callables (custom objectives and metrics) by name, not by their address."""
     if callable(value) and not isinstance(value, type):
         return getattr(value, "__qualname__", None) or type(value).__name__
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     return value
 
 
@@ -633,21 +634,32 @@ def _fitted_estimator(estimator: Any, booster: Any) -> Any:
 
 
 def _plot_importance(scores: Mapping[str, Mapping[str, float]], path: Path, top: int = 20) -> None:
-    """One horizontal bar chart per importance type, the top features by gain."""
+    """The top features by gain, with each importance type as its share of the total."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     order = sorted(scores["gain"], key=scores["gain"].get, reverse=True)[:top][::-1]
     width = max((len(name) for name in order), default=1)
-    figure = Figure(figsize=(12, max(2.5, 0.3 * len(order) + 1.2)))  # no pyplot: no backend change
+    figure = Figure(figsize=(7, max(3.0, 0.32 * len(order) + 1.4)))  # no pyplot: no backend change
     FigureCanvasAgg(figure)
-    panels = figure.subplots(1, len(scores), sharey=True)
-    for axes, (kind, values) in zip(panels, scores.items(), strict=True):
-        axes.barh(order, [values.get(name, 0.0) for name in order])
-        axes.set_title(kind)
-    # A margin from the label length: tight_layout would cost as much as the whole plot.
-    figure.subplots_adjust(left=min(0.4, 0.03 + 0.008 * width), right=0.98, wspace=0.08, top=0.85)
-    figure.suptitle("XGBoost feature importance")
+    axes = figure.add_subplot()
+    positions = np.arange(len(order))
+    height = 0.8 / len(scores)
+    for index, (kind, values) in enumerate(scores.items()):
+        total = sum(values.values()) or 1.0
+        shares = [values.get(name, 0.0) / total for name in order]
+        axes.barh(positions + (1 - index) * height, shares, height=height, label=kind)
+    axes.set_yticks(positions, order)
+    axes.set_title("XGBoost feature importance (share of each type's total)")
+    axes.legend(ncol=len(scores), loc="upper center", bbox_to_anchor=(0.5, -0.06), frameon=False)
+    # One panel and a margin from the label length: cheaper than three panels or tight_layout.
+    bottom = 0.8 / figure.get_figheight()  # room for the tick labels and the legend
+    figure.subplots_adjust(
+        left=min(0.5, 0.04 + 0.013 * width),
+        right=0.97,
+        top=1 - 0.45 / figure.get_figheight(),
+        bottom=bottom,
+    )
     figure.savefig(path, dpi=80)
 
 

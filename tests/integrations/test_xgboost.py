@@ -20,6 +20,7 @@ import mltrail
 import xgboost as xgb
 from mltrail import MltrailError
 
+LIGHT = {"log_model": False, "importance": False}  # for tests about something else
 PARAMS = {"objective": "binary:logistic", "max_depth": 2, "learning_rate": 0.3, "seed": 7}
 
 
@@ -122,7 +123,7 @@ def test_train_records_params_metrics_model_and_importance(client, data, dtrain,
 
 
 def test_early_stopping_and_readable_metric_names(client, dtrain, dval) -> None:
-    callback = TrailCallback(experiment="xgb")
+    callback = TrailCallback(experiment="xgb", **LIGHT)
     booster = xgb.train(
         {**PARAMS, "max_depth": 4, "learning_rate": 1.0, "eval_metric": ["error@0.7", "logloss"]},
         dtrain,
@@ -187,11 +188,11 @@ def test_cv_logs_mean_and_std_per_round_in_one_run(client, dtrain) -> None:
 
 
 def test_continued_training_continues_the_steps(client, dtrain, dval) -> None:
-    first = TrailCallback(experiment="xgb")
+    first = TrailCallback(experiment="xgb", **LIGHT)
     booster = xgb.train(
         PARAMS, dtrain, 5, evals=[(dval, "val")], verbose_eval=False, callbacks=[first]
     )
-    second = TrailCallback(experiment="xgb")
+    second = TrailCallback(experiment="xgb", **LIGHT)
     booster = xgb.train(
         PARAMS,
         dtrain,
@@ -208,7 +209,7 @@ def test_continued_training_continues_the_steps(client, dtrain, dval) -> None:
 
     # Into one run given with trail=: the same callback may continue the booster...
     with mltrail.start_run(experiment="xgb") as trail:
-        callback = TrailCallback(trail)
+        callback = TrailCallback(trail, **LIGHT)
         booster = xgb.train(
             PARAMS, dtrain, 3, evals=[(dval, "val")], verbose_eval=False, callbacks=[callback]
         )
@@ -230,7 +231,7 @@ def test_continued_training_continues_the_steps(client, dtrain, dval) -> None:
 
 
 def test_checkpoints_every_n_rounds(client, dtrain, dval) -> None:
-    callback = TrailCallback(experiment="xgb", checkpoint_every=4, importance=False)
+    callback = TrailCallback(experiment="xgb", checkpoint_every=4, **LIGHT)
     xgb.train(PARAMS, dtrain, 10, evals=[(dval, "val")], verbose_eval=False, callbacks=[callback])
     run_id = callback.run_id
     names = artifact_paths(client, run_id, "checkpoints")
@@ -295,7 +296,7 @@ def test_sklearn_api_logs_estimator_params_and_fitted_estimator(client, data) ->
 
 
 def test_a_reused_callback_starts_a_new_run(client, dtrain) -> None:
-    callback = TrailCallback(experiment="xgb")
+    callback = TrailCallback(experiment="xgb", **LIGHT)
     xgb.train(PARAMS, dtrain, 3, callbacks=[callback])
     first = callback.run_id
     xgb.train(PARAMS, dtrain, 3, callbacks=[callback])
@@ -336,7 +337,7 @@ def test_a_failing_user_callback_ends_the_run_failed(client, dtrain, dval) -> No
 
 
 def test_keyboard_interrupt_ends_the_run_killed(client, dtrain) -> None:
-    callback = TrailCallback(experiment="xgb")
+    callback = TrailCallback(experiment="xgb", **LIGHT)
     with pytest.raises(KeyboardInterrupt):
         xgb.train(PARAMS, dtrain, 10, callbacks=[Boom(KeyboardInterrupt(), at=1), callback])
     assert client.get_run(callback.run_id).info.status == "KILLED"
@@ -352,7 +353,7 @@ def test_a_failing_objective_caught_by_the_user_ends_the_run_failed(client, dtra
         return probability - labels, probability * (1 - probability)
 
     objective.calls = 0
-    callback = TrailCallback(experiment="xgb")
+    callback = TrailCallback(experiment="xgb", **LIGHT)
     try:
         xgb.train({"max_depth": 2}, dtrain, 10, obj=objective, callbacks=[callback])
     except RuntimeError:
