@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import copy
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -289,6 +290,8 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             self._trail = start_run(tags=tags, **kwargs)
         elif stage == "fit" and self._resume_id and not kwargs.get("run_id"):
             resume_id, self._resume_id = self._resume_id, None
+            if getattr(trainer, "ckpt_path", None):
+                tags["mltrail.lightning.resumed_from"] = str(trainer.ckpt_path)
             try:
                 self._trail = start_run(tags=tags, run_id=resume_id, **kwargs)
             except MltrailError as error:
@@ -297,7 +300,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
                     resume_id,
                     error,
                 )
-                tags["mltrail.lightning.resumed_from"] = resume_id
+                tags["mltrail.lightning.resumed_run"] = resume_id
                 self._trail = start_run(tags=tags, **kwargs)
         else:
             self._trail = start_run(tags=tags, **kwargs)
@@ -595,7 +598,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             path = os.path.join(self._temp_dir(), "last.ckpt")
         else:
             path = os.path.join(tempfile.gettempdir(), "mltrail-unused.ckpt")  # never written
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         if self._trail is not None and os.path.isfile(path):
             self._trail.log_checkpoint(path, step=_last_epoch(trainer), aliases=("latest",))
 
@@ -620,6 +623,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
                 "pytorch",
                 registered_model_name=self._registered_model_name,
                 background=False,
+                **_pytorch_flavor_kwargs(),
             )
             self._trail.set_tags({"mltrail.model.weights": source})
             return
@@ -639,6 +643,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             signature_from=example,
             output_example=output,
             registered_model_name=self._registered_model_name,
+            **_pytorch_flavor_kwargs(),
         )
 
     # --- ending --------------------------------------------------------------------------------
@@ -871,6 +876,20 @@ def _numpy(value: Any) -> Any:
     if value.dtype == torch.bfloat16:
         value = value.float()
     return value.numpy()
+
+
+def _pytorch_flavor_kwargs() -> dict[str, Any]:
+    """Save the model pickled, as MLflow's own Lightning autolog does: MLflow 3's default,
+    ``torch.export``, takes seconds per model and rejects data-dependent control flow."""
+    for distribution in ("mlflow", "mlflow-skinny"):
+        try:
+            version = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
+        # MLflow 3.11 added serialization_format; later releases default it to torch.export.
+        return {"serialization_format": "pickle"} if tuple(parts) >= (3, 11) else {}
+    return {}
 
 
 def _example_io(model: Any, candidates: list[Any]) -> tuple[Any, Any]:

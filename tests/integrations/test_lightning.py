@@ -54,6 +54,10 @@ class RegressorMixin:
         self.log("train_loss", loss, on_step=True, on_epoch=True)
         return loss
 
+    def on_train_epoch_end(self):
+        # Logged after the callbacks' own on_train_epoch_end: must still reach the run.
+        self.log("epoch_marker", float(self.current_epoch))
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         self.log("val_loss", torch.nn.functional.mse_loss(self(x), y))
@@ -174,6 +178,7 @@ def test_fit_records_params_metrics_checkpoints_model_and_test_metrics(client, t
     assert [step for step, _ in val] == [0, 1, 2]
     assert [value for _, value in val] == pytest.approx(seen.values)
     assert steps(client, run_id, "train_loss_epoch") == [0, 1, 2]
+    assert history(client, run_id, "epoch_marker") == [(0, 0.0), (1, 1.0), (2, 2.0)]
     assert [v for _, v in history(client, run_id, "lr-Adam")] == pytest.approx(
         [0.01, 0.005, 0.0025]
     )
@@ -223,16 +228,21 @@ def test_fit_records_params_metrics_checkpoints_model_and_test_metrics(client, t
 def test_step_level_metrics_into_a_given_trail(client, tmp_path):
     with mltrail.start_run(experiment="lightning-steps") as trail:
         callback = TrailCallback(trail, log_every_n_steps=2, checkpoints="none", log_model=False)
-        trainer(tmp_path, max_epochs=2, callbacks=[callback], enable_checkpointing=False).fit(
-            Regressor(), loader(), loader(32, seed=1)
-        )
+        trainer(
+            tmp_path,
+            callbacks=[callback],
+            enable_checkpointing=False,
+            check_val_every_n_epoch=2,
+        ).fit(Regressor(), loader(), loader(32, seed=1))
         assert callback.run_id == trail.run_id
         assert client.get_run(trail.run_id).info.status == "RUNNING"  # the owner ends it
     run = client.get_run(trail.run_id)
     assert run.info.status == "FINISHED"
-    # Global optimizer steps 1..8; every second one, under step/.
-    assert steps(client, trail.run_id, "step/train_loss_step") == [2, 4, 6, 8]
-    assert steps(client, trail.run_id, "val_loss") == [0, 1]
+    # Global optimizer steps 1..12; every second one, under step/.
+    assert steps(client, trail.run_id, "step/train_loss_step") == [2, 4, 6, 8, 10, 12]
+    # Validation ran in epoch 1 only: its value is not repeated at epoch 2.
+    assert steps(client, trail.run_id, "val_loss") == [1]
+    assert steps(client, trail.run_id, "train_loss_epoch") == [0, 1, 2]
     assert run.data.params["batch_size"] == "16"  # read from the dataloader
     assert not client.list_artifacts(trail.run_id, "checkpoints")
 
@@ -256,6 +266,7 @@ def test_resume_from_checkpoint_continues_the_run(client, tmp_path):
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["mltrail.resume_count"] == "1"
+    assert run.data.tags["mltrail.lightning.resumed_from"] == str(last)
     assert steps(client, first.run_id, "val_loss") == [0, 1, 2, 3]
     assert steps(client, first.run_id, "train_loss_epoch") == [0, 1, 2, 3]
     assert len(client.search_runs([run.info.experiment_id])) == 1
