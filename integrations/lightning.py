@@ -75,10 +75,8 @@ def _load_namespaces() -> list[Any]:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        if (
-            str(getattr(module, "__version__", "2")).split(".")[0].isdigit()
-            and int(str(module.__version__).split(".")[0]) >= 2
-        ):
+        major = str(getattr(module, "__version__", "0")).split(".")[0]
+        if major.isdigit() and int(major) >= 2:  # 1.x has other hook signatures
             modules.append(module)
     if not modules:
         raise ImportError(
