@@ -384,3 +384,15 @@ def test_bad_arguments_fail_at_construction():
         pytest.raises(MltrailError, match="not both"),
     ):
         TrailCallback(trail, experiment="other")
+
+
+@pytest.mark.parametrize("missing", [("torch",), ("lightning", "pytorch_lightning")])
+def test_import_without_lightning_names_the_extra(monkeypatch, missing):
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, "mltrail.integrations.lightning")
+    for name in missing:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(ImportError, match=r'pip install "mltrail\[lightning\]"'):
+        importlib.import_module("mltrail.integrations.lightning")
