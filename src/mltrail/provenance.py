@@ -171,7 +171,7 @@ class RunProvenance:
         from mltrail.already_run import AlreadyRunCheck
 
         self.already = AlreadyRunCheck.start(
-            trail, lambda: self._fingerprint(trail.params)["value"], self.wait
+            trail, lambda: self.compute_fingerprint(trail.params)["value"], self.wait
         )
 
     def params_logged(self) -> None:
@@ -347,7 +347,7 @@ class RunProvenance:
         tags: dict[str, str] = {}
         if not complete and self.data is None and self.dvc.outputs:
             tags["mltrail.dvc.data_dirty"] = "unknown"
-        self.fingerprint = self._fingerprint(trail.params)
+        self.fingerprint = self.compute_fingerprint(trail.params)
         tags["mltrail.fingerprint"] = self.fingerprint["value"]
         if self.resume:
             tags["mltrail.changed"] = self._changed()
@@ -376,7 +376,7 @@ class RunProvenance:
             parts.append("data")
         return ",".join(parts) or "none"
 
-    def _fingerprint(self, params: dict[str, str]) -> dict[str, Any]:
+    def compute_fingerprint(self, params: dict[str, str]) -> dict[str, Any]:
         code = {
             "commit": self.git.commit,
             "diff_sha256": self.diff.sha256 if self.diff else None,

@@ -28,16 +28,22 @@ def run(repo: Path, *args: str) -> str:
     return result.stdout
 
 
-def dvc(repo: Path, *args: str) -> str:
-    return run(repo, sys.executable, "-m", "dvc", *args)
+def dvc(repo: Path, *commands: list[str]) -> None:
+    """Run DVC commands (real DVC, its own CLI) in one interpreter: one start-up for all."""
+    code = (
+        "import sys\n"
+        "from dvc.cli import main\n"
+        f"for args in {[list(c) for c in commands]!r}:\n"
+        "    if main(args):\n"
+        "        sys.exit(f'dvc {args} failed')\n"
+    )
+    run(repo, sys.executable, "-c", code)
 
 
 def build_dvc_repo(repo: Path, remote: Path) -> None:
     """git + DVC: a file and a folder `dvc add`-ed, a one-stage pipeline run by `dvc repro`."""
     repo.mkdir()
     run(repo, "git", "init", "-q", "-b", "main")
-    dvc(repo, "init", "-q")
-    dvc(repo, "remote", "add", "-d", "storage", str(remote))
     (repo / "data.csv").write_text("a,b\n1,2\n3,4\n")
     images = repo / "images"
     (images / "cats").mkdir(parents=True)
@@ -58,8 +64,13 @@ def build_dvc_repo(repo: Path, remote: Path) -> None:
         "    deps: [data.csv, prepare.py]\n"
         "    outs: [prepared, model.txt]\n"
     )
-    dvc(repo, "add", "-q", "data.csv", "images")
-    dvc(repo, "repro", "-q")
+    dvc(
+        repo,
+        ["init", "-q"],
+        ["remote", "add", "-d", "storage", str(remote)],
+        ["add", "-q", "data.csv", "images"],
+        ["repro", "-q"],
+    )
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-q", "-m", "data and pipeline")
 
@@ -224,7 +235,7 @@ def test_modified_data_after_dvc_add(dvc_repo: Path) -> None:
     }
     assert snapshot_of(dvc_repo) == before
     # The workspace hashes are what DVC itself records for the new data.
-    dvc(dvc_repo, "add", "-q", "data.csv", "images")
+    dvc(dvc_repo, ["add", "-q", "data.csv", "images"])
     added = dvc_capture.inspect(dvc_repo, str(dvc_repo))
     recorded = {o.path: o.hash for o in added.outputs}
     assert status.workspace_hashes["data.csv"] == recorded["data.csv"]

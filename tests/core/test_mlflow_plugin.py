@@ -36,10 +36,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("plugin") / "repo"
     repo.mkdir()
     sh(repo, "git", "init", "-q", "-b", "main")
-    sh(repo, sys.executable, "-m", "dvc", "init", "-q")
     (repo / "data.csv").write_text("a,b\n1,2\n")
     (repo / "train.py").write_text("print('train')\n")
-    sh(repo, sys.executable, "-m", "dvc", "add", "-q", "data.csv")
+    # Real DVC commands, run in one interpreter.
+    code = "from dvc.cli import main\nassert not main(['init', '-q'])\nassert not main(['add', '-q', 'data.csv'])\n"
+    sh(repo, sys.executable, "-c", code)
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-q", "-m", "init")
     return repo

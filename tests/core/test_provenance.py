@@ -360,8 +360,16 @@ def test_entry_script_finds_its_repository(
 # --- DVC -------------------------------------------------------------------------------------------
 
 
-def dvc(repo: Path, *args: str) -> str:
-    return sh(repo, sys.executable, "-m", "dvc", *args)
+def dvc(repo: Path, *commands: list[str]) -> None:
+    """Run DVC commands (real DVC, its own CLI) in one interpreter: one start-up for all."""
+    code = (
+        "import sys\n"
+        "from dvc.cli import main\n"
+        f"for args in {[list(c) for c in commands]!r}:\n"
+        "    if main(args):\n"
+        "        sys.exit(f'dvc {args} failed')\n"
+    )
+    sh(repo, sys.executable, "-c", code)
 
 
 @pytest.fixture(scope="module")
@@ -370,8 +378,6 @@ def dvc_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = base / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    dvc(repo, "init", "-q")
-    dvc(repo, "remote", "add", "-d", "storage", str(base / "remote"))
     (repo / "data.csv").write_text("x,y\n1,2\n")
     (repo / "images").mkdir()
     for i in range(3):
@@ -381,8 +387,13 @@ def dvc_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"    cmd: {sys.executable} -c \"open('count.txt','w').write(str(len(open('data.csv').read())))\"\n"
         "    deps: [data.csv]\n    outs: [count.txt]\n"
     )
-    dvc(repo, "add", "-q", "data.csv", "images")
-    dvc(repo, "repro", "-q")
+    dvc(
+        repo,
+        ["init", "-q"],
+        ["remote", "add", "-d", "storage", str(base / "remote")],
+        ["add", "-q", "data.csv", "images"],
+        ["repro", "-q"],
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "data")
     return repo
