@@ -496,9 +496,12 @@ def format_show(data: dict[str, Any]) -> str:
     if code["untracked"]:
         details.append(f"{len(code['untracked'])} untracked file(s)")
     lines.append(f"  dirty     {dirty}" + (f": {', '.join(details)}" if details else ""))
-    for item in (diff or {}).get("files") or []:
+    files = (diff or {}).get("files") or []
+    for item in files[:20]:
         stat = "binary" if item.get("binary") else f"+{item.get('added')} -{item.get('deleted')}"
         lines.append(f"              {item['path']}  {stat}")
+    if len(files) > 20:
+        lines.append(f"              ... and {len(files) - 20} more (mltrail/git.diff)")
     if code["snapshot"]:
         ref = f"  ({code['snapshot_ref']})" if code["snapshot_ref"] else ""
         lines.append(f"  snapshot  {code['snapshot']}{ref}")
