@@ -67,6 +67,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module_store: str
 
     while mlflow.active_run():
         mlflow.end_run()
+    # Lightning's MLFlowLogger and user-style tests set MLflow's global URI; do not leak it.
+    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture
