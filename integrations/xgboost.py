@@ -40,6 +40,7 @@ How it works, and why:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -88,6 +89,9 @@ _IMPORTANCE_TYPES = ("gain", "weight", "cover")
 _EXAMPLE_ROWS = 5
 # Next free step of runs given with trail=, shared by every callback (clones included).
 _next_steps: weakref.WeakKeyDictionary[Trail, int] = weakref.WeakKeyDictionary()
+# Trainings that have not ended yet, failed at interpreter exit (see _fail_unfinished).
+_unfinished: weakref.WeakSet[_Training] = weakref.WeakSet()
+_exit_hook = False
 
 
 class TrailCallback(TrainingCallback):
@@ -308,7 +312,9 @@ class _Training:
             trail, owned = given, False
         else:
             trail, owned = start_run(**callback._run_kwargs), True
+            _install_exit_hook()
         training = cls(callback, trail, owned)
+        _unfinished.add(training)
         training.api = context.api
         training.offset = offset
         training.example = context.example
@@ -441,6 +447,7 @@ class _Training:
 
     def _settle(self) -> None:
         self.done = True
+        _unfinished.discard(self)
         if self._finalizer is not None:
             self._finalizer.detach()
 
@@ -513,9 +520,9 @@ class _Training:
                 else:
                     where = self.offset + self.last_epoch + 1
                     message = (
-                        f"XGBoost training stopped in round {where} by an exception outside the "
-                        "callbacks (booster update or custom objective) that was caught before "
-                        "mltrail could see it"
+                        f"XGBoost training stopped in round {where} without reaching its end, by "
+                        "an exception outside the callbacks (booster update, custom objective) "
+                        "that mltrail could not see"
                     )
                     logger.warning("mltrail: run %s: %s; marked FAILED.", trail.run_id, message)
                     trail.set_tags(
@@ -534,6 +541,20 @@ class _Training:
 
 
 _ROUND_ARGS = ("num_boost_round", "early_stopping_rounds")
+
+
+def _install_exit_hook() -> None:
+    """Registered after the first run started, so it runs before mltrail's own exit hook
+    (atexit is last-in first-out), which would end an unfinished training's run FINISHED."""
+    global _exit_hook
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(_fail_unfinished)
+
+
+def _fail_unfinished() -> None:
+    for training in list(_unfinished):
+        training.fail(None)
 
 
 # --- params ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 
@@ -361,6 +362,38 @@ def test_a_failing_objective_caught_by_the_user_ends_the_run_failed(client, dtra
     run = client.get_run(callback.run_id)
     assert run.info.status == "FAILED"
     assert "round 2" in run.data.tags["mltrail.exception.message"]
+
+
+SCRIPT_KEEPING_THE_ERROR = """
+import numpy as np, xgboost as xgb
+from mltrail.integrations.xgboost import TrailCallback
+
+def objective(predt, dmatrix):
+    raise RuntimeError("objective broke")
+
+callback = TrailCallback(experiment="xgb-exit", log_model=False, importance=False)
+try:
+    xgb.train({}, xgb.DMatrix(np.ones((8, 2)), label=np.ones(8)), 5, obj=objective,
+              callbacks=[callback])
+except RuntimeError as error:
+    kept = error  # its traceback keeps XGBoost's per-call state alive until exit
+print(callback.run_id)
+"""
+
+
+def test_a_run_whose_training_never_ended_is_failed_at_exit(client, module_store) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": module_store, "MLTRAIL_STRICT": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT_KEEPING_THE_ERROR],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = client.get_run(done.stdout.split()[-1])
+    assert run.info.status == "FAILED"  # not FINISHED by the process's normal exit
+    assert run.data.tags["mltrail.exception.type"] == "unknown"
 
 
 def test_autolog_adds_one_callback_and_reverts(client, data, dtrain, dval) -> None:
