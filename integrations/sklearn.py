@@ -700,8 +700,6 @@ def _log_model(trail: Trail, model: Any, X: Any, registered_model_name: str | No
         "serialization_format": "cloudpickle",  # what mlflow.sklearn.autolog uses; any estimator
         "pip_requirements": _requirements(model),  # inferring them costs seconds
     }
-    if method is not None:
-        kwargs["pyfunc_predict_fn"] = method
     trail.log_model(
         model,
         "sklearn",
@@ -744,7 +742,8 @@ def _plot(folder: str, kind: str, y_true: Any, y_pred: Any, labels: Any) -> str 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 1 or y_pred.shape != y_true.shape:
         return None  # multi-output
-    figure = Figure(figsize=(5.5, 4.5), dpi=100)
+    figure = Figure(figsize=(5, 4.5), dpi=80)
+    figure.subplots_adjust(left=0.2, bottom=0.2, right=0.95, top=0.9)  # tight_layout is slow
     ax = figure.subplots()
     if kind == "classification":
         from sklearn.metrics import confusion_matrix
@@ -753,13 +752,12 @@ def _plot(folder: str, kind: str, y_true: Any, y_pred: Any, labels: Any) -> str 
         if len(labels) > 50:
             return None
         matrix = confusion_matrix(y_true, y_pred, labels=labels)
-        image = ax.imshow(matrix, cmap="Blues")
-        figure.colorbar(image, ax=ax)
+        ax.imshow(matrix, cmap="Blues")
         ticks = range(len(labels))
         ax.set_xticks(ticks, [str(label) for label in labels], rotation=45, ha="right")
         ax.set_yticks(ticks, [str(label) for label in labels])
         if len(labels) <= 20:
-            middle = matrix.max() / 2
+            middle = (matrix.max() + matrix.min()) / 2  # imshow spans min..max: dark above
             for (row, col), count in np.ndenumerate(matrix):
                 color = "white" if count > middle else "black"
                 ax.text(col, row, str(count), ha="center", va="center", color=color)
@@ -773,7 +771,6 @@ def _plot(folder: str, kind: str, y_true: Any, y_pred: Any, labels: Any) -> str 
         ax.axhline(0.0, color="black", linewidth=1)
         ax.set(xlabel="Predicted value", ylabel="Residual (true - predicted)", title="Residuals")
         name = "residuals.png"
-    figure.tight_layout()
     path = os.path.join(folder, name)
     figure.savefig(path, format="png")
     return path
