@@ -29,7 +29,8 @@ How it works, and why:
   final model is taken from there too (after ``EarlyStopping(save_best=True)`` trimmed it). An
   exception inside the booster update itself (a custom objective, Ctrl-C while a tree grows) passes
   no callback: uncaught, mltrail's process hook ends the run; caught, the run ends FAILED when
-  XGBoost's per-call state is released; ``mltrail.autolog()`` wraps the call and sees them all.
+  XGBoost's per-call state is released (or at the latest at exit, never FINISHED);
+  ``mltrail.autolog()`` wraps the call and sees them all.
 - One callback, one training at a time. Without ``trail=``, each training the callback sees starts
   its own run (so ``GridSearchCV``, which clones the estimator, gives one run per fit). With
   ``trail=`` every training logs into that run, which is only allowed when its steps follow the
@@ -334,7 +335,7 @@ class _Training:
 
     def _log_start(self, model: Any, context: _CallContext) -> None:
         trail = self.trail
-        tags = {"mltrail.integration": "xgboost", "mltrail.xgboost.api": self.api}
+        tags = {"mltrail.framework": "xgboost", "mltrail.xgboost.api": self.api}
         if self.offset:
             tags["mltrail.xgboost.initial_rounds"] = str(self.offset)
         trail.set_tags(tags)

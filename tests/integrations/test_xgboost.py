@@ -83,6 +83,7 @@ def test_train_records_params_metrics_model_and_importance(client, data, dtrain,
     assert params["early_stopping_rounds"] == "None"
     assert "num_trees" not in params and "base_score" not in params  # bookkeeping, not settings
     assert run.data.tags["mltrail.xgboost.api"] == "train"
+    assert run.data.tags["mltrail.framework"] == "xgboost"
 
     assert history(client, run.info.run_id, "val-logloss") == list(
         enumerate(evals_result["val"]["logloss"])
