@@ -5,7 +5,7 @@ Measured side by side in one process, interleaved, as ratios:
 - 100,000 values logged and flushed into sqlite (mltrail, MLflow async logging);
 - memory held by 1,000,000 values logged while the store is stalled.
 
-Usage: python benchmarks/bench_core.py [--quick] [--repeats N]
+Usage: python benchmarks/bench_core.py [--quick | --smoke] [--repeats N] [--tracking-uri URI]
 """
 
 from __future__ import annotations
@@ -124,18 +124,20 @@ def stalled_memory(uri: str, folder: Path, total_values: int) -> dict[str, float
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="seconds, for a smoke check")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: does it run at all")
+    parser.add_argument("--repeats", type=int, help="rounds (default 5; 1 with --quick)")
+    parser.add_argument("--tracking-uri", help="a store to use instead of a fresh sqlite one")
     args = parser.parse_args(argv)
-    repeats = 1 if args.quick else args.repeats
-    calls = 2_000 if args.quick else 20_000
-    e2e_values = 10_000 if args.quick else 100_000
-    stall_values = 50_000 if args.quick else 1_000_000
+    repeats = args.repeats or (1 if args.quick or args.smoke else 5)
+    calls = 200 if args.smoke else 2_000 if args.quick else 20_000
+    e2e_values = 1_000 if args.smoke else 10_000 if args.quick else 100_000
+    stall_values = 5_000 if args.smoke else 50_000 if args.quick else 1_000_000
 
     costs: dict[str, list[float]] = {"mltrail": [], "floor": [], "mlflow_sync": []}
     e2e: dict[str, list[float]] = {"mltrail": [], "mlflow_async": []}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        uri = fresh_store(folder)
+        uri = args.tracking_uri or fresh_store(folder)
         for _ in range(repeats):  # interleaved: noise hits every contender alike
             for key, value in calling_thread_costs(uri, folder, calls).items():
                 costs[key].append(value)

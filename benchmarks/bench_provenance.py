@@ -11,7 +11,7 @@ On a temporary git repository with 1,000 tracked source files and a DVC-tracked 
 
 Prints one JSON dict of results (medians, min and max in milliseconds, ratios, targets).
 
-Usage: python benchmarks/bench_provenance.py [--quick] [--repeats N] [--keep]
+Usage: python benchmarks/bench_provenance.py [--quick | --smoke] [--repeats N] [--keep]
 """
 
 from __future__ import annotations
@@ -139,11 +139,12 @@ def time_data_checks(repo: Path, repeats: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small repository, 2 repeats")
+    parser.add_argument("--smoke", action="store_true", help="tiny repository, 1 repeat")
     parser.add_argument("--repeats", type=int, help="rounds per measurement (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    sources, data_files = (100, 1000) if args.quick else (1000, 10_000)
-    repeats = args.repeats or (2 if args.quick else 5)
+    sources, data_files = (20, 100) if args.smoke else (100, 1000) if args.quick else (1000, 10_000)
+    repeats = args.repeats or (1 if args.smoke else 2 if args.quick else 5)
 
     base = Path(tempfile.mkdtemp(prefix="mltrail-bench-provenance-"))
     try:
