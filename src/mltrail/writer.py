@@ -103,6 +103,28 @@ def _dataset_input(spec: dict[str, Any]) -> Any:
     return DatasetInput(dataset=dataset, tags=tags)
 
 
+def _coalesce(ops: list[Record]) -> list[Record]:
+    """Merge the queued params and tags records into one of each: one request instead of many.
+
+    A tag deletion closes the merge, so tags set before it, the deletion and tags set after it
+    reach the store in that order.
+    """
+    merged: list[Record] = []
+    by_kind: dict[str, Record] = {}
+    for record in ops:
+        kind = record["kind"]
+        if kind in {"params", "tags"}:
+            if kind in by_kind:
+                by_kind[kind]["data"].update(record["data"])
+                continue
+            record = {"kind": kind, "data": dict(record["data"])}
+            by_kind[kind] = record
+        elif kind == "delete_tag":
+            by_kind.pop("tags", None)  # tags set after the deletion go in a later request
+        merged.append(record)
+    return merged
+
+
 def _is_permanent(error: Exception) -> bool:
     """Errors that retrying cannot fix (bad input rather than an unreachable or busy store)."""
     code = getattr(error, "error_code", None)
@@ -284,7 +306,7 @@ class Writer:
             self._inflight = len(ops) + (1 if metrics else 0)
         try:
             # Params and tags before metrics: a batch that names the run's config comes first.
-            for record in ops:
+            for record in _coalesce(ops):
                 if record["kind"] != "status":
                     self._deliver(record)
             if metrics:

@@ -251,3 +251,14 @@ def test_many_threads_and_two_runs_lose_nothing(client) -> None:
         for i in range(4):
             points = history(client, trail.run_id, f"t{i}")
             assert sorted(s for s, _ in points) == list(range(200))
+
+
+def test_tag_set_deleted_and_set_again_keeps_the_last_value(client) -> None:
+    with mltrail.start_run(experiment="core", system_metrics=False) as trail:
+        trail.set_tags({"stage": "one", "keep": "yes"})
+        trail._writer.add("delete_tag", "stage")
+        trail.set_tags({"stage": "two"})
+        trail._writer.add("delete_tag", "keep")
+    tags = client.get_run(trail.run_id).data.tags
+    assert tags["stage"] == "two"
+    assert "keep" not in tags
