@@ -99,7 +99,12 @@ def _add_restore_verbs(verbs: argparse._SubParsersAction) -> None:
     diff.add_argument("--json", action="store_true", help=json_help)
     _add_store_options(diff)
 
-    reproduce = verbs.add_parser("reproduce", help=VERBS["reproduce"][2])
+    reproduce = verbs.add_parser(
+        "reproduce",
+        help=VERBS["reproduce"][2],
+        usage="mltrail reproduce RUN_ID [options] [-- COMMAND ...]",
+        epilog="-- COMMAND ...: run this instead of the command the run recorded",
+    )
     reproduce.add_argument("run_id", metavar="RUN_ID")
     reproduce.add_argument("--into", metavar="DIR", help="worktree to rerun in (default: new)")
     reproduce.add_argument("--remote", help="git remote to fetch missing commits from")
@@ -111,9 +116,7 @@ def _add_restore_verbs(verbs: argparse._SubParsersAction) -> None:
     reproduce.add_argument(
         "--skip-metric", action="append", help="do not compare this metric (a glob; repeatable)"
     )
-    reproduce.add_argument(
-        "command", nargs=argparse.REMAINDER, help="-- COMMAND: run this instead of the recorded"
-    )
+    reproduce.set_defaults(command=[])
     _add_store_options(reproduce)
 
     push = verbs.add_parser("push", help=VERBS["push"][2])
@@ -129,7 +132,15 @@ def _add_restore_verbs(verbs: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mltrail`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `mltrail VERB [options] -- COMMAND...`: the command after "--" is not parsed; verbs that
+    # take one have a `command` attribute.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    if split < len(argv):
+        if not hasattr(args, "command"):
+            parser.error(f"unrecognized arguments: {' '.join(argv[split:])}")
+        args.command = [*(args.command or []), *argv[split + 1 :]]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(message)s",

@@ -35,16 +35,19 @@ DEFAULT_ATOL = 1e-9
 _REDACTED = "***"
 
 
-def recorded_command(record: restore.RunRecord) -> tuple[list[str], str]:
-    """The run's command (without the interpreter) and its folder relative to the git root."""
+def recorded_command(record: restore.RunRecord) -> tuple[list[str], str, str]:
+    """The run's command (without the interpreter), its folder and its script, both relative
+    to the git root."""
     command = record.environment.get("command") or {}
     argv = list(command.get("argv") or [])
     entry = command.get("entry_script")
     git_root = ((record.provenance or {}).get("git") or {}).get("root")
-    if not argv or len(argv) < 2 or entry in (None, "-c", "-m", "-") or not git_root:
+    inside = bool(entry and git_root and _under(entry, git_root))
+    if len(argv) < 2 or not inside:
+        started = f"`{entry}`" if entry and entry not in ("-c", "-m", "-") else "no script"
         raise MltrailError(
-            f"Run {record.run_id} recorded no script to rerun (started from a notebook, "
-            "`python -c` or without provenance). Give the command after --, for example "
+            f"Run {record.run_id} recorded no script of its repository to rerun (it ran "
+            f"{started}). Give the command after --, for example "
             f"`mltrail reproduce {record.run_id} -- python train.py`."
         )
     args = argv[1:]  # argv[0] was the interpreter
@@ -54,14 +57,14 @@ def recorded_command(record: restore.RunRecord) -> tuple[list[str], str]:
             f"{_REDACTED}. Give the command after --."
         )
     cwd = command.get("cwd") or git_root
+    if not _under(cwd, git_root):
+        cwd = str(Path(entry).parent)
     rel = os.path.relpath(cwd, git_root)
-    if rel.startswith(".."):
-        rel = os.path.relpath(Path(entry).parent, git_root)
-        if rel.startswith(".."):
-            raise MltrailError(
-                f"Run {record.run_id} ran from outside its repository; give the command after --."
-            )
-    return [_remap(arg, git_root) for arg in args], rel
+    return [_remap(arg, git_root) for arg in args], rel, os.path.relpath(entry, git_root)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _remap(arg: str, git_root: str) -> str:
@@ -74,14 +77,13 @@ def _remap(arg: str, git_root: str) -> str:
 def reproduce_command(args: argparse.Namespace) -> int:
     """Rerun a run in a fresh worktree and compare its final metrics with the original's."""
     client, record = restore.open_run(args.tracking_uri, args.run_id)
-    command = list(args.command or [])
-    if command and command[0] == "--":
-        command = command[1:]
+    command = list(getattr(args, "command", None) or [])
+    script = None
     if command:
         rel = "."
         argv = command
     else:
-        recorded, rel = recorded_command(record)
+        recorded, rel, script = recorded_command(record)
         argv = [sys.executable, *recorded]
     into = args.into or tempfile.mkdtemp(prefix=f"mltrail-reproduce-{record.run_id[:8]}-")
     result = restore.checkout(record, into=into, remote=args.remote)
@@ -89,6 +91,12 @@ def reproduce_command(args: argparse.Namespace) -> int:
     if not result.exact:
         print("warning: the rerun starts from code or data that differ from the run's.")
     workdir = result.target / rel
+    if script is not None and not (result.target / script).is_file():
+        raise MltrailError(
+            f"The run's script {script} is not part of its code (an installed tool?). Give the "
+            f"command after --, for example `mltrail reproduce {record.run_id} -- python "
+            "train.py`."
+        )
     argv = [arg.replace("{root}", str(result.target), 1) for arg in argv]
     print(f"\nRunning in {workdir}: {' '.join(argv)}", flush=True)
     started = int(time.time() * 1000) - 1000

@@ -228,6 +228,8 @@ def ensure_code(root: Path, record: RunRecord, remote: str | None = None) -> Non
             f"Run {record.run_id} recorded no git commit: its code cannot be restored (was it "
             "started outside a git repository?)."
         )
+    if remote:
+        choose_remote(root, None, remote)  # a wrong name is an error even when nothing is fetched
     missing = [c for c in wanted if not has_commit(root, c)]
     if not missing:
         return

@@ -1,0 +1,289 @@
+"""`mltrail checkout` and `mltrail which` on real git + DVC repos and real runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import mltrail
+from mltrail import datasnap
+from mltrail.cli import main
+
+ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+NOT_STATE = {".git", "cache", "tmp", "config.local"}  # git and DVC internals, not the workspace
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file of a workspace (code and data) with its bytes, git and DVC internals aside."""
+    found = {}
+    for current, dirs, names in os.walk(folder):
+        base = Path(current)
+        rel = base.relative_to(folder)
+        dirs[:] = [d for d in dirs if not (d in NOT_STATE and rel.parts[:1] in ((), (".dvc",)))]
+        for name in names:
+            if name == ".git" or (rel.parts == (".dvc",) and name in NOT_STATE):
+                continue
+            found[(rel / name).as_posix()] = (base / name).read_bytes()
+    return found
+
+
+def make_project(base: Path) -> Path:
+    """git + DVC: data.csv and images/ added with `dvc add`, a local DVC remote, train.py."""
+    from dvc.repo import Repo
+
+    repo = base / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    Repo.init(str(repo)).close()
+    (repo / ".dvc" / "config").write_text(
+        f"[core]\n    remote = storage\n['remote \"storage\"']\n    url = {base / 'dvc-remote'}\n"
+    )
+    (repo / "data.csv").write_text("x,y\n1,2\n")
+    (repo / "images").mkdir()
+    for i in range(2):
+        (repo / "images" / f"{i}.txt").write_text(f"image {i}\n")
+    with datasnap.dvc_repo(repo) as dvc:
+        dvc.add([str(repo / "data.csv"), str(repo / "images")])
+    (repo / "train.py").write_text("print('v1')\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "v1")
+    return repo
+
+
+def record(name: str, **options) -> str:
+    with mltrail.start_run(
+        experiment="checkout", run_name=name, system_metrics=False, **options
+    ) as run:
+        run.log_params({"name": name})
+        run.log_metrics({"acc": 0.5}, step=0)
+    return run.run_id
+
+
+@pytest.fixture(scope="module")
+def project(module_store: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Runs on a clean tree, a dirty tree (with an untracked file), modified data with
+    snapshot_data, and modified data without it; then the code and data move on."""
+    base = tmp_path_factory.mktemp("checkout")
+    repo = make_project(base)
+    runs, states = {}, {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        mp.setenv("MLFLOW_TRACKING_URI", module_store)
+        mp.setenv("MLTRAIL_SPOOL_DIR", str(base / "spool"))
+        states["clean"] = files(repo)
+        runs["clean"] = record("clean")
+        (repo / "train.py").write_text("print('v1, tuned')\n")
+        (repo / "notes").mkdir()
+        (repo / "notes" / "idea.py").write_text("IDEA = 1\n")
+        states["dirty"] = files(repo)
+        runs["dirty"] = record("dirty")
+        (repo / "data.csv").write_text("x,y\n1,2\n3,4\n")
+        (repo / "images" / "2.txt").write_text("image 2\n")
+        states["data"] = files(repo)
+        runs["data"] = record("data", snapshot_data=True)
+        (repo / "data.csv").write_text("x,y\n9,9\n")
+        states["unsaved"] = files(repo)
+        runs["unsaved"] = record("unsaved")
+    # The project moves on: new code, new data, committed.
+    git(repo, "checkout", "-q", "--", "train.py")
+    shutil.rmtree(repo / "notes")
+    (repo / "train.py").write_text("print('v2')\n")
+    (repo / "data.csv").write_text("x,y\n5,5\n")
+    shutil.rmtree(repo / "images")
+    with datasnap.dvc_repo(repo) as dvc:
+        dvc.add([str(repo / "data.csv")])
+        dvc.remove(str(repo / "images.dvc"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "v2")
+    return {"repo": repo, "base": base, "runs": runs, "states": states}
+
+
+@pytest.mark.parametrize("name", ["clean", "dirty", "data"])
+def test_checkout_into_restores_code_and_data_byte_for_byte(
+    project: dict, name: str, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    repo = project["repo"]
+    monkeypatch.chdir(repo)
+    before = (git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"), files(repo))
+    target = tmp_path / "restored"
+    code, out, err = cli(capsys, "checkout", project["runs"][name], "--into", str(target))
+    assert code == 0, out + err
+    assert files(target) == project["states"][name]
+    assert "Code and data were restored exactly." in out
+    assert "data.csv" in out and "restored from cache" in out
+    commit = git(repo, "rev-parse", "HEAD~1")
+    assert git(target, "rev-parse", "HEAD") == commit  # the run's commit, detached
+    status = set(git(target, "status", "--porcelain", "--untracked-files=all").splitlines())
+    if name == "clean":
+        assert status == set()
+    else:
+        assert {"M train.py", "?? notes/idea.py"} <= {line.strip() for line in status}
+        assert (
+            f"snapshot {git(repo, 'rev-parse', 'refs/mltrail/runs/' + project['runs'][name])[:12]}"
+            in out
+        )
+    # The user's repository is as it was (a worktree entry aside).
+    after = (git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"), files(repo))
+    assert after == before
+    assert str(target) in git(repo, "worktree", "list")
+
+
+def test_data_modified_without_a_snapshot_is_not_exact(
+    project: dict, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(project["repo"])
+    target = tmp_path / "restored"
+    code, out, _ = cli(capsys, "checkout", project["runs"]["unsaved"], "--into", str(target))
+    assert code == 1
+    line = next(line for line in out.splitlines() if "data.csv" in line and "data " in line)
+    assert "NOT EXACT" in line and "snapshot_data=True" in line
+    assert "1 item(s) could not be restored exactly" in out
+    expected = dict(project["states"]["unsaved"])
+    assert (target / "data.csv").read_text() == "x,y\n1,2\n"  # the recorded version
+    expected.pop("data.csv")
+    restored = files(target)
+    restored.pop("data.csv")
+    assert restored == expected
+
+
+def test_checkout_in_place(project: dict, capsys, tmp_path: Path, monkeypatch) -> None:
+    repo = tmp_path / "copy"
+    shutil.copytree(project["repo"], repo, symlinks=True)
+    monkeypatch.chdir(repo)
+    run_id = project["runs"]["dirty"]
+    (repo / "train.py").write_text("print('my work in progress')\n")
+    code, out, err = cli(capsys, "checkout", run_id)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "uncommitted changes (train.py)" in err and "--into" in err
+    assert (repo / "train.py").read_text() == "print('my work in progress')\n"
+    git(repo, "checkout", "-q", "--", "train.py")
+    (repo / "notes").mkdir()
+    (repo / "notes" / "idea.py").write_text("MINE = 2\n")
+    code, out, err = cli(capsys, "checkout", run_id)
+    assert code == 2 and "notes/idea.py" in err and "would be overwritten" in err
+    assert (repo / "notes" / "idea.py").read_text() == "MINE = 2\n"
+    shutil.rmtree(repo / "notes")
+    code, out, err = cli(capsys, "checkout", run_id)
+    assert code == 0, out + err
+    assert files(repo) == project["states"]["dirty"]
+    assert git(repo, "rev-parse", "HEAD") == git(repo, "rev-parse", "main~1")
+    assert git(repo, "branch", "--show-current") == ""
+    assert "`git switch main`" in out
+
+
+def test_checkout_from_a_clone_fetches_the_snapshot(
+    project: dict, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """A teammate's clone: the snapshot ref comes from the git remote; the data was never
+    pushed to the DVC remote, so checkout says what it could not restore."""
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--no-local", str(project["repo"]), str(clone))
+    run_id = project["runs"]["dirty"]
+    snapshot = git(project["repo"], "rev-parse", f"refs/mltrail/runs/{run_id}")
+    assert subprocess.run(["git", "cat-file", "-e", snapshot], cwd=clone).returncode != 0
+    monkeypatch.chdir(clone)
+    target = tmp_path / "restored"
+    code, out, err = cli(capsys, "checkout", run_id, "--into", str(target))
+    assert code == 1, err
+    assert git(clone, "rev-parse", f"refs/mltrail/runs/{run_id}") == snapshot
+    code_files = {
+        k: v
+        for k, v in project["states"]["dirty"].items()
+        if not k.startswith(("data.csv", "images/"))
+    }
+    restored = files(target)
+    assert {k: v for k, v in restored.items() if k in code_files or k.endswith(".dvc")} == {
+        k: v for k, v in project["states"]["dirty"].items() if k in code_files or k.endswith(".dvc")
+    }
+    for path in ("data.csv", "images"):
+        line = next(line for line in out.splitlines() if line.startswith(f"  data  {path} "))
+        assert "NOT RESTORED" in line and "neither in the DVC cache nor on remote storage" in line
+    assert "2 item(s) could not be restored exactly" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["checkout", "0123456789abcdef0123456789abcdef"], "There is no run"),
+        (["checkout", "not a run"], "is not a run id"),
+        (["checkout", "{clean}", "--into", "{full}"], "is not empty"),
+        (["checkout", "{clean}"], "is not inside a git repository"),
+        (["checkout", "{clean}", "--into", "{new}", "--remote", "nope"], "no git remote 'nope'"),
+    ],
+)
+def test_errors_are_one_line(
+    project: dict, capsys, tmp_path: Path, monkeypatch, args, message
+) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "file").write_text("x")
+    if "--remote" in args:
+        clone = tmp_path / "clone"
+        git(tmp_path, "clone", "-q", str(project["repo"]), str(clone))
+        monkeypatch.chdir(clone)
+    values = {"clean": project["runs"]["dirty"], "full": str(full), "new": str(tmp_path / "new")}
+    code, out, err = cli(capsys, *(a.format(**values) for a in args))
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert lines[0].startswith("mltrail checkout: ")
+
+
+def test_a_run_outside_git_cannot_be_checked_out(capsys, tmp_path: Path) -> None:
+    run_id = record("no-git")
+    code, _, err = cli(capsys, "checkout", run_id, "--into", str(tmp_path / "x"))
+    assert code == 2 and "recorded no git commit" in err
+
+
+def test_which_finds_the_run_of_a_checkpoint_or_model_file(
+    project: dict, capsys, tmp_path: Path, client, monkeypatch
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    monkeypatch.chdir(project["repo"])
+    checkpoint = tmp_path / "epoch-1.ckpt"
+    checkpoint.write_bytes(b"weights after epoch 1")
+    model = LinearRegression().fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.0])
+    with mltrail.start_run(experiment="which", system_metrics=False) as run:
+        run.log_checkpoint(checkpoint, step=1)
+        run.log_model(model, "sklearn")
+    code, out, err = cli(capsys, "which", str(checkpoint))
+    assert code == 0, err
+    assert f"is checkpoints/epoch-1.ckpt of run {run.run_id}" in out
+    assert f"commit    {git(project['repo'], 'rev-parse', 'HEAD')}" in out  # its provenance
+    tags = client.get_run(run.run_id).data.tags
+    hashed = sorted(v for k, v in tags.items() if k.startswith("mltrail.sha256."))
+    # The model's weights file is looked up by hash; MLflow's metadata files are not.
+    assert len(hashed) == 2 and hashed[0] == "checkpoints/epoch-1.ckpt"
+    assert hashed[1].startswith("model/model.") and not hashed[1].endswith(("MLmodel", ".yaml"))
+    weights = Path(client.download_artifacts(run.run_id, hashed[1], str(tmp_path)))
+    code, out, _ = cli(capsys, "which", str(weights))
+    assert code == 0 and f"is {hashed[1]} of run {run.run_id}" in out
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(b"never logged")
+    code, out, _ = cli(capsys, "which", str(other))
+    assert code == 1 and "No run" in out
+    code, _, err = cli(capsys, "which", str(tmp_path / "missing.ckpt"))
+    assert code == 2 and "is not a file" in err

@@ -1,0 +1,149 @@
+"""`mltrail push`: a teammate's fresh clone restores a run made on another machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import mltrail
+from mltrail import datasnap
+from mltrail.cli import main
+
+ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+NOT_STATE = {".git", "cache", "tmp", "config.local"}
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    found = {}
+    for current, dirs, names in os.walk(folder):
+        base = Path(current)
+        rel = base.relative_to(folder)
+        dirs[:] = [d for d in dirs if not (d in NOT_STATE and rel.parts[:1] in ((), (".dvc",)))]
+        for name in names:
+            if name == ".git" or (rel.parts == (".dvc",) and name in NOT_STATE):
+                continue
+            found[(rel / name).as_posix()] = (base / name).read_bytes()
+    return found
+
+
+def remote_objects(folder: Path) -> set[str]:
+    root = folder / "files" / "md5"
+    return (
+        {p.parent.name + p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    )
+
+
+@pytest.fixture(scope="module")
+def team(module_store: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A project with a bare git remote and a local DVC remote; one run made on a dirty tree
+    (an untracked file) with modified, not added, data and snapshot_data=True."""
+    from dvc.repo import Repo
+
+    base = tmp_path_factory.mktemp("push")
+    origin = base / "origin.git"
+    git(base, "init", "-q", "--bare", "-b", "main", str(origin))
+    repo = base / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    Repo.init(str(repo)).close()
+    (repo / ".dvc" / "config").write_text(
+        f"[core]\n    remote = storage\n['remote \"storage\"']\n    url = {base / 'dvc-remote'}\n"
+    )
+    (repo / "data.csv").write_text("x,y\n1,2\n")
+    (repo / "images").mkdir()
+    for i in range(2):
+        (repo / "images" / f"{i}.txt").write_text(f"image {i}\n")
+    with datasnap.dvc_repo(repo) as dvc:
+        dvc.add([str(repo / "data.csv"), str(repo / "images")])
+    (repo / "train.py").write_text("print('v1')\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "v1")
+    git(repo, "remote", "add", "origin", str(origin))
+    git(repo, "push", "-q", "origin", "main")
+    (repo / "train.py").write_text("print('v1, tuned')\n")
+    (repo / "notes.txt").write_text("lr 0.3 looks better\n")
+    (repo / "data.csv").write_text("x,y\n1,2\n3,4\n")
+    state = files(repo)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        mp.setenv("MLFLOW_TRACKING_URI", module_store)
+        mp.setenv("MLTRAIL_SPOOL_DIR", str(base / "spool"))
+        with mltrail.start_run(experiment="push", snapshot_data=True, system_metrics=False) as run:
+            run.log_params({"lr": 0.3})
+    return {"base": base, "repo": repo, "origin": origin, "run": run.run_id, "state": state}
+
+
+def test_push_then_checkout_from_a_fresh_clone(
+    team: dict, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    run_id, base = team["run"], team["base"]
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(team["origin"]), str(fresh))
+    monkeypatch.chdir(fresh)
+    # Before the push, the teammate cannot get the run's uncommitted code.
+    code, out, err = cli(capsys, "checkout", run_id, "--into", str(tmp_path / "too-early"))
+    assert code == 2 and out == ""
+    assert "snapshot commit" in err and "nor on remote 'origin'" in err and "`mltrail push`" in err
+    assert err.count("\n") == 1
+
+    monkeypatch.chdir(team["repo"])
+    code, out, err = cli(capsys, "push")
+    assert code == 0, out + err
+    snapshot = git(team["repo"], "rev-parse", f"refs/mltrail/runs/{run_id}")
+    assert git(team["origin"], "rev-parse", f"refs/mltrail/runs/{run_id}") == snapshot
+    assert "Pushed 1 run snapshot ref(s) to git remote 'origin'." in out
+    pushed = remote_objects(base / "dvc-remote")
+    from mltrail.restore import open_run
+
+    _, record = open_run(None, run_id)
+    used = {o.path: o.hash for o in record.outputs}
+    assert used["data.csv"] in pushed  # the data snapshot, never `dvc add`-ed
+    assert used["images"] in pushed and used["images"].endswith(".dir")
+    assert "data object(s)" in out
+
+    monkeypatch.chdir(fresh)
+    target = tmp_path / "restored"
+    code, out, err = cli(capsys, "checkout", run_id, "--into", str(target))
+    assert code == 0, out + err
+    assert files(target) == team["state"]
+    assert "restored from remote storage" in out
+    code, out, err = cli(capsys, "verify", run_id, "--path", str(target))
+    assert code == 0, out + err
+    # Pushing again is harmless.
+    monkeypatch.chdir(team["repo"])
+    code, out, _ = cli(capsys, "push")
+    assert code == 0 and "Pushed 0 data object(s)" in out
+
+
+def test_nothing_to_push(capsys, git_repo: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(git_repo)
+    code, out, err = cli(capsys, "push")
+    assert code == 2 and "has no git remote" in err and err.count("\n") == 1
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(git_repo, "remote", "add", "origin", str(bare))
+    code, out, _ = cli(capsys, "push")
+    assert code == 0 and "No run snapshots under refs/mltrail/runs/ to push." in out
+    code, _, err = cli(capsys, "push", "--remote", "upstream")
+    assert code == 2 and "no git remote 'upstream'" in err
