@@ -16,12 +16,12 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
-from mltrail.integrations.lightning import TrailCallback  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 import mltrail  # noqa: E402
 from mltrail.errors import MltrailError  # noqa: E402
+from mltrail.integrations.lightning import TrailCallback  # noqa: E402
 
 FEATURES = 4
 
@@ -133,7 +133,10 @@ class SeenValLoss(L.Callback):
             self.values.append(float(trainer.callback_metrics["val_loss"]))
 
 
-def test_fit_records_params_metrics_checkpoints_model_and_test_metrics(client, tmp_path):
+def test_fit_records_params_metrics_checkpoints_model_and_test_metrics(
+    client, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # restored afterwards; seed_everything sets it
     L.seed_everything(7)
     model = Regressor(
         hidden=8,

@@ -10,8 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning.pytorch")
 
-from mltrail.integrations.lightning import TrailCallback  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from mltrail.integrations.lightning import TrailCallback  # noqa: E402
 
 
 class TinyRegressor(L.LightningModule):
