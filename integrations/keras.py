@@ -48,6 +48,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
 
 import numpy as np
 
+from mltrail.autolog import live_patch
 from mltrail.errors import MltrailError, guarded
 from mltrail.trail import Trail, start_run
 
@@ -307,7 +308,14 @@ class TrailCallback(keras.callbacks.Callback):
     def _open(self, quick: bool = False) -> Trail:
         """The open Trail: the given one, ours, or ours again (same run) after it ended."""
         trail = self._trail
-        if trail is not None and (self._given or trail.status is None):
+        if trail is not None and self._given:
+            if trail.status is not None:
+                raise MltrailError(
+                    f"The Trail given to TrailCallback has ended (run {trail.run_id}, "
+                    f"{trail.status}). Give it an open Trail, or none to let it start its own run."
+                )
+            return trail
+        if trail is not None and trail.status is None:
             return trail
         options = dict(self._run_options)
         if trail is not None and trail.owned:
@@ -666,8 +674,10 @@ def _flat_callbacks(callbacks: Any) -> list[Any]:
     return [callbacks]
 
 
-def _fit_guard(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
+def _fit_guard(
+    original: Callable[..., Any], signature: inspect.Signature | None = None
+) -> Callable[..., Any]:
+    signature = signature or inspect.signature(original)
 
     @functools.wraps(original)
     def fit(*args: Any, **kwargs: Any) -> Any:
@@ -698,15 +708,21 @@ def _fit_guard(original: Callable[..., Any]) -> Callable[..., Any]:
     return fit
 
 
+def _has_fit_guard() -> bool:
+    """Whether every fit already goes through a guard: ours, or autolog's live patch."""
+    current: Any = keras.Model.fit
+    while current is not None:
+        if getattr(current, "__mltrail_fit_guard__", False) or live_patch(current):
+            return True
+        current = getattr(current, "__wrapped__", None)
+    return False
+
+
 def _install_fit_guard() -> None:
     """Wrap ``keras.Model.fit`` once per process (see the module docstring for why)."""
     with _guard_lock:
-        current: Any = keras.Model.fit
-        while current is not None:
-            if getattr(current, "__mltrail_fit_guard__", False):
-                return
-            current = getattr(current, "__wrapped__", None)
-        keras.Model.fit = _fit_guard(keras.Model.fit)
+        if not _has_fit_guard():
+            keras.Model.fit = _fit_guard(keras.Model.fit)
 
 
 # --- autolog ------------------------------------------------------------------------------------
@@ -728,7 +744,8 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
 
     from mltrail.config import Options
 
-    _install_fit_guard()
+    # The patch guards the fits itself, so that disabling autolog leaves Model.fit as it was.
+    guarded_below = _has_fit_guard()
     known = (
         _CALLBACK_OPTIONS
         | set(inspect.signature(start_run).parameters)
@@ -742,13 +759,14 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
             bound = signature.bind(*args, **kwargs)
         except TypeError:
             return call_original(*args, **kwargs)
+        call = call_original if guarded_below else _fit_guard(call_original, signature)
         callbacks = bound.arguments.get("callbacks")
         present = _flat_callbacks(callbacks)
         if isinstance(callbacks, keras.callbacks.CallbackList) or any(
             isinstance(c, TrailCallback) for c in present
         ):
-            return call_original(*args, **kwargs)
+            return call(*args, **kwargs)
         bound.arguments["callbacks"] = [*present, TrailCallback(**settings)]
-        return call_original(*bound.args, **bound.kwargs)
+        return call(*bound.args, **bound.kwargs)
 
     return [(keras.Model, "fit", fit)]

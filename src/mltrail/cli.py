@@ -22,6 +22,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "reproduce": ("mltrail.reproduce", "reproduce_command", "rerun a run and compare metrics"),
     "push": ("mltrail.restore", "push_command", "share run snapshots and their data"),
     "which": ("mltrail.restore", "which_command", "find the run that logged a model file"),
+    "run": ("mltrail.runner", "run_command", "run a training command with autolog on"),
 }
 
 
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="list what would be uploaded")
     _add_store_options(sync)
     _add_restore_verbs(verbs)
+
+    from mltrail.runner import add_arguments as add_run_arguments
+
+    add_run_arguments(verbs.add_parser("run", help=VERBS["run"][2]))
     return parser
 
 

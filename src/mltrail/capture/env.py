@@ -239,9 +239,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def command_line() -> list[str]:
-    """``sys.argv`` with secrets redacted (``--password x``, ``--token=x``, URL credentials)."""
-    argv = [sys.executable, *sys.argv]
+def command_line(argv: list[str] | None = None) -> list[str]:
+    """``argv`` (default: the interpreter and ``sys.argv``) with secrets redacted
+    (``--password x``, ``--token=x``, URL credentials)."""
+    argv = [sys.executable, *sys.argv] if argv is None else list(argv)
     clean: list[str] = []
     hide_next = False
     for arg in argv:

@@ -1,0 +1,154 @@
+"""``mltrail run -- COMMAND``: run an unmodified training job with ``mltrail.autolog()`` on.
+
+The command gets an environment in which every Python process turns autolog on at start-up:
+the folder of mltrail's ``sitecustomize`` hook first on ``PYTHONPATH`` and the
+``MLTRAIL_AUTOLOG*`` variables (see :data:`mltrail.autolog.ENVIRONMENT`). Jobs started by other
+tools get the same effect from the same variables (``mltrail run --print-env``).
+
+On POSIX the command replaces this process (``exec``): its arguments, exit code, signals
+(Ctrl-C, ``kill``) and terminal are the command's own, with nothing in between to forward them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mltrail.autolog import FRAMEWORKS, parse_options
+from mltrail.capture.env import command_line
+from mltrail.errors import MltrailError
+
+HOOK_DIR = Path(__file__).resolve().parent / "_bootstrap"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mltrail run``."""
+    parser.add_argument("--experiment", help="experiment of the recorded runs")
+    parser.add_argument("--run-name", help="name of the recorded runs")
+    parser.add_argument(
+        "--frameworks",
+        help=f"comma-separated, among {','.join(FRAMEWORKS)} (default: all)",
+    )
+    parser.add_argument(
+        "--option",
+        "-o",
+        dest="options",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an autolog option, e.g. -o log_model=false (repeatable)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    parser.add_argument(
+        "--print-env",
+        action="store_true",
+        help="print the environment variables as shell exports instead of running a command",
+    )
+    parser.add_argument("command", nargs="*", help="-- COMMAND ARGS...: the job to run")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.command`` with autolog on; returns its exit code (POSIX: never returns)."""
+    command = list(args.command or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    changes = environment(
+        command,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        frameworks=args.frameworks,
+        options=args.options,
+        tracking_uri=args.tracking_uri,
+    )
+    if args.print_env:
+        for name, value in changes.items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
+    if not command:
+        raise MltrailError(
+            "Give the command to run after --, for example: mltrail run -- python train.py"
+        )
+    env = {**os.environ, **changes}
+    executable = shutil.which(command[0], path=env.get("PATH"))
+    if executable is None:
+        print(f"mltrail run: command not found: {command[0]}", file=sys.stderr)
+        return 127
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execve(executable, command, env)
+    return _run_child([executable, *command[1:]], env)  # pragma: no cover - Windows
+
+
+def environment(
+    command: Sequence[str],
+    experiment: str | None = None,
+    run_name: str | None = None,
+    frameworks: str | None = None,
+    options: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The variables to add to ``base`` (default: this process's) for an autologged job."""
+    base = os.environ if base is None else base
+    names = [n.strip() for n in (frameworks or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in FRAMEWORKS]
+    if unknown:
+        raise MltrailError(
+            f"Unknown framework {unknown[0]!r} for --frameworks; choose from {', '.join(FRAMEWORKS)}."
+        )
+    option_text = ",".join(options or ())
+    parse_options(option_text)  # a typo fails here, not in the job
+    if not HOOK_DIR.joinpath("sitecustomize.py").is_file():
+        raise MltrailError(
+            f"mltrail's start-up hook is missing from {HOOK_DIR}; reinstall mltrail."
+        )
+    changes = {
+        "MLTRAIL_AUTOLOG": "1",
+        "PYTHONPATH": _prepend(str(HOOK_DIR), base.get("PYTHONPATH")),
+    }
+    if command:
+        changes["MLTRAIL_COMMAND"] = shlex.join(command_line(list(command)))
+    for name, value in (
+        ("MLTRAIL_AUTOLOG_FRAMEWORKS", ",".join(names)),
+        ("MLTRAIL_EXPERIMENT", experiment),
+        ("MLTRAIL_RUN_NAME", run_name),
+        ("MLTRAIL_AUTOLOG_OPTIONS", option_text),
+        ("MLFLOW_TRACKING_URI", tracking_uri),
+    ):
+        if value:
+            changes[name] = value
+    # As `poetry run` or `uv run` do: `python` is this environment's Python, where mltrail is.
+    if sys.prefix != sys.base_prefix:
+        changes["PATH"] = _prepend(str(Path(sys.executable).parent), base.get("PATH"))
+    return changes
+
+
+def _prepend(entry: str, current: str | None) -> str:
+    parts = [p for p in (current or "").split(os.pathsep) if p and p != entry]
+    return os.pathsep.join([entry, *parts])
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:  # pragma: no cover - Windows
+    """Where ``exec`` does not replace the process: run the child, forward signals, wait."""
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    try:
+        return child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
