@@ -44,9 +44,8 @@ from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import numpy as np
-
 import keras
+import numpy as np
 
 VARIANTS = (
     "none",

@@ -446,8 +446,7 @@ class TrailCallback(keras.callbacks.Callback):
     # --- checkpoints ---------------------------------------------------------------------------
 
     def _improved(self, logs: dict[str, Any]) -> bool:
-        if self._policy not in ("best", "best_and_last", "all"):
-            return False
+        """Whether this epoch is the best so far by the monitored metric (remembered if so)."""
         if self._monitor is None:
             self._monitor = "val_loss" if "val_loss" in logs else "loss"
         value = logs.get(self._monitor)

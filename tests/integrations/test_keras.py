@@ -12,10 +12,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
-from mltrail.integrations.keras import TrailCallback  # noqa: E402
-
 import mltrail  # noqa: E402
 from mltrail.errors import MltrailError  # noqa: E402
+from mltrail.integrations.keras import TrailCallback  # noqa: E402
 
 EXPERIMENT = "keras-tests"
 
@@ -304,6 +303,8 @@ def test_an_existing_trail_is_used_and_left_to_its_owner(client):
     run = client.get_run(trail.run_id)
     assert run.info.status == "FINISHED"
     assert {"loss", "mae", "learning_rate", "after_fit"} <= set(run.data.metrics)
+    with pytest.raises(MltrailError, match="has ended"):  # not silently lost
+        model().fit(x, y, epochs=1, verbose=0, callbacks=[callback])
 
 
 def test_bad_arguments_raise_clear_errors():
