@@ -20,7 +20,11 @@ package list) runs on a daemon thread and lands on the run through the same :cla
 - ``dvc``: ``available``, ``unavailable``, ``root``, ``default_remote``, ``remotes``
   ({name: url}), ``files``, ``outputs`` ([{path, hash, hash_name, dvc_format, isdir, size,
   nfiles, remote, remote_url, source, stage, cache}]), ``data_hash``, ``data_status``
-  ({dirty, outputs: {path: unchanged|modified|deleted}, workspace_hashes, seconds, reason}).
+  ({dirty, outputs: {path: unchanged|modified|deleted}, workspace_hashes, seconds, reason}),
+  ``data_snapshot`` (with ``snapshot_data``, when data was modified: {outputs: {path: {hash,
+  hash_name, size, nfiles, isdir, recorded, source}}, failed: {path: reason}, files: {git path
+  of a .dvc/dvc.lock: {original, snapshot} blob ids}, commit, tree}; see
+  :mod:`mltrail.datasnap`).
 - ``environment``: ``python``, ``platform``, ``cpu``, ``memory_bytes``, ``gpus``, ``command``
   ({argv, entry_script, cwd}), ``variables`` (allow-listed), ``versions`` (mltrail, mlflow,
   dvc), ``packages`` (count; the list is ``mltrail/requirements.txt``).

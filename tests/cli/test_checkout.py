@@ -1,4 +1,4 @@
-"""`mltrail checkout` and `mltrail which` on real git + DVC repos and real runs."""
+"""`mltrail checkout` on real git + DVC repos and real runs."""
 
 from __future__ import annotations
 
@@ -255,35 +255,3 @@ def test_a_run_outside_git_cannot_be_checked_out(capsys, tmp_path: Path) -> None
     run_id = record("no-git")
     code, _, err = cli(capsys, "checkout", run_id, "--into", str(tmp_path / "x"))
     assert code == 2 and "recorded no git commit" in err
-
-
-def test_which_finds_the_run_of_a_checkpoint_or_model_file(
-    project: dict, capsys, tmp_path: Path, client, monkeypatch
-) -> None:
-    from sklearn.linear_model import LinearRegression
-
-    monkeypatch.chdir(project["repo"])
-    checkpoint = tmp_path / "epoch-1.ckpt"
-    checkpoint.write_bytes(b"weights after epoch 1")
-    model = LinearRegression().fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.0])
-    with mltrail.start_run(experiment="which", system_metrics=False) as run:
-        run.log_checkpoint(checkpoint, step=1)
-        run.log_model(model, "sklearn")
-    code, out, err = cli(capsys, "which", str(checkpoint))
-    assert code == 0, err
-    assert f"is checkpoints/epoch-1.ckpt of run {run.run_id}" in out
-    assert f"commit    {git(project['repo'], 'rev-parse', 'HEAD')}" in out  # its provenance
-    tags = client.get_run(run.run_id).data.tags
-    hashed = sorted(v for k, v in tags.items() if k.startswith("mltrail.sha256."))
-    # The model's weights file is looked up by hash; MLflow's metadata files are not.
-    assert len(hashed) == 2 and hashed[0] == "checkpoints/epoch-1.ckpt"
-    assert hashed[1].startswith("model/model.") and not hashed[1].endswith(("MLmodel", ".yaml"))
-    weights = Path(client.download_artifacts(run.run_id, hashed[1], str(tmp_path)))
-    code, out, _ = cli(capsys, "which", str(weights))
-    assert code == 0 and f"is {hashed[1]} of run {run.run_id}" in out
-    other = tmp_path / "other.ckpt"
-    other.write_bytes(b"never logged")
-    code, out, _ = cli(capsys, "which", str(other))
-    assert code == 1 and "No run" in out
-    code, _, err = cli(capsys, "which", str(tmp_path / "missing.ckpt"))
-    assert code == 2 and "is not a file" in err
