@@ -655,14 +655,30 @@ class Trail:
         self._ended.set()
         lifecycle.unregister(self)
         self.status = status
+        try:
+            with guarded("ending the run", self._errors):
+                if self._monitor is not None:
+                    self._monitor.stop()
+                if self.provenance is not None:
+                    with guarded("finishing provenance", self._errors):
+                        self.provenance.finish(self)
+                self._write_summary_artifacts()
+        finally:
+            # Whatever failed above, the status is sent and the queues are flushed.
+            self._close_writer(status)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._errors.total():
+            logger.warning(
+                "mltrail: %d internal error(s) during run %s: %s",
+                self._errors.total(),
+                self.run_id,
+                dict(self._errors.counts),
+            )
+
+    def _close_writer(self, status: str) -> None:
         summary: dict[str, Any] = {}
         with guarded("ending the run", self._errors):
-            if self._monitor is not None:
-                self._monitor.stop()
-            if self.provenance is not None:
-                with guarded("finishing provenance", self._errors):
-                    self.provenance.finish(self)
-            self._write_summary_artifacts()
             end_tags: dict[str, Any] = {}
             if self._nonfinite:
                 end_tags["mltrail.metrics.nonfinite"] = json.dumps(dict(self._nonfinite))
@@ -692,15 +708,6 @@ class Trail:
                 logger.error("mltrail: the spool failed: %s", summary["spool_error"])
             else:
                 self._writer.spool.mark_synced()  # type: ignore[union-attr]
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        if self._errors.total():
-            logger.warning(
-                "mltrail: %d internal error(s) during run %s: %s",
-                self._errors.total(),
-                self.run_id,
-                dict(self._errors.counts),
-            )
 
     def _replay_spool(self, summary: dict[str, Any], budget: float) -> dict[str, Any]:
         from mltrail.sync import replay
