@@ -127,6 +127,21 @@ class Spool:
             logger.error("mltrail: cannot keep %s in the spool: %s", path, error)
             return None
 
+    def keep_copy(self, path: Path) -> Path | None:
+        """Keep a copy of a file the user owns in the spool (a hard link when possible)."""
+        try:
+            target_dir = self.path / "files" / f"{time.time_ns()}"
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target = target_dir / Path(path).name
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+            return target
+        except OSError as error:
+            logger.error("mltrail: cannot keep a copy of %s in the spool: %s", path, error)
+            return None
+
 
 def read_meta(path: Path) -> dict[str, Any]:
     meta_path = Path(path) / "meta.json"

@@ -530,7 +530,7 @@ class Trail:
 
         def upload() -> None:
             digest = _sha256(path)
-            self.client.log_artifact(self.run_id, str(path), "checkpoints")
+            self._writer.upload_now(path, "checkpoints", "uploading a checkpoint")  # type: ignore[union-attr]
             name = f"checkpoints/{path.name}"
             with self._lock:
                 self._checkpoints["files"][name] = {

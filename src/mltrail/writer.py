@@ -395,6 +395,21 @@ class Writer:
                 self._errors.report("uploading artifacts", error)
         self._spool_records([self._artifact_for_spool(record)])
 
+    def upload_now(self, path: Path, artifact_path: str | None, kind: str) -> bool:
+        """Upload a file the user owns from the uploader thread (a background job); when the
+        store is unreachable, journal it with a copy of the file, which the user may delete or
+        rotate before ``mltrail sync`` runs. Returns True when uploaded."""
+        record: Record = {"kind": "artifact", "path": str(path), "artifact_path": artifact_path}
+        if not self._is_offline():
+            try:
+                apply_record(self.client, self.run_id, record)
+                return True
+            except Exception as error:
+                self._errors.report(kind, error)
+        kept = self.spool.keep_copy(Path(path))
+        self._spool_records([{**record, "path": str(kept or path)}])
+        return False
+
     def _artifact_for_spool(self, record: Record) -> Record:
         kept_record = {k: record.get(k) for k in ("kind", "path", "artifact_path")}
         if record.get("owned"):
