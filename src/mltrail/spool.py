@@ -27,6 +27,9 @@ logger = logging.getLogger("mltrail.spool")
 
 SCHEMA_VERSION = 1
 
+#: Run ids whose spool a writer of this process may still append to (see ``sync``).
+writing: set[str] = set()
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temporary file, fsync and rename, so readers never see half a file."""

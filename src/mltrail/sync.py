@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mltrail import spool as spool_module
 from mltrail.config import Options
 from mltrail.errors import MltrailError
 from mltrail.lifecycle import _pid_alive
@@ -58,10 +59,13 @@ def _exclusive(path: Path) -> Iterator[bool]:
 
 
 def _writer_alive(meta: dict[str, Any]) -> bool:
-    """True when the process that journals this run is still running (this one included)."""
+    """True when the process that journals this run is still running and may still write it
+    (in this process: while the run's writer is open)."""
     if meta.get("host") != socket.gethostname() or not isinstance(meta.get("pid"), int):
         return False
-    return meta["pid"] == os.getpid() or _pid_alive(meta["pid"])
+    if meta["pid"] == os.getpid():
+        return meta.get("run_id") in spool_module.writing
+    return _pid_alive(meta["pid"])
 
 
 def _target_run(client: Any, meta: dict[str, Any], tracking_uri: str, path: Path) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mltrail import spool as spool_module
 from mltrail.errors import ErrorCounter, strict_mode
 from mltrail.spool import Spool
 
@@ -177,6 +178,7 @@ class Writer:
         self._backoff = 2.0
         self.stats = {"values_sent": 0, "values_spooled": 0, "requests": 0, "failures": 0}
 
+        spool_module.writing.add(run_id)
         self._sender = threading.Thread(target=self._send_loop, name="mltrail-sender", daemon=True)
         self._uploader = threading.Thread(
             target=self._upload_loop, name="mltrail-uploader", daemon=True
@@ -281,6 +283,8 @@ class Writer:
         summary["spooled"] = self.spool.records_written
         summary["spool_path"] = str(self.spool.path) if self.spool.records_written else None
         summary["spool_error"] = self.spool.disabled_reason
+        if not (self._sender.is_alive() or self._uploader.is_alive()):
+            spool_module.writing.discard(self.run_id)
         return summary
 
     # --- background threads --------------------------------------------------------------------
