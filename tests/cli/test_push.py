@@ -132,6 +132,11 @@ def test_push_then_checkout_from_a_fresh_clone(
     assert "restored from remote storage" in out
     code, out, err = cli(capsys, "verify", run_id, "--path", str(target))
     assert code == 0, out + err
+    # Outside any clone, checkout clones the remote the run recorded.
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "checkout", run_id, "--into", str(tmp_path / "from-url"))
+    assert code == 0, out + err
+    assert files(tmp_path / "from-url") == team["state"]
     # Pushing again is harmless.
     monkeypatch.chdir(team["repo"])
     code, out, _ = cli(capsys, "push")
