@@ -85,18 +85,18 @@ def reproduce_command(args: argparse.Namespace) -> int:
     else:
         recorded, rel, script = recorded_command(record)
         argv = [sys.executable, *recorded]
+        source = restore.find_root(".")
+        if source is not None and record.code_rev:
+            restore.ensure_code(source, record, args.remote)
+            _check_script(record, script, restore.has_file(source, record.code_rev, script))
     into = args.into or tempfile.mkdtemp(prefix=f"mltrail-reproduce-{record.run_id[:8]}-")
     result = restore.checkout(record, into=into, remote=args.remote)
     print(result.report(), flush=True)
     if not result.exact:
         print("warning: the rerun starts from code or data that differ from the run's.")
     workdir = result.target / rel
-    if script is not None and not (result.target / script).is_file():
-        raise MltrailError(
-            f"The run's script {script} is not part of its code (an installed tool?). Give the "
-            f"command after --, for example `mltrail reproduce {record.run_id} -- python "
-            "train.py`."
-        )
+    if script is not None:
+        _check_script(record, script, (result.target / script).is_file())
     argv = [arg.replace("{root}", str(result.target), 1) for arg in argv]
     print(f"\nRunning in {workdir}: {' '.join(argv)}", flush=True)
     started = int(time.time() * 1000) - 1000
@@ -127,6 +127,15 @@ def reproduce_command(args: argparse.Namespace) -> int:
     verdict = "MATCH" if matches and code == 0 else "MISMATCH"
     print(f"\n{verdict} (rtol={args.rtol:g}, atol={args.atol:g})")
     return 0 if verdict == "MATCH" else 1
+
+
+def _check_script(record: restore.RunRecord, script: str, found: bool) -> None:
+    if not found:
+        raise MltrailError(
+            f"The run's script {script} is not part of its code (an installed tool?). Give the "
+            f"command after --, for example `mltrail reproduce {record.run_id} -- python "
+            "train.py`."
+        )
 
 
 def _environment(record: restore.RunRecord) -> dict[str, str]:

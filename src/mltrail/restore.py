@@ -191,6 +191,11 @@ def has_commit(root: Path, rev: str) -> bool:
     return result.returncode == 0
 
 
+def has_file(root: Path, rev: str, path: str) -> bool:
+    result = git_capture.run_git(["cat-file", "-e", f"{rev}:{path}"], root, check=False)
+    return result.returncode == 0
+
+
 def remotes(root: Path) -> dict[str, str]:
     """Remote name -> URL (credentials stripped)."""
     found: dict[str, str] = {}

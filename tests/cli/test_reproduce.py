@@ -156,14 +156,16 @@ def test_compare_metrics() -> None:
 
 
 def test_a_run_without_a_script_needs_a_command(
-    capsys, client, git_repo: Path, monkeypatch
+    capsys, client, git_repo: Path, tmp_path: Path, monkeypatch
 ) -> None:
     import mltrail
 
     monkeypatch.chdir(git_repo)
     with mltrail.start_run(experiment="reproduce-none", system_metrics=False) as trail:
         trail.log_metrics({"acc": 1.0})
-    code = main(["reproduce", trail.run_id])
+    target = tmp_path / "rerun"
+    code = main(["reproduce", trail.run_id, "--into", str(target)])
     err = capsys.readouterr().err
     assert code == 2 and f"mltrail reproduce {trail.run_id} -- python train.py" in err
     assert "is not part of its code" in err or "recorded no script of its repository" in err
+    assert not target.exists()  # refused before anything was checked out
