@@ -39,12 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-
-import sklearn
 
 VARIANTS = ("plain", "mltrail", "mlflow_autolog")
 GRID = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0], "fit_intercept": [True, False]}
@@ -60,7 +59,12 @@ def workloads(trees: int, folds: int) -> dict[str, Callable[[], Any]]:
 
 
 def runner(
-    variant: str, root: Path, make: Callable[[], Any], X: np.ndarray, y: np.ndarray
+    variant: str,
+    root: Path,
+    make: Callable[[], Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    options: dict[str, Any],
 ) -> Callable[[], Any]:
     """A function that fits once the way a user of ``variant`` would."""
     uri = f"sqlite:///{root / variant / 'mlflow.db'}"
@@ -70,7 +74,10 @@ def runner(
     if variant == "mltrail":
         from mltrail.integrations.sklearn import TrackedEstimator
 
-        return lambda: TrackedEstimator(make(), experiment="bench", tracking_uri=uri).fit(X, y)
+        def tracked() -> Any:
+            return TrackedEstimator(make(), experiment="bench", tracking_uri=uri, **options)
+
+        return lambda: tracked().fit(X, y)
     if variant == "mlflow_autolog":
         import mlflow
 
@@ -114,11 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads (all)")
+    parser.add_argument(
+        "--max-child-runs", type=int, default=None, help="TrackedEstimator's (default: its own)"
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     rows = args.rows or (2_000 if args.quick else 10_000)
     repeats = args.repeats or (3 if args.quick else 5)
     trees, folds = (20, 3) if args.quick else (100, 5)
+    options = {} if args.max_child_runs is None else {"max_child_runs": args.max_child_runs}
 
     limits: Any = contextlib.nullcontext()
     if args.threads:
@@ -141,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(root)  # MLflow writes relative files; keep them out of the repo
         try:
             for name, make in workloads(trees, folds).items():
-                runs = {v: runner(v, root / name, make, X, y) for v in variants}
+                runs = {v: runner(v, root / name, make, X, y, options) for v in variants}
                 times[name] = {v: [] for v in variants}
                 for variant in variants:  # warm-up: imports, store creation, caches
                     timed(runs[variant])
@@ -172,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "search_candidates": 12,
         "search_folds": folds,
         "threads": args.threads or "all",
+        "mltrail_options": options,
         "repeats": repeats,
         "seconds": {
             w: {v: [round(t, 4) for t in ts] for v, ts in vs.items()} for w, vs in times.items()

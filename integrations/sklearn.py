@@ -58,12 +58,11 @@ from typing import Any
 
 try:
     import numpy as np
+    import sklearn
     from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier, is_regressor
     from sklearn.utils import get_tags
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.validation import check_is_fitted
-
-    import sklearn
 except ImportError as error:  # pragma: no cover - exercised in the core-only environment
     raise ImportError(
         'mltrail.integrations.sklearn needs scikit-learn >= 1.6: pip install "mltrail[sklearn]"'
@@ -500,9 +499,8 @@ def _task_metrics(
 
     A metric that does not apply to these targets (one class, multi-output, ...) is left out.
     """
-    from sklearn.base import ClassifierMixin, RegressorMixin
-
     from sklearn import metrics as m
+    from sklearn.base import ClassifierMixin, RegressorMixin
 
     out: dict[str, float] = {}
     kwargs = {} if weight is None else {"sample_weight": weight}
@@ -631,11 +629,7 @@ def _log_search(
     if rank_key not in results:
         rank_key = next((k for k in results if k.startswith("rank_test_")), "")
     ranks = np.asarray(results[rank_key]) if rank_key else np.arange(1, count + 1)
-    summary = [
-        k
-        for k in results
-        if k.startswith(("mean_", "std_", "rank_")) or k in {"iter", "n_resources"}
-    ]
+    summary = [k for k in results if k.startswith(("mean_", "std_", "rank_"))]  # no splits
     for index in np.argsort(ranks, kind="stable")[:limit]:
         index = int(index)
         candidate = {k: _param_value(v) for k, v in results["params"][index].items()}
@@ -645,7 +639,7 @@ def _log_search(
         trail.log_child_run(
             run_name=f"candidate-{index}",
             params=candidate,
-            metrics={k: results[k][index] for k in summary if k not in {"iter", "n_resources"}},
+            metrics={k: results[k][index] for k in summary},
             tags={
                 "mltrail.sklearn.candidate": index,
                 "mltrail.sklearn.rank": int(ranks[index]),

@@ -12,7 +12,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-from mltrail.integrations.sklearn import TrackedEstimator, TrailCallback
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.datasets import load_iris, make_regression
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
@@ -30,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import mltrail
+from mltrail.integrations.sklearn import TrackedEstimator, TrailCallback
 
 GRID = {"C": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0], "fit_intercept": [True, False]}  # 12
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from mltrail.integrations.sklearn import TrackedEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
+
+from mltrail.integrations.sklearn import TrackedEstimator
 
 EXPERIMENT = "estimator-checks"
 # Recording stays on; provenance capture, system metrics, the model and the plot are what cost
