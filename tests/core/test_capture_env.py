@@ -90,3 +90,25 @@ def test_requirements_match_pip_freeze() -> None:
         return found
 
     assert names(lines) == names(frozen)
+
+
+def test_entry_script_is_resolved_against_the_start_directory(tmp_path, monkeypatch) -> None:
+    import subprocess
+
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    script = tmp_path / "proj" / "train.py"
+    script.write_text(
+        "import os, sys\n"
+        "os.chdir(sys.argv[1])\n"
+        "from mltrail.capture.env import _entry_script\n"
+        "print(_entry_script())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "train.py", str(tmp_path / "elsewhere")],
+        cwd=tmp_path / "proj",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == str(script)

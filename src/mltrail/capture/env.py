@@ -263,7 +263,9 @@ def command_line(argv: list[str] | None = None) -> list[str]:
 
 
 def _entry_script() -> str | None:
-    arg = sys.argv[0] if sys.argv else ""
+    from mltrail.capture.git import argv0
+
+    arg = argv0()
     if not arg or arg in {"-c", "-m", "-"}:
         return arg or None
     return os.path.abspath(arg)

@@ -110,10 +110,27 @@ def classify_error(stderr: str, command: str) -> Exception:
 # --- where the code lives --------------------------------------------------------------------
 
 
+def argv0() -> str:
+    """``sys.argv[0]``, absolute as of interpreter start when it names a file.
+
+    A relative ``sys.argv[0]`` resolved later would follow any ``chdir`` the program made;
+    ``__main__.__file__`` is made absolute at start (Python 3.9+).
+    """
+    arg = sys.argv[0] if sys.argv else ""
+    if arg in {"", "-c", "-m", "-"}:
+        return arg
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file and os.path.isabs(main_file):
+        tail = Path(arg).parts
+        if Path(main_file).parts[-len(tail) :] == tail:  # the same file, named from the start
+            return main_file
+    return arg
+
+
 def entry_script() -> Path | None:
     """The user's entry script (``sys.argv[0]``), or None for ``python -c``, notebooks, REPLs
     and installed console scripts (pytest, ipykernel), which are not the user's code."""
-    arg = sys.argv[0] if sys.argv else ""
+    arg = argv0()
     if not arg or arg in {"-c", "-m", "-"}:
         return None
     try:
