@@ -11,7 +11,8 @@ interleaved and prints JSON), measures ``import mltrail``, and writes
 
 ``--quick`` and ``--smoke`` (tiny sizes, for the test suite) print the table and write nothing
 in the repository unless ``--output``/``--readme`` say where. ``--cases`` runs a subset;
-with ``--merge`` the other cases are kept from the existing results file.
+with ``--merge`` the other cases are kept from the existing results file; ``--render`` only
+rebuilds the summary and the table from the results file.
 
 Also the shared helpers of the case scripts: :func:`spread` and :class:`LocalServer`.
 """
@@ -133,7 +134,16 @@ CASES: dict[str, tuple[str, dict[str, list[str]]]] = {
         {
             "full": [],
             "quick": ["--quick"],
-            "smoke": ["--epochs", "1", "--rows", "512", "--repeats", "1"],
+            "smoke": [
+                "--epochs",
+                "1",
+                "--rows",
+                "512",
+                "--repeats",
+                "1",
+                "--variants",
+                "none,trail_epoch,mlflow_logger",
+            ],
         },
     ),
     "keras": (
@@ -141,7 +151,16 @@ CASES: dict[str, tuple[str, dict[str, list[str]]]] = {
         {
             "full": [],
             "quick": ["--quick"],
-            "smoke": ["--epochs", "1", "--rows", "128", "--repeats", "1"],
+            "smoke": [
+                "--epochs",
+                "1",
+                "--rows",
+                "128",
+                "--repeats",
+                "1",
+                "--variants",
+                "none,mltrail_metrics_only,mltrail",
+            ],
         },
     ),
     "xgboost": (
@@ -271,12 +290,19 @@ def _row(
     }
 
 
-def _t(value: Any, unit: str = "s", scale: float = 1.0, digits: int = 3) -> str:
+def _n(value: float) -> str:
+    """Three significant digits, without exponents."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) >= 0.001 else f"{value:.1e}"
+
+
+def _t(value: Any, unit: str = "s", scale: float = 1.0) -> str:
     """'median (min–max) unit' of a spread, or a plain number."""
     if isinstance(value, dict):
         med, low, high = (value[k] * scale for k in ("median", "min", "max"))
-        return f"{med:.{digits}g} ({low:.{digits}g}–{high:.{digits}g}) {unit}"
-    return f"{value * scale:.{digits}g} {unit}"
+        return f"{_n(med)} ({_n(low)}–{_n(high)}) {unit}"
+    return f"{_n(value * scale)} {unit}"
 
 
 def _spread_of(values: list[float]) -> dict[str, float]:
@@ -636,8 +662,8 @@ def summarise_scale(r: dict[str, Any], case: str) -> list[Row]:
                 f"{load['processes']} processes x {load['threads_per_process']} threads x 10 "
                 f"metrics/step for {load['seconds']:g} s, local server: calling-thread latency "
                 f"(values stored {load['values_stored']:,} of {load['values_logged']:,})",
-                f"p50 {latency['p50']:.0f} µs, p99 {latency['p99']:.0f} µs, "
-                f"max {latency['max'] / 1000:.0f} ms",
+                f"p50 {_n(latency['p50'])} µs, p99 {_n(latency['p99'])} µs, "
+                f"max {_n(latency['max'])} µs",
                 target="no lost values",
                 met=load["no_lost_values"],
             )
@@ -718,7 +744,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{env['memory_gb']} GB; Python {env['python']} on {env['platform']}.",
         "",
         f"Load average (1 min) before / after: {load.get('before')} / {load.get('after')}; "
-        f"the whole run took {results.get('seconds', 0) / 60:.0f} min.",
+        f"the cases took {sum(c.get('seconds') or 0 for c in results['cases'].values()) / 60:.0f}"
+        " min in all.",
         "",
         f"Packages: {packages}." + (f" Not installed: {', '.join(missing)}." if missing else ""),
         "",
@@ -738,7 +765,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for row in results["summary"]:
         met = {True: "yes", False: "**no**", None: ""}[row["met"]]
-        ratio = "" if row["ratio"] is None else f"{row['ratio']:.3g}"
+        ratio = "" if row["ratio"] is None else _n(row["ratio"])
         cells = [row["case"], row["measure"], row["mltrail"], row["other"], ratio]
         cells += [row["target"], met]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -769,6 +796,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true", help="keep other cases of --output")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per case")
     parser.add_argument(
+        "--render", action="store_true", help="only rebuild the summary and table from --output"
+    )
+    parser.add_argument(
         "--args",
         action="append",
         default=[],
@@ -788,6 +818,14 @@ def main(argv: list[str] | None = None) -> int:
     if set(wanted) - set(ALL_CASES):
         parser.error(f"unknown cases {sorted(set(wanted) - set(ALL_CASES))}; from {ALL_CASES}")
 
+    if args.render:
+        path = output or RESULTS
+        results = json.loads(path.read_text())
+        results["summary"] = summarise(results["cases"])
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_readme(readme or README, markdown(results))
+        print(markdown(results))
+        return 0
     cases: dict[str, Any] = {}
     if args.merge and output and output.exists():
         cases = json.loads(output.read_text()).get("cases", {})
