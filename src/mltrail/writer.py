@@ -164,6 +164,7 @@ class Writer:
         self._metrics: list[tuple[str, float, int, int]] = []
         self._ops: deque[Record] = deque()
         self._inflight = 0
+        self._unsent: list[Record] = []  # taken off the queues, neither sent nor journaled yet
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stop = threading.Event()
@@ -258,6 +259,10 @@ class Writer:
         self._wake.set()
         leftover: list[Record] = []
         with self._lock:
+            # What the sender holds is lost if the process exits while it waits on a hung
+            # store: journal it too (a replay skips what did arrive).
+            leftover.extend(self._unsent)
+            self._unsent = []
             if self._ops:
                 leftover.extend(self._ops)
                 self._ops.clear()
@@ -307,17 +312,22 @@ class Writer:
             ops = list(self._ops)
             self._ops.clear()
             metrics, self._metrics = self._metrics, []
-            self._inflight = len(ops) + (1 if metrics else 0)
-        try:
             # Params and tags before metrics: a batch that names the run's config comes first.
-            for record in _coalesce(ops):
-                if record["kind"] != "status":
-                    self._deliver(record)
-            if metrics:
-                self._deliver({"kind": "metrics", "data": metrics})
-            for record in ops:
-                if record["kind"] == "status":
-                    self._deliver(record)
+            batch = [r for r in _coalesce(ops) if r["kind"] != "status"]
+            batch += [{"kind": "metrics", "data": metrics}] if metrics else []
+            batch += [r for r in ops if r["kind"] == "status"]
+            self._unsent = batch
+            self._inflight = len(batch)
+        try:
+            while True:
+                with self._lock:
+                    if not self._unsent:
+                        break
+                    record = self._unsent[0]
+                self._deliver(record)
+                with self._lock:
+                    if self._unsent and self._unsent[0] is record:
+                        self._unsent.pop(0)
         finally:
             with self._idle:
                 self._inflight = 0
