@@ -49,11 +49,12 @@ class ErrorCounter:
             first = self.counts[kind] == 1
         message = redact_text(f"mltrail: {kind} failed ({type(error).__name__}: {error})")
         if first:
-            warnings.warn(
-                message + "; training continues, later errors of this kind are counted.",
-                MltrailWarning,
-                stacklevel=3,
-            )
+            text = message + "; training continues, later errors of this kind are counted."
+            try:
+                warnings.warn(text, MltrailWarning, stacklevel=3)
+            except Exception:
+                # Warnings turned into errors (-W error) must not break training either.
+                logger.warning(text)
         logger.debug(message, exc_info=(type(error), error, error.__traceback__))
 
     def total(self) -> int:

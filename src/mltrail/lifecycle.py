@@ -154,8 +154,19 @@ def repair_stale_runs(client: Any, experiment_id: str, heartbeat_interval: float
     return repaired
 
 
+_repaired: set[tuple[str, str]] = set()
+
+
 def repair_stale_runs_soon(trail: Any) -> None:
-    """Repair crashed runs and replay dead processes' spools, on a background thread."""
+    """Repair crashed runs and replay dead processes' spools, on a background thread.
+
+    Once per store and experiment in a process: later runs would only find the same runs.
+    """
+    key = (trail.tracking_uri, str(trail.experiment_id))
+    with _lock:
+        if key in _repaired:
+            return
+        _repaired.add(key)
 
     def work() -> None:
         try:

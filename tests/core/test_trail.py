@@ -262,3 +262,18 @@ def test_tag_set_deleted_and_set_again_keeps_the_last_value(client) -> None:
     tags = client.get_run(trail.run_id).data.tags
     assert tags["stage"] == "two"
     assert "keep" not in tags
+
+
+def test_warnings_as_errors_do_not_break_training(client, monkeypatch) -> None:
+    import warnings
+
+    monkeypatch.setenv("MLTRAIL_STRICT", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with mltrail.start_run(experiment="core", system_metrics=False) as trail:
+            trail.log_params({"x": 1})
+            trail._writer.add_job(lambda: 1 / 0)  # an internal error on the uploader thread
+            trail.log_metrics({"after": 1.0}, step=0)
+    assert client.get_run(trail.run_id).info.status == "FINISHED"
+    assert history(client, trail.run_id, "after") == [(0, 1.0)]
+    assert trail.errors == {"background job": 1}
