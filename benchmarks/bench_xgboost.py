@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import xgboost as xgb
 
 VARIANTS = ("none", "mltrail", "mlflow_autolog", "dvclive")

@@ -56,9 +56,8 @@ from typing import Any
 
 try:
     import numpy as np
-    from xgboost.callback import CallbackContainer, TrainingCallback
-
     import xgboost
+    from xgboost.callback import CallbackContainer, TrainingCallback
 except ImportError as error:  # pragma: no cover - exercised in the core-only environment
     raise ImportError(
         'mltrail.integrations.xgboost needs XGBoost: pip install "mltrail[xgboost]"'

@@ -15,11 +15,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mltrail.integrations.xgboost import TrailCallback
+import xgboost as xgb
 
 import mltrail
-import xgboost as xgb
 from mltrail import MltrailError
+from mltrail.integrations.xgboost import TrailCallback
 
 LIGHT = {"log_model": False, "importance": False}  # for tests about something else
 PARAMS = {"objective": "binary:logistic", "max_depth": 2, "learning_rate": 0.3, "seed": 7}
