@@ -93,8 +93,10 @@ class Spool:
             for record in records
         )
         with self._lock:
+            size = None
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
+                size = self.journal.stat().st_size if self.journal.exists() else 0
                 # One write per batch: a crash leaves at most a torn last line, which readers skip.
                 with open(self.journal, "a", encoding="utf-8") as handle:
                     handle.write(lines)
@@ -103,14 +105,29 @@ class Spool:
                 self.records_written += len(records)
                 return True
             except OSError as error:
-                self._disabled_reason = f"{type(error).__name__}: {error}"
-                logger.error(
-                    "mltrail: cannot write the spool at %s (%s); data that cannot be sent "
-                    "from now on is lost. Free space or set MLTRAIL_SPOOL_DIR to a writable folder.",
-                    self.path,
-                    self._disabled_reason,
-                )
+                if size is not None:
+                    # A full disk may have taken part of the batch: never leave half a record.
+                    try:
+                        if size:
+                            os.truncate(self.journal, size)
+                        else:
+                            self.journal.unlink(missing_ok=True)
+                    except OSError:
+                        pass
+                self._fail(error)
                 return False
+
+    def _fail(self, error: OSError) -> None:
+        """Disable the spool, with one error message (the first failure) for the user."""
+        if self._disabled_reason:
+            return
+        self._disabled_reason = f"{type(error).__name__}: {error}"
+        logger.error(
+            "mltrail: cannot write the spool at %s (%s); data that cannot be sent "
+            "from now on is lost. Free space or set MLTRAIL_SPOOL_DIR to a writable folder.",
+            self.path,
+            self._disabled_reason,
+        )
 
     def mark_synced(self) -> None:
         """Retire the folder of a run whose data all reached the store (nothing to replay)."""
@@ -127,13 +144,13 @@ class Spool:
             shutil.move(str(path), target)
             return target
         except OSError as error:
-            logger.error("mltrail: cannot keep %s in the spool: %s", path, error)
+            self._fail(error)
             return None
 
     def keep_copy(self, path: Path) -> Path | None:
         """Keep a copy of a file the user owns in the spool (a hard link when possible)."""
+        target_dir = self.path / "files" / f"{time.time_ns()}"
         try:
-            target_dir = self.path / "files" / f"{time.time_ns()}"
             target_dir.mkdir(parents=True, exist_ok=True)
             target = target_dir / Path(path).name
             try:
@@ -142,7 +159,8 @@ class Spool:
                 shutil.copy2(path, target)
             return target
         except OSError as error:
-            logger.error("mltrail: cannot keep a copy of %s in the spool: %s", path, error)
+            shutil.rmtree(target_dir, ignore_errors=True)  # no half copy left behind
+            self._fail(error)
             return None
 
 

@@ -705,7 +705,13 @@ class Trail:
                     summary["spool_path"],
                 )
             elif summary.get("spool_error"):
-                logger.error("mltrail: the spool failed: %s", summary["spool_error"])
+                # The spool logged the error when it failed; this is the run's summary.
+                logger.warning(
+                    "mltrail: some data of run %s could not be sent to %s nor journaled (%s).",
+                    self.run_id,
+                    describe_uri(self.tracking_uri),
+                    summary["spool_error"],
+                )
             else:
                 self._writer.spool.mark_synced()  # type: ignore[union-attr]
 
