@@ -19,6 +19,8 @@ os.environ["GIT_TERMINAL_PROMPT"] = "0"
 # A dead server must fail fast in tests instead of MLflow's minutes of retries.
 os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
+# Test servers need no background job runner (it starts a dozen worker processes).
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 @pytest.fixture(scope="session")
