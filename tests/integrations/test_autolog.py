@@ -98,28 +98,35 @@ EXPECTED = {
     "lightning": (1, "train_loss", [0, 1]),
 }
 
-# Calls autolog before or after the framework's import, runs the script, checks that a second
-# identical call changes nothing, disables, and reports whether the originals are back.
+# One process per layout: autolog is turned on after importing some frameworks and before
+# importing the others; each script runs; a second identical autolog call must change nothing;
+# disabling must put back the very objects that were patched.
+# (XGBoost and Keras import scikit-learn themselves, so the layouts keep those three together.)
+LAYOUTS = {
+    "a": {"after": ["sklearn", "xgboost", "keras"], "before": ["lightning"]},
+    "b": {"after": ["lightning"], "before": ["sklearn", "xgboost", "keras"]},
+}
 DRIVER = """
 import importlib, json, runpy, sys
-order, framework, script, out = sys.argv[1:5]
+layout, folder, experiment = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 import mltrail
-from mltrail import autolog as _
 AUTOLOG = sys.modules["mltrail.autolog"]
+MODULES = {"sklearn": "sklearn", "xgboost": "xgboost", "keras": "keras", "lightning": "lightning"}
 
 def current(owner, name):
     return vars(owner).get(name) if isinstance(owner, type) else getattr(owner, name)
 
-before = {}
-if order == "after":
-    importlib.import_module(sys.argv[5])
-options = dict(experiment="auto-" + framework + "-" + order, log_model=False, checkpoints="none",
-               system_metrics=False, silent=True)
+for framework in layout["after"]:
+    importlib.import_module(MODULES[framework])
+options = dict(experiment=experiment, log_model=False, checkpoints="none", system_metrics=False,
+               silent=True)
 mltrail.autolog(**options)
-if order == "before":
-    importlib.import_module(sys.argv[5])  # patched as the import finishes
-runpy.run_path(script, run_name="__main__")
+for framework in layout["before"]:
+    assert MODULES[framework] not in sys.modules, framework
+for framework in layout["after"] + layout["before"]:
+    runpy.run_path(f"{folder}/train_{framework}.py", run_name="__main__")
 entries = dict(AUTOLOG._originals)  # scikit-learn patches each submodule as it is imported
+frameworks = sorted({fw for *_, fw in entries.values()})
 patched = {k: current(v[0], v[1]) for k, v in entries.items()}
 mltrail.autolog(**options)  # again: nothing changes
 same = {k: current(v[0], v[1]) for k, v in AUTOLOG._originals.items()} == patched
@@ -128,8 +135,9 @@ restored = all(
     (current(owner, name) is raw) if raw is not None else (name not in vars(owner))
     for owner, name, raw, _, _ in entries.values()
 )
-json.dump({"patched": len(entries), "same": same, "restored": restored,
-           "left": AUTOLOG.patched_count(), "finder": AUTOLOG._finder is not None}, open(out, "w"))
+json.dump({"frameworks": frameworks, "same": same, "restored": restored,
+           "left": AUTOLOG.patched_count(), "finder": AUTOLOG._finder is not None},
+          open(f"{folder}/report.json", "w"))
 """
 
 
@@ -142,34 +150,41 @@ def steps(client, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-@pytest.mark.parametrize("order", ["before", "after"])
-@pytest.mark.parametrize("framework", list(SCRIPTS))
-def test_unmodified_script_is_recorded(client, tmp_path: Path, framework: str, order: str) -> None:
-    pytest.importorskip(MODULES[framework])
-    script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(SCRIPTS[framework]))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_unmodified_scripts_are_recorded(client, tmp_path: Path, layout: str) -> None:
+    """Every framework, autolog on before and after its import (across the two layouts)."""
+    for framework in SCRIPTS:
+        pytest.importorskip(MODULES[framework])
+        (tmp_path / f"train_{framework}.py").write_text(textwrap.dedent(SCRIPTS[framework]))
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    out = tmp_path / "out.json"
+    experiment = f"auto-layout-{layout}"
     process = subprocess.run(
-        [sys.executable, str(driver), order, framework, str(script), str(out), MODULES[framework]],
+        [sys.executable, str(driver), json.dumps(LAYOUTS[layout]), str(tmp_path), experiment],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
     )
     assert process.returncode == 0, process.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert report["patched"] > 0 and report["same"] and report["restored"], report
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["frameworks"] == sorted(SCRIPTS)  # each one was patched
+    assert report["same"] and report["restored"], report
     assert report["left"] == 0 and not report["finder"]
 
-    count, metric, expected_steps = EXPECTED[framework]
-    runs = runs_of(client, f"auto-{framework}-{order}")
-    assert len(runs) == count
+    runs = runs_of(client, experiment)
     assert {r.info.status for r in runs} == {"FINISHED"}
-    first = min(runs, key=lambda r: r.info.start_time)
-    assert steps(client, first.info.run_id, metric) == expected_steps
-    assert first.data.params  # the adapter's params, e.g. the estimator's or the optimizer's
-    assert first.data.tags["mlflow.source.name"].endswith("train.py")
+    for framework, (count, metric, expected_steps) in EXPECTED.items():
+        mine = sorted(
+            (
+                r
+                for r in runs
+                if r.data.tags["mlflow.source.name"].endswith(f"train_{framework}.py")
+            ),
+            key=lambda r: r.info.start_time,
+        )
+        assert len(mine) == count, framework
+        assert steps(client, mine[0].info.run_id, metric) == expected_steps, framework
+        assert mine[0].data.params, framework  # the adapter's params
 
 
 # --- in-process: identity, options, duplicates, nesting, failures ------------------------------
