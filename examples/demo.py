@@ -18,6 +18,7 @@ last lines print the command that opens the MLflow UI on it. Run it again to sta
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shlex
@@ -182,6 +183,7 @@ def fresh_output(output: Path) -> None:
 
 def create_experiment(uri: str, artifacts: Path) -> None:
     """The experiment keeps its artifacts in demo-output/, out of the git workspace."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-creation chatter
     from mlflow.tracking import MlflowClient
 
     MlflowClient(uri).create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())

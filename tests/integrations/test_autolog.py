@@ -362,6 +362,17 @@ def test_keras_trail_callback_and_lightning_mlflow_logger_are_not_doubled(
     assert lightning_run.data.tags["mltrail.framework"] == "lightning"
     assert lightning_run.data.params["optimizer.lr"] == "0.05"
 
+    from mltrail.integrations.lightning import TrailCallback as LightningCallback
+
+    explicit = LightningCallback(experiment=experiment, checkpoints="none", log_model=False)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, callbacks=[explicit], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(_lightning_module(L, torch), data)
+    runs = runs_of(client, experiment)
+    assert len(runs) == 3 and explicit.run_id in {r.info.run_id for r in runs}
+
 
 def _lightning_module(L, torch):
     class Regressor(L.LightningModule):
@@ -379,6 +390,29 @@ def _lightning_module(L, torch):
             return torch.optim.SGD(self.parameters(), lr=0.05)
 
     return Regressor()
+
+
+def test_mlflow_xgboost_autolog_is_paused_while_mltrail_records(client, autolog_off) -> None:
+    import mlflow
+
+    xgb = pytest.importorskip("xgboost")
+    import numpy as np
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    experiment = "auto-with-mlflow-xgboost"
+    mlflow.set_experiment(experiment)
+    mlflow.xgboost.autolog(log_models=False, log_datasets=False, silent=True)
+    mltrail.autolog(frameworks=["xgboost"], experiment=experiment, log_model=False, silent=True)
+    try:
+        dtrain = xgb.DMatrix(X, label=X[:, 0] > 0)
+        xgb.train({"max_depth": 1}, dtrain, 3, evals=[(dtrain, "train")], verbose_eval=False)
+        (run,) = runs_of(client, experiment)
+        assert "mlflow.autologging" not in run.data.tags  # MLflow's autolog stayed out
+        assert run.data.tags["mltrail.framework"] == "xgboost"
+        assert steps(client, run.info.run_id, "train-rmse") == [0, 1, 2]
+    finally:
+        mlflow.xgboost.autolog(disable=True)
+        mlflow.set_experiment("Default")
 
 
 @pytest.mark.parametrize("first", ["mlflow", "mltrail"])
