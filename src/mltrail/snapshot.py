@@ -6,22 +6,32 @@ untracked, non-ignored files. It is built with a temporary index (``GIT_INDEX_FI
 user's index, branches, stash and working tree are untouched, and stored under the hidden ref
 ``refs/mltrail/runs/<run_id>``, which ``git log --all`` and most tools do not show but
 ``git push origin 'refs/mltrail/*'`` can share.
+
+Secrets stay out of it: a changed or untracked dotenv file (``.env``, ``.env.local``,
+``prod.env``) goes into the snapshot with its secret-looking assignments redacted
+(``API_TOKEN=***``, other lines as they are), and its original content is never written to the
+repository's object database.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from mltrail.capture.git import GitInfo, git_env, run_git
+from mltrail.sanitize import redact_text
 
 logger = logging.getLogger("mltrail.snapshot")
 
 REF_PREFIX = "refs/mltrail/runs/"
+#: Files whose secret-looking assignments are redacted in the snapshot.
+DOTENV = re.compile(r"(^|/)(\.env(\.[^/]*)?|[^/]+\.env)$")
 #: Untracked files larger than this stay out of the snapshot (listed as skipped).
 MAX_UNTRACKED_FILE_BYTES = 50 * 1024 * 1024
 IDENTITY = {
@@ -39,6 +49,7 @@ class Snapshot:
     ref: str
     parent: str | None
     skipped: list[str]
+    redacted: list[str] = dataclasses.field(default_factory=list)
 
 
 def ref_name(run_id: str) -> str:
@@ -80,6 +91,7 @@ def create(
     exclude = sorted(set(exclude) | set(info.excluded))
     env = git_env(IDENTITY)
     tree = write_tree(info, exclude, timeout)
+    redacted = [path for path in dotenv_files(info) if path not in exclude]
     args = ["commit-tree", tree, "--no-gpg-sign", "-m", message]
     if info.commit:
         args += ["-p", info.commit]
@@ -90,7 +102,13 @@ def create(
         env=env,
         timeout=timeout,
     )
-    return Snapshot(commit, tree, ref, info.commit, list(exclude))
+    return Snapshot(commit, tree, ref, info.commit, list(exclude), redacted)
+
+
+def dotenv_files(info: GitInfo) -> list[str]:
+    """Changed or untracked dotenv files of the working tree (relative paths)."""
+    paths = [c["path"] for c in info.changed] + list(info.untracked)
+    return sorted({p for p in paths if DOTENV.search(p)})
 
 
 def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.0) -> str:
@@ -107,7 +125,8 @@ def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.
             # Starting from a copy keeps git's stat cache: only changed files are hashed.
             shutil.copy2(user_index, index)
         env = git_env({"GIT_INDEX_FILE": str(index), **IDENTITY})
-        specs = ["."] + [f":(exclude,literal,top){path}" for path in exclude]
+        secrets = [path for path in dotenv_files(info) if path not in exclude]
+        specs = ["."] + [f":(exclude,literal,top){path}" for path in [*exclude, *secrets]]
         run_git(
             ["add", "-A", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"],
             info.root,
@@ -115,6 +134,27 @@ def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.
             input="\0".join(specs).encode("utf-8", "surrogateescape"),
             timeout=timeout,
         )
+        for path in secrets:
+            _add_redacted(info.root, path, env, timeout)
         return run_git(["write-tree"], info.root, env=env, timeout=timeout).stdout.decode().strip()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _add_redacted(root: str, path: str, env: dict[str, str], timeout: float) -> None:
+    """Put ``path`` in the temporary index with its secrets redacted (removed when deleted)."""
+    file = Path(root, path)
+    if not file.is_file():
+        run_git(["update-index", "--force-remove", "--", path], root, env=env, timeout=timeout)
+        return
+    text = redact_text(file.read_bytes().decode("utf-8", "surrogateescape"))
+    blob = run_git(
+        ["hash-object", "-w", "--stdin"],
+        root,
+        env=env,
+        input=text.encode("utf-8", "surrogateescape"),
+        timeout=timeout,
+    )
+    mode = "100755" if os.access(file, os.X_OK) else "100644"
+    cacheinfo = f"{mode},{blob.stdout.decode().strip()},{path}"
+    run_git(["update-index", "--add", "--cacheinfo", cacheinfo], root, env=env, timeout=timeout)
