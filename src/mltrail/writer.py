@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mltrail import spool as spool_module
 from mltrail.errors import ErrorCounter, strict_mode
@@ -84,9 +85,23 @@ def apply_record(client: Any, run_id: str, record: Record) -> None:
         else:
             client.log_artifact(run_id, str(path), record.get("artifact_path"))
     elif kind == "status":
-        client.set_terminated(run_id, data["status"], end_time=data.get("end_time"))
+        _set_terminated(client, run_id, data["status"], data.get("end_time"))
     else:
         raise ValueError(f"unknown spool record kind {kind!r}")
+
+
+def _set_terminated(client: Any, run_id: str, status: str, end_time: int | None) -> None:
+    """End a run. MLflow prints the run's URL to stdout as it ends it; with credentials in the
+    tracking URI (``https://user:password@host``) that line shows the password, so then the
+    status goes to the store without the print."""
+    if "@" not in urlsplit(str(getattr(client, "tracking_uri", ""))).netloc:
+        client.set_terminated(run_id, status, end_time=end_time)
+        return
+    from mlflow.entities import RunStatus
+
+    client._tracking_client.store.update_run_info(
+        run_id, RunStatus.from_string(status), end_time or int(time.time() * 1000), None
+    )
 
 
 def _dataset_input(spec: dict[str, Any]) -> Any:
