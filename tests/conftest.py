@@ -80,19 +80,46 @@ def client(module_store: str):
     return MlflowClient(module_store)
 
 
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+# git and DVC internals: not part of a workspace's state.
+NOT_STATE = {".git", "cache", "tmp", "config.local"}
+
+
 def git(repo: Path, *args: str, check: bool = True) -> str:
     """Run git in ``repo`` with a fixed identity; returns stdout."""
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
     result = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=check
+        ["git", *args], cwd=repo, env={**os.environ, **GIT_IDENTITY}, capture_output=True, text=True
     )
+    assert not check or result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
     return result.stdout.strip()
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the ``mltrail`` command in-process; returns (exit code, stdout, stderr)."""
+    from mltrail.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def workspace_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a workspace (code and data) with its bytes, git and DVC internals aside."""
+    found = {}
+    for current, dirs, names in os.walk(folder):
+        base = Path(current)
+        rel = base.relative_to(folder)
+        dirs[:] = [d for d in dirs if not (d in NOT_STATE and rel.parts[:1] in ((), (".dvc",)))]
+        for name in names:
+            if name == ".git" or (rel.parts == (".dvc",) and name in NOT_STATE):
+                continue
+            found[(rel / name).as_posix()] = (base / name).read_bytes()
+    return found
 
 
 @pytest.fixture

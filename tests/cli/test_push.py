@@ -3,49 +3,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from tests.conftest import cli, git
+from tests.conftest import workspace_files as files
 
 import mltrail
 from mltrail import datasnap
-from mltrail.cli import main
-
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
-NOT_STATE = {".git", "cache", "tmp", "config.local"}
-
-
-def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=repo, env=ENV, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    found = {}
-    for current, dirs, names in os.walk(folder):
-        base = Path(current)
-        rel = base.relative_to(folder)
-        dirs[:] = [d for d in dirs if not (d in NOT_STATE and rel.parts[:1] in ((), (".dvc",)))]
-        for name in names:
-            if name == ".git" or (rel.parts == (".dvc",) and name in NOT_STATE):
-                continue
-            found[(rel / name).as_posix()] = (base / name).read_bytes()
-    return found
 
 
 def remote_objects(folder: Path) -> set[str]:
