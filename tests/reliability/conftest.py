@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from mltrail.sanitize import redact_text
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,7 +238,7 @@ def postgres_server():
     except psycopg2.Error as error:
         if cluster:
             cluster.stop()
-        pytest.skip(f"PostgreSQL at {uri} is not reachable: {error}")
+        pytest.skip(f"PostgreSQL at {redact_text(uri)} is not reachable: {error}")
     yield uri
     if cluster is not None:
         cluster.stop()
