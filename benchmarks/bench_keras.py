@@ -241,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     medians = {v: statistics.median(t) for v, t in times.items()}
     base = medians["none"]
     ratios = {v: round(m / base, 4) for v, m in medians.items()}
+    # Each repeat runs every variant back to back: the median of per-repeat ratios follows slow
+    # swings of the machine's load better than the ratio of medians.
+    paired = {
+        v: round(statistics.median(t / n for t, n in zip(ts, times["none"], strict=True)), 4)
+        for v, ts in times.items()
+    }
     cpu_medians = {v: statistics.median(t) for v, t in cpu.items()}
     cpu_ratios = {v: round(m / cpu_medians["none"], 4) for v, m in cpu_medians.items()}
     checks: dict[str, bool] = {}
@@ -262,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": {v: [round(t, 4) for t in ts] for v, ts in times.items()},
         "median_seconds": {v: round(m, 4) for v, m in medians.items()},
         "ratio_to_none": ratios,
+        "paired_ratio_to_none": paired,
         # CPU time of the whole process (every thread): steadier than wall time on a shared
         # machine, and it counts the work mltrail moves to background threads.
         "cpu_seconds": {v: [round(t, 4) for t in ts] for v, ts in cpu.items()},
