@@ -148,20 +148,28 @@ class Spool:
             return None
 
     def keep_copy(self, path: Path) -> Path | None:
-        """Keep a copy of a file the user owns in the spool (a hard link when possible)."""
+        """Keep a copy of a file or folder the user owns in the spool (hard links when
+        possible): the user may delete or rotate it before ``mltrail sync`` runs."""
         target_dir = self.path / "files" / f"{time.time_ns()}"
         try:
             target_dir.mkdir(parents=True, exist_ok=True)
             target = target_dir / Path(path).name
-            try:
-                os.link(path, target)
-            except OSError:
-                shutil.copy2(path, target)
+            if Path(path).is_dir():
+                shutil.copytree(path, target, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(path, target)
             return target
         except OSError as error:
             shutil.rmtree(target_dir, ignore_errors=True)  # no half copy left behind
             self._fail(error)
             return None
+
+
+def _link_or_copy(source: Any, target: Any) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def read_meta(path: Path) -> dict[str, Any]:

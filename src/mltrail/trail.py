@@ -548,6 +548,10 @@ class Trail:
             self.log_dict(index, "checkpoints/index.json")
 
         upload.kind = "uploading a checkpoint"  # type: ignore[attr-defined]
+        # At an exit that cannot wait for the upload: keep a copy of the file for `mltrail sync`.
+        upload.fallback = lambda: self._writer.artifact_for_spool(  # type: ignore[attr-defined,union-attr]
+            {"kind": "artifact", "path": str(path), "artifact_path": "checkpoints"}
+        )
         self._writer.add_job(upload)  # type: ignore[union-attr]
 
     @guard("logging the model")
@@ -618,7 +622,7 @@ class Trail:
             for file in sorted(target.rglob("*"))
             if file.is_file() and file.name not in _MODEL_METADATA
         }
-        self.client.log_artifacts(self.run_id, str(target), "model")
+        self._writer.upload_now(target, "model", "logging the model")  # type: ignore[union-attr]
         shutil.rmtree(target.parent, ignore_errors=True)
         self.set_tags({"mltrail.model.flavor": flavor, **dict(list(hashes.items())[:100])})
         if registered_model_name:
@@ -695,6 +699,14 @@ class Trail:
                 # The store may be back after an outage: replay now, in what is left of the budget.
                 left = self.options.flush_timeout - (time.monotonic() - started)
                 summary = self._replay_spool(summary, left)
+            if summary.get("dropped_jobs"):
+                logger.warning(
+                    "mltrail: the store did not take run %s's data within flush_timeout (%g s); "
+                    "not done: %s. A longer flush_timeout gives it more time.",
+                    self.run_id,
+                    self.options.flush_timeout,
+                    ", ".join(summary["dropped_jobs"]),
+                )
             if summary.get("spool_path"):
                 logger.warning(
                     "mltrail: %d record(s) of run %s could not be sent to %s and are kept in %s; "

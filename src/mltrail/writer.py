@@ -185,6 +185,7 @@ class Writer:
         self._stop = threading.Event()
 
         self._uploads: queue.Queue[Record | Callable[[], None] | None] = queue.Queue()
+        self._uploading: Record | Callable[[], None] | None = None
         self._uploads_pending = 0
         self.bytes_pending = 0
 
@@ -284,13 +285,22 @@ class Writer:
             if self._metrics:
                 leftover.append({"kind": "metrics", "data": self._metrics})
                 self._metrics = []
+        # The upload in flight (stuck on a hung store) and those still queued: artifacts are
+        # journaled; a job is journaled by its ``fallback`` (a checkpoint: a copy of its file).
+        pending = [self._uploading] if not flushed and self._uploading is not None else []
         while True:
             try:
-                item = self._uploads.get_nowait()
+                pending.append(self._uploads.get_nowait())
             except queue.Empty:
                 break
+        dropped = []
+        for item in pending:
             if isinstance(item, dict):
-                leftover.append(self._artifact_for_spool(item))
+                leftover.append(self.artifact_for_spool(item))
+            elif getattr(item, "fallback", None) is not None:
+                leftover.append(item.fallback())  # type: ignore[union-attr]
+            elif item is not self._uploading:
+                dropped.append(getattr(item, "kind", "background job"))
         # The stop marker goes in after the drain above, which would otherwise swallow it and
         # leave the uploader waiting until the join below times out.
         self._uploads.put(None)
@@ -303,6 +313,7 @@ class Writer:
         summary["spooled"] = self.spool.records_written
         summary["spool_path"] = str(self.spool.path) if self.spool.records_written else None
         summary["spool_error"] = self.spool.disabled_reason
+        summary["dropped_jobs"] = dropped
         if not (self._sender.is_alive() or self._uploader.is_alive()):
             spool_module.writing.discard(self.run_id)
         return summary
@@ -393,12 +404,14 @@ class Writer:
             item = self._uploads.get()
             if item is None:
                 return
+            self._uploading = item
             try:
                 if callable(item):
                     self._run_job(item)
                 else:
                     self._upload(item)
             finally:
+                self._uploading = None
                 with self._idle:
                     self._uploads_pending -= 1
                     if isinstance(item, dict):
@@ -422,12 +435,12 @@ class Writer:
                 return
             except Exception as error:
                 self._errors.report("uploading artifacts", error)
-        self._spool_records([self._artifact_for_spool(record)])
+        self._spool_records([self.artifact_for_spool(record)])
 
     def upload_now(self, path: Path, artifact_path: str | None, kind: str) -> bool:
-        """Upload a file the user owns from the uploader thread (a background job); when the
-        store is unreachable, journal it with a copy of the file, which the user may delete or
-        rotate before ``mltrail sync`` runs. Returns True when uploaded."""
+        """Upload a file or folder from the uploader thread (in a background job); when the
+        store is unreachable, journal it with a copy, which the user may delete or rotate
+        before ``mltrail sync`` runs. Returns True when uploaded."""
         record: Record = {"kind": "artifact", "path": str(path), "artifact_path": artifact_path}
         if not self._is_offline():
             try:
@@ -435,16 +448,18 @@ class Writer:
                 return True
             except Exception as error:
                 self._errors.report(kind, error)
-        kept = self.spool.keep_copy(Path(path))
-        self._spool_records([{**record, "path": str(kept or path)}])
+        self._spool_records([self.artifact_for_spool(record)])
         return False
 
-    def _artifact_for_spool(self, record: Record) -> Record:
+    def artifact_for_spool(self, record: Record) -> Record:
+        """The journal record of an artifact upload, with the file kept in the spool."""
         kept_record = {k: record.get(k) for k in ("kind", "path", "artifact_path")}
-        if record.get("owned"):
-            kept = self.spool.keep_file(Path(record["path"]))
-            if kept is not None:
-                kept_record["path"] = str(kept)
+        path = Path(record["path"])
+        # mltrail's own temporaries move into the spool; the user's files are copied (linked),
+        # since they may be gone by the time `mltrail sync` runs.
+        kept = self.spool.keep_file(path) if record.get("owned") else self.spool.keep_copy(path)
+        if kept is not None:
+            kept_record["path"] = str(kept)
         return kept_record
 
 
