@@ -23,9 +23,20 @@ from pathlib import Path
 import pytest
 
 from mltrail.sanitize import redact_text
-from tests.conftest import free_port
+from tests.conftest import MlflowServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="package")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, template_db: Path):
+    """One real ``mlflow server`` for the whole reliability suite (each start costs seconds);
+    the tests use their own experiments and never stop it (faults go through the proxy)."""
+    server = MlflowServer(tmp_path_factory.mktemp("server"), template_db)
+    server.start()
+    yield server
+    server.stop()
+
 
 # --- a loopback HTTP proxy that can be switched to fail ---------------------------------------
 

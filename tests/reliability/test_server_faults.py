@@ -87,10 +87,12 @@ def baseline_weights() -> list[float]:
     return weights.tolist()
 
 
-def run_training(proxy, spool: Path, tmp_path: Path, switches: dict[int, str]) -> dict:
+def run_training(
+    proxy, spool: Path, tmp_path: Path, switches: dict[int, str], code: str = CHILD
+) -> dict:
     """Train in a child process; switch the proxy at the given steps; return its report."""
     script = tmp_path / "train.py"
-    script.write_text(CHILD)
+    script.write_text(code)
     args = [str(proxy.uri), str(spool), str(STEPS), str(FLUSH_TIMEOUT), str(START_TIMEOUT)]
     env = python_env(MLTRAIL_STRICT="0")
     process = subprocess.Popen(
@@ -194,6 +196,73 @@ def test_training_survives_and_sync_stores_every_point_once(
         assert all(proxy.seen[fault] > 0 for fault in faults), proxy.seen  # the fault happened
 
 
+XGBOOST = """
+import atexit, hashlib, json, sys, time
+import numpy as np
+import xgboost as xgb
+import mlflow.tracking
+from mltrail.integrations.xgboost import TrailCallback
+
+uri, spool, steps, flush_timeout, start_timeout = sys.argv[1:6]
+print("ready", flush=True)
+sys.stdin.readline()
+
+class Pace(xgb.callback.TrainingCallback):
+    def after_iteration(self, model, epoch, evals_log):
+        print(f"step {epoch}", flush=True)
+        time.sleep(0.2)
+        return False
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(200, 4))
+y = (x[:, 0] + 0.8 * x[:, 1] + rng.normal(scale=0.8, size=200) > 0).astype(int)
+dtrain, dval = xgb.DMatrix(x[:150], label=y[:150]), xgb.DMatrix(x[150:], label=y[150:])
+params = {"objective": "binary:logistic", "max_depth": 2, "seed": 7, "nthread": 1}
+baseline = xgb.train(params, dtrain, 8, evals=[(dval, "val")], verbose_eval=False)
+callback = TrailCallback(
+    experiment="faults-xgboost", tracking_uri=uri, spool_dir=spool, checkpoint_every=1,
+    flush_interval=0.2, flush_timeout=float(flush_timeout), capture=False, system_metrics=False,
+)
+booster = xgb.train(params, dtrain, 8, evals=[(dval, "val")], verbose_eval=False,
+                    callbacks=[callback, Pace()])
+same = bytes(booster.save_raw("json")) == bytes(baseline.save_raw("json"))
+atexit.register(lambda: print(f"exit_end {time.perf_counter() - exiting[0]}", flush=True))
+exiting = [time.perf_counter()]  # the run ended when train() returned
+print("result " + json.dumps({"run_id": callback.run_id, "same_model": same}), flush=True)
+"""
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("fault", ["down", "hang"])
+def test_xgboost_adapter_under_an_outage_loses_nothing(
+    fault: str, proxy, mlflow_server, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    result = run_training(proxy, spool, tmp_path, {2: fault}, code=XGBOOST)
+    assert result["same_model"]  # the booster is the one trained without mltrail
+    assert proxy.seen[fault] > 0, proxy.seen
+    assert result["exit_seconds"] < FLUSH_TIMEOUT + 20, result["exit_seconds"]
+    assert "Traceback" not in result["stderr"], result["stderr"]
+
+    proxy.set("pass")
+    assert cli(["sync", "--spool-dir", str(spool), "--tracking-uri", mlflow_server.uri]) == 0
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(result["run_id"], "val-logloss")]
+    assert sorted(steps) == list(range(8))
+    # every round's checkpoint and the model, although the uploads failed at the time
+    checkpoints = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert {f"xgboost-{step:06d}.ubj" for step in range(8)} <= checkpoints
+    model = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    if fault == "down":
+        assert "model/MLmodel" in model
+    else:
+        # the model was still queued behind the hung upload when the flush budget ran out: it
+        # is not serialised after the budget; the user is told (the last checkpoint is there)
+        assert "not done: logging the model" in result["stderr"] or "model/MLmodel" in model
+
+
 # --- the spool's disk fails too ------------------------------------------------------------------
 
 
@@ -251,7 +320,7 @@ def test_spool_disk_failure_keeps_training_with_one_clear_error(
     monkeypatch.setenv("MLTRAIL_STRICT", "0")
     # two pages: the spool's meta.json fits, the outage's journal does not
     spool = small_disk("size=8k" if disk == "full" else "ro,size=64k")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), pytest.warns(mltrail.MltrailWarning, match="sending"):
         trail = mltrail.start_run(
             experiment="faults-disk",
             tracking_uri=proxy.uri,
