@@ -30,14 +30,6 @@ _previous_excepthook: Any = None
 _previous_sigterm: Any = None
 
 
-class Terminated(BaseException):
-    """Raised into the main thread by mltrail's SIGTERM handler when no other handler exists."""
-
-
-def is_termination(error: BaseException) -> bool:
-    return isinstance(error, Terminated)
-
-
 def register(trail: Any) -> None:
     if not trail.owned:
         return

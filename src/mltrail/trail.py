@@ -767,7 +767,7 @@ class Trail:
 
     def end_with_exception(self, exc: BaseException) -> None:
         """End the run for ``exc``: KILLED for interrupts, FAILED otherwise, with its type."""
-        killed = isinstance(exc, KeyboardInterrupt) or lifecycle.is_termination(exc)
+        killed = isinstance(exc, KeyboardInterrupt)
         if not isinstance(exc, SystemExit) or exc.code not in (0, None):
             self.set_tags(
                 {
