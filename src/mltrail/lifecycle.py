@@ -4,6 +4,7 @@
 - An uncaught exception ends them FAILED (KeyboardInterrupt: KILLED); the hook chains to the
   previous ``sys.excepthook``.
 - SIGTERM ends them KILLED, then hands over to the handler that was installed before.
+- A script stopped by Ctrl-C still exits killed by SIGINT, as it would without mltrail.
 - A run whose process died without any of this (SIGKILL, OOM) still says RUNNING; the next
   mltrail process on the same host (or any, once the heartbeat is stale) marks it FAILED.
 """
@@ -28,6 +29,7 @@ _lock = threading.Lock()
 _installed = False
 _previous_excepthook: Any = None
 _previous_sigterm: Any = None
+_interrupted = False
 
 
 def register(trail: Any) -> None:
@@ -77,11 +79,31 @@ def _end_all(status: str | None = None, error: BaseException | None = None) -> N
 
 def _at_exit() -> None:
     _end_all("FINISHED")
+    if _interrupted:
+        _keep_sigint_exit()
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    global _interrupted
     _end_all(error=exc)
     (_previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)
+    if exc_type is KeyboardInterrupt and not (sys.flags.interactive or hasattr(sys, "ps1")):
+        _interrupted = True
+        _keep_sigint_exit()
+
+
+def _keep_sigint_exit() -> None:
+    """Make the interpreter exit killed by SIGINT after an uncaught KeyboardInterrupt.
+
+    CPython does so only while its "unhandled KeyboardInterrupt" flag is set, and every
+    ``exec``/``eval`` of a string clears that flag: ending a run (imports, dataclasses, other
+    threads) can do that, and the job would exit 1, which shells and schedulers read as a crash
+    rather than an interrupt. Evaluating a string that raises KeyboardInterrupt sets it again.
+    """
+    try:
+        exec("raise KeyboardInterrupt")
+    except KeyboardInterrupt:
+        pass
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

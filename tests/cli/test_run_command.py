@@ -123,7 +123,7 @@ def test_signals_reach_the_job_and_the_run_ends_killed(client, tmp_path, sent, r
         assert time.time() < deadline, "training did not start"
         time.sleep(0.2)
     process.send_signal(sent)  # to `mltrail run`'s pid: the job's own, after exec
-    assert process.wait(timeout=120) == returncode
+    assert process.wait(timeout=120) == returncode, process.stderr.read()[-3000:]
     (run,) = runs_of(client, experiment)
     assert run.info.status == "KILLED"
 

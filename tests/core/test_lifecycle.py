@@ -102,6 +102,34 @@ def test_sigterm_without_handler_terminates_with_the_signal(client) -> None:
     assert only_run(client, "sigterm-default").info.status == "KILLED"
 
 
+def test_ctrl_c_ends_killed_and_the_process_dies_by_sigint(client) -> None:
+    """Shells and schedulers tell an interrupted job from a crashed one by how it died.
+
+    Ending the run, or an excepthook before mltrail's, may evaluate strings (imports,
+    dataclasses); CPython forgets the interrupt then, and without mltrail's care the job exits 1.
+    """
+    code = script("""
+        def previous_hook(*exc_info):
+            exec("import dataclasses; dataclasses.make_dataclass('Late', ['x'])")
+            sys.__excepthook__(*exc_info)
+        sys.excepthook = previous_hook
+        trail = mltrail.start_run(experiment="ctrl-c", capture=False)
+        trail.log_metrics({"loss": 0.5}, step=0)
+        print("ready", flush=True)
+        time.sleep(60)
+        """)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == -signal.SIGINT, process.stderr.read()
+    assert "KeyboardInterrupt" in process.stderr.read()
+    run = only_run(client, "ctrl-c")
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["loss"] == 0.5
+
+
 def test_sigkill_run_is_marked_failed_by_the_next_process(client, tmp_path: Path) -> None:
     # The killed process had journaled points it could not send (as after an outage).
     code = script("""
