@@ -263,21 +263,30 @@ def measure_runs_by_commit(folder: Path, runs: int, repeats: int) -> dict[str, A
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     found: dict[str, list[float]] = {
         "cli_cold": [],
+        "cli_cold_via_mlflow": [],
         "mlflow_cold": [],
         "in_process": [],
         "search_runs": [],
     }
     counts: dict[str, int] = {}
 
-    def cold() -> None:
+    def cold(name: str = "cli_cold", extra_env: dict[str, str] | None = None) -> None:
         start = time.perf_counter()
         done = subprocess.run(
-            [*cli_command(), *argv], cwd=folder, env=env, capture_output=True, text=True
+            [*cli_command(), *argv],
+            cwd=folder,
+            env={**env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
         )
-        found["cli_cold"].append(time.perf_counter() - start)
+        found[name].append(time.perf_counter() - start)
         if done.returncode != 0:
             raise RuntimeError(f"mltrail runs failed: {done.stderr[-2000:]}")
-        counts["cli_cold"] = len(json.loads(done.stdout)["runs"])
+        counts[name] = len(json.loads(done.stdout)["runs"])
+
+    def cold_via_mlflow() -> None:
+        """The same command made to go through MLflow's client instead of reading sqlite."""
+        cold("cli_cold_via_mlflow", {"MLTRAIL_SQLITE_FAST_READS": "0"})
 
     def mlflow_cold() -> None:
         """The same search in a fresh interpreter with MLflow alone: MLflow's own floor."""
@@ -320,7 +329,7 @@ def measure_runs_by_commit(folder: Path, runs: int, repeats: int) -> dict[str, A
 
     warm()  # untimed warm-up of the store and imports
     found["in_process"].clear()
-    steps = [cold, mlflow_cold, warm, floor]
+    steps = [cold, cold_via_mlflow, mlflow_cold, warm, floor]
     for repeat in range(repeats):
         shift = repeat % len(steps)
         for step in steps[shift:] + steps[:shift]:

@@ -647,6 +647,16 @@ def summarise_scale(r: dict[str, Any], case: str) -> list[Row]:
                 met=many["cli_cold_under_1s"],
             )
         )
+        if "cli_cold_via_mlflow" in seconds:
+            rows.append(
+                _row(
+                    case,
+                    "same command made to query through MLflow (`MLTRAIL_SQLITE_FAST_READS=0`)",
+                    _t(seconds["cli_cold_via_mlflow"]),
+                    "MLflow alone, fresh process " + _t(seconds["mlflow_cold"]),
+                    seconds["cli_cold_via_mlflow"]["median"] / seconds["mlflow_cold"]["median"],
+                )
+            )
         rows.append(
             _row(
                 case,

@@ -32,16 +32,19 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mltrail import sqlite_reader
 from mltrail.capture import git as git_capture
 from mltrail.errors import MltrailError
 from mltrail.sanitize import redact_text
 from mltrail.store import call_with_timeout, describe_uri, sqlite_path
 
+logger = logging.getLogger("mltrail.query")
 SCHEMA_VERSION = 1
 STORE_TIMEOUT = 60.0
 _HEX = re.compile(r"^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$")
@@ -231,6 +234,49 @@ def run_summary(run: Any, experiments: dict[str, str], match: str) -> dict[str, 
     }
 
 
+class _MlflowRuns:
+    """The queries of ``mltrail runs`` through MLflow's client: any store, any server."""
+
+    def __init__(self, client: Any, uri: str) -> None:
+        self.client, self.uri = client, uri
+
+    def experiments(self, name: str | None) -> dict[str, str] | None:
+        if name:
+            found = _store_call(
+                lambda: self.client.get_experiment_by_name(name), self.uri, "reading experiments"
+            )
+            return None if found is None else {found.experiment_id: found.name}
+        return _experiment_ids(self.client, self.uri, None)
+
+    def runs_with_tag(
+        self,
+        experiment_ids: list[str],
+        key: str,
+        value: str | None = None,
+        prefix: str | None = None,
+        limit: int = 1000,
+    ) -> list[Any]:
+        if value is not None:
+            query = f"tags.`{key}` = '{value}'"
+        else:
+            query = f"tags.`{key}` LIKE '{prefix or ''}%'"
+        return _search(self.client, self.uri, experiment_ids, query, limit)
+
+    def runs_by_id(self, experiment_ids: list[str], run_ids: list[str], limit: int) -> list[Any]:
+        found = []
+        for start in range(0, len(run_ids), 100):
+            chunk = ", ".join(f"'{i}'" for i in run_ids[start : start + 100])
+            found += _search(
+                self.client, self.uri, experiment_ids, f"attributes.run_id IN ({chunk})", limit
+            )
+        return found
+
+
+def _explicit_uri(tracking_uri: str | None) -> str | None:
+    """The URI given or set in the environment, known without importing MLflow."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
 def runs_command(args: argparse.Namespace) -> int:
     """List the runs made from a commit (or sharing a fingerprint)."""
     limit = max(1, int(getattr(args, "max_results", 1000) or 1000))
@@ -239,23 +285,20 @@ def runs_command(args: argparse.Namespace) -> int:
     commit = None
     if fingerprint is None or args.commit:
         commit = resolve_commit(args.commit or "HEAD", repo)
-    client, uri = _open_store(args.tracking_uri)
-    experiments = _experiment_ids(client, uri, args.experiment)
-    ids = list(experiments)
-    rows: list[dict[str, Any]] = []
-    if commit is not None:
-        found = _search(client, uri, ids, f"tags.`mlflow.source.git.commit` = '{commit}'", limit)
-        rows = [run_summary(r, experiments, "commit") for r in found]
-        seen = {r["run_id"] for r in rows}
-        extra = [i for i in snapshot_runs(commit, repo) if i not in seen and _RUN_ID.match(i)]
-        for start in range(0, len(extra), 100):
-            chunk = ", ".join(f"'{i}'" for i in extra[start : start + 100])
-            for run in _search(client, uri, ids, f"attributes.run_id IN ({chunk})", limit):
-                rows.append(run_summary(run, experiments, "snapshot_parent"))
-    if fingerprint is not None:
-        rows = _fingerprint_rows(client, uri, experiments, fingerprint, limit, rows, commit)
-    rows.sort(key=lambda r: r["start_time"] or "", reverse=True)
-    rows = rows[:limit]
+    rows: list[dict[str, Any]] | None = None
+    uri = _explicit_uri(args.tracking_uri)
+    reader = sqlite_reader.open_reader(uri) if uri else None
+    if reader is not None:  # a local sqlite store: read it directly, in milliseconds
+        try:
+            rows = _find_runs(reader, uri, args.experiment, commit, fingerprint, repo, limit)
+        except (sqlite_reader.Unsupported, sqlite3.Error) as error:
+            logger.debug("reading %s through MLflow: %s", uri, error)
+        finally:
+            reader.close()
+    if rows is None:
+        client, uri = _open_store(args.tracking_uri)
+        source = _MlflowRuns(client, uri)
+        rows = _find_runs(source, uri, args.experiment, commit, fingerprint, repo, limit)
     if args.json:
         payload = {
             "schema_version": SCHEMA_VERSION,
@@ -276,29 +319,54 @@ def runs_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fingerprint_rows(
-    client: Any,
+def _find_runs(
+    source: Any,
     uri: str,
+    experiment: str | None,
+    commit: str | None,
+    fingerprint: str | None,
+    repo: str,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The rows of ``mltrail runs``, newest first, from either source of runs."""
+    experiments = source.experiments(experiment)
+    if experiments is None:
+        raise MltrailError(f"There is no experiment named {experiment!r} in {describe_uri(uri)}.")
+    ids = list(experiments)
+    rows: list[dict[str, Any]] = []
+    if commit is not None:
+        found = source.runs_with_tag(ids, "mlflow.source.git.commit", value=commit, limit=limit)
+        rows = [run_summary(r, experiments, "commit") for r in found]
+        seen = {r["run_id"] for r in rows}
+        extra = [i for i in snapshot_runs(commit, repo) if i not in seen and _RUN_ID.match(i)]
+        if extra:
+            for run in source.runs_by_id(ids, extra, limit):
+                rows.append(run_summary(run, experiments, "snapshot_parent"))
+    if fingerprint is not None:
+        rows = _fingerprint_rows(source, experiments, fingerprint, limit, rows, commit)
+    rows.sort(key=lambda r: r["start_time"] or "", reverse=True)
+    return rows[:limit]
+
+
+def _fingerprint_rows(
+    source: Any,
     experiments: dict[str, str],
     fingerprint: str,
     limit: int,
     commit_rows: list[dict[str, Any]],
     commit: str | None,
 ) -> list[dict[str, Any]]:
+    ids = list(experiments)
     if fingerprint != "*":
         if not re.match(r"^[0-9a-fA-F]{4,64}$", fingerprint):
             raise MltrailError(f"{fingerprint!r} is not a fingerprint (hexadecimal digits).")
-        query = f"tags.`mltrail.fingerprint` LIKE '{fingerprint.lower()}%'"
-        rows = [
-            run_summary(r, experiments, "fingerprint")
-            for r in _search(client, uri, list(experiments), query, limit)
-        ]
+        found = source.runs_with_tag(
+            ids, "mltrail.fingerprint", prefix=fingerprint.lower(), limit=limit
+        )
+        rows = [run_summary(r, experiments, "fingerprint") for r in found]
     else:
-        query = "tags.`mltrail.fingerprint` LIKE '%'"
-        rows = [
-            run_summary(r, experiments, "fingerprint")
-            for r in _search(client, uri, list(experiments), query, limit)
-        ]
+        found = source.runs_with_tag(ids, "mltrail.fingerprint", limit=limit)
+        rows = [run_summary(r, experiments, "fingerprint") for r in found]
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["fingerprint"]] = counts.get(row["fingerprint"], 0) + 1

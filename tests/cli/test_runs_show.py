@@ -153,6 +153,46 @@ def test_runs_with_the_same_fingerprint(history: dict, capsys) -> None:
     assert {r["run_id"] for r in json.loads(out)["runs"]} == {history["dirty"], history["other"]}
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--commit", "{first}"],
+        ["--commit", "{second}", "--experiment", "cli"],
+        ["--fingerprint"],
+        ["--commit", "{first}", "--fingerprint"],
+        ["--commit", "{first}", "--max-results", "2"],
+    ],
+)
+def test_direct_sqlite_reads_answer_as_mlflow_does(
+    history: dict, capsys, monkeypatch, args: list[str]
+) -> None:
+    """On a sqlite store `runs` reads the tables itself; its answer must be MLflow's, exactly."""
+    args = ["runs", *(a.format(**history) for a in args), "--repo", str(history["repo"]), "--json"]
+    code, direct, err = run_cli(capsys, *args)
+    assert code == 0, err
+    monkeypatch.setenv("MLTRAIL_SQLITE_FAST_READS", "0")
+    code, through_mlflow, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert json.loads(direct)["runs"], "the case must find runs to compare"
+    assert direct == through_mlflow
+
+
+def test_runs_on_sqlite_does_not_start_mlflow(history: dict, module_store: str) -> None:
+    code = (
+        "import sys; from mltrail.cli import main; "
+        f"code = main(['runs', '--commit', {history['first']!r}, '--json']); "
+        "print('mlflow' in sys.modules, file=sys.stderr); sys.exit(code)"
+    )
+    env = {**ENV, "MLFLOW_TRACKING_URI": module_store}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=history["repo"], env=env, capture_output=True,
+        text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["runs"]) == 4
+    assert result.stderr.strip().splitlines()[-1] == "False"
+
+
 def test_show_json(history: dict, capsys) -> None:
     code, out, err = run_cli(capsys, "show", history["dirty"], "--json")
     assert code == 0, err

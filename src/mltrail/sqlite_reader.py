@@ -1,0 +1,181 @@
+"""Read-only run queries straight from a local MLflow sqlite store, without starting MLflow.
+
+``mltrail runs`` answers "which runs came from this commit?": the query itself takes
+milliseconds, but importing MLflow and opening its store (which checks the schema) takes
+seconds. For a ``sqlite:///`` store this module reads MLflow's tables directly, with the meaning
+of ``MlflowClient.search_runs`` (active runs, latest metric values, tags). Whenever something is
+not as expected (another schema, workspaces enabled, an unreadable file), ``open_reader``
+returns None or a query raises ``Unsupported``, and the caller asks MLflow instead.
+``MLTRAIL_SQLITE_FAST_READS=0`` always asks MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+logger = logging.getLogger("mltrail.sqlite_reader")
+
+# The tables and columns read here; MLflow has kept them since 1.x. Anything missing: Unsupported.
+_COLUMNS = {
+    "experiments": {"experiment_id", "name", "lifecycle_stage"},
+    "runs": {
+        "run_uuid",
+        "name",
+        "status",
+        "start_time",
+        "end_time",
+        "lifecycle_stage",
+        "experiment_id",
+    },
+    "tags": {"key", "value", "run_uuid"},
+    "latest_metrics": {"key", "value", "is_nan", "run_uuid"},
+}
+_CHUNK = 500  # run ids per IN (...) query, well below sqlite's variable limit
+
+
+class Unsupported(Exception):
+    """The store is not one this reader understands; ask MLflow."""
+
+
+def enabled() -> bool:
+    return os.environ.get("MLTRAIL_SQLITE_FAST_READS", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
+
+
+def open_reader(tracking_uri: str) -> SqliteRuns | None:
+    """A reader for ``tracking_uri`` when it is a local sqlite store this module understands."""
+    if not enabled() or not tracking_uri.startswith("sqlite:///"):
+        return None
+    if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get(
+        "MLFLOW_ENABLE_WORKSPACES", ""
+    ).strip().lower() in ("1", "true", "yes"):
+        return None  # workspace scoping is MLflow's to apply
+    path = Path(tracking_uri[len("sqlite:///") :]).expanduser()
+    try:
+        return SqliteRuns(path)
+    except (Unsupported, sqlite3.Error) as error:
+        logger.debug("reading %s through MLflow: %s", path, error)
+        return None
+
+
+class SqliteRuns:
+    """Runs of one MLflow sqlite store, read with a read-only connection."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise Unsupported(f"{path} is not a file")
+        self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        for table, wanted in _COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if not wanted <= have:
+                self.close()
+                raise Unsupported(f"table {table} lacks {sorted(wanted - have)}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def experiments(self, name: str | None) -> dict[str, str] | None:
+        """Experiment id -> name: the named one (None when there is none), else every active one."""
+        if name:
+            rows = self._db.execute(
+                "SELECT experiment_id, name FROM experiments WHERE name = ?", (name,)
+            ).fetchall()
+            if len(rows) > 1:
+                raise Unsupported("several experiments of that name (workspaces)")
+            return {str(rows[0][0]): rows[0][1]} if rows else None
+        rows = self._db.execute(
+            "SELECT experiment_id, name FROM experiments WHERE lifecycle_stage = 'active'"
+        )
+        return {str(i): n for i, n in rows}
+
+    def runs_with_tag(
+        self,
+        experiment_ids: list[str],
+        key: str,
+        value: str | None = None,
+        prefix: str | None = None,
+        limit: int = 1000,
+    ) -> list[Any]:
+        """Active runs whose tag ``key`` equals ``value`` (or starts with ``prefix``, or is set)."""
+        where, args = ["t.key = ?"], [key]
+        if value is not None:
+            where.append("t.value = ?")
+            args.append(value)
+        elif prefix is not None:
+            where.append("substr(t.value, 1, ?) = ?")
+            args += [len(prefix), prefix]
+        return self._runs(
+            "JOIN tags t ON t.run_uuid = r.run_uuid", where, args, experiment_ids, limit
+        )
+
+    def runs_by_id(
+        self, experiment_ids: list[str], run_ids: Iterable[str], limit: int
+    ) -> list[Any]:
+        ids = list(run_ids)
+        found: list[Any] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            where = [f"r.run_uuid IN ({', '.join('?' * len(chunk))})"]
+            found += self._runs("", where, chunk, experiment_ids, limit)
+        return found
+
+    def _runs(
+        self, join: str, where: list[str], args: list[Any], experiment_ids: list[str], limit: int
+    ) -> list[Any]:
+        if not experiment_ids:
+            return []
+        found: list[Any] = []
+        for start in range(0, len(experiment_ids), _CHUNK):
+            chunk = [int(i) for i in experiment_ids[start : start + _CHUNK]]
+            sql = (
+                "SELECT r.run_uuid, r.name, r.experiment_id, r.status, r.start_time, r.end_time "
+                f"FROM runs r {join} WHERE r.lifecycle_stage = 'active' AND "
+                f"r.experiment_id IN ({', '.join('?' * len(chunk))}) AND {' AND '.join(where)} "
+                "ORDER BY r.start_time DESC LIMIT ?"
+            )
+            found += self._db.execute(sql, [*chunk, *args, limit]).fetchall()
+        found.sort(key=lambda row: row[4] or 0, reverse=True)
+        return self._with_data(found[:limit])
+
+    def _with_data(self, rows: list[tuple]) -> list[Any]:
+        tags: dict[str, dict[str, str]] = {row[0]: {} for row in rows}
+        metrics: dict[str, dict[str, float]] = {row[0]: {} for row in rows}
+        ids = list(tags)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for run_id, key, value in self._db.execute(
+                f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", chunk
+            ):
+                tags[run_id][key] = value
+            for run_id, key, value, is_nan in self._db.execute(
+                "SELECT run_uuid, key, value, is_nan FROM latest_metrics "
+                f"WHERE run_uuid IN ({marks})",
+                chunk,
+            ):
+                metrics[run_id][key] = math.nan if is_nan else float(value)
+        return [
+            SimpleNamespace(
+                info=SimpleNamespace(
+                    run_id=run_id,
+                    run_name=name,
+                    experiment_id=str(experiment_id),
+                    status=status,
+                    start_time=start_time,
+                    end_time=end_time,
+                ),
+                data=SimpleNamespace(tags=tags[run_id], metrics=metrics[run_id]),
+            )
+            for run_id, name, experiment_id, status, start_time, end_time in rows
+        ]
