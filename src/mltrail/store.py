@@ -57,6 +57,9 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_jitter = random.SystemRandom()  # never the global RNG: training scripts seed that one
+
+
 def with_retries(func: Callable[[], T], what: str, attempts: int = 8) -> T:
     """Retry ``func`` on transient store errors (sqlite locks, concurrent creation)."""
     for attempt in range(attempts):
@@ -71,7 +74,7 @@ def with_retries(func: Callable[[], T], what: str, attempts: int = 8) -> T:
             if not transient or attempt == attempts - 1:
                 raise
             logger.debug("retrying %s after %s", what, error)
-            time.sleep(0.05 * 2**attempt + random.random() * 0.05)
+            time.sleep(0.05 * 2**attempt + _jitter.random() * 0.05)
     raise AssertionError("unreachable")
 
 

@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -174,6 +175,7 @@ class Trail:
             if run_id or joined:
                 trail._attach(run_id or joined, resume=run_id is not None and not join)
             else:
+                run_name = run_name or fresh_run_name()
                 trail._create(experiment, run_name, options)
         except MltrailError:
             raise
@@ -486,7 +488,9 @@ class Trail:
             from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
             child_tags.update({**_source_tags(), MLFLOW_PARENT_RUN_ID: parent})
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=child_tags)
+            run = self.client.create_run(
+                self.experiment_id, run_name=run_name or fresh_run_name(), tags=child_tags
+            )
             child, now = run.info.run_id, int(time.time() * 1000)
             points = [(k, v, now, 0) for k, v in values.items() if v is not None]
             if len(flat) <= 100 and len(points) <= 900:  # one request: children come in dozens
@@ -827,6 +831,29 @@ def _version() -> str:
     from mltrail import __version__
 
     return __version__
+
+
+_names = random.SystemRandom()
+
+
+def fresh_run_name() -> str:
+    """A name like MLflow's ("bright-owl-417"), drawn from the OS's randomness.
+
+    MLflow draws run names from Python's global ``random``, which training scripts seed
+    (``seed_everything(7)``): every seeded run would then get the same name.
+    """
+    try:
+        from mlflow.utils.name_utils import _GENERATOR_NOUNS as nouns
+        from mlflow.utils.name_utils import _GENERATOR_PREDICATES as predicates
+    except ImportError:  # private to MLflow: any version may move them
+        return f"run-{_names.getrandbits(32):08x}"
+    name = ""
+    for _ in range(10):  # MLflow keeps its names within 20 characters
+        words = (_names.choice(predicates), _names.choice(nouns), str(_names.randint(0, 999)))
+        name = "-".join(words).lower()
+        if len(name) <= 20:
+            break
+    return name[:20]
 
 
 def _source_tags() -> dict[str, str]:

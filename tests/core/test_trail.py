@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import re
 import threading
 from pathlib import Path
 
@@ -21,6 +23,21 @@ def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 def artifact_json(client, run_id: str, path: str) -> dict:
     local = client.download_artifacts(run_id, path)
     return json.loads(Path(local).read_text())
+
+
+def test_seeded_scripts_get_distinct_run_names_and_keep_their_random_sequence(client) -> None:
+    """MLflow names runs from the global RNG, which training scripts seed: same seed, same name."""
+    names, draws = [], []
+    for _ in range(2):
+        random.seed(7)
+        with mltrail.start_run(experiment="seeded", capture=False, system_metrics=False) as trail:
+            trail.log_metrics({"loss": 1.0}, step=0)
+            draws.append(random.random())
+        names.append(client.get_run(trail.run_id).info.run_name)
+    random.seed(7)
+    assert draws == [random.random()] * 2  # mltrail drew nothing from the user's sequence
+    assert names[0] != names[1]
+    assert all(re.fullmatch(r"[a-z]+-[a-z]+-\d{1,3}", name) for name in names), names
 
 
 def test_params_metrics_and_status(client) -> None:
