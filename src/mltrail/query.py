@@ -456,12 +456,14 @@ def show_data(client: Any, uri: str, run_id: str) -> dict[str, Any]:
             source = json.loads(ds.source)
         except (TypeError, ValueError):
             source = ds.source
+        context = {t.key: t.value for t in item.tags or []}.get("mlflow.data.context")
         datasets.append(
             {
                 "name": ds.name,
                 "digest": ds.digest,
                 "source_type": ds.source_type,
                 "source": source,
+                "context": context,
                 "status": statuses.get(ds.name),
             }
         )
@@ -582,6 +584,8 @@ def format_show(data: dict[str, Any]) -> str:
         source = ds["source"] if isinstance(ds["source"], dict) else {}
         remote = f"  remote {source['remote']}" if source.get("remote") else ""
         status = f"  [{ds['status']}]" if ds.get("status") else ""
+        if ds.get("context") == "dvc.snapshot":  # datasnap.SNAPSHOT_CONTEXT: data mltrail stored
+            status = "  [used: modified, stored by mltrail]"
         lines.append(f"  {ds['name']}  {ds['digest']}{remote}{status}")
     if not dvc["datasets"] and not dvc["unavailable"]:
         lines.append("  (no datasets)")

@@ -14,6 +14,7 @@ import yaml
 
 import mltrail
 from mltrail import datasnap
+from mltrail.cli import main
 
 ENV = {
     **os.environ,
@@ -67,7 +68,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return repo
 
 
-def test_modified_data_is_stored_and_recorded(project: Path, client, tmp_path: Path) -> None:
+def test_modified_data_is_stored_and_recorded(
+    project: Path, client, tmp_path: Path, capsys
+) -> None:
     repo = project
     records = {
         name: (repo / name).read_bytes() for name in ("data.csv.dvc", "images.dvc", "dvc.lock")
@@ -147,6 +150,15 @@ def test_modified_data_is_stored_and_recorded(project: Path, client, tmp_path: P
         inputs[("data.csv", "dvc")].digest
         == yaml.safe_load(records["data.csv.dvc"])["outs"][0]["md5"]
     )
+
+    # `mltrail show` tells the recorded version from the stored one.
+    assert main(["show", run.run_id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["data"]["datasets"]
+    contexts = {(d["name"], d["context"]): d["digest"] for d in shown}
+    assert contexts[("data.csv", "dvc.snapshot")] == new_csv
+    assert ("data.csv", "dvc") in contexts
+    assert main(["show", run.run_id]) == 0
+    assert f"  data.csv  {new_csv}  [used: modified, stored by mltrail]" in capsys.readouterr().out
 
     # The data the run used, as restore sees it.
     used = {o.path: o for o in datasnap.run_outputs(record)}
