@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a shell without job control inherits SIGINT ignored, and
+# every process it starts would too: the tests that interrupt a job need the default handling.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ["MLTRAIL_STRICT"] = "1"
