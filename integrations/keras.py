@@ -48,7 +48,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
 
 import numpy as np
 
-from mltrail.autolog import live_patch
+from mltrail.autolog import live_patch, options_for
 from mltrail.errors import MltrailError, guarded
 from mltrail.trail import Trail, start_run
 
@@ -726,31 +726,15 @@ def _install_fit_guard() -> None:
 
 # --- autolog ------------------------------------------------------------------------------------
 
-_CALLBACK_OPTIONS = {
-    "log_every_n_batches",
-    "checkpoints",
-    "monitor",
-    "mode",
-    "log_model",
-    "registered_model_name",
-}
-
 
 def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..., Any]]]:
     """Patches for ``mltrail.autolog()``: every ``Model.fit`` without a TrailCallback gets one
     (a new run per fit call), built from the autolog options this adapter understands."""
-    from dataclasses import fields
-
-    from mltrail.config import Options
 
     # The patch guards the fits itself, so that disabling autolog leaves Model.fit as it was.
     guarded_below = _has_fit_guard()
-    known = (
-        _CALLBACK_OPTIONS
-        | set(inspect.signature(start_run).parameters)
-        | {f.name for f in fields(Options)}
-    )
-    settings = {k: v for k, v in options.items() if k in known and k != "options"}
+    start, own = options_for("keras", options)
+    settings = {**start, **own}
     signature = inspect.signature(keras.Model.fit)
 
     def fit(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -42,6 +42,7 @@ except ImportError as _error:
         'mltrail.integrations.lightning needs Lightning: pip install "mltrail[lightning]"'
     ) from _error
 
+from mltrail.autolog import options_for
 from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded
 from mltrail.trail import Trail, start_run
@@ -50,7 +51,6 @@ logger = logging.getLogger("mltrail.lightning")
 
 CHECKPOINT_CHOICES = ("none", "best", "best_and_last", "all")
 _START_RUN_ARGS = ("experiment", "run_name", "tracking_uri", "run_id", "tags")
-_CALLBACK_ARGS = ("log_every_n_steps", "checkpoints", "log_model", "registered_model_name")
 # Param-group entries that are implementation switches, not hyperparameters.
 _OPTIMIZER_SKIP = {"params", "foreach", "capturable", "differentiable", "fused", "initial_lr"}
 # Scheduler attributes that are running state, not settings.
@@ -909,12 +909,8 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     """Patches for ``mltrail.autolog()``: ``Trainer.fit`` gets a :class:`TrailCallback` when the
     trainer has none, and ``Trainer.test`` after it records into the same run. The callback is
     removed again when the call returns, so the trainer is left as the user made it."""
-    fields = set(Options.__dataclass_fields__)
-    kwargs = {
-        k: v
-        for k, v in options.items()
-        if k in fields or k in _START_RUN_ARGS or k in _CALLBACK_ARGS
-    }
+    start, own = options_for("lightning", options)
+    kwargs = {**start, **own}
     fitted: weakref.WeakKeyDictionary[Any, TrailCallback] = weakref.WeakKeyDictionary()
 
     def around(call_original: Callable[..., Any], trainer: Any, *args: Any, **kw: Any) -> Any:

@@ -68,7 +68,7 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.sklearn needs scikit-learn >= 1.6: pip install "mltrail[sklearn]"'
     ) from error
 
-from mltrail.autolog import in_patched_call, recording
+from mltrail.autolog import in_patched_call, options_for, recording
 from mltrail.config import Options
 from mltrail.errors import MltrailError, guarded
 from mltrail.trail import Trail, start_run
@@ -79,7 +79,6 @@ __all__ = ["TrackedEstimator", "TrailCallback", "autolog_patches"]
 
 _RUN_NAMES = {"experiment", "run_name", "tracking_uri", "tags"}
 _START_RUN_ARGS = _RUN_NAMES | {field.name for field in dataclasses.fields(Options)}
-_ADAPTER_OPTIONS = {"log_model", "registered_model_name", "log_plots", "max_child_runs", "nested"}
 _MAX_PLOT_POINTS = 5000
 _FULL_HASH_BYTES = 256 << 20  # larger arrays are fingerprinted from evenly spaced rows
 
@@ -1196,10 +1195,8 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     ``registered_model_name``, ``log_plots``, ``max_child_runs``, ``nested``) belong to other
     adapters and are ignored here.
     """
-    settings = _Settings(
-        start={k: v for k, v in options.items() if k in _START_RUN_ARGS},
-        **{k: v for k, v in options.items() if k in _ADAPTER_OPTIONS},
-    )
+    start, own = options_for("sklearn", options)
+    settings = _Settings(start=start, **own)
 
     def patch(name: str) -> Callable[..., Any]:
         def record_fit(call_original: Callable[..., Any], estimator: Any, *args: Any, **kw: Any):

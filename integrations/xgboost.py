@@ -63,6 +63,7 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.xgboost needs XGBoost: pip install "mltrail[xgboost]"'
     ) from error
 
+from mltrail.autolog import options_for
 from mltrail.config import Options
 from mltrail.errors import MltrailError, guarded, strict_mode
 from mltrail.trail import Trail, start_run
@@ -71,7 +72,6 @@ logger = logging.getLogger("mltrail.xgboost")
 
 __all__ = ["TrailCallback", "autolog_patches"]
 
-_CALLBACK_OPTIONS = ("checkpoint_every", "log_model", "registered_model_name", "importance")
 _RUN_NAMES = frozenset({"experiment", "run_name", "tracking_uri", "run_id", "tags"})
 _START_RUN_ARGS = _RUN_NAMES | {field.name for field in dataclasses.fields(Options)}
 # Booster configuration entries that are bookkeeping or estimated during training, not settings.
@@ -700,7 +700,8 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     """``mltrail.autolog`` patches: ``xgboost.train``/``cv`` and the scikit-learn API's ``fit``
     get a :class:`TrailCallback` when they have none. Options that are neither ``start_run``
     arguments nor this adapter's belong to other adapters and are ignored here."""
-    settings = {k: v for k, v in options.items() if k in _CALLBACK_OPTIONS or k in _START_RUN_ARGS}
+    start, own = options_for("xgboost", options)
+    settings = {**start, **own}
 
     def with_callback(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         callbacks = kwargs.get("callbacks")

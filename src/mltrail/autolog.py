@@ -192,6 +192,20 @@ def _check_options(options: Mapping[str, Any]) -> None:
             )
 
 
+def options_for(
+    framework: str, options: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checked autolog options one adapter takes: (``start_run`` arguments, its own).
+
+    Options of the other frameworks' adapters are left out.
+    """
+    own = FRAMEWORKS[framework].options
+    return (
+        {k: v for k, v in options.items() if k in RUN_OPTIONS},
+        {k: v for k, v in options.items() if k in own},
+    )
+
+
 def enabled_frameworks() -> dict[str, dict[str, Any]]:
     """The frameworks autolog is on for, with their options."""
     with _lock:

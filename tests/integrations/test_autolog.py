@@ -4,6 +4,8 @@ records it, nested fits, MLflow's own autolog beside ours, and failures in the p
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import mltrail
 from mltrail import autolog as _autolog_function  # noqa: F401 - the package attribute
 from mltrail.autolog import (
     FRAMEWORKS,
+    RUN_OPTIONS,
     autolog_from_environment,
     enabled_frameworks,
     patched_count,
@@ -236,13 +239,12 @@ def test_registry_lists_each_adapters_options(framework: str) -> None:
     """autolog validates options against this registry: it must match what the adapters take."""
     pytest.importorskip(MODULES[framework])
     adapter = __import__(FRAMEWORKS[framework].adapter, fromlist=["_"])
-    names = {
-        "lightning": "_CALLBACK_ARGS",
-        "keras": "_CALLBACK_OPTIONS",
-        "xgboost": "_CALLBACK_OPTIONS",
-        "sklearn": "_ADAPTER_OPTIONS",
-    }
-    assert set(getattr(adapter, names[framework])) == FRAMEWORKS[framework].options
+    if framework == "sklearn":  # TrackedEstimator's and the autolog patch's settings
+        taken = {field.name for field in dataclasses.fields(adapter._Settings)}
+    else:
+        taken = set(inspect.signature(adapter.TrailCallback).parameters)
+    plumbing = {"trail", "start_run_kwargs", "start", "prefix"}  # not autolog options
+    assert taken - RUN_OPTIONS - plumbing == FRAMEWORKS[framework].options
 
 
 def test_environment_turns_autolog_on(autolog_off, monkeypatch) -> None:
