@@ -247,8 +247,8 @@ def cli_command() -> list[str]:
 def measure_runs_by_commit(folder: Path, runs: int, repeats: int) -> dict[str, Any]:
     import mlflow
 
-    from mltrail import query
     from mltrail.cli import build_parser
+    from mltrail.query import runs as query
 
     commits = max(1, runs // 20)
     began = time.perf_counter()

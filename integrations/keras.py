@@ -50,7 +50,7 @@ import numpy as np
 
 from mltrail.autolog import live_patch, options_for
 from mltrail.errors import MltrailError, guarded
-from mltrail.trail import Trail, start_run
+from mltrail.recording.trail import Trail, start_run
 
 logger = logging.getLogger("mltrail.keras")
 

@@ -45,7 +45,7 @@ except ImportError as _error:
 from mltrail.autolog import options_for
 from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded
-from mltrail.trail import Trail, start_run
+from mltrail.recording.trail import Trail, start_run
 
 logger = logging.getLogger("mltrail.lightning")
 

@@ -71,7 +71,7 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail.autolog import in_patched_call, options_for, recording
 from mltrail.config import Options
 from mltrail.errors import MltrailError, guarded
-from mltrail.trail import Trail, start_run
+from mltrail.recording.trail import Trail, start_run
 
 logger = logging.getLogger("mltrail.sklearn")
 

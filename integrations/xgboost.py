@@ -66,7 +66,7 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail.autolog import options_for
 from mltrail.config import Options
 from mltrail.errors import MltrailError, guarded, strict_mode
-from mltrail.trail import Trail, start_run
+from mltrail.recording.trail import Trail, start_run
 
 logger = logging.getLogger("mltrail.xgboost")
 

@@ -12,7 +12,7 @@ from typing import Any
 # would rebind the name mltrail.autolog from the function to the module.
 from mltrail import autolog as _autolog_module
 from mltrail.errors import MltrailError, MltrailWarning
-from mltrail.trail import Trail, start_run
+from mltrail.recording.trail import Trail, start_run
 
 __version__ = "0.1.0"
 __all__ = ["MltrailError", "MltrailWarning", "Trail", "__version__", "autolog", "start_run"]

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from mltrail.sanitize import redact_text
+from mltrail.recording.sanitize import redact_text
 
 logger = logging.getLogger("mltrail")
 F = TypeVar("F", bound=Callable[..., Any])

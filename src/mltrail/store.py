@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mltrail.errors import MltrailError
-from mltrail.sanitize import redact_text
+from mltrail.recording.sanitize import redact_text
 
 logger = logging.getLogger("mltrail.store")
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from tests.conftest import cli, git
 from tests.conftest import workspace_files as files
 
 import mltrail
-from mltrail import datasnap
+from mltrail.capture import datasnap
 
 
 def make_project(base: Path) -> Path:

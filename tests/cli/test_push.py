@@ -10,7 +10,7 @@ from tests.conftest import cli, git
 from tests.conftest import workspace_files as files
 
 import mltrail
-from mltrail import datasnap
+from mltrail.capture import datasnap
 
 
 def remote_objects(folder: Path) -> set[str]:
@@ -80,7 +80,7 @@ def test_push_then_checkout_from_a_fresh_clone(
     assert git(team["origin"], "rev-parse", f"refs/mltrail/runs/{run_id}") == snapshot
     assert "Pushed 1 run snapshot ref(s) to git remote 'origin'." in out
     pushed = remote_objects(base / "dvc-remote")
-    from mltrail.restore import open_run
+    from mltrail.restore.checkout import open_run
 
     _, record = open_run(None, run_id)
     used = {o.path: o.hash for o in record.outputs}

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mltrail import datasnap, reproduce
+from mltrail.capture import datasnap
 from mltrail.cli import main
+from mltrail.restore import reproduce
 
 ENV = {
     **os.environ,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import mltrail
-from mltrail import snapshot
 from mltrail.capture import git as git_capture
+from mltrail.capture import snapshot
 from mltrail.cli import main
 
 ENV = {

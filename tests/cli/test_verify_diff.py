@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import cli, git
 
 import mltrail
-from mltrail import compare, datasnap
+from mltrail.capture import datasnap
+from mltrail.restore import compare
 
 
 def dvc_hash(repo: Path, dvc_file: str) -> str:

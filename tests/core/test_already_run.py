@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import mltrail
-from mltrail import already_run
+from mltrail.capture import already_run
 from mltrail.cli import main
 from mltrail.errors import MltrailError
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mltrail import snapshot
 from mltrail.capture import git as git_capture
+from mltrail.capture import snapshot
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Test",

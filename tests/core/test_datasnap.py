@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import mltrail
-from mltrail import datasnap
+from mltrail.capture import datasnap
 from mltrail.cli import main
 
 ENV = {

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import mltrail
-from mltrail import mlflow_plugin
+from mltrail.capture import mlflow_plugin
 
 ENV = {
     **os.environ,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import mltrail
-from mltrail import provenance
+from mltrail.capture import provenance
 
 ENV = {
     **os.environ,

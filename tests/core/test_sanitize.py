@@ -8,7 +8,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from mltrail.sanitize import (
+from mltrail.recording.sanitize import (
     KeySanitizer,
     flatten,
     is_secret_name,

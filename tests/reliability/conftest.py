@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mltrail.sanitize import redact_text
+from mltrail.recording.sanitize import redact_text
 from tests.conftest import MlflowServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

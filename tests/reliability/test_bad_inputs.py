@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import mltrail
-from mltrail.sanitize import MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER
+from mltrail.recording.sanitize import MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER
 from tests.conftest import git
 
 LIGHT = {"system_metrics": False}

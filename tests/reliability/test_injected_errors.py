@@ -56,10 +56,13 @@ def fail(*args, **kwargs):
 # stage -> (what to patch, the kind of error the user is warned about once)
 INJECTIONS = {
     "start: creating the run": ("mlflow.tracking.MlflowClient.create_run", None),
-    "start: provenance": ("mltrail.provenance.capture_run", "capturing provenance"),
-    "log: every metric call": ("mltrail.writer.Writer.add_metrics", "logging metrics"),
+    "start: provenance": ("mltrail.capture.provenance.capture_run", "capturing provenance"),
+    "log: every metric call": ("mltrail.recording.writer.Writer.add_metrics", "logging metrics"),
     "checkpoint upload": ("mlflow.tracking.MlflowClient.log_artifact", "uploading a checkpoint"),
-    "end: summary artifacts": ("mltrail.trail.Trail._write_summary_artifacts", "ending the run"),
+    "end: summary artifacts": (
+        "mltrail.recording.trail.Trail._write_summary_artifacts",
+        "ending the run",
+    ),
 }
 
 
@@ -137,7 +140,7 @@ def test_injected_error_leaves_training_identical(
 
 def test_strict_mode_raises_the_injected_error(data, monkeypatch) -> None:
     monkeypatch.setenv("MLTRAIL_STRICT", "1")
-    monkeypatch.setattr("mltrail.writer.Writer.add_metrics", fail)
+    monkeypatch.setattr("mltrail.recording.writer.Writer.add_metrics", fail)
     callback = TrailCallback(
         experiment="injected-strict", log_model=False, importance=False, system_metrics=False
     )

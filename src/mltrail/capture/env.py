@@ -19,7 +19,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from mltrail.sanitize import is_secret_name, redact_text, redact_value
+from mltrail.recording.sanitize import is_secret_name, redact_text, redact_value
 
 logger = logging.getLogger("mltrail.capture.env")
 

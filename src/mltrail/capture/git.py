@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mltrail.sanitize import redact_text
+from mltrail.recording.sanitize import redact_text
 
 logger = logging.getLogger("mltrail.capture.git")
 

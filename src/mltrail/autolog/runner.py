@@ -25,7 +25,7 @@ from mltrail.autolog import FRAMEWORKS, parse_options
 from mltrail.capture.env import command_line
 from mltrail.errors import MltrailError
 
-HOOK_DIR = Path(__file__).resolve().parent / "_bootstrap"
+HOOK_DIR = Path(__file__).resolve().parent.parent / "_bootstrap"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mltrail import query, restore
 from mltrail.errors import MltrailError
+from mltrail.query import runs as query
+from mltrail.restore import checkout as restore
 
 TAG = "mltrail.reproduces"
 DEFAULT_RTOL = 1e-6
@@ -192,7 +193,7 @@ def _close(old: float, new: float, rtol: float, atol: float) -> bool:
 
 
 def _format(rows: list[tuple[str, float | None, float | None, bool]]) -> str:
-    from mltrail.compare import table
+    from mltrail.restore.compare import table
 
     if not rows:
         return "  (no metrics to compare)"

@@ -76,7 +76,7 @@ def _compute() -> dict[str, str]:
     from pathlib import Path
 
     from mltrail.capture import dvc, git
-    from mltrail.sanitize import KeySanitizer, redact_value, truncate
+    from mltrail.recording.sanitize import KeySanitizer, redact_value, truncate
 
     info = git.inspect(timeout=GIT_TIMEOUT)
     tags: dict[str, str] = {}

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltrail import spool as spool_module
 from mltrail.config import Options
 from mltrail.errors import MltrailError
-from mltrail.lifecycle import _pid_alive
-from mltrail.spool import pending_spools, read_journal, read_meta, write_json_atomic
+from mltrail.recording import spool as spool_module
+from mltrail.recording.lifecycle import _pid_alive
+from mltrail.recording.spool import pending_spools, read_journal, read_meta, write_json_atomic
+from mltrail.recording.writer import apply_record
 from mltrail.store import describe_uri, experiment_id, make_client
-from mltrail.writer import apply_record
 
 logger = logging.getLogger("mltrail.sync")
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mltrail.capture.git import GitInfo, git_env, run_git
-from mltrail.sanitize import redact_text
+from mltrail.recording.sanitize import redact_text
 
 logger = logging.getLogger("mltrail.snapshot")
 

@@ -38,10 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mltrail import sqlite_reader
 from mltrail.capture import git as git_capture
 from mltrail.errors import MltrailError
-from mltrail.sanitize import redact_text
+from mltrail.query import sqlite_reader
+from mltrail.recording.sanitize import redact_text
 from mltrail.store import call_with_timeout, describe_uri, sqlite_path
 
 logger = logging.getLogger("mltrail.query")
@@ -180,7 +180,7 @@ def resolve_commit(rev: str, repo: str | os.PathLike[str] = ".") -> str:
 
 def snapshot_runs(commit: str, repo: str | os.PathLike[str] = ".") -> list[str]:
     """Run ids whose snapshot commit (``refs/mltrail/runs/<run_id>``) has ``commit`` as parent."""
-    from mltrail.snapshot import REF_PREFIX
+    from mltrail.capture.snapshot import REF_PREFIX
 
     try:
         result = git_capture.run_git(
@@ -417,7 +417,7 @@ def _number(value: Any) -> str:
 
 
 def _load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
-    from mltrail.provenance import PROVENANCE_ARTIFACT
+    from mltrail.capture.provenance import PROVENANCE_ARTIFACT
 
     def download() -> dict[str, Any] | None:
         folder = PROVENANCE_ARTIFACT.rpartition("/")[0]

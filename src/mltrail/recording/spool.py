@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.errors import MltrailError
-from mltrail.sanitize import redact_text
+from mltrail.recording.sanitize import redact_text
 
 logger = logging.getLogger("mltrail.spool")
 

@@ -3,7 +3,7 @@
 ``mltrail checkout RUN_ID [--into DIR]`` restores the code a run started from (the snapshot
 commit ``refs/mltrail/runs/<run_id>`` when the tree was dirty, its uncommitted changes and
 untracked files coming back as uncommitted changes on top of the run's commit; else the commit)
-and every DVC output at the hash the run used (:mod:`mltrail.datasnap`). Without ``--into`` it
+and every DVC output at the hash the run used (:mod:`mltrail.capture.datasnap`). Without ``--into`` it
 works in the current repository and refuses when that would lose uncommitted work; with
 ``--into`` it creates a git worktree at DIR (or, outside any clone, a clone of the run's remote)
 whose DVC cache is the current repository's. Snapshot refs and commits missing here are fetched
@@ -31,12 +31,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mltrail import datasnap, query
+from mltrail.capture import datasnap
 from mltrail.capture import dvc as dvc_capture
 from mltrail.capture import git as git_capture
+from mltrail.capture.snapshot import REF_PREFIX, ref_name
 from mltrail.errors import MltrailError
-from mltrail.sanitize import redact_text
-from mltrail.snapshot import REF_PREFIX, ref_name
+from mltrail.query import runs as query
+from mltrail.recording.sanitize import redact_text
 from mltrail.store import describe_uri
 
 #: Seconds a network git call (fetch, push, clone) may take.
@@ -114,7 +115,7 @@ class RunRecord:
 
     def requirements(self, client: Any) -> str | None:
         """The run's ``mltrail/requirements.txt``, or None when it has none."""
-        from mltrail.provenance import REQUIREMENTS_ARTIFACT
+        from mltrail.capture.provenance import REQUIREMENTS_ARTIFACT
 
         def download() -> str | None:
             folder = REQUIREMENTS_ARTIFACT.rpartition("/")[0]
@@ -579,7 +580,7 @@ def file_sha256(path: Path) -> str:
 
 def which_command(args: argparse.Namespace) -> int:
     """Find the run that logged a model or checkpoint file, and print its provenance."""
-    from mltrail.trail import SHA256_TAG_PREFIX
+    from mltrail.recording.trail import SHA256_TAG_PREFIX
 
     path = Path(args.path)
     if not path.is_file():

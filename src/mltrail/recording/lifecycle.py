@@ -189,7 +189,7 @@ def repair_stale_runs_soon(trail: Any) -> None:
             logger.debug("stale-run repair failed", exc_info=True)
         try:
             # Data journaled by processes that died before they could replay it.
-            from mltrail.sync import sync_all
+            from mltrail.recording.sync import sync_all
 
             for result in sync_all(trail.options.spool_dir, only_uri=trail.tracking_uri):
                 if result.records:

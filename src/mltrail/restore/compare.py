@@ -36,10 +36,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from mltrail import restore
 from mltrail.capture import dvc as dvc_capture
 from mltrail.capture import git as git_capture
 from mltrail.errors import MltrailError
+from mltrail.restore import checkout as restore
 
 SCHEMA_VERSION = 1
 #: Seconds ``verify`` may spend hashing data (DVC's state cache makes unchanged files free).
@@ -155,8 +155,8 @@ def verify(record: restore.RunRecord, client: Any, path: Path) -> Verification:
 
 
 def _verify_code(record: restore.RunRecord, root: Path, result: Verification) -> None:
-    from mltrail.provenance import store_paths
-    from mltrail.snapshot import write_tree
+    from mltrail.capture.provenance import store_paths
+    from mltrail.capture.snapshot import write_tree
 
     restore.ensure_code(root, record)
     expected = record.code_rev

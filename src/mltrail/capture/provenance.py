@@ -24,7 +24,7 @@ package list) runs on a daemon thread and lands on the run through the same :cla
   ``data_snapshot`` (with ``snapshot_data``, when data was modified: {outputs: {path: {hash,
   hash_name, size, nfiles, isdir, recorded, source}}, failed: {path: reason}, files: {git path
   of a .dvc/dvc.lock: {original, snapshot} blob ids}, commit, tree}; see
-  :mod:`mltrail.datasnap`).
+  :mod:`mltrail.capture.datasnap`).
 - ``environment``: ``python``, ``platform``, ``cpu``, ``memory_bytes``, ``gpus``, ``command``
   ({argv, entry_script, cwd}), ``variables`` (allow-listed), ``versions`` (mltrail, mlflow,
   dvc), ``packages`` (count; the list is ``mltrail/requirements.txt``).
@@ -116,8 +116,8 @@ class RunProvenance:
         self.record: dict[str, Any] = {}
         self.failures: list[tuple[str, BaseException]] = []
         self.fingerprint: dict[str, Any] | None = None
-        self.data_snapshot: Any = None  # mltrail.datasnap.DataSnapshot, with snapshot_data
-        self.already: Any = None  # mltrail.already_run.AlreadyRunCheck
+        self.data_snapshot: Any = None  # mltrail.capture.datasnap.DataSnapshot, with snapshot_data
+        self.already: Any = None  # mltrail.capture.already_run.AlreadyRunCheck
         self._trail = trail
         self._lock = threading.Lock()
         self._closed = False
@@ -172,7 +172,7 @@ class RunProvenance:
             target=self._background, name="mltrail-provenance", daemon=True
         )
         self._thread.start()
-        from mltrail.already_run import AlreadyRunCheck
+        from mltrail.capture.already_run import AlreadyRunCheck
 
         self.already = AlreadyRunCheck.start(
             trail, lambda: self.compute_fingerprint(trail.params)["value"], self.wait
@@ -233,7 +233,7 @@ class RunProvenance:
                     self._trail.log_text(self.diff.text, self.artifact(DIFF_ARTIFACT))
 
     def _capture_snapshot(self) -> None:
-        from mltrail import snapshot
+        from mltrail.capture import snapshot
 
         ref = self._snapshot_ref()
         skip = snapshot.large_untracked(self.git)
@@ -246,15 +246,15 @@ class RunProvenance:
         self._tags({"mltrail.git.snapshot": self.snapshot.commit})
 
     def _snapshot_ref(self) -> str:
-        from mltrail import snapshot
+        from mltrail.capture import snapshot
 
         return snapshot.ref_name(self.run_id + (f"-resume-{self.resume}" if self.resume else ""))
 
     def _snapshot_data(self) -> None:
         """``snapshot_data``: store the modified data in the DVC cache and commit ``.dvc`` copies
-        recording it on top of the code snapshot (see :mod:`mltrail.datasnap`)."""
-        from mltrail import datasnap
-        from mltrail.snapshot import Snapshot
+        recording it on top of the code snapshot (see :mod:`mltrail.capture.datasnap`)."""
+        from mltrail.capture import datasnap
+        from mltrail.capture.snapshot import Snapshot
 
         assert self.data is not None
         # A commit only on top of the code as it was: the code snapshot when the tree was dirty.

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mltrail import distributed, lifecycle
 from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
-from mltrail.sanitize import (
+from mltrail.recording import distributed, lifecycle
+from mltrail.recording.sanitize import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
     KeySanitizer,
@@ -33,7 +33,8 @@ from mltrail.sanitize import (
     redact_value,
     truncate,
 )
-from mltrail.spool import Spool
+from mltrail.recording.spool import Spool
+from mltrail.recording.writer import Writer, apply_record
 from mltrail.store import (
     call_with_timeout,
     describe_uri,
@@ -42,7 +43,6 @@ from mltrail.store import (
     resolve_tracking_uri,
     sqlite_path,
 )
-from mltrail.writer import Writer, apply_record
 
 logger = logging.getLogger("mltrail")
 
@@ -197,12 +197,12 @@ class Trail:
         lifecycle.register(trail)
         if options.capture:
             with guarded("capturing provenance", trail._errors):
-                from mltrail import provenance
+                from mltrail.capture import provenance
 
                 trail.provenance = provenance.capture_run(trail)
         if options.system_metrics and not trail.offline:
             with guarded("starting system metrics", trail._errors):
-                from mltrail.system_metrics import SystemMonitor
+                from mltrail.recording.system_metrics import SystemMonitor
 
                 trail._monitor = SystemMonitor(trail, options.system_metrics_interval)
                 trail._monitor.start()
@@ -732,7 +732,7 @@ class Trail:
                 self._writer.spool.mark_synced()  # type: ignore[union-attr]
 
     def _replay_spool(self, summary: dict[str, Any], budget: float) -> dict[str, Any]:
-        from mltrail.sync import replay
+        from mltrail.recording.sync import replay
 
         if budget <= 1:
             return summary

@@ -9,20 +9,32 @@ import sys
 from collections.abc import Sequence
 
 from mltrail.errors import MltrailError
-from mltrail.sanitize import redact_text
+from mltrail.recording.sanitize import redact_text
 
 # verb -> (module, function, help). The function takes the parsed args and returns an exit code.
 VERBS: dict[str, tuple[str, str, str]] = {
-    "runs": ("mltrail.query", "runs_command", "list runs made from a commit"),
-    "show": ("mltrail.query", "show_command", "show a run's code, data, environment and results"),
-    "sync": ("mltrail.sync", "sync_command", "upload runs journaled locally while offline"),
-    "checkout": ("mltrail.restore", "checkout_command", "restore a run's code and data"),
-    "verify": ("mltrail.compare", "verify_command", "check a workspace against a run"),
-    "diff": ("mltrail.compare", "diff_command", "compare two runs"),
-    "reproduce": ("mltrail.reproduce", "reproduce_command", "rerun a run and compare metrics"),
-    "push": ("mltrail.restore", "push_command", "share run snapshots and their data"),
-    "which": ("mltrail.restore", "which_command", "find the run that logged a model file"),
-    "run": ("mltrail.runner", "run_command", "run a training command with autolog on"),
+    "runs": ("mltrail.query.runs", "runs_command", "list runs made from a commit"),
+    "show": (
+        "mltrail.query.runs",
+        "show_command",
+        "show a run's code, data, environment and results",
+    ),
+    "sync": (
+        "mltrail.recording.sync",
+        "sync_command",
+        "upload runs journaled locally while offline",
+    ),
+    "checkout": ("mltrail.restore.checkout", "checkout_command", "restore a run's code and data"),
+    "verify": ("mltrail.restore.compare", "verify_command", "check a workspace against a run"),
+    "diff": ("mltrail.restore.compare", "diff_command", "compare two runs"),
+    "reproduce": (
+        "mltrail.restore.reproduce",
+        "reproduce_command",
+        "rerun a run and compare metrics",
+    ),
+    "push": ("mltrail.restore.checkout", "push_command", "share run snapshots and their data"),
+    "which": ("mltrail.restore.checkout", "which_command", "find the run that logged a model file"),
+    "run": ("mltrail.autolog.runner", "run_command", "run a training command with autolog on"),
 }
 
 
@@ -76,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(sync)
     _add_restore_verbs(verbs)
 
-    from mltrail.runner import add_arguments as add_run_arguments
+    from mltrail.autolog.runner import add_arguments as add_run_arguments
 
     add_run_arguments(verbs.add_parser("run", help=VERBS["run"][2]))
     return parser

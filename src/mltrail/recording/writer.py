@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mltrail import spool as spool_module
 from mltrail.errors import ErrorCounter, strict_mode
-from mltrail.spool import Spool
+from mltrail.recording import spool as spool_module
+from mltrail.recording.spool import Spool
 
 logger = logging.getLogger("mltrail.writer")
 

@@ -168,7 +168,7 @@ def _commit_snapshot(
     message: str,
 ) -> None:
     """Write copies of the .dvc/dvc.lock files recording the snapshot hashes into a commit."""
-    from mltrail.snapshot import IDENTITY
+    from mltrail.capture.snapshot import IDENTITY
 
     assert info.root is not None
     prefix = Path(os.path.relpath(Path(info.root).resolve(), git_root.resolve())).as_posix()
