@@ -18,7 +18,7 @@ import pytest
 import mltrail
 from mltrail import autolog as _autolog_function  # noqa: F401 - the package attribute
 from mltrail.autolog import (
-    FRAMEWORKS,
+    frameworks,
     RUN_OPTIONS,
     autolog_from_environment,
     enabled_frameworks,
@@ -114,6 +114,7 @@ import importlib, json, runpy, sys
 layout, folder, experiment = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 import mltrail
 AUTOLOG = sys.modules["mltrail.autolog"]
+PATCHING = sys.modules["mltrail.autolog.patching"]
 MODULES = {"sklearn": "sklearn", "xgboost": "xgboost", "keras": "keras", "lightning": "lightning"}
 
 def current(owner, name):
@@ -128,11 +129,11 @@ for framework in layout["before"]:
     assert MODULES[framework] not in sys.modules, framework
 for framework in layout["after"] + layout["before"]:
     runpy.run_path(f"{folder}/train_{framework}.py", run_name="__main__")
-entries = dict(AUTOLOG._originals)  # scikit-learn patches each submodule as it is imported
+entries = dict(PATCHING._originals)  # scikit-learn patches each submodule as it is imported
 frameworks = sorted({fw for *_, fw in entries.values()})
 patched = {k: current(v[0], v[1]) for k, v in entries.items()}
 mltrail.autolog(**options)  # again: nothing changes
-same = {k: current(v[0], v[1]) for k, v in AUTOLOG._originals.items()} == patched
+same = {k: current(v[0], v[1]) for k, v in PATCHING._originals.items()} == patched
 mltrail.autolog(disable=True, silent=True)
 restored = all(
     (current(owner, name) is raw) if raw is not None else (name not in vars(owner))
@@ -234,17 +235,17 @@ def test_bad_arguments_are_named() -> None:
     assert enabled_frameworks() == {}
 
 
-@pytest.mark.parametrize("framework", list(FRAMEWORKS))
+@pytest.mark.parametrize("framework", list(frameworks()))
 def test_registry_lists_each_adapters_options(framework: str) -> None:
     """autolog validates options against this registry: it must match what the adapters take."""
     pytest.importorskip(MODULES[framework])
-    adapter = __import__(FRAMEWORKS[framework].adapter, fromlist=["_"])
+    adapter = __import__(frameworks()[framework].adapter, fromlist=["_"])
     if framework == "sklearn":  # TrackedEstimator's and the autolog patch's settings
         taken = {field.name for field in dataclasses.fields(adapter._Settings)}
     else:
         taken = set(inspect.signature(adapter.TrailCallback).parameters)
     plumbing = {"trail", "start_run_kwargs", "start", "prefix"}  # not autolog options
-    assert taken - RUN_OPTIONS - plumbing == FRAMEWORKS[framework].options
+    assert taken - RUN_OPTIONS - plumbing == frameworks()[framework].options
 
 
 def test_environment_turns_autolog_on(autolog_off, monkeypatch) -> None:

@@ -22,114 +22,59 @@ Frameworks imported after ``autolog()`` are patched when their import finishes. 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
-import functools
 import importlib
 import importlib.abc
 import importlib.util
 import logging
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from mltrail.config import Options
+from mltrail.autolog import registry
+from mltrail.autolog.patching import (
+    _enabled,
+    _lock,
+    _state,
+    enabled_frameworks,
+    in_patched_call,
+    live_patch,
+    patched_count,
+    recording,
+    revert,
+    safe_patch,
+)
+from mltrail.autolog.registry import (
+    RUN_OPTIONS,
+    Framework,
+    check_options,
+    frameworks,
+    options_for,
+)
 from mltrail.errors import MltrailError, process_errors, strict_mode
 
 logger = logging.getLogger("mltrail.autolog")
 
-# scikit-learn defines its estimators in submodules imported on demand; each one patches what it
-# brought (cheaper than importing them all up front, as sklearn.utils.all_estimators does).
-SKLEARN_MODULES = tuple(
-    f"sklearn.{name}"
-    for name in (  # noqa: SIM905
-        "calibration cluster compose covariance cross_decomposition decomposition "
-        "discriminant_analysis dummy ensemble experimental.enable_halving_search_cv "
-        "feature_extraction feature_selection frozen gaussian_process impute isotonic "
-        "kernel_approximation kernel_ridge linear_model manifold mixture model_selection "
-        "multiclass multioutput naive_bayes neighbors neural_network pipeline preprocessing "
-        "random_projection semi_supervised svm tree"
-    ).split()
-)
+__all__ = [
+    "ENVIRONMENT",
+    "RUN_OPTIONS",
+    "Framework",
+    "autolog",
+    "autolog_from_environment",
+    "enabled_frameworks",
+    "frameworks",
+    "in_patched_call",
+    "live_patch",
+    "options_for",
+    "parse_options",
+    "patched_count",
+    "recording",
+    "revert",
+    "safe_patch",
+]
 
-
-@dataclasses.dataclass(frozen=True)
-class Framework:
-    """What ``autolog`` knows of a framework without importing it."""
-
-    adapter: str  # module with autolog_patches(options)
-    triggers: tuple[str, ...]  # modules whose import applies the patches
-    options: frozenset[str]  # adapter options accepted by autolog(**options)
-    mlflow_flavors: tuple[str, ...]  # MLflow autolog integrations that record it too
-
-
-FRAMEWORKS: dict[str, Framework] = {
-    "lightning": Framework(
-        "mltrail.integrations.lightning",
-        ("lightning.pytorch", "pytorch_lightning"),
-        frozenset({"log_every_n_steps", "checkpoints", "log_model", "registered_model_name"}),
-        ("pytorch",),
-    ),
-    "keras": Framework(
-        "mltrail.integrations.keras",
-        ("keras",),
-        frozenset(
-            {
-                "log_every_n_batches",
-                "checkpoints",
-                "monitor",
-                "mode",
-                "log_model",
-                "registered_model_name",
-            }
-        ),
-        ("keras", "tensorflow"),
-    ),
-    "xgboost": Framework(
-        "mltrail.integrations.xgboost",
-        ("xgboost",),
-        frozenset({"checkpoint_every", "log_model", "registered_model_name", "importance"}),
-        ("xgboost",),
-    ),
-    "sklearn": Framework(
-        "mltrail.integrations.sklearn",
-        ("sklearn", *SKLEARN_MODULES),
-        frozenset({"log_model", "registered_model_name", "log_plots", "max_child_runs", "nested"}),
-        ("sklearn",),
-    ),
-}
-
-# Keyword arguments of start_run that autolog passes on (run_id would make every fit one run).
-RUN_OPTIONS = frozenset({"experiment", "run_name", "tracking_uri", "tags"}) | frozenset(
-    f.name for f in dataclasses.fields(Options)
-)
-
-_state = threading.local()
-_lock = threading.RLock()
-# (id(owner), name) -> (owner, name, the original as stored on owner or None if inherited,
-# the patched object we stored, framework)
-_originals: dict[tuple[int, str], tuple[Any, str, Any, Any, str]] = {}
-_enabled: dict[str, dict[str, Any]] = {}  # framework -> options
 _applying: set[str] = set()  # frameworks whose patches are being computed (re-entrant imports)
 _finder: _PostImportFinder | None = None
-
-
-def in_patched_call() -> bool:
-    """True while a patched training call runs in this thread (inner calls are not recorded)."""
-    return getattr(_state, "depth", 0) > 0
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[None]:
-    """Mark a training that an adapter records on its own (a wrapper or a callback outside
-    ``autolog``): patched calls inside it pass straight through, as inside a patched call."""
-    _state.depth = getattr(_state, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _state.depth -= 1
 
 
 def autolog(
@@ -155,13 +100,14 @@ def autolog(
     Raises:
         MltrailError: for an unknown framework or option.
     """
-    names = list(frameworks) if frameworks is not None else list(FRAMEWORKS)
-    unknown = [n for n in names if n not in FRAMEWORKS]
+    known = registry.frameworks()
+    names = list(frameworks) if frameworks is not None else list(known)
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise MltrailError(
-            f"Unknown framework {unknown[0]!r} for mltrail.autolog; choose from {sorted(FRAMEWORKS)}."
+            f"Unknown framework {unknown[0]!r} for mltrail.autolog; choose from {sorted(known)}."
         )
-    _check_options(options)
+    check_options(options)
     with _lock:
         for name in names:
             if disable:
@@ -173,43 +119,11 @@ def autolog(
             if name in _enabled:
                 revert(name)  # the wrappers hold their options: build them again
             _enabled[name] = options
-            if any(module in sys.modules for module in FRAMEWORKS[name].triggers):
+            if any(module in sys.modules for module in known[name].triggers):
                 _apply(name)
         _update_finder()
     if not silent:
         logger.info("mltrail autolog %s for %s", "disabled" if disable else "enabled", names)
-
-
-def _check_options(options: Mapping[str, Any]) -> None:
-    known = RUN_OPTIONS.union(*(fw.options for fw in FRAMEWORKS.values()))
-    for name in options:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise MltrailError(
-                f"Unknown mltrail.autolog option {name!r}.{hint} "
-                f"Valid options: {', '.join(sorted(known))}."
-            )
-
-
-def options_for(
-    framework: str, options: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checked autolog options one adapter takes: (``start_run`` arguments, its own).
-
-    Options of the other frameworks' adapters are left out.
-    """
-    own = FRAMEWORKS[framework].options
-    return (
-        {k: v for k, v in options.items() if k in RUN_OPTIONS},
-        {k: v for k, v in options.items() if k in own},
-    )
-
-
-def enabled_frameworks() -> dict[str, dict[str, Any]]:
-    """The frameworks autolog is on for, with their options."""
-    with _lock:
-        return dict(_enabled)
 
 
 # --- environment variables -------------------------------------------------------------------
@@ -263,7 +177,7 @@ def parse_options(text: str) -> dict[str, Any]:
         if not sep or not name.strip():
             raise MltrailError(f"Autolog option {item!r} is not NAME=VALUE.")
         options[name.strip()] = _typed(raw.strip())
-    _check_options(options)
+    check_options(options)
     return options
 
 
@@ -289,7 +203,7 @@ def _apply(framework: str) -> None:
         return  # the adapter's own imports got here: the outer call patches what they brought
     _applying.add(framework)
     try:
-        adapter = importlib.import_module(FRAMEWORKS[framework].adapter)
+        adapter = importlib.import_module(registry.frameworks()[framework].adapter)
         patches = adapter.autolog_patches(_enabled[framework])
     except Exception as error:
         if strict_mode():
@@ -302,128 +216,14 @@ def _apply(framework: str) -> None:
         safe_patch(framework, owner, name, wrapper)
 
 
-def safe_patch(framework: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
-    """Replace ``owner.name`` by ``wrapper`` under the safe-patch contract (idempotent)."""
-    key = (id(owner), name)
-    with _lock:
-        if key in _originals:
-            return
-        had_own = name in vars(owner) if isinstance(owner, type) else True
-        original = getattr(owner, name)
-        raw = vars(owner)[name] if isinstance(owner, type) and had_own else original
-        patched = _make_safe(original, wrapper, framework)
-        if isinstance(raw, staticmethod | classmethod):
-            patched = type(raw)(patched)
-        setattr(owner, name, patched)
-        _originals[key] = (owner, name, raw if had_own else None, patched, framework)
-
-
-def revert(framework: str | None = None) -> None:
-    """Put back the original objects patched for ``framework`` (all when None).
-
-    A patch that someone else patched over since (``mlflow.autolog()`` called after ours) stays
-    in place, inert, so that their patch keeps working.
-    """
-    with _lock:
-        for key, (owner, name, raw, patched, fw) in list(_originals.items()):
-            if framework is not None and fw != framework:
-                continue
-            current = vars(owner).get(name) if isinstance(owner, type) else getattr(owner, name)
-            if current is not patched:
-                logger.debug("%s.%s was patched again after mltrail; left inert", owner, name)
-            elif raw is None:
-                delattr(owner, name)  # the attribute was inherited: remove our override
-            else:
-                setattr(owner, name, raw)
-            del _originals[key]
-
-
-def patched_count(framework: str | None = None) -> int:
-    """How many functions are patched now (for ``framework``, or all)."""
-    with _lock:
-        return sum(1 for *_, fw in _originals.values() if framework in (None, fw))
-
-
-def _make_safe(original: Callable[..., Any], wrapper: Callable[..., Any], framework: str) -> Any:
-    @functools.wraps(original)
-    def patched(*args: Any, **kwargs: Any) -> Any:
-        if in_patched_call() or framework not in _enabled:
-            return original(*args, **kwargs)
-        outcome: dict[str, Any] = {}
-
-        def call_original(*a: Any, **k: Any) -> Any:
-            if "called" in outcome:  # the original runs exactly once
-                raise RuntimeError("mltrail autolog wrapper called the original twice")
-            outcome["called"] = True
-            try:
-                outcome["result"] = original(*a, **k)
-            except BaseException as error:
-                outcome["error"] = error
-                raise
-            return outcome["result"]
-
-        _state.depth = getattr(_state, "depth", 0) + 1
-        try:
-            with _mlflow_autolog_paused():
-                return wrapper(call_original, *args, **kwargs)
-        except BaseException as error:
-            if outcome.get("error") is error:
-                raise  # the user's own exception, unchanged
-            if strict_mode() or not isinstance(error, Exception):
-                raise
-            process_errors.report(f"autolog patch for {framework}", error)
-        finally:
-            _state.depth -= 1
-        if "called" not in outcome:
-            return original(*args, **kwargs)
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome.get("result")
-
-    patched.__mltrail_original__ = original  # type: ignore[attr-defined]
-    patched.__mltrail_framework__ = framework  # type: ignore[attr-defined]
-    return patched
-
-
-def live_patch(function: Any) -> bool:
-    """Whether ``function`` is an autolog patch of a framework that autolog is on for."""
-    return getattr(function, "__mltrail_framework__", None) in _enabled
-
-
-@contextlib.contextmanager
-def _mlflow_autolog_paused() -> Iterator[None]:
-    """Pause MLflow's own autolog for these frameworks during a training mltrail records.
-
-    With ``mlflow.autolog()`` on too, the training is then recorded once, by mltrail. When
-    MLflow's patch sits outside ours (``mlflow.autolog()`` called after ``mltrail.autolog()``)
-    its run is already open and active: the adapters join it, so it is still one run.
-    """
-    utils = sys.modules.get("mlflow.utils.autologging_utils")  # never import MLflow for this
-    paused: list[dict[str, Any]] = []
-    if utils is not None:
-        integrations = getattr(utils, "AUTOLOGGING_INTEGRATIONS", {})
-        for fw in FRAMEWORKS.values():
-            for flavor in fw.mlflow_flavors:
-                config = integrations.get(flavor)
-                if isinstance(config, dict) and not config.get("disable", False):
-                    config["disable"] = True
-                    paused.append(config)
-    try:
-        yield
-    finally:
-        for config in paused:
-            config["disable"] = False
-
-
-# --- frameworks imported after autolog() ---------------------------------------------------------
-
-
 class _PostImportFinder(importlib.abc.MetaPathFinder):
     """Runs the patches of a framework right after its module finished importing."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         frameworks = [
-            name for name, fw in FRAMEWORKS.items() if fullname in fw.triggers and name in _enabled
+            name
+            for name, fw in registry.frameworks().items()
+            if fullname in fw.triggers and name in _enabled
         ]
         if not frameworks or getattr(_state, "finding", False):
             return None

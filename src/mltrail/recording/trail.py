@@ -515,6 +515,7 @@ class Trail:
         metrics: Mapping[str, Any] | None = None,
         aliases: Iterable[str] = ("latest",),
         source: str | os.PathLike[str] | None = None,
+        sha256: str | None = None,
     ) -> None:
         """Upload a checkpoint file in the background under ``checkpoints/``.
 
@@ -522,7 +523,8 @@ class Trail:
         sha256, and which file each alias ("best", "latest") points to; the tags
         ``mltrail.checkpoint.<alias>`` name the same files. The local file is never touched.
         ``source`` is the file's origin recorded in the index, when ``path`` is a temporary
-        link or copy of it.
+        link or copy of it; ``sha256`` its digest when already known (computed while copying),
+        so the file is not read once more.
         """
         if not self.enabled:
             return
@@ -533,7 +535,7 @@ class Trail:
         values = {k: metric_value(v) for k, v in (metrics or {}).items()}
 
         def upload() -> None:
-            digest = _sha256(path)
+            digest = sha256 or _sha256(path)
             self._writer.upload_now(path, "checkpoints", "uploading a checkpoint")  # type: ignore[union-attr]
             name = f"checkpoints/{path.name}"
             with self._lock:
@@ -796,6 +798,12 @@ class Trail:
     def errors(self) -> dict[str, int]:
         """Internal errors of this run, by kind."""
         return dict(self._errors.counts)
+
+    @property
+    def error_counter(self) -> ErrorCounter:
+        """The counter of this run's internal errors (its ``mltrail.errors`` tag): adapters
+        report their own errors into it (see :mod:`mltrail.recording.session`)."""
+        return self._errors
 
     def _temp_dir(self, name: str) -> Path:
         if self._tmp is None:

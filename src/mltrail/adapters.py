@@ -1,0 +1,107 @@
+"""The adapter API: everything an adapter needs that is not about its framework.
+
+mltrail's own adapters (``mltrail.integrations.*``) are written on this module only, the way a
+third party writes one. An adapter maps its framework's events to these pieces and reads its
+framework's configuration; that is all:
+
+- :class:`RunSession`: the ``trail=`` or own-run handshake, start/resume/join/end, the exit
+  hook for trainings cut short, error counting into the run's ``mltrail.errors``, a temporary
+  folder per run;
+- :func:`exception_safe`: every framework hook wrapped once (errors counted, never raised
+  into the training; raised with ``MLTRAIL_STRICT=1``);
+- :class:`EpochLog`: the step convention (``step = epoch``, ``step/`` at the global step,
+  runs that go on continue their steps);
+- :class:`BestTracker`, :class:`FileWatch`, :func:`stable_copy`, :data:`CHECKPOINT_POLICIES`:
+  checkpoints (which is best, which files changed, a copy that uploads safely);
+- :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
+  stopping under one set of names;
+- :func:`head_rows`, :func:`pinned_requirements`: what :meth:`mltrail.Trail.log_model` needs
+  besides the model;
+- :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
+- :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
+  registration (entry-point group ``mltrail.integrations``) and the safe-patch contract.
+
+A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs)``::
+
+    from mltrail.adapters import EpochLog, RunSession, exception_safe
+
+    @exception_safe()
+    class TrailCallback(framework.Callback):
+        def __init__(self, trail=None, **start_run_kwargs):
+            self._session = RunSession("myframework", trail, start_run_kwargs)
+            self._epochs = EpochLog(lambda: self._session.trail)
+
+        def on_train_begin(self, trainer):
+            self._session.open().log_params(trainer.config)
+            self._session.training_started()
+            self._epochs.start()
+
+        def on_epoch_end(self, epoch, logs):
+            self._epochs.log(epoch, logs)
+
+        def on_train_end(self, trainer, error=None):
+            self._session.end(error)
+"""
+
+from __future__ import annotations
+
+from mltrail.autolog.patching import in_patched_call, live_patch, recording, safe_patch
+from mltrail.autolog.registry import RUN_OPTIONS, Framework, options_for
+from mltrail.errors import MltrailError, strict_mode
+from mltrail.recording.checkpoints import (
+    CHECKPOINT_POLICIES,
+    BestTracker,
+    FileWatch,
+    check_policy,
+    mode_for,
+    stable_copy,
+)
+from mltrail.recording.datasets import dataset_input, describe, fingerprint, shape_of
+from mltrail.recording.early_stopping import (
+    EarlyStop,
+    early_stopping_metrics,
+    early_stopping_names,
+    early_stopping_params,
+)
+from mltrail.recording.hooks import exception_safe
+from mltrail.recording.models import EXAMPLE_ROWS, head_rows, pinned_requirements
+from mltrail.recording.session import START_RUN_ARGS, RunSession, check_start_run_kwargs
+from mltrail.recording.steps import STEP_PREFIX, EpochLog, check_every, every_n, next_free_step
+
+__all__ = [
+    "CHECKPOINT_POLICIES",
+    "EXAMPLE_ROWS",
+    "RUN_OPTIONS",
+    "START_RUN_ARGS",
+    "STEP_PREFIX",
+    "BestTracker",
+    "EarlyStop",
+    "EpochLog",
+    "FileWatch",
+    "Framework",
+    "MltrailError",
+    "RunSession",
+    "check_every",
+    "check_policy",
+    "check_start_run_kwargs",
+    "dataset_input",
+    "describe",
+    "early_stopping_metrics",
+    "early_stopping_names",
+    "early_stopping_params",
+    "every_n",
+    "exception_safe",
+    "fingerprint",
+    "head_rows",
+    "in_patched_call",
+    "live_patch",
+    "mode_for",
+    "next_free_step",
+    "options_for",
+    "pinned_requirements",
+    "recording",
+    "safe_patch",
+    "shape_of",
+    "stable_copy",
+    "strict_mode",
+]

@@ -1,0 +1,175 @@
+"""The safe-patch contract of ``mltrail.autolog``, and what adapters ask of it.
+
+``safe_patch`` replaces a framework function by a wrapper ``wrapper(call_original, *args,
+**kwargs)`` under these rules:
+
+- the original runs exactly once and its result is returned;
+- the user's own exception (raised by the original) propagates unchanged;
+- an error in the wrapper itself becomes a warning (raised in strict mode), and the original
+  still runs if it had not yet;
+- calls nested inside a patched call (a Pipeline fitting its steps, XGBoost's scikit-learn API
+  calling ``xgb.train``) pass straight through, so one training is one run;
+- MLflow's own autolog for these frameworks is paused during a call mltrail records, so a
+  training is not recorded twice;
+- ``revert`` puts back the very same original objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from mltrail.autolog.registry import frameworks
+from mltrail.errors import process_errors, strict_mode
+
+logger = logging.getLogger("mltrail.autolog")
+
+_state = threading.local()
+_lock = threading.RLock()
+# (id(owner), name) -> (owner, name, the original as stored on owner or None if inherited,
+# the patched object we stored, framework)
+_originals: dict[tuple[int, str], tuple[Any, str, Any, Any, str]] = {}
+_enabled: dict[str, dict[str, Any]] = {}  # framework -> options
+
+
+def in_patched_call() -> bool:
+    """True while a patched training call runs in this thread (inner calls are not recorded)."""
+    return getattr(_state, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[None]:
+    """Mark a training that an adapter records on its own (a wrapper or a callback outside
+    ``autolog``): patched calls inside it pass straight through, as inside a patched call."""
+    _state.depth = getattr(_state, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+
+
+def enabled_frameworks() -> dict[str, dict[str, Any]]:
+    """The frameworks autolog is on for, with their options."""
+    with _lock:
+        return dict(_enabled)
+
+
+def safe_patch(framework: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
+    """Replace ``owner.name`` by ``wrapper`` under the safe-patch contract (idempotent)."""
+    key = (id(owner), name)
+    with _lock:
+        if key in _originals:
+            return
+        had_own = name in vars(owner) if isinstance(owner, type) else True
+        original = getattr(owner, name)
+        raw = vars(owner)[name] if isinstance(owner, type) and had_own else original
+        patched = _make_safe(original, wrapper, framework)
+        if isinstance(raw, staticmethod | classmethod):
+            patched = type(raw)(patched)
+        setattr(owner, name, patched)
+        _originals[key] = (owner, name, raw if had_own else None, patched, framework)
+
+
+def revert(framework: str | None = None) -> None:
+    """Put back the original objects patched for ``framework`` (all when None).
+
+    A patch that someone else patched over since (``mlflow.autolog()`` called after ours) stays
+    in place, inert, so that their patch keeps working.
+    """
+    with _lock:
+        for key, (owner, name, raw, patched, fw) in list(_originals.items()):
+            if framework is not None and fw != framework:
+                continue
+            current = vars(owner).get(name) if isinstance(owner, type) else getattr(owner, name)
+            if current is not patched:
+                logger.debug("%s.%s was patched again after mltrail; left inert", owner, name)
+            elif raw is None:
+                delattr(owner, name)  # the attribute was inherited: remove our override
+            else:
+                setattr(owner, name, raw)
+            del _originals[key]
+
+
+def patched_count(framework: str | None = None) -> int:
+    """How many functions are patched now (for ``framework``, or all)."""
+    with _lock:
+        return sum(1 for *_, fw in _originals.values() if framework in (None, fw))
+
+
+def _make_safe(original: Callable[..., Any], wrapper: Callable[..., Any], framework: str) -> Any:
+    @functools.wraps(original)
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        if in_patched_call() or framework not in _enabled:
+            return original(*args, **kwargs)
+        outcome: dict[str, Any] = {}
+
+        def call_original(*a: Any, **k: Any) -> Any:
+            if "called" in outcome:  # the original runs exactly once
+                raise RuntimeError("mltrail autolog wrapper called the original twice")
+            outcome["called"] = True
+            try:
+                outcome["result"] = original(*a, **k)
+            except BaseException as error:
+                outcome["error"] = error
+                raise
+            return outcome["result"]
+
+        _state.depth = getattr(_state, "depth", 0) + 1
+        try:
+            with _mlflow_autolog_paused():
+                return wrapper(call_original, *args, **kwargs)
+        except BaseException as error:
+            if outcome.get("error") is error:
+                raise  # the user's own exception, unchanged
+            if strict_mode() or not isinstance(error, Exception):
+                raise
+            process_errors.report(f"autolog patch for {framework}", error)
+        finally:
+            _state.depth -= 1
+        if "called" not in outcome:
+            return original(*args, **kwargs)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("result")
+
+    patched.__mltrail_original__ = original  # type: ignore[attr-defined]
+    patched.__mltrail_framework__ = framework  # type: ignore[attr-defined]
+    return patched
+
+
+def live_patch(function: Any) -> bool:
+    """Whether ``function`` is an autolog patch of a framework that autolog is on for."""
+    return getattr(function, "__mltrail_framework__", None) in _enabled
+
+
+@contextlib.contextmanager
+def _mlflow_autolog_paused() -> Iterator[None]:
+    """Pause MLflow's own autolog for these frameworks during a training mltrail records.
+
+    With ``mlflow.autolog()`` on too, the training is then recorded once, by mltrail. When
+    MLflow's patch sits outside ours (``mlflow.autolog()`` called after ``mltrail.autolog()``)
+    its run is already open and active: the adapters join it, so it is still one run.
+    """
+    utils = sys.modules.get("mlflow.utils.autologging_utils")  # never import MLflow for this
+    paused: list[dict[str, Any]] = []
+    if utils is not None:
+        integrations = getattr(utils, "AUTOLOGGING_INTEGRATIONS", {})
+        for fw in frameworks().values():
+            for flavor in fw.mlflow_flavors:
+                config = integrations.get(flavor)
+                if isinstance(config, dict) and not config.get("disable", False):
+                    config["disable"] = True
+                    paused.append(config)
+    try:
+        yield
+    finally:
+        for config in paused:
+            config["disable"] = False
+
+
+# --- frameworks imported after autolog() ---------------------------------------------------------

@@ -1,0 +1,146 @@
+"""Checkpoint files, once for every adapter: which epoch is best, which files changed, and a
+stable copy of each that the background upload can read while training goes on.
+
+The upload itself, ``checkpoints/index.json`` and the ``best``/``latest`` aliases are
+:meth:`mltrail.Trail.log_checkpoint`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mltrail.errors import MltrailError
+
+#: What adapters upload: nothing, the best by the monitored metric, the best and the last
+#: one, or every checkpoint.
+CHECKPOINT_POLICIES = ("none", "best", "best_and_last", "all")
+# Substrings of metric names that are better when larger (for mode="auto").
+_MAXIMIZED = ("acc", "auc", "precision", "recall", "f1", "iou", "top_k", "map", "ndcg", "r2")
+
+
+def check_policy(policy: str) -> str:
+    """Validate a ``checkpoints=`` argument.
+
+    Raises:
+        MltrailError: naming the valid policies.
+    """
+    if policy not in CHECKPOINT_POLICIES:
+        raise MltrailError(
+            f"checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, not {policy!r}."
+        )
+    return policy
+
+
+def mode_for(metric: str, mode: str = "auto") -> str:
+    """ "min" or "max" for ``metric``; "auto" takes "max" for accuracy-like names."""
+    if mode not in ("auto", "min", "max"):
+        raise MltrailError(f"mode must be 'auto', 'min' or 'max', not {mode!r}.")
+    if mode != "auto":
+        return mode
+    name = metric.lower()
+    return "max" if any(word in name for word in _MAXIMIZED) else "min"
+
+
+class BestTracker:
+    """The best value of a monitored metric so far.
+
+    Args:
+        monitor: the metric; None picks ``val_loss`` when the first values have it, else
+            ``loss``.
+        mode: "min", "max" or "auto" (see :func:`mode_for`).
+
+    Attributes:
+        best: the best value seen (None before the first one).
+        best_step: the step it was seen at.
+    """
+
+    def __init__(self, monitor: str | None = None, mode: str = "auto") -> None:
+        mode_for(monitor or "loss", mode)  # validate now
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+        self.best_step: int | None = None
+
+    def update(self, metrics: Mapping[str, Any], step: int) -> bool:
+        """Whether ``metrics`` improve on the best so far (remembered if so). NaN never does."""
+        if self.monitor is None:
+            self.monitor = "val_loss" if "val_loss" in metrics else "loss"
+        value = metrics.get(self.monitor)
+        if value is None:
+            return False
+        value = float(value)
+        if value != value:
+            return False
+        larger = mode_for(self.monitor, self.mode) == "max"
+        if self.best is None or (value > self.best if larger else value < self.best):
+            self.best, self.best_step = value, step
+            return True
+        return False
+
+
+class FileWatch:
+    """Which of some files are new or changed since they were last seen (by mtime and size)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, int]] = {}
+
+    @staticmethod
+    def _signature(path: str) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def baseline(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Remember ``paths`` as they are now, without reporting them (files from before)."""
+        for path in paths:
+            signature = self._signature(os.fspath(path))
+            if signature is not None:
+                self._seen[os.fspath(path)] = signature
+
+    def changed(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+        """The existing ``paths`` that are new or changed since last seen, oldest first."""
+        found = []
+        for path in dict.fromkeys(os.fspath(p) for p in paths):
+            signature = self._signature(path)
+            if signature is not None and self._seen.get(path) != signature:
+                self._seen[path] = signature
+                found.append((signature[0], path))
+        return [path for _, path in sorted(found)]
+
+
+def stable_copy(
+    path: str | os.PathLike[str], folder: Path, *, link: bool = True
+) -> tuple[Path, str | None]:
+    """A copy of the user's file in ``folder`` that nobody rewrites or deletes while it uploads.
+
+    With ``link``, a hard link where the file system allows it: no byte is copied, and the
+    link keeps the content when the framework rotates the file away. Only for frameworks that
+    replace a checkpoint by writing a new file and renaming it (Lightning): a framework that
+    rewrites the file in place (Keras) would tear the upload, so it passes ``link=False``.
+    Otherwise a copy, whose sha256 is computed while copying so the file is read once.
+
+    Returns:
+        The copy and its sha256 (None for a link: the upload computes it).
+    """
+    source = Path(path)
+    target = folder / source.name
+    if link:
+        try:
+            os.link(source, target)
+            return target, None
+        except OSError:
+            pass
+    digest = hashlib.sha256()
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        for block in iter(lambda: reader.read(1 << 20), b""):
+            digest.update(block)
+            writer.write(block)
+    shutil.copystat(source, target)
+    return target, digest.hexdigest()

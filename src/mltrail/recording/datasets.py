@@ -1,0 +1,154 @@
+"""Training data as a run records it: shape, a content fingerprint, a schema, and an MLflow
+dataset input, for any adapter (numpy arrays, pandas objects, scipy sparse matrices, lists).
+
+The fingerprint identifies the data by content: arrays up to 256 MiB are hashed whole, larger
+ones from evenly spaced rows, so that a training on the same data has the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from typing import Any
+
+import numpy as np
+
+_FULL_HASH_BYTES = 256 << 20  # larger arrays are fingerprinted from evenly spaced rows
+
+
+def describe(data: Any) -> str:
+    """Shape and dtype of training input, not the data (``float32[800, 32]``); nested dicts
+    and tuples of arrays read as such."""
+    if isinstance(data, dict):
+        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in data.items()) + "}"
+    if isinstance(data, list | tuple):
+        return "(" + ", ".join(describe(v) for v in data) + ")"
+    shape = getattr(data, "shape", None)
+    if shape is not None:
+        dtype = str(getattr(data, "dtype", "")).replace("torch.", "")
+        return f"{dtype}[{', '.join(str(d) for d in shape)}]"
+    return type(data).__name__
+
+
+def shape_of(data: Any) -> tuple[int, ...] | None:
+    shape = getattr(data, "shape", None)
+    if shape is None:
+        try:
+            shape = np.shape(data)
+        except Exception:
+            return None
+    return tuple(int(n) for n in shape)
+
+
+def dataset_input(X: Any, y: Any, role: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Params (``data.<role>.shape``, ``.digest``, ``.y_shape``, ``data.feature_names``) and an
+    MLflow dataset input (for :meth:`mltrail.Trail.log_inputs`) describing ``X``/``y``."""
+    digest = fingerprint(X, y)
+    x_shape, y_shape = shape_of(X), shape_of(y) if y is not None else None
+    params: dict[str, Any] = {
+        f"data.{role}.shape": "x".join(map(str, x_shape)) if x_shape is not None else "unknown",
+        f"data.{role}.digest": digest,
+    }
+    if y_shape is not None:
+        params[f"data.{role}.y_shape"] = "x".join(map(str, y_shape))
+    columns = getattr(X, "columns", None)
+    if role == "train" and columns is not None:
+        params["data.feature_names"] = ",".join(str(c) for c in columns)
+    profile: dict[str, Any] = {"features_shape": x_shape}
+    if y_shape is not None:
+        profile["targets_shape"] = y_shape
+    dataset = {
+        "name": role,
+        "digest": digest,
+        "source_type": "code",
+        "source": json.dumps({"tags": {"mlflow.source.name": entry_point()}}),
+        "schema": json.dumps(schema(X, y)),
+        "profile": json.dumps(profile),
+        "tags": {"mlflow.data.context": role},
+    }
+    return params, dataset
+
+
+def entry_point() -> str:
+    return sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A content hash of arrays, DataFrames, sparse matrices or lists (16 hex digits)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        hash_into(digest, part)
+    return digest.hexdigest()[:16]
+
+
+def hash_into(digest: Any, data: Any) -> None:
+    if data is None:
+        digest.update(b"<none>")
+        return
+    if hasattr(data, "iloc"):  # pandas DataFrame or Series
+        import pandas as pd
+
+        names = list(data.columns) if hasattr(data, "columns") else [data.name]
+        dtypes = list(data.dtypes) if hasattr(data, "columns") else [data.dtype]
+        digest.update(repr((names, [str(t) for t in dtypes], data.shape)).encode())
+        digest.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+        return
+    if hasattr(data, "tocsr") and hasattr(data, "nnz"):  # scipy sparse
+        csr = data.tocsr()
+        digest.update(repr(("sparse", csr.shape, str(csr.dtype))).encode())
+        for array in (csr.data, csr.indices, csr.indptr):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return
+    array = np.asarray(data)
+    digest.update(repr((array.shape, str(array.dtype))).encode())
+    if array.dtype.hasobject:
+        try:
+            import pandas as pd
+
+            digest.update(pd.util.hash_array(array.ravel()).tobytes())
+        except Exception:  # no pandas, or objects it cannot hash
+            digest.update(repr(array.tolist()).encode())
+        return
+    if array.nbytes > _FULL_HASH_BYTES and array.ndim:
+        stride = math.ceil(array.nbytes / _FULL_HASH_BYTES)
+        array = array[::stride]
+    digest.update(np.ascontiguousarray(array).tobytes())
+
+
+def mlflow_type(dtype: Any) -> str:
+    kind = getattr(dtype, "kind", "O")
+    if kind == "b":
+        return "boolean"
+    if kind in "iu":
+        return "long" if dtype.itemsize >= 8 or kind == "u" else "integer"
+    if kind == "f":
+        return "double" if dtype.itemsize >= 8 else "float"
+    if kind == "M":
+        return "datetime"
+    return "string"
+
+
+def schema(X: Any, y: Any) -> dict[str, Any]:
+    """The dataset schema in MLflow's JSON form: columns for a DataFrame, tensors otherwise."""
+    if hasattr(X, "columns") and hasattr(X, "dtypes"):
+        return {
+            "mlflow_colspec": [
+                {"type": mlflow_type(dtype), "name": str(name), "required": True}
+                for name, dtype in list(zip(X.columns, X.dtypes, strict=False))[:1000]
+            ]
+        }
+
+    def tensor(data: Any) -> str | None:
+        if data is None:
+            return None
+        shape = shape_of(data) or ()
+        dtype = getattr(data, "dtype", None) or np.asarray(data[:1]).dtype
+        spec = {"dtype": str(dtype), "shape": [-1, *shape[1:]]}
+        return json.dumps([{"type": "tensor", "tensor-spec": spec}])
+
+    try:
+        return {"mlflow_tensorspec": {"features": tensor(X), "targets": tensor(y)}}
+    except Exception:  # ragged lists and other array-likes without a dtype
+        return {"mlflow_tensorspec": {"features": None, "targets": None}}

@@ -1,0 +1,87 @@
+"""What an adapter hands :meth:`mltrail.Trail.log_model` besides the model: a few rows of
+input for the signature and input example, and pinned requirements.
+
+Pinned requirements matter for speed: without them MLflow infers them by importing the model
+again in a subprocess, which costs seconds per model.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+from typing import Any
+
+logger = logging.getLogger("mltrail.models")
+
+#: Rows of training input kept as the model's input example.
+EXAMPLE_ROWS = 5
+# Import names whose distribution is named otherwise.
+_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+
+
+def pinned_requirements(*packages: str) -> list[str]:
+    """``name==version`` of each installed package (import or distribution names), in order,
+    without local version labels (``torch==2.5.0``, not ``+cpu``); absent ones are left out."""
+    requirements: list[str] = []
+    for package in packages:
+        name = _distribution(package)
+        if name is None:
+            continue
+        line = f"{name}=={importlib.metadata.version(name).split('+')[0]}"
+        if line not in requirements:
+            requirements.append(line)
+    return requirements
+
+
+def _distribution(package: str) -> str | None:
+    """The installed distribution of an import or distribution name, or None."""
+    name = _DISTRIBUTIONS.get(package, package)
+    try:
+        importlib.metadata.version(name)
+        return name
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    names = _import_names().get(package) or []  # scanning every distribution: the slow path
+    return names[0] if names else None
+
+
+@functools.cache
+def _import_names() -> dict[str, list[str]]:
+    try:
+        return dict(importlib.metadata.packages_distributions())
+    except Exception:  # broken metadata of an unrelated package
+        logger.debug("reading package metadata failed", exc_info=True)
+        return {}
+
+
+def head_rows(data: Any, rows: int = EXAMPLE_ROWS) -> Any:
+    """The first ``rows`` of array-like training input, as an independent copy (the model may
+    be saved in the background while the user's data changes); None when not cheaply had.
+
+    Handles pandas objects, scipy sparse matrices, numpy arrays, torch tensors and other
+    sliceable array-likes; dicts of those (multi-input models) become dicts of heads.
+    """
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        parts = {key: head_rows(value, rows) for key, value in data.items()}
+        return None if any(value is None for value in parts.values()) else parts
+    if hasattr(data, "iloc"):
+        return data.iloc[:rows].copy()
+    if hasattr(data, "tocsr") and hasattr(data, "nnz"):
+        return data.tocsr()[:rows].copy()
+    if hasattr(data, "detach") and hasattr(data, "cpu"):  # a torch tensor
+        return data[:rows].detach().cpu().clone()
+    if hasattr(data, "shape") and hasattr(data, "__getitem__"):
+        import numpy as np
+
+        return np.array(data[:rows])
+    if isinstance(data, list) and data:
+        import numpy as np
+
+        try:
+            return np.asarray(data[:rows])
+        except Exception:
+            return None
+    return None

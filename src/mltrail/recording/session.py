@@ -1,0 +1,305 @@
+"""An adapter's hold on a run: the ``trail=`` handshake, start/resume/join, the end, errors.
+
+Every adapter records through one :class:`RunSession`. It owns what is the same for every
+framework, so that an adapter only translates its framework's events:
+
+- the handshake: an adapter takes either ``trail=`` (a :class:`~mltrail.Trail` its owner ends)
+  or the keyword arguments of :func:`~mltrail.start_run`, never both, checked once, here;
+- opening: start a run of its own (tagged ``mltrail.framework``), resume one (a checkpoint's
+  run id), join one that somebody else owns (Lightning's MLFlowLogger, a finished run that a
+  later ``evaluate`` adds to), or hand out the given Trail;
+- ending: FINISHED, FAILED with the exception (KILLED on KeyboardInterrupt), or FAILED for a
+  training that stopped where no hook could see why; a given Trail is only flushed;
+- errors: mltrail's own errors in hooks are counted into the run's ``mltrail.errors``;
+- a training still running when the interpreter exits (a worker that died in a spawned
+  process) ends FAILED, before mltrail's exit hook would end it FINISHED;
+- a temporary folder per run for the files an adapter writes, removed once they are sent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import difflib
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mltrail.config import Options
+from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors
+from mltrail.recording.trail import Trail, start_run
+
+#: The names of :func:`mltrail.start_run`'s keyword arguments, run options included.
+START_RUN_ARGS = frozenset({"experiment", "run_name", "tracking_uri", "run_id", "tags"}) | {
+    field.name for field in dataclasses.fields(Options)
+}
+_RUN_NAMES = frozenset({"experiment", "run_name", "tracking_uri", "run_id", "tags"})
+
+
+def check_start_run_kwargs(kwargs: Mapping[str, Any], owner: str = "TrailCallback") -> None:
+    """Fail at construction, not mid-training, on an unknown or badly typed start_run argument.
+
+    Raises:
+        MltrailError: naming the argument, a close match and the valid names.
+    """
+    for name in kwargs:
+        if name not in START_RUN_ARGS:
+            close = difflib.get_close_matches(name, START_RUN_ARGS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise MltrailError(
+                f"{owner} got an unknown argument {name!r}.{hint} It takes trail= or the keyword "
+                f"arguments of mltrail.start_run: {', '.join(sorted(START_RUN_ARGS))}."
+            )
+    Options.resolve(**{k: v for k, v in kwargs.items() if k not in _RUN_NAMES})
+
+
+class RunSession:
+    """One adapter's run at a time: the given Trail, or runs it starts, resumes or joins.
+
+    Args:
+        framework: the adapter's framework ("keras", ...), recorded as ``mltrail.framework``
+            and prefixed to the kinds of errors it reports.
+        trail: an open :class:`~mltrail.Trail` to record into; its owner ends it.
+        start_run_kwargs: keyword arguments of :func:`~mltrail.start_run` for the runs this
+            session starts.
+        owner: how the user knows the adapter, for error messages ("TrailCallback").
+
+    Raises:
+        MltrailError: for both ``trail`` and start-run arguments, a ``trail`` that is not a
+            Trail, or an unknown or badly typed start-run argument.
+
+    Attributes:
+        trail: the Trail of the run being recorded, None between runs.
+        owns: whether the current run is this session's to end.
+        last_run_id: the run id of the current or last run.
+        last_status: the status the last run ended with (None for a given or joined run).
+    """
+
+    def __init__(
+        self,
+        framework: str,
+        trail: Trail | None = None,
+        start_run_kwargs: Mapping[str, Any] | None = None,
+        *,
+        owner: str = "TrailCallback",
+    ) -> None:
+        kwargs = dict(start_run_kwargs or {})
+        if trail is not None and not isinstance(trail, Trail):
+            raise MltrailError(
+                f"{owner}(trail=...) takes the Trail that mltrail.start_run() returned."
+            )
+        if trail is not None and kwargs:
+            raise MltrailError(
+                f"{owner} takes either trail= (an existing Trail) or start_run keyword arguments "
+                f"({', '.join(sorted(kwargs))}), not both."
+            )
+        check_start_run_kwargs(kwargs, owner)
+        self.framework = framework
+        self.owner = owner
+        self.given = trail
+        self.start_run_kwargs = kwargs
+        self.trail: Trail | None = None
+        self.owns = False
+        self.last_run_id: str | None = trail.run_id if trail is not None else None
+        self.last_status: str | None = None
+        self._tmp: Path | None = None
+        self._training = False
+
+    # --- opening -------------------------------------------------------------------------------
+
+    def open(
+        self,
+        *,
+        run_id: str | None = None,
+        join: bool = False,
+        tracking_uri: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        light: bool = False,
+    ) -> Trail:
+        """The Trail to record into: the given one, or a run this session starts.
+
+        Args:
+            run_id: resume this run (``join=False``) or log into it without owning it
+                (``join=True``: its status stays with its owner).
+            join: see ``run_id``.
+            tracking_uri: the store of ``run_id`` when it is not the configured one.
+            tags: more tags for the run (``mltrail.framework`` is always set).
+            light: no provenance capture and no system metrics (adding to a run that has them).
+
+        Raises:
+            MltrailError: when the given Trail has ended, or ``run_id`` does not exist.
+        """
+        if self.given is not None:
+            if self.given.status is not None:
+                raise MltrailError(
+                    f"The Trail given to {self.owner} has ended (run {self.given.run_id}, "
+                    f"{self.given.status}). Give it an open Trail, or none to let it start its "
+                    "own run."
+                )
+            self.trail, self.owns = self.given, False
+            if not self.given.attached_tags.get("mltrail.framework"):
+                self.given.set_tags({"mltrail.framework": self.framework})
+            return self.given
+        kwargs = dict(self.start_run_kwargs)
+        run_tags = {
+            **(kwargs.pop("tags", None) or {}),
+            "mltrail.framework": self.framework,
+            **(tags or {}),
+        }
+        if run_id is not None:
+            kwargs.pop("experiment", None)
+            kwargs.pop("run_name", None)
+            kwargs.update(run_id=run_id)
+        if tracking_uri:
+            kwargs["tracking_uri"] = tracking_uri
+        if light:
+            kwargs.update(capture=False, system_metrics=False)
+        self.trail = start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
+        self.owns = not (join and run_id is not None)
+        self.last_run_id = self.trail.run_id
+        self.last_status = None
+        return self.trail
+
+    def reopen(self) -> Trail:
+        """Add to the run this session recorded last (an ``evaluate`` after ``fit``): joined,
+        so its status and end time stay; :meth:`end` only flushes."""
+        if self.trail is not None:
+            return self.trail
+        if self.given is not None:
+            return self.open()
+        if self.last_run_id is None:
+            raise MltrailError(f"{self.owner} has recorded no run yet.")
+        return self.open(run_id=self.last_run_id, join=True, light=True)
+
+    # --- the training --------------------------------------------------------------------------
+
+    def training_started(self) -> None:
+        """The training is on: if the process exits before :meth:`end`, the run ends FAILED."""
+        self._training = True
+        _watch(self)
+
+    def end(
+        self,
+        error: BaseException | None = None,
+        *,
+        finished: bool = True,
+        reason: str | None = None,
+    ) -> None:
+        """End the current run, once: FINISHED, or for ``error`` FAILED (KILLED on an interrupt).
+
+        ``finished=False`` without an error: the training stopped where no hook saw why (an
+        exception inside the framework that was caught); the run ends FAILED with ``reason``.
+        A given run is not ended, only flushed, so the adapter's files are sent before its
+        temporary folder goes; a joined run is closed with its status left to its owner.
+        """
+        trail = self.trail
+        self._training = False
+        _unwatch(self)
+        if trail is None:
+            return
+        self.trail = None
+        flushed = True
+        try:
+            if trail is self.given:
+                if self._tmp is not None:
+                    flushed = trail.flush()
+            elif not self.owns:
+                trail.end()  # joined: sends what we logged and leaves the status to its owner
+            elif trail.status is None:
+                if error is not None:
+                    trail.end_with_exception(error)
+                elif finished:
+                    trail.end("FINISHED")
+                else:
+                    message = reason or f"the {self.framework} training stopped before its end"
+                    trail.set_tags(
+                        {"mltrail.exception.type": "unknown", "mltrail.exception.message": message}
+                    )
+                    trail.end("FAILED")
+                self.last_status = trail.status
+        finally:
+            if self._tmp is not None and flushed:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+
+    def _abandon(self) -> None:
+        if self._training and self.trail is not None:
+            self.end(
+                finished=False,
+                reason=f"the process exited while the {self.framework} training was running",
+            )
+
+    # --- errors --------------------------------------------------------------------------------
+
+    @property
+    def errors(self) -> ErrorCounter:
+        """Where this adapter's internal errors are counted: the current run's counter (its
+        ``mltrail.errors`` tag), else the given Trail's, else the process-wide one."""
+        trail = self.trail or self.given
+        return trail.error_counter if trail is not None else process_errors
+
+    def report(self, kind: str, error: BaseException) -> None:
+        """Count an internal error of this adapter (one warning per kind)."""
+        self.errors.report(f"{self.framework}: {kind}", error)
+
+    @contextlib.contextmanager
+    def guarded(self, kind: str) -> Iterator[None]:
+        """A block of adapter code whose errors are counted, not raised (raised when strict)."""
+        with guarded(f"{self.framework}: {kind}", self.errors):
+            yield
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def temp_dir(self) -> Path:
+        """A fresh folder under this run's temporary folder, removed when the run's files are
+        sent (a new folder per file: a background upload never sees a file rewritten)."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"mltrail-{self.framework}-"))
+        return Path(tempfile.mkdtemp(dir=self._tmp))
+
+    # --- copies: a session holds a live run; copies start their own -----------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(trail=None, given=None, _tmp=None, _training=False)
+        return state
+
+    def __repr__(self) -> str:
+        target = f"given {self.given!r}" if self.given is not None else "own runs"
+        return f"RunSession({self.framework!r}, {target}, run={self.last_run_id!r})"
+
+
+# --- trainings still running at interpreter exit -------------------------------------------------
+
+_running: weakref.WeakSet[RunSession] = weakref.WeakSet()
+_running_lock = threading.Lock()
+_exit_hook = False
+
+
+def _watch(session: RunSession) -> None:
+    """Registered after the run started, so this exit hook runs before mltrail's own (atexit is
+    last-in first-out), which would end an unfinished training's run FINISHED."""
+    global _exit_hook
+    with _running_lock:
+        _running.add(session)
+        if not _exit_hook:
+            _exit_hook = True
+            atexit.register(_end_abandoned)
+
+
+def _unwatch(session: RunSession) -> None:
+    with _running_lock:
+        _running.discard(session)
+
+
+def _end_abandoned() -> None:
+    with _running_lock:
+        sessions = list(_running)
+    for session in sessions:
+        with contextlib.suppress(Exception):
+            session._abandon()

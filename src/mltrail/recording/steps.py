@@ -1,0 +1,136 @@
+"""The step convention, once for every adapter.
+
+- Epoch-level values are logged at ``step = epoch`` (0-based), each epoch in one call with all
+  its values, however many framework hooks contributed to it (:meth:`EpochLog.stage`).
+- Step-level values, when asked for, go under ``step/`` at the global optimizer step
+  (:meth:`EpochLog.log_step`).
+- A run that goes on (a second ``fit`` of the same callback, continued boosting, a resumed
+  checkpoint, several trainings into one given Trail) continues the steps, never restarts
+  them: the first epoch a training reports is moved past the last step the run has
+  (:meth:`EpochLog.start`). Trainings that share one Trail share its next free step.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mltrail.errors import MltrailError
+from mltrail.recording.trail import Trail
+
+STEP_PREFIX = "step/"
+
+# The next free epoch step of each run, shared by every EpochLog writing to it.
+_next_steps: weakref.WeakKeyDictionary[Trail, int] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def next_free_step(trail: Trail) -> int:
+    """The step after the last epoch any adapter logged into ``trail`` in this process."""
+    with _lock:
+        return _next_steps.get(trail, 0)
+
+
+def _advance(trail: Trail, step: int) -> None:
+    with _lock:
+        _next_steps[trail] = max(_next_steps.get(trail, 0), step + 1)
+
+
+class EpochLog:
+    """Epoch metrics of one adapter, at ``step = epoch + offset``.
+
+    Args:
+        trail: a callable returning the Trail to write to (None: nothing is logged), so the
+            log follows the adapter's current run.
+    """
+
+    def __init__(self, trail: Callable[[], Trail | None]) -> None:
+        self._trail = trail
+        self.offset = 0
+        self.last_step: int | None = None
+        self._epoch: int | None = None
+        self._pending: dict[str, Any] = {}
+        self._step_keys: dict[str, str] = {}
+
+    def start(self, first_epoch: int = 0, *, resumed_from: int | None = None) -> int:
+        """A training begins (or goes on) at ``first_epoch`` of the framework's count.
+
+        The offset moves it past the steps the run has: those logged in this process, or
+        ``resumed_from`` (the next step of a run resumed from elsewhere). Returns the offset.
+        """
+        trail = self._trail()
+        taken = max(next_free_step(trail) if trail is not None else 0, resumed_from or 0)
+        if self.last_step is not None:
+            taken = max(taken, self.last_step + 1)
+        self.offset = max(0, taken - first_epoch)
+        self._epoch = None
+        self._pending = {}
+        return self.offset
+
+    def step(self, epoch: int) -> int:
+        """The run step of the framework's ``epoch``."""
+        return epoch + self.offset
+
+    def stage(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Collect values of ``epoch``; the previous epoch is sent when a new one begins."""
+        if self._epoch is not None and self._epoch != epoch:
+            self.flush()
+        self._epoch = epoch
+        self._pending.update(metrics)
+
+    def flush(self) -> None:
+        """Send the staged epoch, if any."""
+        epoch, pending = self._epoch, self._pending
+        self._epoch, self._pending = None, {}
+        if epoch is not None and pending:
+            self.log(epoch, pending)
+
+    def log(self, epoch: int, metrics: Mapping[str, Any]) -> int:
+        """Log ``metrics`` of ``epoch`` now; returns the step they got."""
+        step = self.step(epoch)
+        self.last_step = step if self.last_step is None else max(self.last_step, step)
+        trail = self._trail()
+        if trail is not None:
+            _advance(trail, step)
+            if metrics:
+                trail.log_metrics(metrics, step=step)
+        return step
+
+    def log_at_last(self, metrics: Mapping[str, Any]) -> None:
+        """Log end-of-training values (early stopping, best iteration) at the last step."""
+        trail = self._trail()
+        if trail is not None and metrics:
+            trail.log_metrics(metrics, step=self.last_step or 0)
+
+    def log_step(self, metrics: Mapping[str, Any], global_step: int) -> None:
+        """Step-level values under ``step/`` at the global optimizer step."""
+        trail = self._trail()
+        if trail is None or not metrics:
+            return
+        keys = self._step_keys
+        values = {}
+        for name, value in metrics.items():
+            key = keys.get(name)
+            if key is None:
+                key = keys[name] = STEP_PREFIX + name
+            values[key] = value
+        trail.log_metrics(values, step=global_step)
+
+
+def every_n(step: int, previous: int, n: int) -> bool:
+    """Whether a multiple of ``n`` lies in ``(previous, step]``: log at this optimizer step
+    (frameworks that advance several steps per call report only the last)."""
+    return step // n != previous // n
+
+
+def check_every(name: str, value: Any) -> int | None:
+    """Validate a cadence argument (``log_every_n_steps=``...): a positive int or None.
+
+    Raises:
+        MltrailError: naming the argument and the value.
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise MltrailError(f"{name} must be a positive whole number or None, not {value!r}.")
+    return value
