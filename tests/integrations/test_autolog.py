@@ -18,10 +18,10 @@ import pytest
 import mltrail
 from mltrail import autolog as _autolog_function  # noqa: F401 - the package attribute
 from mltrail.autolog import (
-    frameworks,
     RUN_OPTIONS,
     autolog_from_environment,
     enabled_frameworks,
+    frameworks,
     patched_count,
     safe_patch,
 )

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mltrail.autolog import frameworks, parse_options
+from mltrail.autolog import parse_options, registry
 from mltrail.capture.env import command_line
 from mltrail.errors import MltrailError
 
@@ -102,10 +102,10 @@ def environment(
     """The variables to add to ``base`` (default: this process's) for an autologged job."""
     base = os.environ if base is None else base
     names = [n.strip() for n in (frameworks or "").split(",") if n.strip()]
-    unknown = [n for n in names if n not in frameworks()]
+    unknown = [n for n in names if n not in registry.frameworks()]
     if unknown:
         raise MltrailError(
-            f"Unknown framework {unknown[0]!r} for --frameworks; choose from {', '.join(frameworks())}."
+            f"Unknown framework {unknown[0]!r} for --frameworks; choose from {', '.join(registry.frameworks())}."
         )
     option_text = ",".join(options or ())
     parse_options(option_text)  # a typo fails here, not in the job
