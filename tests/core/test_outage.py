@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +14,10 @@ from mlflow.tracking import MlflowClient
 
 import mltrail
 from mltrail.cli import main as cli
+from mltrail.errors import ErrorCounter
+from mltrail.recording import lifecycle
+from mltrail.recording.spool import Spool
+from mltrail.recording.writer import Writer
 from tests.conftest import free_port
 
 
@@ -136,3 +144,35 @@ def test_unwritable_spool_when_offline_is_a_clear_error(tmp_path: Path, monkeypa
             start_timeout=3,
             capture=False,
         )
+
+
+def test_crashed_run_ends_are_journaled_and_replayed_while_still_crashed(
+    client: MlflowClient, module_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end of a crashed run found at start is a record of the starting run's writer: with
+    the store away it is journaled, and sync ends the run FAILED unless it was resumed since."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    experiment = client.create_experiment("crashed-offline")
+    left = {"mltrail.pid": str(dead.pid), "mltrail.host": socket.gethostname()}
+    crashed = client.create_run(experiment, tags=left).info.run_id
+    resumed = client.create_run(experiment, tags=left).info.run_id
+    owner = client.create_run(experiment).info.run_id
+    spool = Spool(tmp_path / "spool", owner)
+    spool.open({"tracking_uri": module_store, "pid": os.getpid(), "host": socket.gethostname()})
+    writer = Writer(client, owner, spool, ErrorCounter(), offline=True)  # the store is away
+
+    found = lifecycle.repair_stale_runs(client, experiment, 60.0, writer.add)
+    assert sorted(found) == sorted([crashed, resumed])
+    assert writer.close(5)["spooled"] == 2
+    assert client.get_run(crashed).info.status == "RUNNING"
+    client.set_tag(resumed, "mltrail.pid", str(os.getpid()))  # resumed by a live process since
+
+    assert (
+        cli(["sync", "--spool-dir", str(tmp_path / "spool"), "--tracking-uri", module_store]) == 0
+    )
+    assert "2 record(s) into run " + owner in capsys.readouterr().out
+    assert client.get_run(crashed).info.status == "FAILED"
+    assert client.get_run(crashed).data.tags["mltrail.crashed"] == "true"
+    assert client.get_run(resumed).info.status == "RUNNING"
+    assert "mltrail.crashed" not in client.get_run(resumed).data.tags

@@ -167,8 +167,7 @@ class AlreadyRunCheck:
                 return None
             self._checked.add(fingerprint)
         trail = self.trail
-        writer = getattr(trail, "_writer", None)
-        if writer is not None and writer._is_offline():
+        if trail.store_unreachable:
             return None  # the store is down: the search would only wait for its timeout
         try:
             runs = call_with_timeout(

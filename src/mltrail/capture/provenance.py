@@ -41,12 +41,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mltrail.capture import dvc as dvc_capture
 from mltrail.capture import git as git_capture
-from mltrail.errors import MltrailError, guarded
+from mltrail.errors import ErrorCounter, MltrailError, guarded
 
 logger = logging.getLogger("mltrail.provenance")
 
@@ -67,7 +68,44 @@ _MLFLOW_GIT_TAGS = {
 }
 
 
-def capture_run(trail: Any) -> RunProvenance | None:
+class RecordingRun(Protocol):
+    """What the capture needs of the run it records: :class:`mltrail.Trail` is one.
+
+    The capture writes through the run's public API only, like an adapter; the run starts the
+    capture (:func:`capture_run`) and ends it (:meth:`RunProvenance.finish`).
+    """
+
+    enabled: bool
+    run_id: str | None
+    experiment_id: str | None
+    tracking_uri: str
+    options: Any  # mltrail.config.Options
+    resumed: bool
+    resume_count: int
+    attached_tags: dict[str, str]
+    offline: bool
+    client: Any
+    status: str | None
+
+    @property
+    def params(self) -> dict[str, str]: ...
+
+    @property
+    def error_counter(self) -> ErrorCounter: ...
+
+    @property
+    def store_unreachable(self) -> bool: ...
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def log_dict(self, data: Any, artifact_file: str) -> None: ...
+
+    def log_inputs(self, datasets: Iterable[Mapping[str, Any]]) -> None: ...
+
+
+def capture_run(trail: RecordingRun) -> RunProvenance | None:
     """Capture the provenance of ``trail``'s run: fast reads now, the rest in the background.
 
     Returns the object whose ``finish(trail)`` completes the capture at the end of the run.
@@ -100,7 +138,8 @@ def store_paths(trail: Any) -> list[str]:
 class RunProvenance:
     """The provenance capture of one run (see the module docstring for what it records)."""
 
-    def __init__(self, trail: Any) -> None:
+    def __init__(self, trail: RecordingRun) -> None:
+        assert trail.run_id is not None
         self.run_id: str = trail.run_id
         self.options = trail.options
         self.resume: int = trail.resume_count if trail.resumed else 0
@@ -150,7 +189,7 @@ class RunProvenance:
 
     # --- the calling thread ----------------------------------------------------------------------
 
-    def start(self, trail: Any) -> None:
+    def start(self, trail: RecordingRun) -> None:
         began = time.perf_counter()
         self._exclude = store_paths(trail)
         self.git = git_capture.inspect(self._exclude, timeout=CALLING_TIMEOUT)
@@ -339,7 +378,7 @@ class RunProvenance:
             return not self._thread.is_alive()
         return True
 
-    def finish(self, trail: Any) -> None:
+    def finish(self, trail: RecordingRun) -> None:
         """Wait (bounded) for the background capture, then set the fingerprint and write
         ``mltrail/provenance.json``. Called by ``Trail.end()`` before the writer closes."""
         budget = min(FINISH_TIMEOUT, max(5.0, float(self.options.flush_timeout)))
@@ -362,7 +401,7 @@ class RunProvenance:
         trail.log_dict(self.record, self.artifact(PROVENANCE_ARTIFACT))
         failures, self.failures = self.failures, []
         for kind, error in failures:
-            with guarded(kind, trail._errors):
+            with guarded(kind, trail.error_counter):
                 raise error
 
     def _changed(self) -> str:

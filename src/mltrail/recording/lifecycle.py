@@ -20,7 +20,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
+
+from mltrail.recording.writer import crashed_run_data
 
 logger = logging.getLogger("mltrail.lifecycle")
 
@@ -30,6 +33,9 @@ _installed = False
 _previous_excepthook: Any = None
 _previous_sigterm: Any = None
 _interrupted = False
+
+#: Queues a record (kind, data) for the store: a run's ``Writer.add``.
+Send = Callable[[str, Any], None]
 
 
 def register(trail: Any) -> None:
@@ -124,7 +130,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 # --- crashed runs -----------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` of this host exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -142,14 +149,28 @@ def is_stale(tags: dict[str, str], heartbeat_interval: float, now: float | None 
             pid = int(tags["mltrail.pid"])
         except ValueError:
             return False
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             return True
     beat = tags.get("mltrail.heartbeat")
     return beat is not None and now - float(beat) > 3 * heartbeat_interval + 60
 
 
-def repair_stale_runs(client: Any, experiment_id: str, heartbeat_interval: float) -> list[str]:
-    """Mark crashed mltrail runs of an experiment FAILED; returns their run ids."""
+def repair_stale_runs(
+    client: Any, experiment_id: str, heartbeat_interval: float, send: Send
+) -> list[str]:
+    """Find the crashed mltrail runs of an experiment and have them marked FAILED.
+
+    Args:
+        client: an ``MlflowClient`` to search with (this only reads).
+        experiment_id: the experiment to look in.
+        heartbeat_interval: the heartbeat interval runs were started with.
+        send: queues a record for the store: the ``add`` of the :class:`Writer` of the run
+            that found them, so the end of each crashed run (a ``crashed_run`` record) is
+            journaled when the store is away, like everything the run writes.
+
+    Returns:
+        The ids of the crashed runs.
+    """
     repaired = []
     runs = client.search_runs(
         [experiment_id],
@@ -158,11 +179,10 @@ def repair_stale_runs(client: Any, experiment_id: str, heartbeat_interval: float
     )
     for run in runs:
         if is_stale(run.data.tags, heartbeat_interval):
-            client.set_tag(run.info.run_id, "mltrail.crashed", "true")
-            client.set_terminated(run.info.run_id, "FAILED")
+            send("crashed_run", crashed_run_data(run.info.run_id, run.data.tags.get("mltrail.pid")))
             repaired.append(run.info.run_id)
             logger.warning(
-                "mltrail: run %s was left RUNNING by a process that died; marked FAILED.",
+                "mltrail: run %s was left RUNNING by a process that died; marking it FAILED.",
                 run.info.run_id,
             )
     return repaired
@@ -171,35 +191,26 @@ def repair_stale_runs(client: Any, experiment_id: str, heartbeat_interval: float
 _repaired: set[tuple[str, str]] = set()
 
 
-def repair_stale_runs_soon(trail: Any) -> None:
-    """Repair crashed runs and replay dead processes' spools, on a background thread.
+def repair_stale_runs_soon(
+    client: Any, tracking_uri: str, experiment_id: str, heartbeat_interval: float, send: Send
+) -> threading.Thread | None:
+    """:func:`repair_stale_runs` on a background thread, which this returns.
 
-    Once per store and experiment in a process: later runs would only find the same runs.
+    Once per store and experiment in a process (None the other times): later runs would only
+    find the same runs.
     """
-    key = (trail.tracking_uri, str(trail.experiment_id))
+    key = (tracking_uri, str(experiment_id))
     with _lock:
         if key in _repaired:
-            return
+            return None
         _repaired.add(key)
 
     def work() -> None:
         try:
-            repair_stale_runs(trail.client, trail.experiment_id, trail.options.heartbeat_interval)
+            repair_stale_runs(client, experiment_id, heartbeat_interval, send)
         except Exception:
             logger.debug("stale-run repair failed", exc_info=True)
-        try:
-            # Data journaled by processes that died before they could replay it.
-            from mltrail.recording.sync import sync_all
 
-            for result in sync_all(trail.options.spool_dir, only_uri=trail.tracking_uri):
-                if result.records:
-                    logger.warning(
-                        "mltrail: uploaded %d journaled record(s) of run %s left by a process "
-                        "that ended before it could send them.",
-                        result.records,
-                        result.run_id,
-                    )
-        except Exception:
-            logger.debug("replaying dead processes' spools failed", exc_info=True)
-
-    threading.Thread(target=work, name="mltrail-repair", daemon=True).start()
+    thread = threading.Thread(target=work, name="mltrail-repair", daemon=True)
+    thread.start()
+    return thread

@@ -54,6 +54,7 @@ class Spool:
         self.path = self.root / run_id
         self._lock = threading.Lock()
         self._disabled_reason: str | None = None
+        self._meta: dict[str, Any] | None = None
         self.records_written = 0
 
     @property
@@ -70,12 +71,16 @@ class Spool:
     def open(self, meta: dict[str, Any]) -> None:
         """Create the folder and its ``meta.json`` (once). Raises OSError when unwritable."""
         with self._lock:
-            self.path.mkdir(parents=True, exist_ok=True)
-            meta_path = self.path / "meta.json"
-            if not meta_path.exists():
-                meta = {**meta, "schema_version": SCHEMA_VERSION, "run_id": self.run_id}
-                meta["tracking_uri"] = redact_text(str(meta.get("tracking_uri", "")))
-                write_json_atomic(meta_path, meta)
+            self._meta = {**meta, "schema_version": SCHEMA_VERSION, "run_id": self.run_id}
+            self._meta["tracking_uri"] = redact_text(str(meta.get("tracking_uri", "")))
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        """Write ``meta.json`` unless it exists (the lock is held)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta_path = self.path / "meta.json"
+        if self._meta is not None and not meta_path.exists():
+            write_json_atomic(meta_path, self._meta)
 
     def update_meta(self, **fields: Any) -> None:
         with self._lock:
@@ -95,7 +100,8 @@ class Spool:
         with self._lock:
             size = None
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
+                # A folder retired at the end of the run comes back whole for a late record.
+                self._write_meta()
                 size = self.journal.stat().st_size if self.journal.exists() else 0
                 # One write per batch: a crash leaves at most a torn last line, which readers skip.
                 with open(self.journal, "a", encoding="utf-8") as handle:

@@ -3,7 +3,11 @@
 A run journaled while the store was unreachable is replayed into the same run (or, when the
 run was never created, into a new run tagged ``mltrail.offline_run_id``) with its original
 steps and timestamps. Metric points already in the store are skipped, so a replay after a
-partial send, or a second replay, adds no duplicates. Progress is saved after every record.
+partial send, or a second replay, adds no duplicates. Progress is saved after every record, and
+within a record once a child run or a model version is created, so neither is made twice.
+Child runs are created in the experiment of the run they were replayed into, under its final
+run id; the end of a crashed run is replayed only while that run is still RUNNING as left by
+the same process (it may have been resumed or repaired since).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,7 @@ from typing import Any
 from mltrail.config import Options
 from mltrail.errors import MltrailError
 from mltrail.recording import spool as spool_module
-from mltrail.recording.lifecycle import _pid_alive
+from mltrail.recording.lifecycle import pid_alive
 from mltrail.recording.spool import pending_spools, read_journal, read_meta, write_json_atomic
 from mltrail.recording.writer import apply_record
 from mltrail.store import describe_uri, experiment_id, make_client
@@ -65,7 +71,7 @@ def _writer_alive(meta: dict[str, Any]) -> bool:
         return False
     if meta["pid"] == os.getpid():
         return meta.get("run_id") in spool_module.writing
-    return _pid_alive(meta["pid"])
+    return pid_alive(meta["pid"])
 
 
 def _target_run(client: Any, meta: dict[str, Any], tracking_uri: str, path: Path) -> str:
@@ -120,7 +126,18 @@ def _norm(value: float) -> float | str:
 
 
 def replay(path: Path, client: Any, tracking_uri: str, *, force: bool = False) -> SyncResult:
-    """Replay one spool folder into the store behind ``client``."""
+    """Replay one spool folder into the store behind ``client``.
+
+    Args:
+        path: the run's spool folder.
+        client: an ``MlflowClient`` of the store.
+        tracking_uri: the store's URI (to find or create the experiment of an offline run).
+        force: replay even when the process that journals the run is still running (the run
+            itself replaying its spool at its end).
+
+    Returns:
+        What the replay did, or why it skipped the folder.
+    """
     path = Path(path)
     result = SyncResult(spool=path)
     meta = read_meta(path)
@@ -132,16 +149,19 @@ def replay(path: Path, client: Any, tracking_uri: str, *, force: bool = False) -
             result.skipped_reason = "another sync is replaying it"
             return result
         progress_path = path / "progress.json"
-        done = json.loads(progress_path.read_text())["applied"] if progress_path.exists() else 0
+        progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
+        done = progress.get("applied", 0)
         records = list(read_journal(path))
         if done < len(records):
             run_id = _target_run(client, meta, tracking_uri, path)
             result.run_id = run_id
-            dedupe = _MetricDeduper(client, run_id)
-            existing_params = client.get_run(run_id).data.params
+            target = _Target(client, run_id, result)
             for index in range(done, len(records)):
                 record = records[index]
-                _replay_record(client, run_id, record, dedupe, existing_params, result)
+                if progress.get("partial") is not None and index == done:
+                    # A child run or model version this record created before an interruption.
+                    record = {**record, "data": {**record["data"], **progress["partial"]}}
+                target.replay(record, functools.partial(_save_partial, progress_path, index))
                 result.records += 1
                 write_json_atomic(progress_path, {"applied": index + 1})
         else:
@@ -152,32 +172,60 @@ def replay(path: Path, client: Any, tracking_uri: str, *, force: bool = False) -
     return result
 
 
-def _replay_record(
-    client: Any,
-    run_id: str,
-    record: dict[str, Any],
-    dedupe: _MetricDeduper,
-    existing_params: dict[str, str],
-    result: SyncResult,
-) -> None:
-    kind = record["kind"]
-    if kind == "metrics":
-        fresh = dedupe.fresh(record["data"])
-        result.metrics_skipped += len(record["data"]) - len(fresh)
-        result.metrics_sent += len(fresh)
-        if not fresh:
+def _save_partial(progress_path: Path, index: int, data: dict[str, Any]) -> None:
+    write_json_atomic(progress_path, {"applied": index, "partial": data})
+
+
+class _Target:
+    """The run a spool folder is replayed into, with what the store already holds of it."""
+
+    def __init__(self, client: Any, run_id: str, result: SyncResult) -> None:
+        run = client.get_run(run_id)
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = run.info.experiment_id
+        self.params = dict(run.data.params)
+        self.dedupe = _MetricDeduper(client, run_id)
+        self.result = result
+
+    def replay(
+        self, record: dict[str, Any], save_partial: Callable[[dict[str, Any]], None]
+    ) -> None:
+        """Send ``record`` unless the store holds it already; ``save_partial`` keeps the
+        progress made inside it (see :func:`apply_record`)."""
+        kind, result = record["kind"], self.result
+        if kind == "metrics":
+            fresh = self.dedupe.fresh(record["data"])
+            result.metrics_skipped += len(record["data"]) - len(fresh)
+            result.metrics_sent += len(fresh)
+            if not fresh:
+                return
+            record = {**record, "data": fresh}
+        elif kind == "params":
+            data = {k: v for k, v in record["data"].items() if k not in self.params}
+            self.params.update(data)
+            if not data:
+                return
+            record = {**record, "data": data}
+        elif kind == "artifact" and not Path(record["path"]).exists():
+            result.problems.append(f"artifact {record['path']} no longer exists")
             return
-        record = {**record, "data": fresh}
-    elif kind == "params":
-        data = {k: v for k, v in record["data"].items() if k not in existing_params}
-        existing_params.update(data)
-        if not data:
+        elif kind == "child_run":
+            # In the experiment of the run it is replayed into: an offline run's has no id
+            # until now.
+            record = {**record, "data": {**record["data"], "experiment_id": self.experiment_id}}
+        elif kind == "crashed_run" and not self._still_crashed(record["data"]):
             return
-        record = {**record, "data": data}
-    elif kind == "artifact" and not Path(record["path"]).exists():
-        result.problems.append(f"artifact {record['path']} no longer exists")
-        return
-    apply_record(client, run_id, record)
+        apply_record(self.client, self.run_id, record, lambda: save_partial(record["data"]))
+
+    def _still_crashed(self, data: dict[str, Any]) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(data["run_id"])
+        except MlflowException:  # deleted since
+            return False
+        return run.info.status == "RUNNING" and run.data.tags.get("mltrail.pid") == data.get("pid")
 
 
 def sync_all(
@@ -208,6 +256,35 @@ def sync_all(
             clients[uri] = make_client(uri)
         results.append(replay(path, clients[uri], uri))
     return results
+
+
+_replayed: set[tuple[str, str]] = set()
+_replayed_lock = threading.Lock()
+
+
+def replay_dead_spools_soon(spool_dir: Path, tracking_uri: str) -> None:
+    """Upload what processes that ended before they could send it journaled for
+    ``tracking_uri``, on a background thread; once per spool folder and store in a process."""
+    key = (str(spool_dir), tracking_uri)
+    with _replayed_lock:
+        if key in _replayed:
+            return
+        _replayed.add(key)
+
+    def work() -> None:
+        try:
+            for result in sync_all(spool_dir, only_uri=tracking_uri):
+                if result.records:
+                    logger.warning(
+                        "mltrail: uploaded %d journaled record(s) of run %s left by a process "
+                        "that ended before it could send them.",
+                        result.records,
+                        result.run_id,
+                    )
+        except Exception:
+            logger.debug("replaying dead processes' spools failed", exc_info=True)
+
+    threading.Thread(target=work, name="mltrail-replay", daemon=True).start()
 
 
 def _usable_uri(recorded: str | None) -> str:

@@ -34,7 +34,8 @@ from mltrail.recording.sanitize import (
     truncate,
 )
 from mltrail.recording.spool import Spool
-from mltrail.recording.writer import Writer, apply_record
+from mltrail.recording.sync import replay, replay_dead_spools_soon
+from mltrail.recording.writer import Writer, child_run_data
 from mltrail.store import (
     call_with_timeout,
     describe_uri,
@@ -61,6 +62,8 @@ _MODEL_METADATA = {
     "registered_model_meta",
 }
 _STATUSES = {"FINISHED", "FAILED", "KILLED"}
+#: Seconds ``end()`` waits for the crashed-run repair started with the run to queue its records.
+REPAIR_WAIT = 2.0
 
 
 def start_run(
@@ -139,6 +142,7 @@ class Trail:
         self._checkpoints: dict[str, Any] = {"files": {}, "aliases": {}}
         self._monitor: Any = None
         self._ended = threading.Event()
+        self._repair: threading.Thread | None = None  # crashed runs found at start
         self.provenance: Any = None
         self.attached_tags: dict[str, str] = {}  # tags of a run joined or resumed, at attach
 
@@ -197,6 +201,8 @@ class Trail:
         lifecycle.register(trail)
         if options.capture:
             with guarded("capturing provenance", trail._errors):
+                # Imported when capture is on: the git and DVC capture modules take import
+                # time that `capture=False` runs and `mltrail --help` need not pay.
                 from mltrail.capture import provenance
 
                 trail.provenance = provenance.capture_run(trail)
@@ -207,7 +213,14 @@ class Trail:
                 trail._monitor = SystemMonitor(trail, options.system_metrics_interval)
                 trail._monitor.start()
         if trail.owned and not trail.offline:
-            lifecycle.repair_stale_runs_soon(trail)
+            trail._repair = lifecycle.repair_stale_runs_soon(
+                trail.client,
+                trail.tracking_uri,
+                str(trail.experiment_id),
+                options.heartbeat_interval,
+                trail._writer.add,  # type: ignore[union-attr]
+            )
+            replay_dead_spools_soon(options.spool_dir, trail.tracking_uri)
         return trail
 
     def _start_budget(self) -> float:
@@ -466,9 +479,10 @@ class Trail:
         For results that are runs of their own but need no session of their own, such as the
         candidates of a hyperparameter search: ``params`` (flattened and redacted like
         :meth:`log_params`), ``metrics`` at step 0 and ``tags``. The child is created in the
-        background, in this run's experiment, with the tag ``mlflow.parentRunId``.
+        background, in this run's experiment, with the tag ``mlflow.parentRunId``; when the
+        store is away it is journaled with the rest of the run, and ``mltrail sync`` creates it.
         """
-        if not self.enabled or self.offline:
+        if not self.enabled:
             return
         keys = KeySanitizer()
         flat = {
@@ -481,31 +495,14 @@ class Trail:
             for k, v in (tags or {}).items()
             if v is not None
         }
-        parent = self.run_id
-
-        def create() -> None:
-            from mlflow.entities import Metric, Param
-            from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-            child_tags.update({**_source_tags(), MLFLOW_PARENT_RUN_ID: parent})
-            run = self.client.create_run(
-                self.experiment_id, run_name=run_name or fresh_run_name(), tags=child_tags
-            )
-            child, now = run.info.run_id, int(time.time() * 1000)
-            points = [(k, v, now, 0) for k, v in values.items() if v is not None]
-            if len(flat) <= 100 and len(points) <= 900:  # one request: children come in dozens
-                self.client.log_batch(
-                    child,
-                    metrics=[Metric(*point) for point in points],
-                    params=[Param(k, v) for k, v in flat.items()],
-                )
-            else:
-                apply_record(self.client, child, {"kind": "params", "data": flat})
-                apply_record(self.client, child, {"kind": "metrics", "data": points})
-            self.client.set_terminated(child, "FINISHED")
-
-        create.kind = "logging child runs"  # type: ignore[attr-defined]
-        self._writer.add_job(create)  # type: ignore[union-attr]
+        data = child_run_data(
+            run_name or fresh_run_name(),
+            flat,
+            {k: v for k, v in values.items() if v is not None},
+            {**child_tags, **_source_tags()},
+            self.experiment_id,
+        )
+        self._writer.add("child_run", data)  # type: ignore[union-attr]
 
     @guard("logging a checkpoint")
     def log_checkpoint(
@@ -628,20 +625,16 @@ class Trail:
             for file in sorted(target.rglob("*"))
             if file.is_file() and file.name not in _MODEL_METADATA
         }
-        self._writer.upload_now(target, "model", "logging the model")  # type: ignore[union-attr]
+        uploaded = self._writer.upload_now(target, "model", "logging the model")  # type: ignore[union-attr]
         shutil.rmtree(target.parent, ignore_errors=True)
         self.set_tags({"mltrail.model.flavor": flavor, **dict(list(hashes.items())[:100])})
         if registered_model_name:
-            self._register(registered_model_name)
-
-    def _register(self, name: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        with contextlib.suppress(MlflowException):
-            self.client.create_registered_model(name)
-        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
-        version = self.client.create_model_version(name, source, run_id=self.run_id)
-        self.set_tags({"mltrail.model.registered": f"{name}/{version.version}"})
+            register = {"name": registered_model_name, "artifact_path": "model"}
+            if uploaded:
+                self._writer.add("register", register)  # type: ignore[union-attr]
+            else:
+                # The model waits in the spool: register it behind it, once sync uploaded it.
+                self._writer.journal({"kind": "register", "data": register})  # type: ignore[union-attr]
 
     # --- ending --------------------------------------------------------------------------------
 
@@ -673,6 +666,9 @@ class Trail:
                     with guarded("finishing provenance", self._errors):
                         self.provenance.finish(self)
                 self._write_summary_artifacts()
+                if self._repair is not None:
+                    # Usually done in a moment; a later end goes to the spool (Writer.add).
+                    self._repair.join(min(REPAIR_WAIT, self.options.flush_timeout))
         finally:
             # Whatever failed above, the status is sent and the queues are flushed.
             self._close_writer(status)
@@ -734,8 +730,6 @@ class Trail:
                 self._writer.spool.mark_synced()  # type: ignore[union-attr]
 
     def _replay_spool(self, summary: dict[str, Any], budget: float) -> dict[str, Any]:
-        from mltrail.recording.sync import replay
-
         if budget <= 1:
             return summary
         spool = self._writer.spool  # type: ignore[union-attr]
@@ -804,6 +798,12 @@ class Trail:
         """The counter of this run's internal errors (its ``mltrail.errors`` tag): adapters
         report their own errors into it (see :mod:`mltrail.recording.session`)."""
         return self._errors
+
+    @property
+    def store_unreachable(self) -> bool:
+        """True while what is logged goes to the spool rather than the store: the run started
+        offline, or a request failed moments ago. Searches would only wait for a timeout."""
+        return self._writer is not None and self._writer.is_offline()
 
     def _temp_dir(self, name: str) -> Path:
         if self._tmp is None:

@@ -6,10 +6,15 @@ artifacts and runs background jobs (model serialisation). A failed request is re
 times, then the writer goes offline for a while (a circuit breaker) and journals what it could
 not send in the run's spool, which ``mltrail sync`` (or the writer itself, once the store is
 back) replays. ``close`` flushes within a time budget and never hangs.
+
+Every write is a record (see :func:`apply_record`): the run's metrics, params, tags, inputs,
+artifacts and status, and also its child runs, its model registration and the end of crashed
+runs found at start, so that all of them are journaled when the store is away.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -56,8 +61,26 @@ def _pair_size(pair: tuple[str, str]) -> int:
     return len(pair[0]) + len(pair[1]) + 32
 
 
-def apply_record(client: Any, run_id: str, record: Record) -> None:
-    """Send one record to the store with ``client`` (shared by the writer and ``mltrail sync``)."""
+def apply_record(
+    client: Any, run_id: str, record: Record, progress: Callable[[], None] | None = None
+) -> None:
+    """Send one record of run ``run_id`` to the store with ``client`` (shared by the writer and
+    ``mltrail sync``).
+
+    Args:
+        client: an ``MlflowClient``.
+        run_id: the run the record belongs to (the parent of a ``child_run``).
+        record: ``{"kind": ..., "data": ...}``; the kinds are ``metrics`` (``[key, value,
+            timestamp, step]`` lists), ``params``, ``tags``, ``delete_tag``, ``inputs``,
+            ``artifact``, ``status``, ``child_run`` (see :func:`child_run_data`), ``register``
+            (``{"name", "artifact_path"}``) and ``crashed_run`` (see :func:`crashed_run_data`).
+        progress: called once a step that must not be repeated is done (a child run or a model
+            version created); the record's data then says so, so that a retry or a replay of
+            the same record goes on from there instead of creating a second one.
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
     from mlflow.entities import Metric, Param, RunTag
 
     kind = record["kind"]
@@ -86,8 +109,98 @@ def apply_record(client: Any, run_id: str, record: Record) -> None:
             client.log_artifact(run_id, str(path), record.get("artifact_path"))
     elif kind == "status":
         _set_terminated(client, run_id, data["status"], data.get("end_time"))
+    elif kind == "child_run":
+        _log_child_run(client, run_id, data, progress)
+    elif kind == "register":
+        _register_model(client, run_id, data, progress)
+    elif kind == "crashed_run":
+        client.set_tag(data["run_id"], "mltrail.crashed", "true")
+        _set_terminated(client, data["run_id"], data["status"], data.get("end_time"))
     else:
         raise ValueError(f"unknown spool record kind {kind!r}")
+
+
+def child_run_data(
+    run_name: str,
+    params: dict[str, str],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    experiment_id: str | None,
+) -> dict[str, Any]:
+    """The data of a ``child_run`` record: a finished run nested under the record's run.
+
+    Args:
+        run_name: the child's name.
+        params: its params, already flattened, redacted and cut to MLflow's limits.
+        metrics: its metrics, logged at step 0.
+        tags: its tags; ``mlflow.parentRunId`` is added when the record is sent, since the
+            parent of a run journaled offline gets its id at ``mltrail sync``.
+        experiment_id: the parent's experiment (None offline; sync uses the parent's).
+
+    Returns:
+        The record's data; its ``run_id`` is set once the child exists.
+    """
+    now = int(time.time() * 1000)
+    return {
+        "run_name": run_name,
+        "params": params,
+        "metrics": [[k, v, now, 0] for k, v in metrics.items()],
+        "tags": tags,
+        "experiment_id": experiment_id,
+        "time": now,
+        "run_id": None,
+    }
+
+
+def _log_child_run(
+    client: Any, parent: str, data: dict[str, Any], progress: Callable[[], None] | None
+) -> None:
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    if not data.get("run_id"):
+        tags = {**data["tags"], MLFLOW_PARENT_RUN_ID: parent}
+        run = client.create_run(
+            data["experiment_id"], start_time=data["time"], run_name=data["run_name"], tags=tags
+        )
+        data["run_id"] = run.info.run_id
+        if progress is not None:
+            progress()
+    child, params, points = data["run_id"], data["params"], data["metrics"]
+    if len(params) <= MAX_PARAMS_TAGS_PER_BATCH and len(points) <= MAX_METRICS_PER_BATCH - 100:
+        # One request for both: searches record their candidates by the dozen.
+        client.log_batch(
+            child,
+            metrics=[Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in points],
+            params=[Param(k, v) for k, v in params.items()],
+        )
+    else:
+        apply_record(client, child, {"kind": "params", "data": params})
+        apply_record(client, child, {"kind": "metrics", "data": points})
+    _set_terminated(client, child, "FINISHED", data["time"])
+
+
+def _register_model(
+    client: Any, run_id: str, data: dict[str, Any], progress: Callable[[], None] | None
+) -> None:
+    """Register the run's model (its ``artifact_path`` folder) as a new version of ``name``."""
+    from mlflow.exceptions import MlflowException
+
+    name = data["name"]
+    if data.get("version") is None:
+        with contextlib.suppress(MlflowException):  # it exists already
+            client.create_registered_model(name)
+        source = f"{client.get_run(run_id).info.artifact_uri}/{data['artifact_path']}"
+        data["version"] = str(client.create_model_version(name, source, run_id=run_id).version)
+        if progress is not None:
+            progress()
+    client.set_tag(run_id, "mltrail.model.registered", f"{name}/{data['version']}")
+
+
+def crashed_run_data(run_id: str, pid: str | None) -> dict[str, Any]:
+    """The data of a ``crashed_run`` record: run ``run_id``, left RUNNING by process ``pid``
+    that died, ends FAILED with the tag ``mltrail.crashed``."""
+    return {"run_id": run_id, "pid": pid, "status": "FAILED", "end_time": int(time.time() * 1000)}
 
 
 def _set_terminated(client: Any, run_id: str, status: str, end_time: int | None) -> None:
@@ -178,6 +291,7 @@ class Writer:
         self._lock = threading.Lock()
         self._metrics: list[tuple[str, float, int, int]] = []
         self._ops: deque[Record] = deque()
+        self._closed = False
         self._inflight = 0
         self._unsent: list[Record] = []  # taken off the queues, neither sent nor journaled yet
         self._wake = threading.Event()
@@ -221,11 +335,26 @@ class Writer:
             ).start()
 
     def add(self, kind: str, data: Any) -> None:
-        """Queue a params, tags, inputs, delete_tag or status record, sent in order."""
-        with self._lock:
-            self._ops.append({"kind": kind, "data": data})
-        if kind == "status":
+        """Queue a record of any kind but metrics and artifacts (see :func:`apply_record`);
+        records are sent in order. Once the writer is closed, the record is journaled."""
+        record = {"kind": kind, "data": data}
+        if not self._queue(record):
+            # From a background task of the run (the crashed-run repair) that ended after it.
+            self._spool_records([record])
+        elif kind == "status":
             self._wake.set()
+
+    def _queue(self, record: Record) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._ops.append(record)
+            return True
+
+    def journal(self, record: Record) -> None:
+        """Journal ``record`` now, behind what this thread journaled before (a registration
+        behind the model upload it needs), for ``mltrail sync`` to send."""
+        self._spool_records([record])
 
     def add_artifact(self, path: Path, artifact_path: str | None, *, owned: bool = False) -> None:
         """Upload a file or folder in the background. ``owned`` files are mltrail's temporaries:
@@ -275,6 +404,7 @@ class Writer:
         self._wake.set()
         leftover: list[Record] = []
         with self._lock:
+            self._closed = True
             # What the sender holds is lost if the process exits while it waits on a hung
             # store: journal it too (a replay skips what did arrive).
             leftover.extend(self._unsent)
@@ -330,7 +460,7 @@ class Writer:
                 and time.monotonic() - self._last_heartbeat > self._heartbeat_interval
             ):
                 self._last_heartbeat = time.monotonic()
-                self.add("tags", self._heartbeat())
+                self._queue({"kind": "tags", "data": self._heartbeat()})  # none once closed
         self._send_pending()
 
     def _send_pending(self) -> None:
@@ -362,7 +492,7 @@ class Writer:
     def _deliver(self, record: Record) -> bool:
         """Send a record, retrying a few times; journal it when the store stays unreachable."""
         values = len(record["data"]) if record["kind"] == "metrics" else 0
-        if self._is_offline():
+        if self.is_offline():
             self._spool_records([record])
             return False
         error: Exception | None = None
@@ -389,7 +519,9 @@ class Writer:
         self._spool_records([record])
         return False
 
-    def _is_offline(self) -> bool:
+    def is_offline(self) -> bool:
+        """True while the store is known to be unreachable: the run started offline, or a
+        request failed moments ago (the circuit breaker is open); records go to the spool."""
         return self.permanently_offline or time.monotonic() < self._offline_until
 
     def _spool_records(self, records: Iterable[Record]) -> None:
@@ -427,7 +559,7 @@ class Writer:
             self._errors.report(getattr(job, "kind", "background job"), error)
 
     def _upload(self, record: Record) -> None:
-        if not self._is_offline():
+        if not self.is_offline():
             try:
                 apply_record(self.client, self.run_id, record)
                 if record.get("owned"):
@@ -442,7 +574,7 @@ class Writer:
         store is unreachable, journal it with a copy, which the user may delete or rotate
         before ``mltrail sync`` runs. Returns True when uploaded."""
         record: Record = {"kind": "artifact", "path": str(path), "artifact_path": artifact_path}
-        if not self._is_offline():
+        if not self.is_offline():
             try:
                 apply_record(self.client, self.run_id, record)
                 return True
