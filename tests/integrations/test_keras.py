@@ -84,6 +84,7 @@ def test_fit_records_params_metrics_checkpoints_model_and_evaluate(client, tmp_p
     )
     run = client.get_run(callback.run_id)
     assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.framework"] == "keras"
     params = run.data.params
     assert params["optimizer.class"] == "Adam"
     assert float(params["optimizer.learning_rate"]) == pytest.approx(0.01)
@@ -151,10 +152,13 @@ def test_fit_records_params_metrics_checkpoints_model_and_evaluate(client, tmp_p
         ).read_text()
     )
 
-    # evaluate() with the same callback adds test_* metrics to the run, which stays FINISHED.
+    # evaluate() with the same callback adds test_* metrics to the run, which it joins: the
+    # run stays FINISHED with its end time, and is not counted as resumed.
     results = net.evaluate(x, y, verbose=0, return_dict=True, callbacks=[callback])
-    run = client.get_run(callback.run_id)
-    assert run.info.status == "FINISHED"
+    again = client.get_run(callback.run_id)
+    assert again.info.status == "FINISHED"
+    assert again.info.end_time == run.info.end_time
+    assert "mltrail.resume_count" not in again.data.tags
     assert history(client, callback.run_id, "test_loss") == [(2, pytest.approx(results["loss"]))]
 
 
@@ -236,7 +240,7 @@ def test_early_stopping_settings_outcome_and_restored_weights(client, tmp_path):
         monitor="loss", min_delta=1e9, patience=1, restore_best_weights=True
     )
     callback = TrailCallback(experiment=EXPERIMENT, checkpoints="none")
-    net.fit(x, y, epochs=5, verbose=0, callbacks=[callback, seen, stopper])
+    fitted = net.fit(x, y, epochs=5, verbose=0, callbacks=[callback, seen, stopper])
     run = client.get_run(callback.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["early_stopping.patience"] == "1"
@@ -244,6 +248,8 @@ def test_early_stopping_settings_outcome_and_restored_weights(client, tmp_path):
     assert run.data.params["early_stopping.monitor"] == "loss"
     assert run.data.metrics["early_stopping.stopped_epoch"] == 1
     assert run.data.metrics["early_stopping.best_epoch"] == 0
+    assert run.data.metrics["early_stopping.best_score"] == pytest.approx(fitted.history["loss"][0])
+    assert run.data.metrics["early_stopping.wait_count"] == 1
     assert run.data.metrics["early_stopping.restored_best_weights"] == 1
     assert [s for s, _ in history(client, callback.run_id, "loss")] == [0, 1]
     logged = mlflow.keras.load_model(f"runs:/{callback.run_id}/model")
@@ -290,6 +296,25 @@ def test_keyboard_interrupt_kills_the_run(client):
             x, y, epochs=3, verbose=0, callbacks=[callback, Explode(KeyboardInterrupt(), 0)]
         )
     assert client.get_run(callback.run_id).info.status == "KILLED"
+
+
+def test_an_error_inside_mltrail_is_counted_in_the_run_and_training_goes_on(client, monkeypatch):
+    monkeypatch.setenv("MLTRAIL_STRICT", "0")  # as for users
+    x, y = data()
+    net = model()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no summary today")
+
+    monkeypatch.setattr(net, "summary", broken)  # read by the callback at the start of fit
+    callback = TrailCallback(experiment=EXPERIMENT, checkpoints="none", log_model=False)
+    with pytest.warns(mltrail.MltrailWarning, match="keras: on_train_begin failed"):
+        fitted = net.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    assert len(fitted.history["loss"]) == 2
+    run = client.get_run(callback.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.errors"] == "1"  # the run's count, not the process-wide one
+    assert [s for s, _ in history(client, callback.run_id, "loss")] == [0, 1]
 
 
 def test_an_existing_trail_is_used_and_left_to_its_owner(client):

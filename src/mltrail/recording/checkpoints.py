@@ -21,6 +21,8 @@ from mltrail.errors import MltrailError
 CHECKPOINT_POLICIES = ("none", "best", "best_and_last", "all")
 # Substrings of metric names that are better when larger (for mode="auto").
 _MAXIMIZED = ("acc", "auc", "precision", "recall", "f1", "iou", "top_k", "map", "ndcg", "r2")
+# ... unless they name an error: "mape" (mean absolute percentage error) contains "map".
+_MINIMIZED = ("loss", "error", "mape")
 
 
 def check_policy(policy: str) -> str:
@@ -37,12 +39,15 @@ def check_policy(policy: str) -> str:
 
 
 def mode_for(metric: str, mode: str = "auto") -> str:
-    """ "min" or "max" for ``metric``; "auto" takes "max" for accuracy-like names."""
+    """ "min" or "max" for ``metric``; "auto" takes "max" for accuracy-like names, except
+    those of errors ("val_mape")."""
     if mode not in ("auto", "min", "max"):
         raise MltrailError(f"mode must be 'auto', 'min' or 'max', not {mode!r}.")
     if mode != "auto":
         return mode
     name = metric.lower()
+    if any(word in name for word in _MINIMIZED):
+        return "min"
     return "max" if any(word in name for word in _MAXIMIZED) else "min"
 
 
