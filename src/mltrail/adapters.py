@@ -18,6 +18,7 @@ framework's configuration; that is all:
 - :func:`head_rows`, :func:`pinned_requirements`: what :meth:`mltrail.Trail.log_model` needs
   besides the model;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
+- :func:`importance_plot`, :func:`preload_matplotlib`: plots logged as images;
 - :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
   registration (entry-point group ``mltrail.integrations``) and the safe-patch contract.
 
@@ -65,6 +66,7 @@ from mltrail.recording.early_stopping import (
 )
 from mltrail.recording.hooks import exception_safe
 from mltrail.recording.models import EXAMPLE_ROWS, head_rows, pinned_requirements
+from mltrail.recording.plots import importance_plot, preload_matplotlib
 from mltrail.recording.session import START_RUN_ARGS, RunSession, check_start_run_kwargs
 from mltrail.recording.steps import STEP_PREFIX, EpochLog, check_every, every_n, next_free_step
 
@@ -93,12 +95,14 @@ __all__ = [
     "exception_safe",
     "fingerprint",
     "head_rows",
+    "importance_plot",
     "in_patched_call",
     "live_patch",
     "mode_for",
     "next_free_step",
     "options_for",
     "pinned_requirements",
+    "preload_matplotlib",
     "recording",
     "safe_patch",
     "shape_of",

@@ -89,7 +89,8 @@ def test_train_records_params_metrics_model_and_importance(client, data, dtrain,
         enumerate(evals_result["val"]["logloss"])
     )
     assert steps(client, run.info.run_id, "train-error") == list(range(12))
-    assert "best_iteration" not in run.data.metrics
+    assert not any(key.startswith("early_stopping") for key in run.data.metrics)
+    assert not any(key.startswith("early_stopping.") for key in params)
 
     root = artifact_paths(client, run.info.run_id)
     assert {"model", "xgboost"} <= root
@@ -138,9 +139,20 @@ def test_early_stopping_and_readable_metric_names(client, dtrain, dval) -> None:
     rounds = booster.num_boosted_rounds()
     assert rounds < 30  # it did stop early
     run = client.get_run(callback.run_id)
-    assert run.data.params["early_stopping_rounds"] == "3"
-    assert run.data.metrics["best_iteration"] == booster.best_iteration
-    assert run.data.metrics["best_score"] == pytest.approx(booster.best_score)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["early_stopping_rounds"] == "3"
+    # The one set of early-stopping names every adapter uses; the monitor as XGBoost picked it.
+    assert params["early_stopping.patience"] == "3"
+    assert params["early_stopping.monitor"] == "val-logloss"  # the last metric of the last set
+    assert params["early_stopping.mode"] == "auto"
+    assert metrics["early_stopping.best_epoch"] == booster.best_iteration
+    assert metrics["early_stopping.best_score"] == pytest.approx(booster.best_score)
+    assert metrics["early_stopping.stopped_epoch"] == rounds - 1
+    assert metrics["early_stopping.wait_count"] == 3
+    assert metrics["early_stopping.restored_best_weights"] == 0
+    assert [s for s, _ in history(client, run.info.run_id, "early_stopping.best_epoch")] == [
+        rounds - 1
+    ]
     assert steps(client, run.info.run_id, "val-logloss") == list(range(rounds))
     assert steps(client, run.info.run_id, "val-error_at_0.7") == list(range(rounds))
 
@@ -158,6 +170,9 @@ def test_early_stopping_and_readable_metric_names(client, dtrain, dval) -> None:
     )
     logged = steps(client, callback.run_id, "val-logloss")
     assert best.num_boosted_rounds() == best.best_iteration + 1 < len(logged)
+    metrics = client.get_run(callback.run_id).data.metrics
+    assert metrics["early_stopping.restored_best_weights"] == 1
+    assert metrics["early_stopping.best_epoch"] == best.best_iteration
     model = xgb.Booster()
     model.load_model(client.download_artifacts(callback.run_id, "model/model.ubj"))
     assert model.num_boosted_rounds() == best.num_boosted_rounds()
@@ -295,6 +310,26 @@ def test_sklearn_api_logs_estimator_params_and_fitted_estimator(client, data) ->
     assert twin.callbacks[0] is not callback
     assert twin.callbacks[0].run_id not in (None, callback.run_id)
     assert client.get_run(twin.callbacks[0].run_id).info.status == "FINISHED"
+
+
+def test_an_error_inside_the_adapter_is_counted_into_its_run(client, dtrain, monkeypatch) -> None:
+    monkeypatch.setenv("MLTRAIL_STRICT", "0")  # as for users: counted and warned, not raised
+
+    def broken_plot(*args, **kwargs):
+        raise RuntimeError("plotting broke")
+
+    monkeypatch.setattr("mltrail.integrations.xgboost.importance_plot", broken_plot)
+    callback = TrailCallback(experiment="xgb", log_model=False)
+    with pytest.warns(mltrail.MltrailWarning, match="plotting feature importance"):
+        booster = xgb.train(PARAMS, dtrain, 3, callbacks=[callback])
+    assert booster.num_boosted_rounds() == 3
+    run = client.get_run(callback.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.errors"] == "1"
+    assert artifact_paths(client, run.info.run_id, "xgboost") == {
+        "xgboost/config.json",
+        "xgboost/feature_importance.json",
+    }
 
 
 def test_a_reused_callback_starts_a_new_run(client, dtrain) -> None:

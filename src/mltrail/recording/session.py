@@ -10,6 +10,7 @@ framework, so that an adapter only translates its framework's events:
   later ``evaluate`` adds to), or hand out the given Trail;
 - ending: FINISHED, FAILED with the exception (KILLED on KeyboardInterrupt), or FAILED for a
   training that stopped where no hook could see why; a given Trail is only flushed;
+  :meth:`RunSession.end_after` logs the run's last values first;
 - errors: mltrail's own errors in hooks are counted into the run's ``mltrail.errors``;
 - a training still running when the interpreter exits (a worker that died in a spawned
   process) ends FAILED, before mltrail's exit hook would end it FINISHED;
@@ -22,17 +23,20 @@ import atexit
 import contextlib
 import dataclasses
 import difflib
+import logging
 import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors
 from mltrail.recording.trail import Trail, start_run
+
+logger = logging.getLogger("mltrail.session")
 
 #: The names of :func:`mltrail.start_run`'s keyword arguments, run options included.
 START_RUN_ARGS = frozenset({"experiment", "run_name", "tracking_uri", "run_id", "tags"}) | {
@@ -217,6 +221,7 @@ class RunSession:
                     trail.end("FINISHED")
                 else:
                     message = reason or f"the {self.framework} training stopped before its end"
+                    logger.warning("mltrail: run %s: %s; marked FAILED.", trail.run_id, message)
                     trail.set_tags(
                         {"mltrail.exception.type": "unknown", "mltrail.exception.message": message}
                     )
@@ -226,6 +231,29 @@ class RunSession:
             if self._tmp is not None and flushed:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
+
+    def end_after(
+        self,
+        summary: Callable[[Trail], Any],
+        error: BaseException | None = None,
+        *,
+        finished: bool = True,
+        reason: str | None = None,
+    ) -> None:
+        """Log what the run gets at its end (``summary(trail)``: pending epochs, early stopping,
+        the final model), then :meth:`end` it as told. Errors in ``summary`` are counted; one
+        that escapes it (strict mode, an interrupt) ends the run with that error, then raises.
+        """
+        trail = self.trail
+        if trail is None:
+            return
+        try:
+            with self.guarded("ending the run"):
+                summary(trail)
+        except BaseException as escaped:
+            self.end(error or escaped)
+            raise
+        self.end(error, finished=finished, reason=reason)
 
     def _abandon(self) -> None:
         if self._training and self.trail is not None:
