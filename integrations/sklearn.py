@@ -37,23 +37,16 @@ candidate, which reads the search's results from the search's own ``fit`` frame;
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
-import csv
 import dataclasses
-import hashlib
-import importlib.metadata
-import io
-import json
 import logging
 import math
-import os
-import shutil
 import sys
-import tempfile
-import threading
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 try:
@@ -68,29 +61,44 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.sklearn needs scikit-learn >= 1.6: pip install "mltrail[sklearn]"'
     ) from error
 
-from mltrail.autolog import in_patched_call, options_for, recording
-from mltrail.config import Options
-from mltrail.errors import MltrailError, guarded
-from mltrail.recording.trail import Trail, start_run
+from mltrail import MltrailError, Trail
+from mltrail.adapters import (
+    Candidate,
+    RunSession,
+    check_max_child_runs,
+    confusion_matrix_plot,
+    dataset_input,
+    example_io,
+    exception_safe,
+    fit_arguments,
+    in_patched_call,
+    log_candidates,
+    options_for,
+    packages_of,
+    pinned_requirements,
+    preload_matplotlib,
+    recording,
+    residual_plot,
+    results_csv,
+)
 
 logger = logging.getLogger("mltrail.sklearn")
 
 __all__ = ["TrackedEstimator", "TrailCallback", "autolog_patches"]
 
-_RUN_NAMES = {"experiment", "run_name", "tracking_uri", "tags"}
-_START_RUN_ARGS = _RUN_NAMES | {field.name for field in dataclasses.fields(Options)}
-_MAX_PLOT_POINTS = 5000
-_FULL_HASH_BYTES = 256 << 20  # larger arrays are fingerprinted from evenly spaced rows
-
-# The run recording the fit that runs in this thread, for inner fits (nesting, pass-through).
-_current: contextvars.ContextVar[Trail | None] = contextvars.ContextVar(
+# The session recording the fit that runs in this thread, for inner fits (nesting, pass-through).
+_current: contextvars.ContextVar[RunSession | None] = contextvars.ContextVar(
     "mltrail_sklearn_run", default=None
 )
 
 
 @dataclasses.dataclass
 class _Settings:
-    """How a fit is recorded: from TrackedEstimator's params, autolog options or a callback."""
+    """How fits are recorded: from TrackedEstimator's params, autolog options or a callback.
+
+    Checked when made: TrackedEstimator makes them at fit (scikit-learn's constructors only
+    store their arguments), autolog and TrailCallback when they are set up.
+    """
 
     start: dict[str, Any]
     trail: Trail | None = None
@@ -100,13 +108,18 @@ class _Settings:
     max_child_runs: int | None = 100
     nested: bool = False
     prefix: str = ""  # "estimator__" for TrackedEstimator: the names GridSearchCV grids use
+    owner: dataclasses.InitVar[str] = "TrailCallback"
 
-    def __post_init__(self) -> None:
-        limit = self.max_child_runs
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise MltrailError(f"max_child_runs must be None or an int >= 0, not {limit!r}.")
-        if self.trail is not None and not isinstance(self.trail, Trail):
-            raise MltrailError("trail= takes the Trail that mltrail.start_run() returned.")
+    def __post_init__(self, owner: str) -> None:
+        check_max_child_runs(self.max_child_runs)
+        # TrackedEstimator passes every start_run param it has, unset ones as None.
+        self.start = {k: v for k, v in self.start.items() if v is not None}
+        self._owner = owner
+        self.session()  # the trail= or start_run handshake, checked now
+
+    def session(self) -> RunSession:
+        """A session for one fit (fits run in several threads at once, each its own run)."""
+        return RunSession("sklearn", self.trail, self.start, owner=self._owner)
 
 
 # --- where a fit runs ----------------------------------------------------------------------------
@@ -153,170 +166,103 @@ class _Recording:
         enclosing_search: tuple[Any, Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.session = settings.session()
         self.estimator = estimator
-        self.X, self.y = X, y
+        self.X = X
         self.fit_params = dict(fit_params)
-        self.eval_set = eval_set
+        # (role, X, y, sample_weight) of the data the fitted estimator is measured on
+        self.sets = [("train", X, y, self.fit_params.get("sample_weight"))]
+        if eval_set is not None:
+            self.sets.append(("eval", *eval_set, None))
         self.enclosing_search = enclosing_search
-        self.trail: Trail | None = None
-        self.owned = False
         self.fitted = False
-        self._token: contextvars.Token[Trail | None] | None = None
-        self._recording: Any = None
-        self._tmp: str | None = None
-        self._plot: threading.Thread | None = None
-        self._plot_error: BaseException | None = None
-        self._predictions: dict[str, tuple[Any, Any, Any]] = {}
+        self._scope = contextlib.ExitStack()
 
-    @property
-    def _errors(self) -> Any:
-        return getattr(self.trail, "_errors", None)  # count our errors with the run's own
+    def run(self, fit: Callable[[], Any]) -> Any:
+        """Run ``fit`` recorded; the estimator's own exception propagates unchanged."""
+        self.begin()
+        try:
+            result = fit()
+        except BaseException as error:
+            self.end(error)
+            raise
+        try:
+            self.finish(self.estimator)
+        finally:
+            self.end()
+        return result
 
     def begin(self) -> None:
-        settings = self.settings
         tags = {"mltrail.sklearn.estimator": type(self.estimator).__name__}
-        if settings.trail is not None:
-            self.trail = settings.trail
-            self.trail.set_tags(tags)
-        else:
-            start = dict(settings.start)
-            start["tags"] = {**tags, **(start.get("tags") or {})}
-            self.trail = start_run(**start)
-            self.owned = True
-        self._token = _current.set(self.trail)
-        self._recording = recording()  # other adapters' patched fits pass through
-        self._recording.__enter__()
+        trail = self.session.open(tags=tags)
+        if self.session.given is not None:
+            trail.set_tags(tags)  # open() tags only the runs it starts
+        self._scope.callback(_current.reset, _current.set(self.session))
+        self._scope.enter_context(recording())  # other adapters' patched fits pass through
+        self.session.training_started()
+        if self.settings.log_plots:
+            preload_matplotlib()  # imported while the estimator fits, not after
+        # One call per kind of record: each one is a request (a transaction) to the store.
+        params: dict[str, Any] = {}
+        datasets = []
         try:
-            self._log_start()
+            with self.session.guarded("recording params"):
+                params.update(_estimator_params(self.estimator, self.settings.prefix))
+                params.update(_fit_params(self.fit_params))
+            with self.session.guarded("describing the training data"):
+                for role, X, y, _ in self.sets:
+                    described, dataset = dataset_input(X, y, role)
+                    params.update(described)
+                    datasets.append(dataset)
+            trail.log_params(params)
+            trail.log_inputs(datasets)
         except BaseException as error:  # strict mode raises our own errors: end the run first
             self.end(error)
             raise
 
-    def _log_start(self) -> None:
-        settings = self.settings
-        assert self.trail is not None
-        # One call per kind of record: each one is a request (a transaction) to the store.
-        params: dict[str, Any] = {}
-        datasets = []
-        with guarded("recording scikit-learn params", self._errors):
-            params.update(_estimator_params(self.estimator, settings.prefix))
-            params.update(_fit_params(self.fit_params))
-        with guarded("recording the training data", self._errors):
-            sets = [("train", self.X, self.y)]
-            if self.eval_set is not None:
-                sets.append(("eval", *self.eval_set))
-            for role, X, y in sets:
-                described, dataset = _describe_data(X, y, role)
-                params.update(described)
-                datasets.append(dataset)
-        self.trail.log_params(params)
-        self.trail.log_inputs(datasets)
-
     def finish(self, model: Any) -> None:
         """Record what the fitted ``model`` gives: metrics, search results, model, plot."""
         self.fitted = True
-        trail, settings = self.trail, self.settings
+        session, settings = self.session, self.settings
+        trail = session.trail
         assert trail is not None
         metrics: dict[str, float] = {}
-        with guarded("recording scikit-learn metrics", self._errors):
-            weight = self.fit_params.get("sample_weight")
-            metrics.update(self._metrics(model, self.X, self.y, weight, "train"))
-            if self.eval_set is not None:
-                X_eval, y_eval = self.eval_set
-                metrics.update(self._metrics(model, X_eval, y_eval, None, "eval"))
-        with guarded("recording the search results", self._errors):
-            search = model if _is_fitted_search(model) else None
-            if search is not None:
-                metrics.update(_log_search(trail, search, search.cv_results_, settings))
+        plotted = None  # (kind, y_true, y_pred); the held-out set tells more when there is one
+        with session.guarded("computing metrics"):
+            for role, X, y, weight in self.sets:
+                values, predictions = _task_metrics(model, X, y, weight, role + "/")
+                metrics.update(values)
+                plotted = predictions or plotted
+        with session.guarded("recording the search results"):
+            if _is_fitted_search(model):
+                metrics.update(_log_search(trail, model, model.cv_results_, settings))
             elif self.enclosing_search is not None:
                 search, results = self.enclosing_search
                 metrics.update(_log_search(trail, search, results, settings, enclosing=True))
         trail.log_metrics(metrics, step=0)
-        if settings.log_model:
-            with guarded("logging the scikit-learn model", self._errors):
+        if settings.log_model:  # first: it is saved in the background while we plot
+            with session.guarded("logging the model"):
                 _log_model(trail, model, self.X, settings.registered_model_name)
-        if settings.log_plots and self._predictions:
-            self._plot = threading.Thread(target=self._draw, name="mltrail-plot", daemon=True)
-            self._plot.start()
+        if settings.log_plots and plotted is not None:
+            with session.guarded("plotting"):
+                path = _plot(session.temp_dir(), *plotted, getattr(model, "classes_", None))
+                if path is not None:
+                    trail.log_artifact(path, "plots")
 
-    def end(self, error: BaseException | None = None) -> None:
-        trail = self.trail
-        if trail is None:
-            return
-        if self._plot is not None:
-            self._plot.join()
-            with guarded("plotting", self._errors):
-                if self._plot_error is not None:
-                    raise self._plot_error
-        if self._recording is not None:
-            self._recording.__exit__(None, None, None)
-            self._recording = None
-        if self._token is not None:
-            _current.reset(self._token)
-            self._token = None
-        if self.owned:
-            if error is not None:
-                trail.end_with_exception(error)
-            else:
-                trail.end("FINISHED")
-        elif self._tmp is not None:
-            trail.flush()  # the plot file must be uploaded before it goes
-        if self._tmp is not None and not trail.offline:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _metrics(self, model: Any, X: Any, y: Any, weight: Any, role: str) -> dict[str, float]:
-        metrics, predictions = _task_metrics(model, X, y, weight, role + "/")
-        if predictions is not None:
-            self._predictions[role] = predictions
-        return metrics
-
-    def _draw(self) -> None:
-        try:
-            # The held-out set tells more than the training set when there is one.
-            kind, y_true, y_pred = self._predictions.get("eval") or self._predictions["train"]
-            self._tmp = self._tmp or tempfile.mkdtemp(prefix="mltrail-sklearn-")
-            path = _plot(self._tmp, kind, y_true, y_pred, getattr(self.estimator, "classes_", None))
-            if path is not None:
-                assert self.trail is not None
-                self.trail.log_artifact(path, "plots")
-        except Exception as error:
-            self._plot_error = error
-
-
-def _record(
-    settings: _Settings,
-    estimator: Any,
-    fit: Callable[[], Any],
-    X: Any,
-    y: Any,
-    fit_params: Mapping[str, Any],
-    eval_set: tuple[Any, Any] | None = None,
-    enclosing_search: tuple[Any, Any] | None = None,
-) -> tuple[Any, Trail]:
-    """Run ``fit`` as one recorded run; the estimator's own exception propagates unchanged."""
-    recording = _Recording(settings, estimator, X, y, fit_params, eval_set, enclosing_search)
-    recording.begin()
-    try:
-        result = fit()
-    except BaseException as error:
-        recording.end(error)
-        raise
-    try:
-        recording.finish(estimator)
-    finally:
-        recording.end()
-    assert recording.trail is not None
-    return result, recording.trail
+    def end(self, error: BaseException | None = None, **how: Any) -> None:
+        """End the run (see :meth:`RunSession.end`), and this fit's hold on the thread."""
+        self._scope.close()
+        self.session.end(error, **how)
 
 
 def _record_nested(settings: _Settings, estimator: Any, X: Any, y: Any, weight: Any) -> None:
     """An inner fit as a finished child run of the run recording the outer fit."""
     parent = _current.get()
-    if not settings.nested or parent is None:
+    if not settings.nested or parent is None or parent.trail is None:
         return
-    with guarded("recording a nested scikit-learn fit", getattr(parent, "_errors", None)):
+    with parent.guarded("recording a nested fit"):
         metrics, _ = _task_metrics(estimator, X, y, weight, "train/")
-        parent.log_child_run(
+        parent.trail.log_child_run(
             run_name=type(estimator).__name__,
             params=_estimator_params(estimator, settings.prefix),
             metrics=metrics,
@@ -370,206 +316,69 @@ def _fit_params(fit_params: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _shape(data: Any) -> tuple[int, ...] | None:
-    shape = getattr(data, "shape", None)
-    if shape is None:
-        try:
-            shape = np.shape(data)
-        except Exception:
-            return None
-    return tuple(int(n) for n in shape)
-
-
-def _describe_data(X: Any, y: Any, role: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Params (shapes, digest, feature names) and an MLflow dataset input for ``X``/``y``."""
-    digest = _fingerprint(X, y)
-    x_shape, y_shape = _shape(X), _shape(y) if y is not None else None
-    params: dict[str, Any] = {
-        f"data.{role}.shape": "x".join(map(str, x_shape)) if x_shape is not None else "unknown",
-        f"data.{role}.digest": digest,
-    }
-    if y_shape is not None:
-        params[f"data.{role}.y_shape"] = "x".join(map(str, y_shape))
-    columns = getattr(X, "columns", None)
-    if role == "train" and columns is not None:
-        params["data.feature_names"] = ",".join(str(c) for c in columns)
-    profile: dict[str, Any] = {"features_shape": x_shape}
-    if y_shape is not None:
-        profile["targets_shape"] = y_shape
-    dataset = {
-        "name": role,
-        "digest": digest,
-        "source_type": "code",
-        "source": json.dumps({"tags": {"mlflow.source.name": _entry_point()}}),
-        "schema": json.dumps(_schema(X, y)),
-        "profile": json.dumps(profile),
-        "tags": {"mlflow.data.context": role},
-    }
-    return params, dataset
-
-
-def _entry_point() -> str:
-    return sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>"
-
-
-def _fingerprint(*parts: Any) -> str:
-    """A content hash of arrays, DataFrames, sparse matrices or lists (16 hex digits)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        _hash_into(digest, part)
-    return digest.hexdigest()[:16]
-
-
-def _hash_into(digest: Any, data: Any) -> None:
-    if data is None:
-        digest.update(b"<none>")
-        return
-    if hasattr(data, "iloc"):  # pandas DataFrame or Series
-        import pandas as pd
-
-        names = list(data.columns) if hasattr(data, "columns") else [data.name]
-        dtypes = list(data.dtypes) if hasattr(data, "columns") else [data.dtype]
-        digest.update(repr((names, [str(t) for t in dtypes], data.shape)).encode())
-        digest.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
-        return
-    if hasattr(data, "tocsr") and hasattr(data, "nnz"):  # scipy sparse
-        csr = data.tocsr()
-        digest.update(repr(("sparse", csr.shape, str(csr.dtype))).encode())
-        for array in (csr.data, csr.indices, csr.indptr):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        return
-    array = np.asarray(data)
-    digest.update(repr((array.shape, str(array.dtype))).encode())
-    if array.dtype.hasobject:
-        try:
-            import pandas as pd
-
-            digest.update(pd.util.hash_array(array.ravel()).tobytes())
-        except Exception:  # no pandas, or objects it cannot hash
-            digest.update(repr(array.tolist()).encode())
-        return
-    if array.nbytes > _FULL_HASH_BYTES and array.ndim:
-        stride = math.ceil(array.nbytes / _FULL_HASH_BYTES)
-        array = array[::stride]
-    digest.update(np.ascontiguousarray(array).tobytes())
-
-
-def _mlflow_type(dtype: Any) -> str:
-    kind = getattr(dtype, "kind", "O")
-    if kind == "b":
-        return "boolean"
-    if kind in "iu":
-        return "long" if dtype.itemsize >= 8 or kind == "u" else "integer"
-    if kind == "f":
-        return "double" if dtype.itemsize >= 8 else "float"
-    if kind == "M":
-        return "datetime"
-    return "string"
-
-
-def _schema(X: Any, y: Any) -> dict[str, Any]:
-    """The dataset schema in MLflow's JSON form: columns for a DataFrame, tensors otherwise."""
-    if hasattr(X, "columns") and hasattr(X, "dtypes"):
-        return {
-            "mlflow_colspec": [
-                {"type": _mlflow_type(dtype), "name": str(name), "required": True}
-                for name, dtype in list(zip(X.columns, X.dtypes, strict=False))[:1000]
-            ]
-        }
-
-    def tensor(data: Any) -> str | None:
-        if data is None:
-            return None
-        shape = _shape(data) or ()
-        dtype = getattr(data, "dtype", None) or np.asarray(data[:1]).dtype
-        spec = {"dtype": str(dtype), "shape": [-1, *shape[1:]]}
-        return json.dumps([{"type": "tensor", "tensor-spec": spec}])
-
-    try:
-        return {"mlflow_tensorspec": {"features": tensor(X), "targets": tensor(y)}}
-    except Exception:  # ragged lists and other array-likes without a dtype
-        return {"mlflow_tensorspec": {"features": None, "targets": None}}
-
-
 def _task_metrics(
     model: Any, X: Any, y: Any, weight: Any, prefix: str
 ) -> tuple[dict[str, float], tuple[str, Any, Any] | None]:
-    """The task's standard metrics of ``model`` on ``X``/``y``, and predictions for a plot.
-
-    A metric that does not apply to these targets (one class, multi-output, ...) is left out.
-    """
+    """The task's standard metrics of ``model`` on ``X``/``y``, and (task, y, predictions) for
+    a plot. A metric that does not apply to these targets (one class, multi-output...) is left
+    out, and so is NaN (undefined here: one class in ``y``, ...)."""
     from sklearn import metrics as m
     from sklearn.base import ClassifierMixin, RegressorMixin
 
+    kw = {} if weight is None else {"sample_weight": weight}
+    mixin_score = getattr(type(model), "score", None) in (
+        ClassifierMixin.score,
+        RegressorMixin.score,
+    )
+    task = None
+    if y is not None and hasattr(model, "predict"):
+        task = (
+            "classification"
+            if is_classifier(model)
+            else "regression"
+            if is_regressor(model)
+            else None
+        )
+    compute: dict[str, Callable[[], Any]] = {}
     out: dict[str, float] = {}
-    kwargs = {} if weight is None else {"sample_weight": weight}
-
-    def put_all(names: tuple[str, ...], compute: Callable[[], Any]) -> None:
-        try:
-            values = compute()
-            values = [float(v) for v in (values if len(names) > 1 else [values])]
-        except Exception as error:  # not applicable to these targets; not an mltrail error
-            logger.debug("metrics %s%s not computed: %s", prefix, names, error)
-            return
-        for name, value in zip(names, values, strict=True):
-            if math.isfinite(value):  # NaN means undefined here (one class in y_true, ...)
-                out[prefix + name] = value
-
-    def put(name: str, compute: Callable[[], Any]) -> float | None:
-        put_all((name,), compute)
-        return out.get(prefix + name)
-
-    predictions = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # our own extra predict calls must not warn the user
-        if y is None:
-            if hasattr(model, "score"):
-                put("score", lambda: model.score(X))
-            return out, None
-        classifier = is_classifier(model) and hasattr(model, "predict")
-        regressor = is_regressor(model) and hasattr(model, "predict")
-        default_score = getattr(type(model), "score", None) in (
-            ClassifierMixin.score,
-            RegressorMixin.score,
-        )
-        if hasattr(model, "score") and not default_score:  # searches: their scorer
-            put("score", lambda: model.score(X, y, **kwargs))
-        if classifier:
-            pred = _predict(model, X)
-            if pred is not None:
-                predictions = ("classification", y, pred)
-                accuracy = put("accuracy", lambda: m.accuracy_score(y, pred, **kwargs))
-                if default_score and accuracy is not None:  # ClassifierMixin.score: accuracy
-                    out[prefix + "score"] = accuracy
-                put_all(
-                    ("precision", "recall", "f1"),
-                    lambda: m.precision_recall_fscore_support(
-                        y, pred, average="weighted", zero_division=0, **kwargs
-                    )[:3],
-                )
-            if hasattr(model, "predict_proba"):
-                proba = _predict(model, X, "predict_proba")
-                labels = getattr(model, "classes_", None)
-                if proba is not None:
-                    put("log_loss", lambda: m.log_loss(y, proba, labels=labels, **kwargs))
-                    put("roc_auc", lambda: _roc_auc(y, proba, labels, kwargs))
-        elif regressor:
-            pred = _predict(model, X)
-            if pred is not None:
-                predictions = ("regression", y, pred)
-                mse = put("mse", lambda: m.mean_squared_error(y, pred, **kwargs))
-                if mse is not None:
-                    out[prefix + "rmse"] = math.sqrt(mse)
-                put("mae", lambda: m.mean_absolute_error(y, pred, **kwargs))
-                r2 = put("r2", lambda: m.r2_score(y, pred, **kwargs))
-                if default_score and r2 is not None:  # RegressorMixin.score: r2
-                    out[prefix + "score"] = r2
-        elif hasattr(model, "score"):
-            put("score", lambda: model.score(X, y, **kwargs))
-    return out, predictions
+        if hasattr(model, "score") and not (task and mixin_score):  # searches: their scorer
+            compute["score"] = lambda: model.score(X) if y is None else model.score(X, y, **kw)
+        pred = _predict(model, X) if task else None
+        if task == "classification" and pred is not None:
+            average = {"average": "weighted", "zero_division": 0, **kw}
+            compute["accuracy"] = lambda: m.accuracy_score(y, pred, **kw)
+            compute["precision"] = lambda: m.precision_score(y, pred, **average)
+            compute["recall"] = lambda: m.recall_score(y, pred, **average)
+            compute["f1"] = lambda: m.f1_score(y, pred, **average)
+        proba = _predict(model, X, "predict_proba") if task == "classification" else None
+        if proba is not None:
+            labels = getattr(model, "classes_", None)
+            compute["log_loss"] = lambda: m.log_loss(y, proba, labels=labels, **kw)
+            compute["roc_auc"] = lambda: _roc_auc(y, proba, labels, kw)
+        if task == "regression" and pred is not None:
+            compute["mse"] = lambda: m.mean_squared_error(y, pred, **kw)
+            compute["rmse"] = lambda: m.root_mean_squared_error(y, pred, **kw)
+            compute["mae"] = lambda: m.mean_absolute_error(y, pred, **kw)
+            compute["r2"] = lambda: m.r2_score(y, pred, **kw)
+        for name, metric in compute.items():
+            try:
+                value = float(metric())
+            except Exception as error:  # not applicable to these targets; not an mltrail error
+                logger.debug("metric %s%s not computed: %s", prefix, name, error)
+                continue
+            if math.isfinite(value):
+                out[prefix + name] = value
+    same = {"classification": "accuracy", "regression": "r2"}.get(task or "")
+    if mixin_score and same and prefix + same in out:  # the mixins' score is accuracy or r2
+        out[prefix + "score"] = out[prefix + same]
+    return out, (task, y, pred) if task and pred is not None else None
 
 
 def _predict(model: Any, X: Any, method: str = "predict") -> Any:
+    if not hasattr(model, method):
+        return None
     try:
         return getattr(model, method)(X)
     except Exception as error:
@@ -585,6 +394,24 @@ def _roc_auc(y: Any, proba: Any, labels: Any, kwargs: dict[str, Any]) -> float:
     return roc_auc_score(y, proba, multi_class="ovr", average="weighted", labels=labels, **kwargs)
 
 
+def _plot(folder: Path, kind: str, y_true: Any, y_pred: Any, labels: Any) -> Path | None:
+    """A confusion matrix (classification) or residual plot (regression) PNG; None if n/a."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim != 1 or y_pred.shape != y_true.shape:
+        return None  # multi-output
+    if kind == "regression":
+        residual_plot(y_true, y_pred, folder / "residuals.png")
+        return folder / "residuals.png"
+    from sklearn.metrics import confusion_matrix
+
+    labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else labels
+    if len(labels) > 50:
+        return None
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    confusion_matrix_plot(matrix, labels, folder / "confusion_matrix.png")
+    return folder / "confusion_matrix.png"
+
+
 def _is_fitted_search(model: Any) -> bool:
     module = sys.modules.get("sklearn.model_selection._search")
     return (
@@ -594,179 +421,81 @@ def _is_fitted_search(model: Any) -> bool:
     )
 
 
-def _search_params(search: Any) -> dict[str, Any]:
-    """The settings of a search that wraps the recorded estimator (cv, scoring, the grid...)."""
-    params = search.get_params(deep=False)
-    params.pop("estimator", None)
-    return {f"search.{k}": _param_value(v) for k, v in params.items()}
-
-
 def _log_search(
     trail: Trail, search: Any, results: Any, settings: _Settings, enclosing: bool = False
 ) -> dict[str, float]:
-    """Best params, cv_results.csv and one child run per candidate (the best K); returns the
-    metrics (best_cv_score) for the caller to log with its own."""
+    """Best params, cv_results.csv and the best candidates as child runs; returns the metrics
+    (best_cv_score) for the caller to log with its own."""
     trail.set_tags({"mltrail.sklearn.search": type(search).__name__})
+    params: dict[str, Any] = {}
+    if enclosing:  # the settings of a search around the recorded estimator (cv, scoring...)
+        own = search.get_params(deep=False)
+        params.update({f"search.{k}": _param_value(v) for k, v in own.items() if k != "estimator"})
     best = getattr(search, "best_params_", None) or {}
-    params: dict[str, Any] = _search_params(search) if enclosing else {}
     params.update({f"best.{k}": _param_value(v) for k, v in best.items()})
     if results:
         params["search.n_candidates"] = len(results["params"])
     if hasattr(search, "n_splits_"):
         params["search.n_splits"] = search.n_splits_
     trail.log_params(params)
-    metrics = {}
-    if isinstance(getattr(search, "best_score_", None), int | float | np.number):
-        metrics["best_cv_score"] = float(search.best_score_)
-    if not results:
-        return metrics
-    trail.log_text(_cv_results_csv(results), "cv_results.csv")
+    if results:
+        trail.log_text(results_csv(results, _param_value), "cv_results.csv")
+        log_candidates(
+            trail,
+            _candidates(search, results),
+            framework="sklearn",
+            search=type(search).__name__,
+            limit=settings.max_child_runs,
+        )
+    score = getattr(search, "best_score_", None)
+    return {"best_cv_score": float(score)} if isinstance(score, int | float | np.number) else {}
+
+
+def _candidates(search: Any, results: Mapping[str, Any]) -> list[Candidate]:
+    """The rows of ``cv_results_``: params, the fold summaries (not each split) and the rank by
+    the metric the search refits on."""
     count = len(results["params"])
-    limit = count if settings.max_child_runs is None else min(settings.max_child_runs, count)
     refit = getattr(search, "refit", True)
     rank_key = f"rank_test_{refit}" if isinstance(refit, str) else "rank_test_score"
     if rank_key not in results:
         rank_key = next((k for k in results if k.startswith("rank_test_")), "")
-    ranks = np.asarray(results[rank_key]) if rank_key else np.arange(1, count + 1)
-    summary = [k for k in results if k.startswith(("mean_", "std_", "rank_"))]  # no splits
-    for index in np.argsort(ranks, kind="stable")[:limit]:
-        index = int(index)
-        candidate = {k: _param_value(v) for k, v in results["params"][index].items()}
-        for key in ("iter", "n_resources"):  # successive halving: the round of this row
-            if key in results:
-                candidate[key] = int(results[key][index])
-        trail.log_child_run(
-            run_name=f"candidate-{index}",
-            params=candidate,
-            metrics={k: results[k][index] for k in summary},
-            tags={
-                "mltrail.sklearn.candidate": index,
-                "mltrail.sklearn.rank": int(ranks[index]),
-                "mltrail.sklearn.search": type(search).__name__,
+    ranks = results[rank_key] if rank_key else range(1, count + 1)
+    summary = [k for k in results if k.startswith(("mean_", "std_", "rank_"))]
+    rounds = [k for k in ("iter", "n_resources") if k in results]  # successive halving
+    return [
+        Candidate(
+            index=index,
+            params={
+                **{k: _param_value(v) for k, v in results["params"][index].items()},
+                **{k: int(results[k][index]) for k in rounds},
             },
+            metrics={k: results[k][index] for k in summary},
+            rank=int(ranks[index]),
         )
-    return metrics
-
-
-def _cv_results_csv(results: Mapping[str, Any]) -> str:
-    keys = list(results)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(keys)
-    for index in range(len(results["params"])):
-        row = []
-        for key in keys:
-            value = results[key][index]
-            if value is np.ma.masked:
-                value = ""
-            elif isinstance(value, dict):
-                value = json.dumps({k: _param_value(v) for k, v in value.items()}, default=str)
-            elif isinstance(value, np.generic):
-                value = value.item()
-            row.append(value)
-        writer.writerow(row)
-    return buffer.getvalue()
-
-
-def _head(X: Any, rows: int = 5) -> Any:
-    """The first rows of ``X`` as an independent copy (the model is saved in the background)."""
-    if hasattr(X, "iloc"):
-        return X.iloc[:rows].copy()
-    if hasattr(X, "tocsr"):
-        return X.tocsr()[:rows].copy()
-    if isinstance(X, np.ndarray):
-        return X[:rows].copy()
-    return np.asarray(X[:rows])
+        for index in range(count)
+    ]
 
 
 def _log_model(trail: Trail, model: Any, X: Any, registered_model_name: str | None) -> None:
     method = next((m for m in ("predict", "transform") if hasattr(model, m)), None)
-    example = output = None
-    if method is not None and X is not None:
-        try:
-            example = _head(X)
-            output = getattr(model, method)(example)
-        except Exception as error:  # odd inputs (ragged lists...): a model without an example
-            logger.debug("no input example for the model: %s", error)
-            example = output = None
-    kwargs: dict[str, Any] = {
-        "serialization_format": "cloudpickle",  # what mlflow.sklearn.autolog uses; any estimator
-        "pip_requirements": _requirements(model),  # inferring them costs seconds
-    }
+    example, output = example_io(X, getattr(model, method) if method else None)
+    try:
+        parts = [model, *model.get_params(deep=True).values()]
+    except Exception:
+        parts = [model]
+    # The packages the fitted estimator is made of (a step from another library, say).
+    made_of = packages_of(*(part for part in parts if hasattr(part, "get_params")))
     trail.log_model(
         model,
         "sklearn",
         signature_from=example,
         output_example=output,
         registered_model_name=registered_model_name,
-        **kwargs,
+        serialization_format="cloudpickle",  # what mlflow.sklearn.autolog uses; any estimator
+        pip_requirements=pinned_requirements(
+            *sorted({"sklearn", "cloudpickle", "numpy", "scipy", *made_of})
+        ),
     )
-
-
-_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
-
-
-def _requirements(model: Any) -> list[str]:
-    """Pinned requirements of the packages the fitted estimator is made of."""
-    packages = {"sklearn", "cloudpickle", "numpy", "scipy"}
-    try:
-        parts = [model, *model.get_params(deep=True).values()]
-    except Exception:
-        parts = [model]
-    for part in parts:
-        if hasattr(part, "get_params"):
-            packages.add(type(part).__module__.split(".")[0])
-    requirements = []
-    for package in sorted(packages - {"__main__", "builtins", "mltrail"}):
-        name = _DISTRIBUTIONS.get(package, package)
-        try:
-            requirements.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            names = importlib.metadata.packages_distributions().get(package)
-            if names:
-                requirements.append(f"{names[0]}=={importlib.metadata.version(names[0])}")
-    return requirements
-
-
-def _plot(folder: str, kind: str, y_true: Any, y_pred: Any, labels: Any) -> str | None:
-    """A confusion matrix (classification) or residual plot (regression) PNG; None if n/a."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend switch, thread-safe
-
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.ndim != 1 or y_pred.shape != y_true.shape:
-        return None  # multi-output
-    figure = Figure(figsize=(5, 4.5), dpi=80)
-    figure.subplots_adjust(left=0.2, bottom=0.2, right=0.95, top=0.9)  # tight_layout is slow
-    ax = figure.subplots()
-    if kind == "classification":
-        from sklearn.metrics import confusion_matrix
-
-        labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else labels
-        if len(labels) > 50:
-            return None
-        matrix = confusion_matrix(y_true, y_pred, labels=labels)
-        ax.imshow(matrix, cmap="Blues")
-        ticks = range(len(labels))
-        ax.set_xticks(ticks, [str(label) for label in labels], rotation=45, ha="right")
-        ax.set_yticks(ticks, [str(label) for label in labels])
-        if len(labels) <= 20:
-            middle = (matrix.max() + matrix.min()) / 2  # imshow spans min..max: dark above
-            for (row, col), count in np.ndenumerate(matrix):
-                color = "white" if count > middle else "black"
-                ax.text(col, row, str(count), ha="center", va="center", color=color)
-        ax.set(xlabel="Predicted label", ylabel="True label", title="Confusion matrix")
-        name = "confusion_matrix.png"
-    else:
-        if len(y_true) > _MAX_PLOT_POINTS:
-            keep = np.random.default_rng(0).choice(len(y_true), _MAX_PLOT_POINTS, replace=False)
-            y_true, y_pred = y_true[keep], y_pred[keep]
-        ax.scatter(y_pred, y_true - y_pred, s=8, alpha=0.5)
-        ax.axhline(0.0, color="black", linewidth=1)
-        ax.set(xlabel="Predicted value", ylabel="Residual (true - predicted)", title="Residuals")
-        name = "residuals.png"
-    path = os.path.join(folder, name)
-    figure.savefig(path, format="png")
-    return path
 
 
 # --- the wrapper ---------------------------------------------------------------------------------
@@ -780,6 +509,18 @@ def _estimator_has(attribute: str) -> Callable[[Any], bool]:
         return True
 
     return check
+
+
+def _delegated(name: str) -> Any:
+    """The fitted estimator's method ``name``, where the wrapped estimator has it."""
+
+    def method(self: TrackedEstimator, X: Any, *args: Any, **kwargs: Any) -> Any:
+        check_is_fitted(self)
+        return getattr(self.estimator_, name)(X, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"The fitted estimator's ``{name}``."
+    return available_if(_estimator_has(name))(method)
 
 
 class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
@@ -802,6 +543,10 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
         nested: record fits that run inside another recorded fit (this estimator as a step of
             a tracked Pipeline, say) as child runs of it instead of leaving them silent. Folds
             of searches and cross-validation are never runs of their own.
+
+    Raises:
+        MltrailError: at ``fit``, for both ``trail`` and start-run arguments, or an unknown or
+            badly typed start-run argument or ``max_child_runs``.
 
     Attributes:
         estimator_: the fitted clone of ``estimator``.
@@ -890,18 +635,16 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
 
         settings = self._settings()
         role, enclosing_search = _fit_context()
-        run_id = None
+        session = None
         if role == "inner":
             result = fit()
             _record_nested(settings, estimator, X, y, fit_params.get("sample_weight"))
         else:
-            result, trail = _record(
-                settings, estimator, fit, X, y, fit_params, eval_set, enclosing_search
-            )
-            run_id = trail.run_id
-            self._mltrail_uri = trail.tracking_uri
+            recorded = _Recording(settings, estimator, X, y, fit_params, eval_set, enclosing_search)
+            result, session = recorded.run(fit), recorded.session
         self.estimator_ = estimator
-        self.run_id_ = run_id
+        self.run_id_ = session.last_run_id if session is not None else None
+        self._session = session  # where score() logs, in this process or after unpickling
         self._score_calls = 0
         return result
 
@@ -922,51 +665,18 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
             max_child_runs=self.max_child_runs,
             nested=self.nested,
             prefix="estimator__",
+            owner="TrackedEstimator",
         )
 
     # -- delegation ------------------------------------------------------------------------------
 
-    @available_if(_estimator_has("predict"))
-    def predict(self, X: Any, **params: Any) -> Any:
-        """The fitted estimator's ``predict``."""
-        check_is_fitted(self)
-        return self.estimator_.predict(X, **params)
-
-    @available_if(_estimator_has("predict_proba"))
-    def predict_proba(self, X: Any, **params: Any) -> Any:
-        """The fitted estimator's ``predict_proba``."""
-        check_is_fitted(self)
-        return self.estimator_.predict_proba(X, **params)
-
-    @available_if(_estimator_has("predict_log_proba"))
-    def predict_log_proba(self, X: Any, **params: Any) -> Any:
-        """The fitted estimator's ``predict_log_proba``."""
-        check_is_fitted(self)
-        return self.estimator_.predict_log_proba(X, **params)
-
-    @available_if(_estimator_has("decision_function"))
-    def decision_function(self, X: Any) -> Any:
-        """The fitted estimator's ``decision_function``."""
-        check_is_fitted(self)
-        return self.estimator_.decision_function(X)
-
-    @available_if(_estimator_has("transform"))
-    def transform(self, X: Any, **params: Any) -> Any:
-        """The fitted estimator's ``transform``."""
-        check_is_fitted(self)
-        return self.estimator_.transform(X, **params)
-
-    @available_if(_estimator_has("inverse_transform"))
-    def inverse_transform(self, X: Any, **params: Any) -> Any:
-        """The fitted estimator's ``inverse_transform``."""
-        check_is_fitted(self)
-        return self.estimator_.inverse_transform(X, **params)
-
-    @available_if(_estimator_has("get_feature_names_out"))
-    def get_feature_names_out(self, input_features: Any = None) -> Any:
-        """The fitted estimator's ``get_feature_names_out``."""
-        check_is_fitted(self)
-        return self.estimator_.get_feature_names_out(input_features)
+    predict = _delegated("predict")
+    predict_proba = _delegated("predict_proba")
+    predict_log_proba = _delegated("predict_log_proba")
+    decision_function = _delegated("decision_function")
+    transform = _delegated("transform")
+    inverse_transform = _delegated("inverse_transform")
+    get_feature_names_out = _delegated("get_feature_names_out")
 
     @available_if(_estimator_has("score"))
     def score(self, X: Any, y: Any = None, sample_weight: Any = None, **params: Any) -> float:
@@ -976,29 +686,17 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
         if sample_weight is not None:
             params["sample_weight"] = sample_weight
         value = self.estimator_.score(X, y, **params)
-        if getattr(self, "run_id_", None):
-            self._log_score(value)
+        session = getattr(self, "_session", None)
+        if session is not None:
+            self._score_calls = getattr(self, "_score_calls", 0) + 1
+            with session.guarded("logging a score after fit"):
+                # The fit's run, joined: its status and end time stay as they are.
+                trail = session.reopen()
+                try:
+                    trail.log_metrics({f"score_{self._score_calls}": value}, step=0)
+                finally:
+                    session.end()
         return value
-
-    def _log_score(self, value: Any) -> None:
-        self._score_calls = getattr(self, "_score_calls", 0) + 1
-        metrics = {f"score_{self._score_calls}": value}
-        with guarded("logging a score after fit"):
-            trail = self.trail
-            if trail is not None and trail.status is None and trail.run_id == self.run_id_:
-                trail.log_metrics(metrics, step=0)
-                return
-            trail = start_run(
-                run_id=self.run_id_,
-                join=True,  # add to the finished run: its status and end time stay as they are
-                tracking_uri=getattr(self, "_mltrail_uri", None) or self.tracking_uri,
-                capture=False,
-                system_metrics=False,
-            )
-            try:
-                trail.log_metrics(metrics, step=0)
-            finally:
-                trail.end()
 
     @property
     def classes_(self) -> Any:
@@ -1050,6 +748,7 @@ except ImportError:  # scikit-learn < 1.9
     _CallbackSupport = None
 
 
+@exception_safe(["on_fit_task_begin", "on_fit_task_end", "teardown"])
 class TrailCallback:
     """Records the fit of the estimator it is set on, as :class:`TrackedEstimator` would.
 
@@ -1058,11 +757,19 @@ class TrailCallback:
 
         LogisticRegression().set_callbacks(TrailCallback(experiment="churn")).fit(X, y)
 
-    Params are logged without a prefix. Takes the keyword arguments of ``start_run`` plus
-    ``trail``, ``log_model``, ``registered_model_name``, ``log_plots``, ``max_child_runs``.
+    Params are logged without a prefix.
+
+    Args:
+        trail: log into this :class:`~mltrail.Trail` instead of starting a run per fit.
+        log_model: log the fitted estimator under ``model/``.
+        registered_model_name: also register the model under this name.
+        log_plots: log a confusion matrix or residual plot under ``plots/``.
+        max_child_runs: for searches, child runs for the best this many candidates.
+        **start_run_kwargs: keyword arguments of :func:`mltrail.start_run`.
 
     Raises:
-        MltrailError: on scikit-learn versions without ``sklearn.callback``.
+        MltrailError: on scikit-learn versions without ``sklearn.callback``, for both
+            ``trail`` and start-run arguments, or an unknown start-run argument.
     """
 
     def __init__(
@@ -1080,9 +787,6 @@ class TrailCallback:
                 f"TrailCallback needs scikit-learn >= 1.9 (sklearn.callback); this is "
                 f"{sklearn.__version__}. Wrap the estimator in TrackedEstimator instead."
             )
-        unknown = set(start_run_kwargs) - _START_RUN_ARGS
-        if unknown:
-            raise MltrailError(f"Unknown TrailCallback option(s): {sorted(unknown)}.")
         self._settings = _Settings(
             start=start_run_kwargs,
             trail=trail,
@@ -1092,6 +796,7 @@ class TrailCallback:
             max_child_runs=max_child_runs,
         )
         self._recordings: dict[int, _Recording] = {}
+        self._session: RunSession | None = None  # the last fit's: it counts the hooks' errors
 
     def setup(self, estimator: Any, context: Any) -> None:
         pass
@@ -1109,6 +814,7 @@ class TrailCallback:
         recording = _Recording(self._settings, estimator, X, y, fit_params, None, enclosing_search)
         recording.begin()
         self._recordings[id(estimator)] = recording
+        self._session = recording.session
 
     def on_fit_task_end(
         self, estimator: Any, context: Any, *, X: Any = None, y: Any = None, metadata: Any = None
@@ -1123,8 +829,8 @@ class TrailCallback:
             return
         if not recording.fitted:
             # Teardown runs in a ``finally``: the exception leaving fit is the one in flight.
-            error = sys.exc_info()[1] or RuntimeError("fit ended before its last task")
-            recording.end(error)
+            error = sys.exc_info()[1]
+            recording.end(error, finished=False, reason="the fit ended before its last task")
             return
         try:
             recording.finish(estimator)
@@ -1134,7 +840,7 @@ class TrailCallback:
     def __getstate__(self) -> dict[str, Any]:
         # Searches send their estimators, callbacks included, to joblib workers: no live runs.
         settings = dataclasses.replace(self._settings, trail=None)
-        return {"_settings": settings, "_recordings": {}}
+        return {"_settings": settings, "_recordings": {}, "_session": None}
 
 
 # --- autolog -------------------------------------------------------------------------------------
@@ -1162,31 +868,6 @@ def _estimator_classes() -> list[type]:
     ]
 
 
-def _fit_arguments(method: Any, estimator: Any, args: tuple, kwargs: dict) -> tuple[Any, Any, dict]:
-    """X, y and the other fit arguments of a call, by the method's signature."""
-    import inspect
-
-    try:
-        bound = inspect.signature(method).bind(estimator, *args, **kwargs)
-    except (TypeError, ValueError):
-        return (args[0] if args else kwargs.get("X")), (args[1] if len(args) > 1 else None), {}
-    names = list(bound.signature.parameters)
-    values = dict(bound.arguments)
-    values.pop(names[0], None)  # self
-    X = values.pop(names[1], None) if len(names) > 1 else None
-    y = None
-    if len(names) > 2 and names[2] in {"y", "Y"}:
-        y = values.pop(names[2], None)
-    extra = {}
-    for name, value in values.items():
-        kind = bound.signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            extra.update(value)
-        elif kind is not inspect.Parameter.VAR_POSITIONAL:
-            extra[name] = value
-    return X, y, extra
-
-
 def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..., Any]]]:
     """``mltrail.autolog`` patches: top-level ``fit``/``fit_transform``/``fit_predict`` of the
     scikit-learn estimators imported so far (each submodule imported later patches its own).
@@ -1196,25 +877,16 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     adapters and are ignored here.
     """
     start, own = options_for("sklearn", options)
-    settings = _Settings(start=start, **own)
+    settings = _Settings(start=start, **own, owner="mltrail.autolog")
 
     def patch(name: str) -> Callable[..., Any]:
         def record_fit(call_original: Callable[..., Any], estimator: Any, *args: Any, **kw: Any):
             role, enclosing_search = _fit_context(patched=True)
             if role == "inner":
                 return call_original(estimator, *args, **kw)
-            X, y, fit_params = _fit_arguments(getattr(type(estimator), name), estimator, args, kw)
-            result, _ = _record(
-                settings,
-                estimator,
-                lambda: call_original(estimator, *args, **kw),
-                X,
-                y,
-                fit_params,
-                None,
-                enclosing_search,
-            )
-            return result
+            X, y, fit_params = fit_arguments(getattr(type(estimator), name), estimator, args, kw)
+            recorded = _Recording(settings, estimator, X, y, fit_params, None, enclosing_search)
+            return recorded.run(lambda: call_original(estimator, *args, **kw))
 
         return record_fit
 

@@ -15,10 +15,15 @@ framework's configuration; that is all:
   checkpoints (which is best, which files changed, a copy that uploads safely);
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
   stopping under one set of names;
-- :func:`head_rows`, :func:`pinned_requirements`: what :meth:`mltrail.Trail.log_model` needs
-  besides the model;
+- :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
+  :meth:`mltrail.Trail.log_model` needs besides the model; :func:`example_io` (input example
+  and output), :func:`packages_of` (the packages a model is made of);
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
+  :func:`fit_arguments`: the data among a patched training call's arguments;
 - :func:`importance_plot`, :func:`preload_matplotlib`: plots logged as images;
+  :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
+- :class:`Candidate`, :func:`log_candidates`, :func:`results_csv`: a hyperparameter search's
+  candidates as child runs, the best first, and its results table;
 - :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
   registration (entry-point group ``mltrail.integrations``) and the safe-patch contract.
 
@@ -30,7 +35,7 @@ A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs
     class TrailCallback(framework.Callback):
         def __init__(self, trail=None, **start_run_kwargs):
             self._session = RunSession("myframework", trail, start_run_kwargs)
-            self._epochs = EpochLog(lambda: self._session.trail)
+            self._epochs = EpochLog(self._session)  # follows the session's current run
 
         def on_train_begin(self, trainer):
             self._session.open().log_params(trainer.config)
@@ -57,7 +62,13 @@ from mltrail.recording.checkpoints import (
     mode_for,
     stable_copy,
 )
-from mltrail.recording.datasets import dataset_input, describe, fingerprint, shape_of
+from mltrail.recording.datasets import (
+    dataset_input,
+    describe,
+    fingerprint,
+    fit_arguments,
+    shape_of,
+)
 from mltrail.recording.early_stopping import (
     EarlyStop,
     early_stopping_metrics,
@@ -65,8 +76,21 @@ from mltrail.recording.early_stopping import (
     early_stopping_params,
 )
 from mltrail.recording.hooks import exception_safe
-from mltrail.recording.models import EXAMPLE_ROWS, head_rows, pinned_requirements
-from mltrail.recording.plots import importance_plot, preload_matplotlib
+from mltrail.recording.models import (
+    EXAMPLE_ROWS,
+    example_io,
+    head_rows,
+    packages_of,
+    pinned_requirements,
+    pytorch_flavor_kwargs,
+)
+from mltrail.recording.plots import (
+    confusion_matrix_plot,
+    importance_plot,
+    preload_matplotlib,
+    residual_plot,
+)
+from mltrail.recording.search import Candidate, check_max_child_runs, log_candidates, results_csv
 from mltrail.recording.session import START_RUN_ARGS, RunSession, check_start_run_kwargs
 from mltrail.recording.steps import STEP_PREFIX, EpochLog, check_every, every_n, next_free_step
 
@@ -77,6 +101,7 @@ __all__ = [
     "START_RUN_ARGS",
     "STEP_PREFIX",
     "BestTracker",
+    "Candidate",
     "EarlyStop",
     "EpochLog",
     "FileWatch",
@@ -84,26 +109,35 @@ __all__ = [
     "MltrailError",
     "RunSession",
     "check_every",
+    "check_max_child_runs",
     "check_policy",
     "check_start_run_kwargs",
+    "confusion_matrix_plot",
     "dataset_input",
     "describe",
     "early_stopping_metrics",
     "early_stopping_names",
     "early_stopping_params",
     "every_n",
+    "example_io",
     "exception_safe",
     "fingerprint",
+    "fit_arguments",
     "head_rows",
     "importance_plot",
     "in_patched_call",
     "live_patch",
+    "log_candidates",
     "mode_for",
     "next_free_step",
     "options_for",
+    "packages_of",
     "pinned_requirements",
     "preload_matplotlib",
+    "pytorch_flavor_kwargs",
     "recording",
+    "residual_plot",
+    "results_csv",
     "safe_patch",
     "shape_of",
     "stable_copy",

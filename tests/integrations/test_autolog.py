@@ -544,7 +544,7 @@ def test_a_failing_adapter_leaves_real_training_intact(client, autolog_off, monk
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure in the patch")
 
-    monkeypatch.setattr(adapter, "_fit_arguments", broken)
+    monkeypatch.setattr(adapter, "fit_arguments", broken)
     monkeypatch.setenv("MLTRAIL_STRICT", "0")
     X, y = load_iris(return_X_y=True)
     mltrail.autolog(frameworks=["sklearn"], experiment="auto-broken", log_model=False, silent=True)

@@ -1,5 +1,6 @@
 """Training data as a run records it: shape, a content fingerprint, a schema, and an MLflow
-dataset input, for any adapter (numpy arrays, pandas objects, scipy sparse matrices, lists).
+dataset input, for any adapter (numpy arrays, pandas objects, scipy sparse matrices, lists);
+and :func:`fit_arguments`, which finds the data among the arguments of a patched training call.
 
 The fingerprint identifies the data by content: arrays up to 256 MiB are hashed whole, larger
 ones from evenly spaced rows, so that a training on the same data has the same digest.
@@ -8,9 +9,11 @@ ones from evenly spaced rows, so that a training on the same data has the same d
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -152,3 +155,31 @@ def schema(X: Any, y: Any) -> dict[str, Any]:
         return {"mlflow_tensorspec": {"features": tensor(X), "targets": tensor(y)}}
     except Exception:  # ragged lists and other array-likes without a dtype
         return {"mlflow_tensorspec": {"features": None, "targets": None}}
+
+
+def fit_arguments(
+    method: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The data of a training call ``method(instance, *args, **kwargs)`` as an autolog patch
+    sees it, bound by the method's signature: ``X`` (the parameter after ``self``), ``y`` (the
+    next one, when it is named ``y`` or ``Y``) and the other arguments by name, ``**kwargs``
+    spread. A call that does not bind gives its first two positional arguments and nothing else.
+    """
+    try:
+        bound = inspect.signature(method).bind(instance, *args, **kwargs)
+    except (TypeError, ValueError):
+        return (args[0] if args else kwargs.get("X")), (args[1] if len(args) > 1 else None), {}
+    parameters = bound.signature.parameters
+    names = list(parameters)
+    values = dict(bound.arguments)
+    values.pop(names[0], None)  # self
+    X = values.pop(names[1], None) if len(names) > 1 else None
+    y = values.pop(names[2], None) if len(names) > 2 and names[2] in {"y", "Y"} else None
+    rest: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            rest.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            rest[name] = value
+    return X, y, rest

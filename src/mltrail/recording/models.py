@@ -1,5 +1,5 @@
 """What an adapter hands :meth:`mltrail.Trail.log_model` besides the model: a few rows of
-input for the signature and input example, and pinned requirements.
+input for the signature and input example, pinned requirements, and flavor arguments.
 
 Pinned requirements matter for speed: without them MLflow infers them by importing the model
 again in a subprocess, which costs seconds per model.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger("mltrail.models")
@@ -34,6 +35,14 @@ def pinned_requirements(*packages: str) -> list[str]:
     return requirements
 
 
+def packages_of(*objects: Any) -> list[str]:
+    """The top-level packages the classes of ``objects`` come from, sorted, for
+    :func:`pinned_requirements` of a model made of parts from several libraries (a Pipeline
+    with an XGBoost step needs xgboost too); ``builtins``, ``__main__`` and mltrail left out."""
+    names = {type(part).__module__.split(".")[0] for part in objects}
+    return sorted(names - {"builtins", "__main__", "mltrail"})
+
+
 def _distribution(package: str) -> str | None:
     """The installed distribution of an import or distribution name, or None."""
     name = _DISTRIBUTIONS.get(package, package)
@@ -53,6 +62,21 @@ def _import_names() -> dict[str, list[str]]:
     except Exception:  # broken metadata of an unrelated package
         logger.debug("reading package metadata failed", exc_info=True)
         return {}
+
+
+def pytorch_flavor_kwargs() -> dict[str, Any]:
+    """Flavor arguments for :meth:`mltrail.Trail.log_model` with MLflow's ``pytorch`` flavor:
+    save the model pickled, as MLflow's own Lightning autolog does. MLflow 3's default,
+    ``torch.export``, takes seconds per model and rejects data-dependent control flow."""
+    for distribution in ("mlflow", "mlflow-skinny"):
+        try:
+            version = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
+        # MLflow 3.11 added serialization_format; later releases default it to torch.export.
+        return {"serialization_format": "pickle"} if tuple(parts) >= (3, 11) else {}
+    return {}
 
 
 def head_rows(data: Any, rows: int = EXAMPLE_ROWS) -> Any:
@@ -85,3 +109,17 @@ def head_rows(data: Any, rows: int = EXAMPLE_ROWS) -> Any:
         except Exception:
             return None
     return None
+
+
+def example_io(data: Any, predict: Callable[[Any], Any] | None) -> tuple[Any, Any]:
+    """The model's input example (:func:`head_rows` of ``data``) and ``predict``'s output on
+    it, for :meth:`mltrail.Trail.log_model`'s signature; ``(None, None)`` when there is no
+    ``predict`` or either fails (odd inputs such as ragged lists: the model goes without)."""
+    if predict is None:
+        return None, None
+    try:
+        example = head_rows(data)
+        return (None, None) if example is None else (example, predict(example))
+    except Exception as error:
+        logger.debug("no input example for the model: %s", error)
+        return None, None

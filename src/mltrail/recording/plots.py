@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("mltrail.plots")
 
@@ -70,3 +71,50 @@ def importance_plot(
         bottom=0.8 / figure.get_figheight(),  # room for the tick labels and the legend
     )
     figure.savefig(path, dpi=80)
+
+
+def confusion_matrix_plot(matrix: Any, labels: Sequence[Any], path: Path) -> None:
+    """A confusion matrix (rows: true labels, columns: predicted ones) saved as PNG to
+    ``path``, with the counts written in the cells up to 20 labels."""
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    axes = _axes()
+    axes.imshow(matrix, cmap="Blues")
+    ticks = range(len(labels))
+    axes.set_xticks(ticks, [str(label) for label in labels], rotation=45, ha="right")
+    axes.set_yticks(ticks, [str(label) for label in labels])
+    if len(labels) <= 20:
+        middle = (matrix.max() + matrix.min()) / 2  # imshow spans min..max: dark above
+        for (row, col), count in np.ndenumerate(matrix):
+            color = "white" if count > middle else "black"
+            axes.text(col, row, str(count), ha="center", va="center", color=color)
+    axes.set(xlabel="Predicted label", ylabel="True label", title="Confusion matrix")
+    axes.figure.savefig(path, format="png")
+
+
+def residual_plot(y_true: Any, y_pred: Any, path: Path, max_points: int = 5000) -> None:
+    """Residuals (true - predicted) against predicted values saved as PNG to ``path``; at
+    most ``max_points`` of them, drawn at random with a fixed seed."""
+    import numpy as np
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) > max_points:
+        keep = np.random.default_rng(0).choice(len(y_true), max_points, replace=False)
+        y_true, y_pred = y_true[keep], y_pred[keep]
+    axes = _axes()
+    axes.scatter(y_pred, y_true - y_pred, s=8, alpha=0.5)
+    axes.axhline(0.0, color="black", linewidth=1)
+    axes.set(xlabel="Predicted value", ylabel="Residual (true - predicted)", title="Residuals")
+    axes.figure.savefig(path, format="png")
+
+
+def _axes() -> Any:
+    """One panel of a small figure of its own (no pyplot: thread-safe, no backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 4.5), dpi=80)
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=0.2, bottom=0.2, right=0.95, top=0.9)  # tight_layout is slow
+    return figure.subplots()

@@ -72,6 +72,9 @@ class RunSession:
         start_run_kwargs: keyword arguments of :func:`~mltrail.start_run` for the runs this
             session starts.
         owner: how the user knows the adapter, for error messages ("TrailCallback").
+        copies_join: a copy of this session (pickled into a spawned worker process, where the
+            given Trail cannot follow) records into the given Trail's run, joined, instead of
+            starting runs of its own.
 
     Raises:
         MltrailError: for both ``trail`` and start-run arguments, a ``trail`` that is not a
@@ -81,6 +84,7 @@ class RunSession:
         trail: the Trail of the run being recorded, None between runs.
         owns: whether the current run is this session's to end.
         last_run_id: the run id of the current or last run.
+        last_tracking_uri: the store of that run (None: the configured one).
         last_status: the status the last run ended with (None for a given or joined run).
     """
 
@@ -91,6 +95,7 @@ class RunSession:
         start_run_kwargs: Mapping[str, Any] | None = None,
         *,
         owner: str = "TrailCallback",
+        copies_join: bool = False,
     ) -> None:
         kwargs = dict(start_run_kwargs or {})
         if trail is not None and not isinstance(trail, Trail):
@@ -110,7 +115,12 @@ class RunSession:
         self.trail: Trail | None = None
         self.owns = False
         self.last_run_id: str | None = trail.run_id if trail is not None else None
+        self.last_tracking_uri: str | None = (trail.tracking_uri or None) if trail else None
         self.last_status: str | None = None
+        # Plain data, kept in copies: where a copy finds the given Trail's run.
+        self._given_run = (
+            (trail.run_id, trail.tracking_uri) if copies_join and trail is not None else None
+        )
         self._tmp: Path | None = None
         self._training = False
 
@@ -149,6 +159,20 @@ class RunSession:
             if not self.given.attached_tags.get("mltrail.framework"):
                 self.given.set_tags({"mltrail.framework": self.framework})
             return self.given
+        return self._start(run_id, join, tracking_uri, tags, light)
+
+    def _start(
+        self,
+        run_id: str | None,
+        join: bool,
+        tracking_uri: str | None,
+        tags: Mapping[str, Any] | None,
+        light: bool,
+    ) -> Trail:
+        """Start, resume or join a run with this session's start-run arguments (see open)."""
+        if self._given_run is not None:  # a copy of a session given a Trail (copies_join)
+            run_id, tracking_uri = self._given_run
+            join = True
         kwargs = dict(self.start_run_kwargs)
         run_tags = {
             **(kwargs.pop("tags", None) or {}),
@@ -166,19 +190,22 @@ class RunSession:
         self.trail = start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
         self.owns = not (join and run_id is not None)
         self.last_run_id = self.trail.run_id
+        self.last_tracking_uri = self.trail.tracking_uri or None
         self.last_status = None
         return self.trail
 
     def reopen(self) -> Trail:
         """Add to the run this session recorded last (an ``evaluate`` after ``fit``): joined,
-        so its status and end time stay; :meth:`end` only flushes."""
+        so its status and end time stay; :meth:`end` only flushes. A given Trail that its
+        owner has ended since, and the run of a session copied into another process, are
+        joined by run id in the store they were recorded in."""
         if self.trail is not None:
             return self.trail
-        if self.given is not None:
+        if self.given is not None and self.given.status is None:
             return self.open()
         if self.last_run_id is None:
             raise MltrailError(f"{self.owner} has recorded no run yet.")
-        return self.open(run_id=self.last_run_id, join=True, light=True)
+        return self._start(self.last_run_id, True, self.last_tracking_uri, None, True)
 
     # --- the training --------------------------------------------------------------------------
 
@@ -290,7 +317,7 @@ class RunSession:
             self._tmp = Path(tempfile.mkdtemp(prefix=f"mltrail-{self.framework}-"))
         return Path(tempfile.mkdtemp(dir=self._tmp))
 
-    # --- copies: a session holds a live run; copies start their own -----------------------------
+    # --- copies: a session holds a live run; copies start their own (or join, copies_join) -------
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
