@@ -13,8 +13,8 @@ from typing import Any
 from mltrail import autolog as _autolog_module
 from mltrail.errors import MltrailError, MltrailWarning
 from mltrail.recording.trail import Trail, start_run
+from mltrail.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["MltrailError", "MltrailWarning", "Trail", "__version__", "autolog", "start_run"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.errors import MltrailError
+from mltrail.flags import is_true
 
 ENV_PREFIX = "MLTRAIL_"
 
@@ -89,9 +90,7 @@ def _convert(name: str, value: Any, field: dataclasses.Field[Any]) -> Any:
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
     try:
         if kind == "bool":
-            if isinstance(value, str):
-                return value.strip().lower() in {"1", "true", "yes", "on"}
-            return bool(value)
+            return is_true(value) if isinstance(value, str) else bool(value)
         if kind == "int":
             return int(value)
         if kind == "float":
@@ -101,11 +100,3 @@ def _convert(name: str, value: Any, field: dataclasses.Field[Any]) -> Any:
         return str(value)
     except (TypeError, ValueError) as error:
         raise MltrailError(f"Option {name!r} expects a {kind}, got {value!r}.") from error
-
-
-def env_flag(name: str, default: bool = False) -> bool:
-    """Read a boolean ``MLTRAIL_*`` switch."""
-    value = os.environ.get(ENV_PREFIX + name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from mltrail.flags import env_flag
 from mltrail.recording.sanitize import redact_text
 
 logger = logging.getLogger("mltrail")
@@ -33,7 +33,7 @@ class MltrailWarning(UserWarning):
 
 def strict_mode() -> bool:
     """True when ``MLTRAIL_STRICT`` asks for internal errors to be raised (test mode)."""
-    return os.environ.get("MLTRAIL_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env_flag("MLTRAIL_STRICT")
 
 
 class ErrorCounter:

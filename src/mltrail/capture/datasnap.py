@@ -225,7 +225,7 @@ def update_dvc_file(
     data = parse_yaml_for_update(text, source)
     folder = Path(source).parent
     if Path(source).name == "dvc.lock":
-        wdirs = dvc_capture._stage_wdirs(dvc_root / folder / "dvc.yaml")
+        wdirs = dvc_capture.stage_wdirs(dvc_root / folder / "dvc.yaml")
         for name, stage in (data.get("stages") or {}).items():
             base = folder / wdirs.get(str(name).split("@")[0], ".")
             _update_entries(stage.get("outs") or [], base, source, stored)
@@ -240,7 +240,7 @@ def _update_entries(
     entries: list[Any], base: Path, source: str, stored: dict[str, dict[str, Any]]
 ) -> None:
     for entry in entries:
-        out = dvc_capture._output(entry, base, source, None)
+        out = dvc_capture.parse_output(entry, base, source, None)
         if out is None or out.path not in stored or not isinstance(entry, dict):
             continue
         new = stored[out.path]
@@ -398,11 +398,12 @@ def restore_outputs(
                 results.append(_restore_one(repo, Path(dvc_root), out, remote))
             except Exception as error:
                 logger.debug("restoring %s failed", out.path, exc_info=True)
-                results.append(Restored(out.path, "missing", out.hash, None, _reason(error)))
+                results.append(Restored(out.path, "missing", out.hash, None, error_reason(error)))
     return results
 
 
-def _reason(error: BaseException) -> str:
+def error_reason(error: BaseException) -> str:
+    """``Type: first line of the message``: why a DVC operation failed, on one line."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 

@@ -18,7 +18,6 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -255,7 +254,7 @@ def _parse_file(root: Path, rel: str) -> list[DvcOutput]:
     return [
         out
         for entry in data.get("outs") or []
-        if (out := _output(entry, base, rel, None)) is not None
+        if (out := parse_output(entry, base, rel, None)) is not None
     ]
 
 
@@ -263,13 +262,13 @@ def _parse_lock(root: Path, rel: str, folder: Path, data: dict[str, Any]) -> lis
     outputs: list[DvcOutput] = []
     stages = data.get("stages")
     if isinstance(stages, dict):  # schema 2.0
-        wdirs = _stage_wdirs(root / folder / "dvc.yaml")
+        wdirs = stage_wdirs(root / folder / "dvc.yaml")
         for name, stage in stages.items():
             if not isinstance(stage, dict):
                 continue
             wdir = wdirs.get(str(name).split("@")[0], ".")
             for entry in stage.get("outs") or []:
-                out = _output(entry, folder / wdir, rel, str(name))
+                out = parse_output(entry, folder / wdir, rel, str(name))
                 if out is not None:
                     outputs.append(out)
         return outputs
@@ -277,14 +276,16 @@ def _parse_lock(root: Path, rel: str, folder: Path, data: dict[str, Any]) -> lis
         outs = stage.get("outs") if isinstance(stage, dict) else None
         if isinstance(outs, dict):
             for out_path, value in outs.items():
-                out = _output({"path": out_path, "md5": value}, folder, rel, str(name))
+                out = parse_output({"path": out_path, "md5": value}, folder, rel, str(name))
                 if out is not None:
                     out.dvc_format = "1"
                     outputs.append(out)
     return outputs
 
 
-def _stage_wdirs(dvc_yaml: Path) -> dict[str, str]:
+def stage_wdirs(dvc_yaml: Path) -> dict[str, str]:
+    """Stage name -> ``wdir`` of the stages of a ``dvc.yaml`` that set one (``{}`` when it
+    cannot be read): outputs in ``dvc.lock`` are relative to their stage's ``wdir``."""
     try:
         stages = (_load_yaml(dvc_yaml) or {}).get("stages") or {}
     except Exception:
@@ -296,7 +297,18 @@ def _stage_wdirs(dvc_yaml: Path) -> dict[str, str]:
     }
 
 
-def _output(entry: Any, base: Path, source: str, stage: str | None) -> DvcOutput | None:
+def parse_output(entry: Any, base: Path, source: str, stage: str | None) -> DvcOutput | None:
+    """The output an ``outs`` entry of a ``.dvc`` file or ``dvc.lock`` stage records.
+
+    Args:
+        entry: the entry as parsed from YAML (a dict, or a bare path).
+        base: the folder its path is relative to, from the DVC root.
+        source: the ``.dvc``/``dvc.lock`` file it comes from.
+        stage: the stage's name, for ``dvc.lock``.
+
+    Returns:
+        The output with its path from the DVC root and its hash, or None for a malformed entry.
+    """
     if isinstance(entry, str):
         entry = {"path": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
@@ -579,7 +591,3 @@ def _dvc_build_hash(root: Path, path: Path, name: str) -> str | None:
         return obj.hash_info.value
     finally:
         repo.close()
-
-
-def outputs_by_path(outputs: Iterable[DvcOutput]) -> dict[str, DvcOutput]:
-    return {o.path: o for o in outputs}

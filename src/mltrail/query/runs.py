@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 from mltrail.capture import git as git_capture
 from mltrail.errors import MltrailError
 from mltrail.query import sqlite_reader
+from mltrail.query.display import number, table
 from mltrail.recording.sanitize import redact_text
 from mltrail.store import call_with_timeout, describe_uri, sqlite_path
 
@@ -48,14 +49,23 @@ logger = logging.getLogger("mltrail.query")
 SCHEMA_VERSION = 1
 STORE_TIMEOUT = 60.0
 _HEX = re.compile(r"^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$")
-_RUN_ID = re.compile(r"^[0-9a-zA-Z_\-]{1,64}$")
+#: What a run id given on the command line may look like (checked before asking the store).
+RUN_ID = re.compile(r"^[0-9a-zA-Z_\-]{1,64}$")
 T = TypeVar("T")
 
 
 # --- the store ---------------------------------------------------------------------------------
 
 
-def _open_store(tracking_uri: str | None) -> tuple[Any, str]:
+def open_store(tracking_uri: str | None) -> tuple[Any, str]:
+    """An ``MlflowClient`` for a command, and the resolved tracking URI.
+
+    Args:
+        tracking_uri: ``--tracking-uri``, or None for ``MLFLOW_TRACKING_URI``/MLflow's default.
+
+    Raises:
+        MltrailError: when a sqlite store does not exist or the store cannot be opened.
+    """
     # A dead server must give a one-line error in seconds, not after minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -70,11 +80,20 @@ def _open_store(tracking_uri: str | None) -> tuple[Any, str]:
             f"There is no MLflow store at {path}. Pass --tracking-uri or set "
             "MLFLOW_TRACKING_URI to the store your runs were logged to."
         )
-    client = _store_call(lambda: make_client(uri), uri, "opening the store")
+    client = store_call(lambda: make_client(uri), uri, "opening the store")
     return client, uri
 
 
-def _store_call(func: Callable[[], T], uri: str, what: str) -> T:
+def store_call(func: Callable[[], T], uri: str, what: str) -> T:
+    """Call ``func`` (a read of the store at ``uri``) within :data:`STORE_TIMEOUT`.
+
+    Returns:
+        What ``func`` returns.
+
+    Raises:
+        MltrailError: one line saying what could not be read (``what``) and why, secrets
+            redacted; "not found" errors are raised as they are (see :func:`is_not_found`).
+    """
     try:
         return call_with_timeout(func, STORE_TIMEOUT, what)
     except MltrailError:
@@ -84,7 +103,7 @@ def _store_call(func: Callable[[], T], uri: str, what: str) -> T:
             f"The tracking store {describe_uri(uri)} did not answer within {STORE_TIMEOUT:g} s."
         ) from None
     except Exception as error:
-        if _not_found(error):
+        if is_not_found(error):
             raise
         text = redact_text(str(error)).strip()
         if any(m in text for m in ("Failed to establish", "Connection refused", "Max retries")):
@@ -97,16 +116,17 @@ def _store_call(func: Callable[[], T], uri: str, what: str) -> T:
         ) from None
 
 
-def _not_found(error: BaseException) -> bool:
+def is_not_found(error: BaseException) -> bool:
+    """True when ``error`` is the store saying that a run does not exist."""
     return getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or (
         "not found" in str(error).lower() and "run" in str(error).lower()
     )
 
 
-def _experiment_ids(client: Any, uri: str, name: str | None) -> dict[str, str]:
+def experiment_names(client: Any, uri: str, name: str | None) -> dict[str, str]:
     """Experiment id -> name: the named experiment, else every active one."""
     if name:
-        found = _store_call(lambda: client.get_experiment_by_name(name), uri, "reading experiments")
+        found = store_call(lambda: client.get_experiment_by_name(name), uri, "reading experiments")
         if found is None:
             raise MltrailError(f"There is no experiment named {name!r} in {describe_uri(uri)}.")
         return {found.experiment_id: found.name}
@@ -121,10 +141,13 @@ def _experiment_ids(client: Any, uri: str, name: str | None) -> dict[str, str]:
             if not token:
                 return found
 
-    return _store_call(search, uri, "reading experiments")
+    return store_call(search, uri, "reading experiments")
 
 
-def _search(client: Any, uri: str, ids: list[str], query: str, limit: int) -> list[Any]:
+def search_runs(client: Any, uri: str, ids: list[str], query: str, limit: int) -> list[Any]:
+    """Runs of experiments ``ids`` matching the MLflow filter ``query``, newest first, at
+    most ``limit`` (through :func:`store_call`)."""
+
     def search() -> list[Any]:
         runs: list[Any] = []
         token = None
@@ -142,7 +165,7 @@ def _search(client: Any, uri: str, ids: list[str], query: str, limit: int) -> li
                 break
         return runs
 
-    return _store_call(search, uri, "searching runs") if ids else []
+    return store_call(search, uri, "searching runs") if ids else []
 
 
 # --- git ---------------------------------------------------------------------------------------
@@ -242,11 +265,11 @@ class _MlflowRuns:
 
     def experiments(self, name: str | None) -> dict[str, str] | None:
         if name:
-            found = _store_call(
+            found = store_call(
                 lambda: self.client.get_experiment_by_name(name), self.uri, "reading experiments"
             )
             return None if found is None else {found.experiment_id: found.name}
-        return _experiment_ids(self.client, self.uri, None)
+        return experiment_names(self.client, self.uri, None)
 
     def runs_with_tag(
         self,
@@ -260,13 +283,13 @@ class _MlflowRuns:
             query = f"tags.`{key}` = '{value}'"
         else:
             query = f"tags.`{key}` LIKE '{prefix or ''}%'"
-        return _search(self.client, self.uri, experiment_ids, query, limit)
+        return search_runs(self.client, self.uri, experiment_ids, query, limit)
 
     def runs_by_id(self, experiment_ids: list[str], run_ids: list[str], limit: int) -> list[Any]:
         found = []
         for start in range(0, len(run_ids), 100):
             chunk = ", ".join(f"'{i}'" for i in run_ids[start : start + 100])
-            found += _search(
+            found += search_runs(
                 self.client, self.uri, experiment_ids, f"attributes.run_id IN ({chunk})", limit
             )
         return found
@@ -296,7 +319,7 @@ def runs_command(args: argparse.Namespace) -> int:
         finally:
             reader.close()
     if rows is None:
-        client, uri = _open_store(args.tracking_uri)
+        client, uri = open_store(args.tracking_uri)
         source = _MlflowRuns(client, uri)
         rows = _find_runs(source, uri, args.experiment, commit, fingerprint, repo, limit)
     if args.json:
@@ -338,7 +361,7 @@ def _find_runs(
         found = source.runs_with_tag(ids, "mlflow.source.git.commit", value=commit, limit=limit)
         rows = [run_summary(r, experiments, "commit") for r in found]
         seen = {r["run_id"] for r in rows}
-        extra = [i for i in snapshot_runs(commit, repo) if i not in seen and _RUN_ID.match(i)]
+        extra = [i for i in snapshot_runs(commit, repo) if i not in seen and RUN_ID.match(i)]
         if extra:
             for run in source.runs_by_id(ids, extra, limit):
                 rows.append(run_summary(run, experiments, "snapshot_parent"))
@@ -387,7 +410,7 @@ def _table(rows: list[dict[str, Any]], with_fingerprint: bool = False) -> str:
         if row["match"] == "snapshot_parent":
             dirty += " (snapshot)"
         started = (row["start_time"] or "-").replace("T", " ").rstrip("Z")
-        metrics = "  ".join(f"{k}={_number(v)}" for k, v in list(row["metrics"].items())[:4])
+        metrics = "  ".join(f"{k}={number(v)}" for k, v in list(row["metrics"].items())[:4])
         if len(row["metrics"]) > 4:
             metrics += f"  (+{len(row['metrics']) - 4})"
         cells = [
@@ -402,21 +425,14 @@ def _table(rows: list[dict[str, Any]], with_fingerprint: bool = False) -> str:
         if with_fingerprint:
             cells.insert(6, (row["fingerprint"] or "-")[:12])
         lines.append(cells)
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *lines, strict=False)]
-    out = []
-    for cells in [headers, *lines]:
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
-    return "\n".join(out)
-
-
-def _number(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    return table([headers, *lines])
 
 
 # --- show ----------------------------------------------------------------------------------------
 
 
-def _load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
+def load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
+    """The run's ``mltrail/provenance.json`` record, or None when it has none."""
     from mltrail.capture.provenance import PROVENANCE_ARTIFACT
 
     def download() -> dict[str, Any] | None:
@@ -429,21 +445,34 @@ def _load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | Non
                 data = json.load(handle)
         return data if isinstance(data, dict) else None
 
-    return _store_call(download, uri, "reading provenance.json")
+    return store_call(download, uri, "reading provenance.json")
+
+
+def read_run(client: Any, uri: str, run_id: str) -> tuple[Any, str | None, dict[str, Any] | None]:
+    """A run, the name of its experiment and its ``provenance.json`` record (None without).
+
+    Raises:
+        MltrailError: when ``run_id`` is not a run id or the store has no such run.
+    """
+    run_id = run_id.strip()
+    if not RUN_ID.match(run_id):
+        raise MltrailError(f"{run_id!r} is not a run id.")
+    try:
+        run = store_call(lambda: client.get_run(run_id), uri, "reading the run")
+    except Exception as error:
+        if is_not_found(error):
+            raise MltrailError(f"There is no run {run_id!r} in {describe_uri(uri)}.") from None
+        raise
+    experiment = store_call(
+        lambda: client.get_experiment(run.info.experiment_id), uri, "reading the experiment"
+    )
+    record = load_provenance(client, uri, run_id)
+    return run, experiment.name if experiment else None, record
 
 
 def show_data(client: Any, uri: str, run_id: str) -> dict[str, Any]:
     """Everything ``mltrail show --json`` prints for ``run_id``."""
-    try:
-        run = _store_call(lambda: client.get_run(run_id), uri, "reading the run")
-    except Exception as error:
-        if _not_found(error):
-            raise MltrailError(f"There is no run {run_id!r} in {describe_uri(uri)}.") from None
-        raise
-    experiment = _store_call(
-        lambda: client.get_experiment(run.info.experiment_id), uri, "reading the experiment"
-    )
-    record = _load_provenance(client, uri, run_id)
+    run, experiment_name, record = read_run(client, uri, run_id)
     tags = run.data.tags
     git = (record or {}).get("git") or {}
     dvc = (record or {}).get("dvc") or {}
@@ -475,7 +504,7 @@ def show_data(client: Any, uri: str, run_id: str) -> dict[str, Any]:
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
             "experiment_id": run.info.experiment_id,
-            "experiment": experiment.name if experiment else None,
+            "experiment": experiment_name,
             "status": run.info.status,
             "start_time": _time(start),
             "end_time": _time(end),
@@ -525,9 +554,9 @@ def show_data(client: Any, uri: str, run_id: str) -> dict[str, Any]:
 def show_command(args: argparse.Namespace) -> int:
     """Print one run's code, data, environment, params and metrics."""
     run_id = args.run_id.strip()
-    if not _RUN_ID.match(run_id):
+    if not RUN_ID.match(run_id):
         raise MltrailError(f"{args.run_id!r} is not a run id.")
-    client, uri = _open_store(args.tracking_uri)
+    client, uri = open_store(args.tracking_uri)
     data = show_data(client, uri, run_id)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -616,7 +645,7 @@ def format_show(data: dict[str, Any]) -> str:
     lines += ["", "Params"]
     lines += [f"  {k} = {v}" for k, v in data["params"].items()] or ["  (none)"]
     lines += ["", "Metrics (latest)"]
-    lines += [f"  {k} = {_number(v)}" for k, v in data["metrics"].items()] or ["  (none)"]
+    lines += [f"  {k} = {number(v)}" for k, v in data["metrics"].items()] or ["  (none)"]
     if data["fingerprint"]:
         lines += ["", f"Fingerprint {data['fingerprint']}"]
     return "\n".join(lines)

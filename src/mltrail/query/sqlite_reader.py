@@ -20,6 +20,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from mltrail.flags import env_flag
+
 logger = logging.getLogger("mltrail.sqlite_reader")
 
 # The tables and columns read here; MLflow has kept them since 1.x. Anything missing: Unsupported.
@@ -45,21 +47,15 @@ class Unsupported(Exception):
 
 
 def enabled() -> bool:
-    return os.environ.get("MLTRAIL_SQLITE_FAST_READS", "1").strip().lower() not in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )
+    """False when ``MLTRAIL_SQLITE_FAST_READS`` turns this reader off (it is on by default)."""
+    return env_flag("MLTRAIL_SQLITE_FAST_READS", default=True)
 
 
 def open_reader(tracking_uri: str) -> SqliteRuns | None:
     """A reader for ``tracking_uri`` when it is a local sqlite store this module understands."""
     if not enabled() or not tracking_uri.startswith("sqlite:///"):
         return None
-    if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get(
-        "MLFLOW_ENABLE_WORKSPACES", ""
-    ).strip().lower() in ("1", "true", "yes"):
+    if os.environ.get("MLFLOW_WORKSPACE") or env_flag("MLFLOW_ENABLE_WORKSPACES"):
         return None  # workspace scoping is MLflow's to apply
     path = Path(tracking_uri[len("sqlite:///") :]).expanduser()
     try:

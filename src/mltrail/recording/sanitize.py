@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import numbers
 import os
 import posixpath
@@ -265,10 +264,6 @@ def metric_value(value: Any) -> float | None:
         except ValueError:
             return None
     return None
-
-
-def is_finite(value: float) -> bool:
-    return math.isfinite(value)
 
 
 def param_text(value: Any) -> str:

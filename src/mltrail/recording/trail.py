@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.config import Options
+from mltrail.digest import file_sha256
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
 from mltrail.recording import distributed, lifecycle
 from mltrail.recording.sanitize import (
@@ -44,10 +44,10 @@ from mltrail.store import (
     resolve_tracking_uri,
     sqlite_path,
 )
+from mltrail.version import __version__
 
 logger = logging.getLogger("mltrail")
 
-TAG_PREFIX = "mltrail."
 #: Tag ``<prefix><first 16 hex digits of a file's sha256>`` = its artifact path, set for every
 #: uploaded checkpoint and model file, so ``mltrail which FILE`` finds the run by content.
 SHA256_TAG_PREFIX = "mltrail.sha256."
@@ -189,7 +189,7 @@ class Trail:
             trail._go_offline(error, run_id, experiment, run_name)
         trail._start_writer()
         base_tags = {
-            "mltrail.version": _version(),
+            "mltrail.version": __version__,
             "mltrail.host": socket.gethostname(),
             "mltrail.pid": str(os.getpid()),
         }
@@ -532,7 +532,7 @@ class Trail:
         values = {k: metric_value(v) for k, v in (metrics or {}).items()}
 
         def upload() -> None:
-            digest = sha256 or _sha256(path)
+            digest = sha256 or file_sha256(path)
             self._writer.upload_now(path, "checkpoints", "uploading a checkpoint")  # type: ignore[union-attr]
             name = f"checkpoints/{path.name}"
             with self._lock:
@@ -620,10 +620,12 @@ class Trail:
             if defaults is not None:
                 kwargs["pip_requirements"] = defaults()
         module.save_model(model, str(target), signature=signature, **kwargs)
+        files = [
+            f for f in sorted(target.rglob("*")) if f.is_file() and f.name not in _MODEL_METADATA
+        ]
         hashes = {
-            SHA256_TAG_PREFIX + _sha256(file)[:16]: "model/" + file.relative_to(target).as_posix()
-            for file in sorted(target.rglob("*"))
-            if file.is_file() and file.name not in _MODEL_METADATA
+            SHA256_TAG_PREFIX + file_sha256(f)[:16]: f"model/{f.relative_to(target).as_posix()}"
+            for f in files
         }
         uploaded = self._writer.upload_now(target, "model", "logging the model")  # type: ignore[union-attr]
         shutil.rmtree(target.parent, ignore_errors=True)
@@ -825,20 +827,6 @@ def _parent(artifact_file: str) -> str | None:
 
 def _jsonable(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | type(None) | list | tuple | dict)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _version() -> str:
-    from mltrail import __version__
-
-    return __version__
 
 
 _names = random.SystemRandom()

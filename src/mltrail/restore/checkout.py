@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ from mltrail.capture import datasnap
 from mltrail.capture import dvc as dvc_capture
 from mltrail.capture import git as git_capture
 from mltrail.capture.snapshot import REF_PREFIX, ref_name
+from mltrail.digest import file_sha256
 from mltrail.errors import MltrailError
 from mltrail.query import runs as query
 from mltrail.recording.sanitize import redact_text
@@ -126,31 +126,19 @@ class RunRecord:
                 path = client.download_artifacts(self.run_id, REQUIREMENTS_ARTIFACT, tmp)
                 return Path(path).read_text(encoding="utf-8")
 
-        return query._store_call(download, self.uri, "reading requirements.txt")
+        return query.store_call(download, self.uri, "reading requirements.txt")
 
 
 def load_run(client: Any, uri: str, run_id: str) -> RunRecord:
     """Read ``run_id``'s tags, dataset inputs and ``provenance.json`` from the store."""
-    run_id = run_id.strip()
-    if not query._RUN_ID.match(run_id):
-        raise MltrailError(f"{run_id!r} is not a run id.")
-    try:
-        run = query._store_call(lambda: client.get_run(run_id), uri, "reading the run")
-    except Exception as error:
-        if query._not_found(error):
-            raise MltrailError(f"There is no run {run_id!r} in {describe_uri(uri)}.") from None
-        raise
-    experiment = query._store_call(
-        lambda: client.get_experiment(run.info.experiment_id), uri, "reading the experiment"
-    )
-    record = query._load_provenance(client, uri, run_id)
+    run, experiment, record = query.read_run(client, uri, run_id)
     datasets = list(run.inputs.dataset_inputs) if run.inputs else []
     outputs = datasnap.run_outputs(record, datasets)
-    return RunRecord(run, experiment.name if experiment else None, record, uri, outputs)
+    return RunRecord(run, experiment, record, uri, outputs)
 
 
 def open_run(tracking_uri: str | None, run_id: str) -> tuple[Any, RunRecord]:
-    client, uri = query._open_store(tracking_uri)
+    client, uri = query.open_store(tracking_uri)
     return client, load_run(client, uri, run_id)
 
 
@@ -560,7 +548,8 @@ def push_command(args: argparse.Namespace) -> int:
         pushed = datasnap.push_revisions(dvc_root, commits, args.dvc_remote)
     except Exception as error:
         print(
-            f"mltrail push: the DVC data was not pushed: {datasnap._reason(error)}", file=sys.stderr
+            f"mltrail push: the DVC data was not pushed: {datasnap.error_reason(error)}",
+            file=sys.stderr,
         )
         return 1
     print(f"Pushed {pushed} data object(s) recorded by those snapshots to the DVC remote.")
@@ -568,14 +557,6 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 # --- which --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def which_command(args: argparse.Namespace) -> int:
@@ -586,10 +567,10 @@ def which_command(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise MltrailError(f"{path} is not a file.")
     digest = file_sha256(path)
-    client, uri = query._open_store(args.tracking_uri)
-    experiments = query._experiment_ids(client, uri, None)
+    client, uri = query.open_store(args.tracking_uri)
+    experiments = query.experiment_names(client, uri, None)
     key = SHA256_TAG_PREFIX + digest[:16]
-    runs = query._search(client, uri, list(experiments), f"tags.`{key}` LIKE '%'", 100)
+    runs = query.search_runs(client, uri, list(experiments), f"tags.`{key}` LIKE '%'", 100)
     if args.json:
         found = [
             {"run_id": r.info.run_id, "artifact": r.data.tags.get(key), **query.show_data(

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import re
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 from mltrail.capture import dvc as dvc_capture
 from mltrail.capture import git as git_capture
 from mltrail.errors import MltrailError
+from mltrail.query.display import number, table
 from mltrail.restore import checkout as restore
 
 SCHEMA_VERSION = 1
@@ -121,14 +121,6 @@ class Verification:
             lines += ["", table(rows)]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
-
-
-def table(rows: list[list[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
 
 
 def verify_command(args: argparse.Namespace) -> int:
@@ -362,14 +354,6 @@ def _code_diff(a: restore.RunRecord, b: restore.RunRecord, stat_only: bool) -> d
     return code
 
 
-def _number(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
 def format_diff(data: dict[str, Any]) -> str:
     """The human-readable ``mltrail diff`` text."""
     a, b = data["runs"]
@@ -388,7 +372,7 @@ def format_diff(data: dict[str, Any]) -> str:
     lines += ["", "Metrics (final)"]
     if data["metrics"]:
         rows = [["KEY", "A", "B", ""]] + [
-            [m["key"], _number(m["a"]), _number(m["b"]), "" if m["a"] == m["b"] else "*"]
+            [m["key"], number(m["a"]), number(m["b"]), "" if m["a"] == m["b"] else "*"]
             for m in data["metrics"]
         ]
         lines.append(table(rows))

@@ -28,6 +28,7 @@ from typing import Any
 
 from mltrail.errors import MltrailError
 from mltrail.query import runs as query
+from mltrail.query.display import number, table
 from mltrail.restore import checkout as restore
 
 TAG = "mltrail.reproduces"
@@ -151,8 +152,8 @@ def _environment(record: restore.RunRecord) -> dict[str, str]:
 
 def _new_runs(client: Any, uri: str, pid: int, started: int) -> list[Any]:
     """The runs the command created: tagged with its process id, started after it."""
-    experiments = query._experiment_ids(client, uri, None)
-    found = query._search(
+    experiments = query.experiment_names(client, uri, None)
+    found = query.search_runs(
         client,
         uri,
         list(experiments),
@@ -193,15 +194,10 @@ def _close(old: float, new: float, rtol: float, atol: float) -> bool:
 
 
 def _format(rows: list[tuple[str, float | None, float | None, bool]]) -> str:
-    from mltrail.restore.compare import table
-
     if not rows:
         return "  (no metrics to compare)"
     body = [["METRIC", "ORIGINAL", "RERUN", ""]]
     for key, old, new, ok in rows:
-        body.append([key, _number(old), _number(new), "ok" if ok else "DIFFERS"])
+        # Ten digits: a rerun that differs in the eighth shows it.
+        body.append([key, number(old, 10), number(new, 10), "ok" if ok else "DIFFERS"])
     return table(body)
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.10g}"

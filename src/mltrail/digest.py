@@ -1,0 +1,23 @@
+"""Content digests of local files: the one sha256 that ``checkpoints/index.json``, the
+``mltrail.sha256.<prefix>`` tags of model and checkpoint files and ``mltrail which`` agree on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+#: Bytes read at a time: large checkpoints are hashed in bounded memory.
+BLOCK_SIZE = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's content, as 64 hex digits.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(BLOCK_SIZE), b""):
+            digest.update(block)
+    return digest.hexdigest()
