@@ -474,6 +474,7 @@ class Trainer:
 def _fresh_error_counts(monkeypatch) -> None:
     """mltrail warns once per kind of error and process: each test starts uncounted."""
     monkeypatch.setattr(AUTOLOG, "process_errors", ErrorCounter())
+    monkeypatch.setattr(sys.modules["mltrail.autolog.patching"], "process_errors", ErrorCounter())
 
 
 @pytest.fixture
