@@ -185,7 +185,12 @@ def test_fit_records_params_metrics_checkpoints_model_and_test_metrics(
     assert [v for _, v in history(client, run_id, "lr-Adam")] == pytest.approx(
         [0.01, 0.005, 0.0025]
     )
-    assert steps(client, run_id, "early_stopping.stopped_epoch") == [2]
+    # EarlyStopping's outcome at the last epoch; it did not stop the training.
+    assert history(client, run_id, "early_stopping.best_score") == [
+        (2, pytest.approx(min(seen.values)))
+    ]
+    assert steps(client, run_id, "early_stopping.wait_count") == [2]
+    assert "early_stopping.stopped_epoch" not in run.data.metrics
     assert not any(key.startswith("step/") for key in run.data.metrics)
 
     # Checkpoints: the user's files, uploaded with their score; nothing local deleted.
@@ -250,6 +255,29 @@ def test_step_level_metrics_into_a_given_trail(client, tmp_path):
     assert not client.list_artifacts(trail.run_id, "checkpoints")
 
 
+def test_early_stopping_callbacks_are_reported_under_the_unified_names(client, tmp_path):
+    callback = TrailCallback(experiment="lightning-stop", checkpoints="none", log_model=False)
+    stoppers = [
+        EarlyStopping("val_loss", patience=5),
+        # epoch_marker grows 0, 1, 2...: no improvement at epoch 1 stops the training there.
+        EarlyStopping("epoch_marker", mode="min", patience=0, check_on_train_epoch_end=True),
+    ]
+    trainer(tmp_path, max_epochs=4, callbacks=[callback, *stoppers]).fit(
+        Regressor(), loader(), loader(32, seed=1)
+    )
+    run = client.get_run(callback.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["early_stopping.monitor"] == "val_loss"
+    assert params["early_stopping_2.monitor"] == "epoch_marker"
+    assert params["early_stopping_2.mode"] == "min" and params["early_stopping_2.patience"] == "0"
+    assert steps(client, callback.run_id, "val_loss") == [0, 1]
+    assert history(client, callback.run_id, "early_stopping_2.stopped_epoch") == [(1, 1.0)]
+    assert metrics["early_stopping_2.best_score"] == 0.0
+    assert metrics["early_stopping_2.wait_count"] == 1
+    assert "early_stopping.stopped_epoch" not in metrics  # the first one did not stop it
+    assert steps(client, callback.run_id, "early_stopping.wait_count") == [1]
+
+
 def test_resume_from_checkpoint_continues_the_run(client, tmp_path):
     def fit(max_epochs: int, ckpt_path: str | None = None) -> TrailCallback:
         callback = TrailCallback(experiment="lightning-resume", log_model=False)
@@ -303,6 +331,29 @@ def test_keyboard_interrupt_ends_the_run_killed(client, tmp_path):
     finally:
         signal.signal(signal.SIGINT, previous)
     assert client.get_run(callback.run_id).info.status == "KILLED"
+
+
+def test_an_error_inside_mltrail_is_counted_in_the_run_and_training_goes_on(
+    client, tmp_path, monkeypatch
+):
+    import mltrail.integrations.lightning as adapter
+
+    monkeypatch.setenv("MLTRAIL_STRICT", "0")  # as for users
+
+    def broken(optimizers):
+        raise RuntimeError("no learning rates today")
+
+    monkeypatch.setattr(adapter, "_learning_rates", broken)  # read at each epoch start
+    callback = TrailCallback(experiment="lightning-errors", checkpoints="none", log_model=False)
+    with pytest.warns(mltrail.MltrailWarning, match="lightning: on_train_epoch_start failed"):
+        trainer(tmp_path, max_epochs=2, callbacks=[callback]).fit(
+            Regressor(), loader(), loader(32, seed=1)
+        )
+    run = client.get_run(callback.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.errors"] == "2"  # the run's count, not the process-wide one
+    assert steps(client, callback.run_id, "val_loss") == [0, 1]
+    assert steps(client, callback.run_id, "train_loss_epoch") == [0, 1]
 
 
 def test_records_into_the_run_of_an_mlflow_logger(client, module_store, tmp_path):

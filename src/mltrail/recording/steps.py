@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -43,10 +44,13 @@ class EpochLog:
 
     Args:
         trail: a callable returning the Trail to write to (None: nothing is logged), so the
-            log follows the adapter's current run.
+            log follows the adapter's current run; or the adapter's ``RunSession`` itself
+            (its current run), which, unlike a lambda, survives pickling into spawned workers.
     """
 
-    def __init__(self, trail: Callable[[], Trail | None]) -> None:
+    def __init__(self, trail: Callable[[], Trail | None] | Any) -> None:
+        if not callable(trail):  # a RunSession: a partial of getattr pickles, a lambda would not
+            trail = functools.partial(getattr, trail, "trail")
         self._trail = trail
         self.offset = 0
         self.last_step: int | None = None
