@@ -248,7 +248,7 @@ def measure_runs_by_commit(folder: Path, runs: int, repeats: int) -> dict[str, A
     import mlflow
 
     from mltrail.cli import build_parser
-    from mltrail.query import runs as query
+    from mltrail.cli.runs import runs_command
 
     commits = max(1, runs // 20)
     began = time.perf_counter()
@@ -315,7 +315,7 @@ def measure_runs_by_commit(folder: Path, runs: int, repeats: int) -> dict[str, A
         output = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(output):
-            query.runs_command(args)
+            runs_command(args)
         found["in_process"].append(time.perf_counter() - start)
         counts["in_process"] = len(json.loads(output.getvalue())["runs"])
 

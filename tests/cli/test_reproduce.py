@@ -152,7 +152,7 @@ def test_compare_metrics() -> None:
     rows, ok = reproduce.compare_metrics({"acc": 0.9}, {}, only=["acc", "f1"])
     assert not ok and rows == [("acc", 0.9, None, False), ("f1", None, None, False)]
     assert reproduce.compare_metrics({}, {})[1] is False  # nothing compared is not a match
-    table = reproduce._format(reproduce.compare_metrics({"acc": 0.9}, {"acc": 0.5})[0])
+    table = reproduce.format_comparison(reproduce.compare_metrics({"acc": 0.9}, {"acc": 0.5})[0])
     assert table.splitlines()[1].split() == ["acc", "0.9", "0.5", "DIFFERS"]
 
 

@@ -11,10 +11,8 @@ On POSIX the command replaces this process (``exec``): its arguments, exit code,
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,60 +27,12 @@ HOOK_DIR = Path(__file__).resolve().parent.parent / "_bootstrap"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mltrail run``."""
-    parser.add_argument("--experiment", help="experiment of the recorded runs")
-    parser.add_argument("--run-name", help="name of the recorded runs")
-    parser.add_argument(
-        "--frameworks",
-        help="comma-separated framework names, e.g. sklearn,xgboost (default: every registered one)",
-    )
-    parser.add_argument(
-        "--option",
-        "-o",
-        dest="options",
-        action="append",
-        metavar="NAME=VALUE",
-        help="an autolog option, e.g. -o log_model=false (repeatable)",
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
-    parser.add_argument(
-        "--print-env",
-        action="store_true",
-        help="print the environment variables as shell exports instead of running a command",
-    )
-    parser.add_argument("command", nargs="*", help="-- COMMAND ARGS...: the job to run")
+def execute(executable: str, command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` (its program found at ``executable``) with the environment ``env``.
 
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run ``args.command`` with autolog on; returns its exit code (POSIX: never returns)."""
-    command = list(args.command or [])
-    if command[:1] == ["--"]:
-        command = command[1:]
-    changes = environment(
-        command,
-        experiment=args.experiment,
-        run_name=args.run_name,
-        frameworks=args.frameworks,
-        options=args.options,
-        tracking_uri=args.tracking_uri,
-    )
-    if args.print_env:
-        for name, value in changes.items():
-            print(f"export {name}={shlex.quote(value)}")
-        return 0
-    if not command:
-        raise MltrailError(
-            "Give the command to run after --, for example: mltrail run -- python train.py"
-        )
-    env = {**os.environ, **changes}
-    executable = shutil.which(command[0], path=env.get("PATH"))
-    if executable is None:
-        print(f"mltrail run: command not found: {command[0]}", file=sys.stderr)
-        return 127
+    On POSIX the command replaces this process and this never returns; elsewhere it runs as a
+    child, with Ctrl-C and SIGTERM forwarded, and its exit code is returned.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":

@@ -10,8 +10,8 @@ runs (the same code, data and params run more than once).
 ``mltrail show RUN_ID [--json]`` prints the run's code, data, environment, params and metrics,
 from its tags, dataset inputs and ``mltrail/provenance.json``.
 
-``--json`` output is stable (``schema_version`` 1); fields never change meaning, new fields may
-be added:
+The commands themselves are :mod:`mltrail.cli.runs` and :mod:`mltrail.cli.show`. ``--json``
+output is stable (``schema_version`` 1); fields never change meaning, new fields may be added:
 
 - ``runs``: ``{"schema_version", "tracking_uri", "commit", "fingerprint", "runs": [RUN]}``
   where RUN is ``{"run_id", "run_name", "experiment_id", "experiment", "status",
@@ -26,7 +26,6 @@ be added:
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -300,46 +299,43 @@ def _explicit_uri(tracking_uri: str | None) -> str | None:
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
-def runs_command(args: argparse.Namespace) -> int:
-    """List the runs made from a commit (or sharing a fingerprint)."""
-    limit = max(1, int(getattr(args, "max_results", 1000) or 1000))
-    fingerprint = getattr(args, "fingerprint", None)
-    repo = getattr(args, "repo", ".") or "."
-    commit = None
-    if fingerprint is None or args.commit:
-        commit = resolve_commit(args.commit or "HEAD", repo)
+def list_runs(
+    tracking_uri: str | None,
+    experiment: str | None = None,
+    commit: str | None = None,
+    fingerprint: str | None = None,
+    repo: str | os.PathLike[str] = ".",
+    limit: int = 1000,
+) -> tuple[list[dict[str, Any]], str]:
+    """The runs made from ``commit`` (or sharing ``fingerprint``), as ``mltrail runs`` lists
+    them, and the tracking URI read.
+
+    Args:
+        tracking_uri: the store (None: ``MLFLOW_TRACKING_URI``, else MLflow's default).
+        experiment: only runs of this experiment.
+        commit: a full commit id (see :func:`resolve_commit`): its runs, and those whose
+            snapshot sits on it.
+        fingerprint: runs with this ``mltrail.fingerprint`` (a prefix is enough); "*": every
+            fingerprint shared by several runs.
+        repo: the git repository of ``commit`` (for its snapshot refs).
+        limit: at most this many runs.
+    """
     rows: list[dict[str, Any]] | None = None
-    uri = _explicit_uri(args.tracking_uri)
+    uri = _explicit_uri(tracking_uri)
     reader = sqlite_reader.open_reader(uri) if uri else None
     if reader is not None:  # a local sqlite store: read it directly, in milliseconds
         try:
-            rows = _find_runs(reader, uri, args.experiment, commit, fingerprint, repo, limit)
+            rows = _find_runs(reader, uri, experiment, commit, fingerprint, repo, limit)
         except (sqlite_reader.Unsupported, sqlite3.Error) as error:
             logger.debug("reading %s through MLflow: %s", uri, error)
         finally:
             reader.close()
     if rows is None:
-        client, uri = open_store(args.tracking_uri)
+        client, uri = open_store(tracking_uri)
         source = _MlflowRuns(client, uri)
-        rows = _find_runs(source, uri, args.experiment, commit, fingerprint, repo, limit)
-    if args.json:
-        payload = {
-            "schema_version": SCHEMA_VERSION,
-            "tracking_uri": describe_uri(uri),
-            "commit": commit,
-            "fingerprint": None if fingerprint in (None, "*") else fingerprint,
-            "runs": rows,
-        }
-        print(json.dumps(payload, indent=2, sort_keys=True))
-        return 0
-    if not rows:
-        what = f"commit {commit}" if commit else "that fingerprint"
-        if fingerprint == "*":
-            what = "a shared fingerprint" + (f" at commit {commit}" if commit else "")
-        print(f"No runs found for {what} in {describe_uri(uri)}.")
-        return 0
-    print(_table(rows, with_fingerprint=fingerprint is not None))
-    return 0
+        rows = _find_runs(source, uri, experiment, commit, fingerprint, repo, limit)
+    assert uri is not None
+    return rows, uri
 
 
 def _find_runs(
@@ -400,7 +396,8 @@ def _fingerprint_rows(
     return rows
 
 
-def _table(rows: list[dict[str, Any]], with_fingerprint: bool = False) -> str:
+def format_runs(rows: list[dict[str, Any]], with_fingerprint: bool = False) -> str:
+    """The ``mltrail runs`` table of ``rows`` (from :func:`list_runs`)."""
     headers = ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "STARTED (UTC)", "DIRTY", "METRICS"]
     if with_fingerprint:
         headers.insert(6, "FINGERPRINT")
@@ -549,20 +546,6 @@ def show_data(client: Any, uri: str, run_id: str) -> dict[str, Any]:
         "fingerprint": tags.get("mltrail.fingerprint"),
         "provenance": record,
     }
-
-
-def show_command(args: argparse.Namespace) -> int:
-    """Print one run's code, data, environment, params and metrics."""
-    run_id = args.run_id.strip()
-    if not RUN_ID.match(run_id):
-        raise MltrailError(f"{args.run_id!r} is not a run id.")
-    client, uri = open_store(args.tracking_uri)
-    data = show_data(client, uri, run_id)
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        print(format_show(data))
-    return 0
 
 
 def format_show(data: dict[str, Any]) -> str:

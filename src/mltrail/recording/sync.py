@@ -12,7 +12,6 @@ the same process (it may have been resumed or repaired since).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import functools
@@ -26,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltrail.config import Options
-from mltrail.errors import MltrailError
 from mltrail.recording import spool as spool_module
 from mltrail.recording.lifecycle import pid_alive
 from mltrail.recording.spool import pending_spools, read_journal, read_meta, write_json_atomic
 from mltrail.recording.writer import apply_record
-from mltrail.store import describe_uri, experiment_id, make_client
+from mltrail.store import experiment_id, make_client
 
 logger = logging.getLogger("mltrail.sync")
 
@@ -228,6 +225,12 @@ class _Target:
         return run.info.status == "RUNNING" and run.data.tags.get("mltrail.pid") == data.get("pid")
 
 
+def pending(spool_dir: Path) -> list[tuple[dict[str, Any], int]]:
+    """The spool folders under ``spool_dir`` with records to replay: (meta, record count)."""
+    folders = [p for p in pending_spools(spool_dir) if (p / "journal.jsonl").exists()]
+    return [(read_meta(p), sum(1 for _ in read_journal(p))) for p in folders]
+
+
 def sync_all(
     spool_dir: Path,
     tracking_uri: str | None = None,
@@ -294,37 +297,3 @@ def _usable_uri(recorded: str | None) -> str:
     if recorded and "***" not in recorded:
         return recorded
     return resolve_tracking_uri(None)
-
-
-def sync_command(args: argparse.Namespace) -> int:
-    spool_dir = Path(args.spool_dir) if args.spool_dir else Options.resolve().spool_dir
-    if args.dry_run:
-        pending = [p for p in pending_spools(spool_dir) if (p / "journal.jsonl").exists()]
-        for path in pending:
-            meta = read_meta(path)
-            count = sum(1 for _ in read_journal(path))
-            print(f"{meta['run_id']}  {count} record(s)  -> {describe_uri(meta['tracking_uri'])}")
-        if not pending:
-            print(f"Nothing to sync in {spool_dir}.")
-        return 0
-    try:
-        results = sync_all(spool_dir, args.tracking_uri, args.run_ids)
-    except OSError as error:
-        raise MltrailError(f"Cannot read the spool {spool_dir}: {error}") from error
-    if not results:
-        print(f"Nothing to sync in {spool_dir}.")
-        return 0
-    failed = 0
-    for r in results:
-        if r.skipped_reason:
-            print(f"{r.spool.name}: skipped ({r.skipped_reason})")
-            continue
-        line = (
-            f"{r.spool.name}: {r.records} record(s) into run {r.run_id}, "
-            f"{r.metrics_sent} metric point(s) sent, {r.metrics_skipped} already there"
-        )
-        print(line)
-        for problem in r.problems:
-            failed += 1
-            print(f"  problem: {problem}")
-    return 1 if failed else 0

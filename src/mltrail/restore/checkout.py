@@ -20,12 +20,9 @@ the tag ``mltrail.sha256.<first 16 hex digits of the file's sha256>`` = artifact
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,7 +35,6 @@ from mltrail.digest import file_sha256
 from mltrail.errors import MltrailError
 from mltrail.query import runs as query
 from mltrail.recording.sanitize import redact_text
-from mltrail.store import describe_uri
 
 #: Seconds a network git call (fetch, push, clone) may take.
 NETWORK_TIMEOUT = 600.0
@@ -315,14 +311,6 @@ class Checkout:
         return "\n".join(lines)
 
 
-def checkout_command(args: argparse.Namespace) -> int:
-    """Restore a run's code and data (see the module docstring)."""
-    _, record = open_run(args.tracking_uri, args.run_id)
-    result = checkout(record, into=args.into, remote=args.remote, dvc_remote=args.dvc_remote)
-    print(result.report())
-    return 0 if result.exact else 1
-
-
 def checkout(
     record: RunRecord,
     into: str | os.PathLike[str] | None = None,
@@ -525,66 +513,57 @@ def _environment_note(record: RunRecord) -> str:
 # --- push ---------------------------------------------------------------------------------------------
 
 
-def push_command(args: argparse.Namespace) -> int:
-    """Push the snapshot refs to the git remote and their data to the DVC remote."""
-    root = find_root(".")
+def push_snapshots(path: Path, remote: str | None = None) -> tuple[Path, str, list[str]]:
+    """Push the run snapshots (``refs/mltrail/*``) of the repository at ``path`` to a git remote.
+
+    Args:
+        path: a folder inside the repository.
+        remote: the git remote's name (default: the repository's usual one, ``origin``).
+
+    Returns:
+        The repository's root, the remote's name and the snapshot commits pushed (none: there
+        was nothing to push).
+
+    Raises:
+        MltrailError: outside a git repository, or when it has no such remote.
+    """
+    root = find_root(path)
     if root is None:
-        raise MltrailError(f"{Path.cwd()} is not inside a git repository.")
-    name = choose_remote(root, None, args.remote)
+        raise MltrailError(f"{path} is not inside a git repository.")
+    name = choose_remote(root, None, remote)
     if name is None:
         raise MltrailError(f"{root} has no git remote; add one with `git remote add origin URL`.")
     refs = _lines(git(root, "for-each-ref", "--format=%(refname)%00%(objectname)", REF_PREFIX))
     commits = [line for i, line in enumerate(refs) if i % 2]
-    if not commits:
-        print(f"No run snapshots under {REF_PREFIX} to push.")
-        return 0
-    git(root, "push", "--quiet", "--no-verify", name, "refs/mltrail/*:refs/mltrail/*",
-        timeout=NETWORK_TIMEOUT)  # fmt: skip
-    print(f"Pushed {len(commits)} run snapshot ref(s) to git remote {name!r}.")
-    dvc_root = dvc_capture.find_root(Path.cwd(), root) or dvc_capture.find_root(root, root)
-    if dvc_root is None:
-        return 0
-    try:
-        pushed = datasnap.push_revisions(dvc_root, commits, args.dvc_remote)
-    except Exception as error:
-        print(
-            f"mltrail push: the DVC data was not pushed: {datasnap.error_reason(error)}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"Pushed {pushed} data object(s) recorded by those snapshots to the DVC remote.")
-    return 0
+    if commits:
+        git(root, "push", "--quiet", "--no-verify", name, "refs/mltrail/*:refs/mltrail/*",
+            timeout=NETWORK_TIMEOUT)  # fmt: skip
+    return root, name, commits
+
+
+def dvc_root(root: Path) -> Path | None:
+    """The DVC project of the git repository at ``root`` (the one here, else its top one)."""
+    return dvc_capture.find_root(Path.cwd(), root) or dvc_capture.find_root(root, root)
 
 
 # --- which --------------------------------------------------------------------------------------------
 
 
-def which_command(args: argparse.Namespace) -> int:
-    """Find the run that logged a model or checkpoint file, and print its provenance."""
+@dataclasses.dataclass
+class FileRuns:
+    """The runs that logged a file, found by its content."""
+
+    sha256: str
+    tag: str  #: the tag ``mltrail.sha256.<prefix>`` whose value is the file's artifact path
+    runs: list[Any]  #: newest first
+
+
+def runs_with_file(client: Any, uri: str, path: Path) -> FileRuns:
+    """The runs that logged a checkpoint or model file with the content of the file ``path``."""
     from mltrail.recording.trail import SHA256_TAG_PREFIX
 
-    path = Path(args.path)
-    if not path.is_file():
-        raise MltrailError(f"{path} is not a file.")
     digest = file_sha256(path)
-    client, uri = query.open_store(args.tracking_uri)
     experiments = query.experiment_names(client, uri, None)
     key = SHA256_TAG_PREFIX + digest[:16]
     runs = query.search_runs(client, uri, list(experiments), f"tags.`{key}` LIKE '%'", 100)
-    if args.json:
-        found = [
-            {"run_id": r.info.run_id, "artifact": r.data.tags.get(key), **query.show_data(
-                client, uri, r.info.run_id)}
-            for r in runs
-        ]  # fmt: skip
-        print(json.dumps({"sha256": digest, "runs": found}, indent=2, sort_keys=True, default=str))
-        return 0 if runs else 1
-    if not runs:
-        print(f"No run in {describe_uri(uri)} logged a file with sha256 {digest}.")
-        return 1
-    for i, run in enumerate(runs):
-        if i:
-            print()
-        print(f"{path} is {run.data.tags.get(key)} of run {run.info.run_id} (sha256 {digest})\n")
-        print(query.format_show(query.show_data(client, uri, run.info.run_id)))
-    return 0
+    return FileRuns(digest, key, runs)

@@ -26,9 +26,7 @@ added. ``verify``: ``{"schema_version", "run_id", "path", "code_matches", "data_
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import platform
 import re
 from pathlib import Path
@@ -121,17 +119,6 @@ class Verification:
             lines += ["", table(rows)]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
-
-
-def verify_command(args: argparse.Namespace) -> int:
-    """Compare a workspace with a run; exit 0 only when code and data match."""
-    client, record = restore.open_run(args.tracking_uri, args.run_id)
-    result = verify(record, client, Path(args.path or "."))
-    if args.json:
-        print(json.dumps(result.as_dict(), indent=2, sort_keys=True))
-    else:
-        print(result.report())
-    return 0 if result.code_matches and result.data_matches else 1
 
 
 def verify(record: restore.RunRecord, client: Any, path: Path) -> Verification:
@@ -257,18 +244,6 @@ def _verify_environment(record: restore.RunRecord, client: Any, result: Verifica
 
 
 # --- diff -----------------------------------------------------------------------------------------
-
-
-def diff_command(args: argparse.Namespace) -> int:
-    """Compare two runs: params, metrics, code, data and environment."""
-    client, a = restore.open_run(args.tracking_uri, args.run_a)
-    b = restore.load_run(client, a.uri, args.run_b)
-    data = diff(a, b, client, stat_only=args.stat)
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        print(format_diff(data))
-    return 0
 
 
 def diff(

@@ -9,13 +9,12 @@ new run is tagged ``mltrail.reproduces=<run_id>``; its final metrics are compare
 original's: ``|new - old| <= atol + rtol * |old|`` (``--rtol``, ``--atol``; ``--metric`` picks
 metrics, ``--skip-metric`` leaves some out, ``system/`` metrics are never compared).
 
-Exit code 0 when every compared metric matches, 1 on a mismatch, a failed command or a rerun
-that logged no run, 2 when the run cannot be reproduced at all (no recorded command).
+The command, its output and its exit codes are :mod:`mltrail.cli.reproduce`.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import fnmatch
 import math
 import os
@@ -23,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,59 +76,65 @@ def _remap(arg: str, git_root: str) -> str:
     return arg
 
 
-def reproduce_command(args: argparse.Namespace) -> int:
-    """Rerun a run in a fresh worktree and compare its final metrics with the original's."""
-    client, record = restore.open_run(args.tracking_uri, args.run_id)
-    command = list(getattr(args, "command", None) or [])
+@dataclasses.dataclass
+class Rerun:
+    """What rerunning a run gave."""
+
+    checkout: restore.Checkout  #: the worktree the command ran in, and how exactly
+    exit_code: int  #: the command's
+    runs: list[Any]  #: the runs it logged to the store, oldest first (tagged ``TAG``)
+
+
+def rerun(
+    record: restore.RunRecord,
+    client: Any,
+    command: Sequence[str] = (),
+    into: str | os.PathLike[str] | None = None,
+    remote: str | None = None,
+    progress: Callable[[str], None] = print,
+) -> Rerun:
+    """Restore ``record``'s code and data into a worktree and run its command there again.
+
+    Args:
+        record: the run to rerun.
+        client: an ``MlflowClient`` of its store (to find and tag the new runs).
+        command: run this instead of the command the run recorded.
+        into: the worktree (default: a new folder under the system's temporary folder).
+        remote: the git remote to fetch missing commits from.
+        progress: receives the checkout report and the command line, before the command's
+            own output.
+
+    Raises:
+        MltrailError: when the run recorded no command that can be run again.
+    """
     script = None
     if command:
         rel = "."
-        argv = command
+        argv = list(command)
     else:
         recorded, rel, script = recorded_command(record)
         argv = [sys.executable, *recorded]
         source = restore.find_root(".")
         if source is not None and record.code_rev:
-            restore.ensure_code(source, record, args.remote)
+            restore.ensure_code(source, record, remote)
             _check_script(record, script, restore.has_file(source, record.code_rev, script))
-    into = args.into or tempfile.mkdtemp(prefix=f"mltrail-reproduce-{record.run_id[:8]}-")
-    result = restore.checkout(record, into=into, remote=args.remote)
-    print(result.report(), flush=True)
+    into = into or tempfile.mkdtemp(prefix=f"mltrail-reproduce-{record.run_id[:8]}-")
+    result = restore.checkout(record, into=into, remote=remote)
+    progress(result.report())
     if not result.exact:
-        print("warning: the rerun starts from code or data that differ from the run's.")
+        progress("warning: the rerun starts from code or data that differ from the run's.")
     workdir = result.target / rel
     if script is not None:
         _check_script(record, script, (result.target / script).is_file())
     argv = [arg.replace("{root}", str(result.target), 1) for arg in argv]
-    print(f"\nRunning in {workdir}: {' '.join(argv)}", flush=True)
+    progress(f"\nRunning in {workdir}: {' '.join(argv)}")
     started = int(time.time() * 1000) - 1000
     process = subprocess.Popen(argv, cwd=workdir, env=_environment(record))
     code = process.wait()
     new = _new_runs(client, record.uri, process.pid, started)
     for run in new:
         client.set_tag(run.info.run_id, TAG, record.run_id)
-    if code != 0:
-        print(f"\nThe command exited with status {code}.")
-    if not new:
-        print(
-            f"\nThe rerun logged no mltrail run to {query.describe_uri(record.uri)}: nothing to "
-            "compare."
-        )
-        return 1
-    rerun = new[0]
-    rows, matches = compare_metrics(
-        record.run.data.metrics,
-        rerun.data.metrics,
-        args.rtol,
-        args.atol,
-        args.metric or None,
-        args.skip_metric or (),
-    )
-    print(f"\nRun {rerun.info.run_id} ({rerun.info.status}) reproduces {record.run_id}:")
-    print(_format(rows))
-    verdict = "MATCH" if matches and code == 0 else "MISMATCH"
-    print(f"\n{verdict} (rtol={args.rtol:g}, atol={args.atol:g})")
-    return 0 if verdict == "MATCH" else 1
+    return Rerun(result, code, new)
 
 
 def _check_script(record: restore.RunRecord, script: str, found: bool) -> None:
@@ -193,7 +199,8 @@ def _close(old: float, new: float, rtol: float, atol: float) -> bool:
     return abs(new - old) <= atol + rtol * abs(old)
 
 
-def _format(rows: list[tuple[str, float | None, float | None, bool]]) -> str:
+def format_comparison(rows: list[tuple[str, float | None, float | None, bool]]) -> str:
+    """The table of :func:`compare_metrics`'s rows: each metric, before and after."""
     if not rows:
         return "  (no metrics to compare)"
     body = [["METRIC", "ORIGINAL", "RERUN", ""]]

@@ -1,0 +1,33 @@
+"""``mltrail show RUN_ID``: one run's code, data, environment, params and metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+from mltrail.cli.common import add_json, add_tracking_uri, print_json
+
+HELP = "show a run's code, data, environment and results"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mltrail show``."""
+    parser.add_argument("run_id", metavar="RUN_ID")
+    add_json(parser)
+    add_tracking_uri(parser)
+
+
+def show_command(args: argparse.Namespace) -> int:
+    """Print one run's code, data, environment, params and metrics."""
+    from mltrail.errors import MltrailError
+    from mltrail.query import runs as query
+
+    run_id = args.run_id.strip()
+    if not query.RUN_ID.match(run_id):  # before opening the store: a typo answers at once
+        raise MltrailError(f"{args.run_id!r} is not a run id.")
+    client, uri = query.open_store(args.tracking_uri)
+    data = query.show_data(client, uri, run_id)
+    if args.json:
+        print_json(data)
+    else:
+        print(query.format_show(data))
+    return 0
