@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -371,3 +374,137 @@ def test_strip_credentials() -> None:
     )
     assert strip("git@github.com:org/repo.git") == "git@github.com:org/repo.git"
     assert strip("ssh://git@host:22/repo") == "ssh://host:22/repo"
+
+
+# --- edges of the GitPython layer ---------------------------------------------------------------
+
+
+def test_gitpython_is_imported_on_first_use_and_without_git(git_repo: Path, tmp_path: Path) -> None:
+    """Importing the module does not import GitPython; without git on PATH GitPython still
+    imports (it raises at import unless GIT_PYTHON_REFRESH=quiet) and reads the commit."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    code = (
+        "import json, os, sys\n"
+        "from pathlib import Path\n"
+        "import mltrail\n"
+        "from mltrail.capture import git\n"
+        "lazy = 'git' not in sys.modules\n"
+        "info = git.inspect(dirs=[('cwd', Path(sys.argv[1]))])\n"
+        "print(json.dumps({'lazy': lazy, 'commit': info.commit, 'branch': info.branch,\n"
+        "    'unavailable': info.unavailable, 'read_from': info.read_from,\n"
+        "    'refresh_env': os.environ.get('GIT_PYTHON_REFRESH')}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_PYTHON")}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(git_repo)],
+        env={**env, "PATH": str(empty)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(result.stdout)
+    assert found["lazy"] is True
+    assert found["commit"] == sh(git_repo, "rev-parse", "HEAD") and found["branch"] == "main"
+    assert found["unavailable"].startswith("the git executable was not found on PATH")
+    assert found["read_from"] == "files"
+    assert found["refresh_env"] is None  # set for the import only
+
+
+def slow_git(folder: Path) -> Path:
+    """A `git` that hangs, with a child holding its output pipes open after it is killed."""
+    folder.mkdir()
+    sleep = shutil.which("sleep")
+    script = folder / "git"
+    script.write_text(f"#!/bin/sh\n{sleep} 4 &\n{sleep} 4\n")
+    script.chmod(0o755)
+    return folder
+
+
+def test_a_hanging_git_is_killed_at_the_timeout(
+    git_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = sh(git_repo, "rev-parse", "HEAD")
+    git_capture.gitpython()  # imported with the real git (the import runs `git version`)
+    monkeypatch.setenv("PATH", f"{slow_git(tmp_path / 'bin')}{os.pathsep}{os.environ['PATH']}")
+    began = time.monotonic()
+    with pytest.raises(git_capture.GitTimeout, match=r"took longer than 0\.3 s"):
+        git_capture.run_git(["status"], git_repo, timeout=0.3)
+    assert time.monotonic() - began < 2.5  # not waiting for the child that holds the pipes
+    began = time.monotonic()
+    info = inspect(git_repo, timeout=0.3)
+    assert time.monotonic() - began < 2.5
+    assert info.status_timed_out and info.dirty is None
+    assert "`git status` took longer than 0.3 s" in (info.unavailable or "")
+    # GitPython read HEAD from the files: the commit and branch are known all the same.
+    assert info.commit == commit and info.branch == "main" and info.read_from == "git"
+    with pytest.raises(git_capture.GitTimeout):
+        git_capture.diff(info, 1000, timeout=0.3)
+
+
+def test_dollar_signs_in_folder_names_are_not_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLTRAIL_TEST_VAR", "elsewhere")
+    repo = tmp_path / "$MLTRAIL_TEST_VAR" / "proj"
+    repo.mkdir(parents=True)
+    sh(repo, "init", "-q", "-b", "main")
+    (repo / "train.py").write_text("x = 1\n")
+    sh(repo, "add", ".")
+    sh(repo, "commit", "-q", "-m", "first")
+    (repo / "train.py").write_text("x = 2\n")
+    info = inspect(repo)
+    assert info.root == str(repo) and info.dirty and info.usable
+    assert git_capture.diff(info, 10_000).files[0]["path"] == "train.py"
+    snap = snapshot.create(info, snapshot.ref_name("dollar"), "msg")
+    assert tree_contents(repo, snap.commit) == worktree_contents(repo)
+
+
+def test_inside_the_git_directory_is_not_a_working_tree(git_repo: Path) -> None:
+    info = inspect(git_repo / ".git" / "refs")
+    assert info.root is None and info.unavailable == "not inside a git repository"
+
+
+def test_remote_from_the_config(git_repo: Path) -> None:
+    sh(git_repo, "config", "--add", "remote.origin.url", "https://a:pw@first.example.com/x.git")
+    sh(git_repo, "config", "--add", "remote.origin.url", "https://second.example.com/x.git")
+    info = inspect(git_repo)
+    assert info.remote == "origin" and info.repo_url == "https://first.example.com/x.git"
+    # The upstream of the branch names the remote, whatever else is configured.
+    with open(git_repo / ".git" / "config", "a") as config:
+        config.write(
+            '[Remote "upstream"]\n\tURL = "ssh://git@up.example.com/team/x.git"\n'
+            "\tfetch = +refs/heads/*:refs/remotes/upstream/*\n"
+        )
+    sh(git_repo, "config", "branch.main.remote", "upstream")
+    sh(git_repo, "config", "branch.main.merge", "refs/heads/main")
+    info = inspect(git_repo)
+    assert info.upstream == "upstream/main"
+    assert info.remote == "upstream" and info.repo_url == "ssh://up.example.com/team/x.git"
+
+
+def test_a_hanging_git_does_not_hang_the_gitpython_import(git_repo: Path, tmp_path: Path) -> None:
+    """GitPython runs `git version` when imported, without a timeout: callers wait for the
+    import on a thread at most IMPORT_TIMEOUT seconds."""
+    code = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "from mltrail.capture import git\n"
+        "git.IMPORT_TIMEOUT = 0.5\n"
+        "began = time.monotonic()\n"
+        "info = git.inspect(dirs=[('cwd', Path(sys.argv[1]))])\n"
+        "print(json.dumps({'seconds': time.monotonic() - began, 'unavailable': info.unavailable}))\n"
+    )
+    path = f"{slow_git(tmp_path / 'bin')}{os.pathsep}{os.environ['PATH']}"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(git_repo)],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(result.stdout)
+    assert found["seconds"] < 2.5
+    assert (
+        found["unavailable"] == "importing GitPython (it runs `git version`) took longer than 0.5 s"
+    )

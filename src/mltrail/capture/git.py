@@ -1,14 +1,18 @@
 """Read-only git state of the code behind a run: commit, branch, remote, dirty flag, diff.
 
-Everything here only reads. Git runs with ``GIT_TERMINAL_PROMPT=0`` (never prompts for
-credentials), ``GIT_OPTIONAL_LOCKS=0`` (``git status`` does not refresh the user's index) and a
-timeout per call. When git cannot be used (no binary, a repository git refuses for its
-ownership), the commit, branch and remote are read from the ``.git`` files instead and the
-reason is kept in :attr:`GitInfo.unavailable`.
+Built on GitPython, imported on first use (:func:`gitpython`) so that ``import mltrail`` does not
+pay for it. GitPython finds the repository and reads its HEAD, branch and remotes from the
+``.git`` files, without a subprocess; the status, the diff and every other git command run
+through GitPython's command wrapper (:func:`run_git`), each with a timeout, nothing to read on
+stdin, ``GIT_TERMINAL_PROMPT=0`` (never prompts for credentials) and ``GIT_OPTIONAL_LOCKS=0``
+(``git status`` does not refresh the user's index). When git itself cannot be used (no binary,
+a repository git refuses for its ownership), the commit, branch and remote GitPython read are
+kept, ``read_from`` is ``"files"`` and the reason is in :attr:`GitInfo.unavailable`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -17,20 +21,33 @@ import re
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mltrail.recording.sanitize import redact_text
 
+if TYPE_CHECKING:
+    from git import Repo
+
 logger = logging.getLogger("mltrail.capture.git")
 
 GIT_TIMEOUT = 5.0
+#: Seconds to wait for GitPython's import, once per process (slow disks make it slow, not only
+#: a hanging ``git version``; a git call's own timeout is shorter).
+IMPORT_TIMEOUT = 20.0
 #: Untracked files larger than this are hashed by size and mtime only (fingerprint).
 MAX_HASHED_FILE_BYTES = 256 * 1024 * 1024
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+NO_GIT = "the git executable was not found on PATH"
+_REMOTE_SECTION = re.compile(r'remote\s+"(.+)"', re.IGNORECASE)
+_import_lock = threading.Lock()
+_import_deadline: float | None = None
+_imported = threading.Event()
+_import_error: str | None = None
 
 
 class GitUnavailable(Exception):
@@ -43,6 +60,10 @@ class NotARepository(Exception):
 
 class GitTimeout(GitUnavailable):
     """A git call took longer than its timeout."""
+
+
+class GitRefused(GitUnavailable):
+    """Git cannot run on this repository at all: no executable, or it refuses the ownership."""
 
 
 def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -60,6 +81,94 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def gitpython() -> ModuleType:
+    """GitPython's ``git`` package, imported on first use.
+
+    Importing GitPython runs ``git version``, with no timeout, and raises ImportError when that
+    fails unless ``GIT_PYTHON_REFRESH`` says otherwise. So the import runs once, on a daemon
+    thread, with ``GIT_PYTHON_REFRESH=quiet`` unless the user set it (without git on PATH,
+    GitPython still reads the ``.git`` files), and callers wait for it until
+    :data:`IMPORT_TIMEOUT` seconds after it began: a hanging git cannot hang the caller.
+
+    Returns:
+        The ``git`` module.
+
+    Raises:
+        GitTimeout: the import (its ``git version``) took longer than :data:`IMPORT_TIMEOUT`.
+        GitUnavailable: GitPython cannot be imported.
+    """
+    global _import_deadline
+    with _import_lock:
+        if _import_deadline is None:
+            _import_deadline = time.monotonic() + IMPORT_TIMEOUT
+            threading.Thread(
+                target=_import_gitpython, name="mltrail-import-gitpython", daemon=True
+            ).start()
+    if not _imported.wait(max(0.0, _import_deadline - time.monotonic())):
+        raise GitTimeout(
+            f"importing GitPython (it runs `git version`) took longer than {IMPORT_TIMEOUT:g} s"
+        )
+    if _import_error is not None:
+        raise GitUnavailable(_import_error)
+    return sys.modules["git"]
+
+
+def _import_gitpython() -> None:
+    global _import_error
+    # Set only for the import, and only when unset: the user's own choice stands.
+    quiet = "git" not in sys.modules and "GIT_PYTHON_REFRESH" not in os.environ
+    if quiet:
+        os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+    try:
+        import git  # noqa: F401
+    except Exception as error:  # ImportError, or whatever `git version` broke in GitPython
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        _import_error = f"GitPython could not be imported ({first})"
+    finally:
+        if quiet:
+            os.environ.pop("GIT_PYTHON_REFRESH", None)
+        _imported.set()
+
+
+def _spawn(
+    args: list[str], cwd: str | os.PathLike[str], env: dict[str, str], stdin: bool = False
+) -> Any:
+    """Start ``git args`` in ``cwd`` through GitPython's command wrapper, stdout and stderr piped.
+
+    Returns GitPython's process wrapper (``.proc`` is the :class:`subprocess.Popen`); keep it
+    referenced while git runs: it terminates git when it is garbage-collected.
+    """
+    directory = Path(cwd)
+    if not directory.is_dir():
+        raise NotARepository(str(cwd))
+    if not os.access(directory, os.X_OK):
+        # GitPython would silently run git in the process's cwd instead.
+        raise GitUnavailable(f"git could not be run (cannot enter {cwd})")
+    git = gitpython()
+    command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
+    try:
+        # A Path is not run through os.path.expandvars, unlike a str: "$" in folder names stays.
+        return git.Git(directory).execute(
+            command, istream=subprocess.PIPE if stdin else None, as_process=True, env=env
+        )
+    except git.GitCommandNotFound as error:
+        raise GitRefused(NO_GIT) from error
+    except OSError as error:
+        raise GitUnavailable(f"git could not be run ({error})") from error
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill git and close its pipes without reading them: a child it started (ssh) may still
+    hold them open, and reading would wait for it."""
+    with contextlib.suppress(OSError):
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 def run_git(
     args: list[str],
     cwd: str | os.PathLike[str],
@@ -69,35 +178,54 @@ def run_git(
     input: bytes | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run one git command; raise :class:`GitUnavailable`/:class:`NotARepository` on failure."""
+    """Run one git command through GitPython's command wrapper, with a timeout.
+
+    Args:
+        args: the git arguments (``["status", "--porcelain=v2"]``).
+        cwd: the directory to run git in.
+        timeout: seconds before git is killed.
+        env: the environment (default :func:`git_env`).
+        input: bytes for git's stdin; without it stdin is empty.
+        check: raise on a non-zero exit status instead of returning it.
+
+    Returns:
+        The finished command, with ``returncode`` and ``stdout``/``stderr`` as bytes.
+
+    Raises:
+        NotARepository: ``cwd`` is not a directory, or (``check``) git says it is not in a
+            working tree.
+        GitRefused: no git executable, or (``check``) git refuses the repository's ownership.
+        GitTimeout: git took longer than ``timeout``.
+        GitUnavailable: git could not be run, or (``check``) it failed.
+    """
+    wrapper = _spawn(args, cwd, env or git_env(), stdin=input is not None)
+    process: subprocess.Popen[bytes] = wrapper.proc
     try:
-        result = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            env=env or git_env(),
-            input=input,
-            capture_output=True,
-            timeout=timeout,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
-    except FileNotFoundError as error:
-        if not Path(cwd).is_dir():
-            raise NotARepository(str(cwd)) from error
-        raise GitUnavailable("the git executable was not found on PATH") from error
+        stdout, stderr = process.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired as error:
+        _kill(process)
         raise GitTimeout(f"`git {args[0]}` took longer than {timeout:g} s") from error
-    except OSError as error:
-        raise GitUnavailable(f"git could not be run ({error})") from error
+    result = subprocess.CompletedProcess(["git", *args], process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise classify_error(result.stderr.decode("utf-8", "replace"), args[0])
     return result
 
 
 def classify_error(stderr: str, command: str) -> Exception:
+    """The exception for a failed git command, from its stderr (redacted).
+
+    Args:
+        stderr: what git wrote to stderr.
+        command: the git subcommand, for the message.
+
+    Returns:
+        :class:`GitRefused` (dubious ownership), :class:`NotARepository` or
+        :class:`GitUnavailable`.
+    """
     text = stderr.strip()
     lowered = text.lower()
     if "dubious ownership" in lowered or "unsafe repository" in lowered:
-        return GitUnavailable(
+        return GitRefused(
             "git refuses the repository because it is owned by another user (dubious "
             "ownership); add it to git's safe.directory to record the dirty state"
         )
@@ -244,40 +372,44 @@ def inspect(
 ) -> GitInfo:
     """Read the git state of the code: the entry script's repository, else the cwd's.
 
+    GitPython finds the repository and reads HEAD, the branch and the remotes from its files;
+    one ``git status`` (through GitPython's command wrapper) gives the dirty state.
+
     Args:
         exclude: absolute paths that do not count as untracked changes (the MLflow store's own
             files when it lives inside the repository).
         dirs: where to look (default: :func:`start_dirs`).
         timeout: seconds each git call may take.
 
-    Never raises for a missing repository or git: the reason is in ``GitInfo.unavailable``.
+    Returns:
+        The state. Never raises for a missing repository or git: the reason is in
+        ``GitInfo.unavailable``.
     """
     began = time.monotonic()
     info = GitInfo()
     reasons: list[str] = []
     for origin, directory in dirs if dirs is not None else start_dirs():
         try:
-            _locate(info, directory, timeout)
+            repo = _open(directory)
         except NotARepository:
             continue
         except GitUnavailable as error:
             reasons.append(str(error))
-            if _read_git_files(info, directory):
-                info.found_from, info.start_dir = origin, str(directory)
-                break
             continue
-        info.found_from, info.start_dir = origin, str(directory)
-        try:
-            _status(info, timeout, [Path(p) for p in exclude])
-        except GitTimeout as error:
-            info.status_timed_out = True
-            reasons.append(str(error))
-        except (GitUnavailable, NotARepository) as error:
-            reasons.append(str(error))
-        try:
-            _remote(info, timeout)
-        except (GitUnavailable, NotARepository) as error:
-            reasons.append(str(error))
+        with repo:
+            _read_repository(info, repo)
+            info.found_from, info.start_dir = origin, str(directory)
+            try:
+                _status(info, timeout, [Path(p) for p in exclude])
+            except GitTimeout as error:
+                info.status_timed_out = True
+                reasons.append(str(error))
+            except GitRefused as error:
+                info.read_from = "files"
+                reasons.append(str(error))
+            except (GitUnavailable, NotARepository) as error:
+                reasons.append(str(error))
+            _remote(info, repo)
         break
     if info.root is None and not reasons:
         reasons.append("not inside a git repository")
@@ -293,14 +425,22 @@ def inspect(
 
 
 def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -> None:
-    """Read the status again with a longer timeout, after :func:`inspect` timed out on it."""
+    """Read the status again with a longer timeout, after :func:`inspect` timed out on it.
+
+    Args:
+        info: the state :func:`inspect` returned; updated in place.
+        exclude: as for :func:`inspect`.
+        timeout: seconds each git call may take.
+    """
+    assert info.root is not None
     info.changed, info.untracked, info.excluded = [], [], []
     info.unavailable = None
     info.status_timed_out = False
     info.status_deferred = True
     try:
         _status(info, timeout, [Path(p) for p in exclude])
-        _remote(info, timeout)
+        with _open(Path(info.root)) as repo:  # the upstream is known now: choose the remote again
+            _remote(info, repo)
     except (GitUnavailable, NotARepository) as error:
         info.unavailable = str(error)
         return
@@ -308,25 +448,54 @@ def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -
         info.unavailable = "the repository has no commits yet"
 
 
-def _locate(info: GitInfo, directory: Path, timeout: float) -> None:
-    args = [
-        "rev-parse",
-        "--show-toplevel",
-        "--absolute-git-dir",
-        "--git-common-dir",
-        "--is-shallow-repository",
-    ]
-    lines = run_git(args, directory, timeout=timeout).stdout.decode("utf-8", "surrogateescape")
-    top, git_dir, common, shallow = ([*lines.splitlines(), "", "", "", ""])[:4]
-    info.root = top
-    info.git_dir = git_dir
-    info.common_dir = str((directory / common).resolve()) if common else git_dir
-    info.shallow = shallow.strip() == "true"
-    info.worktree = Path(info.common_dir) != Path(git_dir)
+def _open(directory: Path) -> Repo:
+    """The repository whose working tree holds ``directory``, found by GitPython."""
+    git = gitpython()
+    try:
+        repo = git.Repo(directory.absolute(), search_parent_directories=True, expand_vars=False)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as error:
+        raise NotARepository(str(directory)) from error
+    except (OSError, ValueError, git.GitError) as error:
+        reason = redact_text(str(error))
+        raise GitUnavailable(f"the repository could not be read ({reason})") from error
+    # Like git: a bare repository, or a directory inside .git, is not in a working tree.
+    git_dir = Path(os.path.realpath(repo.git_dir))
+    if repo.working_tree_dir is None or Path(os.path.realpath(directory)).is_relative_to(git_dir):
+        repo.close()
+        raise NotARepository(str(directory))
+    return repo
+
+
+def _read_repository(info: GitInfo, repo: Repo) -> None:
+    """Where the repository is, and HEAD, read from its files (no subprocess)."""
+    git = gitpython()
+    assert repo.working_tree_dir is not None
+    info.root = os.path.realpath(repo.working_tree_dir)  # as `git rev-parse --show-toplevel`
+    info.git_dir = os.path.realpath(repo.git_dir)
+    info.common_dir = os.path.realpath(repo.common_dir)
+    info.worktree = info.common_dir != info.git_dir
+    info.shallow = os.path.exists(os.path.join(info.common_dir, "shallow"))
     info.read_from = "git"
+    head = repo.head
+    try:
+        info.detached = head.is_detached
+        info.branch = None if info.detached else head.reference.path.removeprefix("refs/heads/")
+    except (OSError, ValueError, TypeError, git.GitError):
+        logger.debug("HEAD of %s could not be read", info.root, exc_info=True)
+        return
+    try:
+        # Only the ref files: `head.commit` would start a `git cat-file` to read the object.
+        info.commit = git.SymbolicReference.dereference_recursive(repo, "HEAD")
+    except ValueError:  # the branch has no commits yet
+        info.commit = None
+        info.unborn = not info.detached
+    except (OSError, git.GitError):
+        logger.debug("the commit of HEAD in %s could not be read", info.root, exc_info=True)
 
 
 def _status(info: GitInfo, timeout: float, exclude: list[Path]) -> None:
+    """The dirty state from ``git status``; its branch lines are git's own view of HEAD and
+    take precedence over what GitPython read (they cover a reftable repository too)."""
     assert info.root is not None
     args = ["status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all"]
     raw = run_git(args, info.root, timeout=timeout).stdout.decode("utf-8", "surrogateescape")
@@ -370,15 +539,20 @@ def _status(info: GitInfo, timeout: float, exclude: list[Path]) -> None:
     info.dirty = bool(info.changed or info.untracked)
 
 
-def _remote(info: GitInfo, timeout: float) -> None:
-    assert info.root is not None
-    args = ["config", "-z", "--get-regexp", r"^remote\..*\.url$"]
-    result = run_git(args, info.root, timeout=timeout, check=False)
+def _remote(info: GitInfo, repo: Repo) -> None:
+    """The remote and its URL, from the git config as GitPython reads it (all levels)."""
     urls: dict[str, str] = {}
-    for entry in result.stdout.decode("utf-8", "surrogateescape").split("\0"):
-        key, _, value = entry.partition("\n")
-        if key.startswith("remote.") and key.endswith(".url"):
-            urls.setdefault(key[len("remote.") : -len(".url")], value)
+    try:
+        reader = repo.config_reader()
+        for section in reader.sections():
+            match = _REMOTE_SECTION.fullmatch(section)
+            if match is None:
+                continue
+            for key, values in reader.items_all(section):
+                if key.lower() == "url" and values:  # git's keys are case-insensitive
+                    urls.setdefault(match.group(1), str(values[0]))  # git fetches from the first
+    except Exception:  # an unreadable config: no remote (`git status` says what is wrong)
+        logger.debug("the git config of %s could not be read", info.root, exc_info=True)
     _choose_remote(info, urls)
 
 
@@ -391,87 +565,6 @@ def _choose_remote(info: GitInfo, urls: dict[str, str]) -> None:
         name = "origin" if "origin" in urls else (sorted(urls)[0] if urls else None)
     info.remote = name
     info.repo_url = strip_credentials(urls[name]) if name else None
-
-
-# --- reading .git without git --------------------------------------------------------------------
-
-
-def _find_dot_git(directory: Path) -> Path | None:
-    for folder in (directory, *directory.parents):
-        candidate = folder / ".git"
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _read_git_files(info: GitInfo, directory: Path) -> bool:
-    """Fill commit, branch and remote from the files under ``.git`` (no git needed)."""
-    try:
-        dot_git = _find_dot_git(directory.resolve())
-        if dot_git is None:
-            return False
-        git_dir = dot_git
-        if dot_git.is_file():
-            text = dot_git.read_text().strip()
-            if not text.startswith("gitdir:"):
-                return False
-            git_dir = (dot_git.parent / text[len("gitdir:") :].strip()).resolve()
-        common = git_dir
-        if (git_dir / "commondir").is_file():
-            common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
-        head = (git_dir / "HEAD").read_text().strip()
-    except OSError:
-        return False
-    info.root = str(dot_git.parent)
-    info.git_dir = str(git_dir)
-    info.common_dir = str(common)
-    info.worktree = common != git_dir
-    info.shallow = (common / "shallow").exists()
-    info.read_from = "files"
-    if head.startswith("ref:"):
-        ref = head[4:].strip()
-        info.branch = ref.removeprefix("refs/heads/")
-        info.commit = _read_ref(git_dir, common, ref)
-        info.unborn = info.commit is None
-    elif _SHA.match(head):
-        info.commit = head
-        info.detached = True
-    _choose_remote(info, _config_remotes(common / "config"))
-    return True
-
-
-def _read_ref(git_dir: Path, common: Path, ref: str) -> str | None:
-    for base in (git_dir, common):
-        path = base / ref
-        if path.is_file():
-            value = path.read_text().strip()
-            return value if _SHA.match(value) else None
-    packed = common / "packed-refs"
-    if packed.is_file():
-        for line in packed.read_text().splitlines():
-            sha, _, name = line.partition(" ")
-            if name.strip() == ref and _SHA.match(sha):
-                return sha
-    return None
-
-
-def _config_remotes(path: Path) -> dict[str, str]:
-    urls: dict[str, str] = {}
-    section = None
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return urls
-    for line in lines:
-        line = line.strip()
-        header = re.match(r'^\[remote\s+"(.+)"\]$', line)
-        if header:
-            section = header.group(1)
-        elif line.startswith("["):
-            section = None
-        elif section and re.match(r"^url\s*=", line):
-            urls.setdefault(section, line.split("=", 1)[1].strip().strip('"'))
-    return urls
 
 
 # --- diff and untracked contents ----------------------------------------------------------------
@@ -505,14 +598,28 @@ _DIFF_OPTIONS = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
 
 
 def empty_tree(root: str, timeout: float = GIT_TIMEOUT) -> str:
+    """The id of the empty tree in the repository at ``root`` (its hash depends on the object
+    format: SHA-1 or SHA-256), the base to diff an unborn branch against."""
     result = run_git(["hash-object", "-t", "tree", "--stdin"], root, input=b"", timeout=timeout)
     return result.stdout.decode().strip()
 
 
 def diff(info: GitInfo, max_bytes: int, timeout: float = 60.0) -> Diff:
-    """The diff of the working tree against HEAD (staged and unstaged), binary files listed."""
+    """The diff of the working tree against HEAD (staged and unstaged), binary files listed.
+
+    Args:
+        info: the state from :func:`inspect` (a usable repository).
+        max_bytes: how much of the diff text to keep; the sha256 and size cover all of it.
+        timeout: seconds each git call may take.
+
+    Returns:
+        The diff, its per-file line counts and the binary files.
+
+    Raises:
+        GitUnavailable: git failed or took longer than ``timeout``.
+    """
     assert info.root is not None
-    base = info.commit or empty_tree(info.root)
+    base = info.commit or empty_tree(info.root, timeout)
     numstat = run_git(
         ["diff", "--numstat", "-z", *_DIFF_OPTIONS, base, "--"], info.root, timeout=timeout
     ).stdout.decode("utf-8", "surrogateescape")
@@ -555,40 +662,57 @@ def diff(info: GitInfo, max_bytes: int, timeout: float = 60.0) -> Diff:
 
 
 def _stream(args: list[str], cwd: str, keep: int, timeout: float) -> tuple[bytes, str, int]:
-    """Run git, hashing all of stdout and keeping its first ``keep`` bytes."""
-    deadline = time.monotonic() + timeout
+    """Run git, hashing all of stdout and keeping its first ``keep`` bytes.
+
+    stdout is read in blocks (a diff can be hundreds of MB), stderr is drained on a thread so
+    that warnings cannot fill its pipe and stall git, and a timer kills git at the timeout.
+    """
+    wrapper = _spawn(args, cwd, git_env())
+    process: subprocess.Popen[bytes] = wrapper.proc
+    assert process.stdout is not None and process.stderr is not None
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            process.kill()
+
+    errors = bytearray()
+
+    def drain() -> None:
+        assert process.stderr is not None
+        with contextlib.suppress(OSError, ValueError):  # closed under it when git is killed
+            while block := process.stderr.read1(1 << 12):
+                errors[:] = (errors + block)[-4096:]  # the last lines say why git failed
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.daemon = True
+    drainer = threading.Thread(target=drain, name="mltrail-git-stderr", daemon=True)
     digest = hashlib.sha256()
     kept = bytearray()
     total = 0
-    try:
-        process = subprocess.Popen(
-            ["git", *args],
-            cwd=cwd,
-            env=git_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-    except OSError as error:
-        raise GitUnavailable(f"git could not be run ({error})") from error
-    assert process.stdout is not None
+    watchdog.start()
+    drainer.start()
     try:
         while block := process.stdout.read(1 << 16):
             digest.update(block)
             total += len(block)
             if len(kept) < keep:
                 kept += block[: keep - len(kept)]
-            if time.monotonic() > deadline:
-                raise GitUnavailable(f"`git {args[0]}` took longer than {timeout:g} s")
-        code = process.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except (GitUnavailable, subprocess.TimeoutExpired) as error:
-        process.kill()
-        process.wait()
-        raise GitUnavailable(f"`git {args[0]}` took longer than {timeout:g} s") from error
+        code = process.wait()
     finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            _kill(process)
+        drainer.join(timeout=1.0)  # stderr ends with git
         process.stdout.close()
+        process.stderr.close()
+    if expired.is_set():
+        raise GitTimeout(f"`git {args[0]}` took longer than {timeout:g} s")
     if code != 0:
-        raise GitUnavailable(f"`git {args[0]}` failed with exit code {code}")
+        message = errors.decode("utf-8", "replace").strip().splitlines()
+        detail = f": {redact_text(message[-1])}" if message else ""
+        raise GitUnavailable(f"`git {args[0]}` failed with exit code {code}{detail}")
     return bytes(kept), digest.hexdigest(), total
 
 

@@ -7,6 +7,12 @@ user's index, branches, stash and working tree are untouched, and stored under t
 ``refs/mltrail/runs/<run_id>``, which ``git log --all`` and most tools do not show but
 ``git push origin 'refs/mltrail/*'`` can share.
 
+Every git command runs through GitPython's command wrapper (:func:`mltrail.capture.git.run_git`),
+as plumbing: ``add`` into the temporary index, ``hash-object``, ``update-index``, ``write-tree``,
+``commit-tree`` and ``update-ref``. GitPython's own index and object writers are not used on
+purpose: ``IndexFile.add`` hashes files in Python without git's clean filters (Git LFS,
+end-of-line conversion), and its object writer knows only SHA-1 repositories.
+
 Secrets stay out of it: a changed or untracked dotenv file (``.env``, ``.env.local``,
 ``prod.env``) goes into the snapshot with its secret-looking assignments redacted
 (``API_TOKEN=***``, other lines as they are), and its original content is never written to the
