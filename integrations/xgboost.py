@@ -45,6 +45,7 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     EXAMPLE_ROWS,
+    BestTracker,
     EarlyStop,
     EpochLog,
     RunSession,
@@ -82,7 +83,8 @@ class TrailCallback(TrainingCallback):
         trail: log into this run (from :func:`mltrail.start_run`) instead of starting one per
             training; the run is left open for its owner to end.
         checkpoint_every: upload the booster (UBJ) under ``checkpoints/`` every this many rounds;
-            off by default.
+            off by default. The latest is aliased ``latest``, the one with the best value of the
+            early-stopping metric (else of the last eval set's last metric) ``best``.
         log_model: log the final model under ``model/`` (MLflow's XGBoost flavor: the Booster,
             or the fitted estimator under the scikit-learn API).
         registered_model_name: also register the model in the Model Registry under this name.
@@ -144,6 +146,7 @@ class TrailCallback(TrainingCallback):
         self._epochs = EpochLog(lambda: self._session.trail)  # a new run, at the booster's rounds
         self._epochs.start(resumed_from=rounds)
         self._call, self._stops, self._logged = _Call(), [], 0
+        self._best = BestTracker()  # which checkpoint is "best": monitored once rounds are seen
         container = None  # never kept: its release tells that train() has returned or raised
         with self._session.guarded("reading the training call"):
             container = self._call.read(self, sys._getframe(1))
@@ -166,7 +169,11 @@ class TrailCallback(TrainingCallback):
         if every and (step + 1) % every == 0 and self._call.api != "cv" and trail.enabled:
             path = self._session.temp_dir() / f"xgboost-{step:06d}.ubj"
             model.save_model(str(path))
-            trail.log_checkpoint(path, step=step, metrics=metrics)
+            if self._best.monitor is None:
+                self._best.monitor, self._best.mode = self._monitor()
+            best = self._best.update(metrics, step)
+            aliases = ("best", "latest") if best else ("latest",)
+            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases)
         return False  # True would stop the training
 
     def after_training(self, model: Any) -> Any:
@@ -194,6 +201,18 @@ class TrailCallback(TrainingCallback):
         trail.log_params({**config, **call.args, **params, **stops})  # as written wins
         if call.api == "cv" and self.checkpoint_every:
             logger.warning("mltrail: xgb.cv trains one booster per fold; no checkpoints are kept.")
+
+    def _monitor(self) -> tuple[str | None, str]:
+        """What picks the best checkpoint: the (first) early stopping's metric, else the one
+        XGBoost's early stopping would use, the last metric of the last eval set."""
+        for stop, stopper in self._stops:
+            for data, by_metric in stopper.stopping_history.items():
+                return f"{data}-{next(iter(by_metric))}", stop.settings.get("mode") or "auto"
+        history = self._call.history or {}
+        if not history:
+            return None, "auto"
+        data = list(history)[-1]
+        return f"{data}-{list(history[data])[-1]}", "auto"
 
     def _log_rounds(self, upto: int) -> dict[str, float]:
         """Log the rounds before ``upto`` not logged yet (normally just the last one; more when

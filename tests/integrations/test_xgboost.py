@@ -263,6 +263,8 @@ def test_checkpoints_every_n_rounds(client, dtrain, dval) -> None:
     assert index["files"]["checkpoints/xgboost-000007.ubj"]["step"] == 7
     assert "val-logloss" in index["files"]["checkpoints/xgboost-000007.ubj"]["metrics"]
     assert index["aliases"]["latest"] == "checkpoints/xgboost-000007.ubj"
+    losses = {n: e["metrics"]["val-logloss"] for n, e in index["files"].items()}
+    assert index["aliases"]["best"] == min(losses, key=losses.get)  # logloss: lower is better
     restored = xgb.Booster()
     restored.load_model(client.download_artifacts(run_id, "checkpoints/xgboost-000003.ubj"))
     assert restored.num_boosted_rounds() == 4
