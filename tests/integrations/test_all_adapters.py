@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from tests.conftest import free_port
 
 import mltrail
 from mltrail.cli import main as cli
 from mltrail.recording.steps import EpochLog
-from tests.conftest import free_port
 
 EPOCHS = 4
 RNG = np.random.default_rng(0)

@@ -480,7 +480,7 @@ def _fresh_error_counts(monkeypatch) -> None:
 @pytest.fixture
 def toy(monkeypatch):
     """A fake framework 'toy' with one patchable method, enabled as autolog would."""
-    monkeypatch.setitem(AUTOLOG._enabled, "toy", {})
+    monkeypatch.setitem(AUTOLOG.enabled, "toy", {})
     original = Trainer.fit
     Trainer.calls = 0
     yield

@@ -33,16 +33,16 @@ from typing import Any
 
 from mltrail.autolog import registry
 from mltrail.autolog.patching import (
-    _enabled,
-    _lock,
-    _state,
+    enabled,
     enabled_frameworks,
     in_patched_call,
     live_patch,
+    lock,
     patched_count,
     recording,
     revert,
     safe_patch,
+    thread_state,
 )
 from mltrail.autolog.registry import (
     RUN_OPTIONS,
@@ -108,17 +108,17 @@ def autolog(
             f"Unknown framework {unknown[0]!r} for mltrail.autolog; choose from {sorted(known)}."
         )
     check_options(options)
-    with _lock:
+    with lock:
         for name in names:
             if disable:
-                _enabled.pop(name, None)
+                enabled.pop(name, None)
                 revert(name)
                 continue
-            if _enabled.get(name) == options:
+            if enabled.get(name) == options:
                 continue  # already on with these options: nothing changes
-            if name in _enabled:
+            if name in enabled:
                 revert(name)  # the wrappers hold their options: build them again
-            _enabled[name] = options
+            enabled[name] = options
             if any(module in sys.modules for module in known[name].triggers):
                 _apply(name)
         _update_finder()
@@ -204,7 +204,7 @@ def _apply(framework: str) -> None:
     _applying.add(framework)
     try:
         adapter = importlib.import_module(registry.frameworks()[framework].adapter)
-        patches = adapter.autolog_patches(_enabled[framework])
+        patches = adapter.autolog_patches(enabled[framework])
     except Exception as error:
         if strict_mode():
             raise
@@ -223,15 +223,15 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         frameworks = [
             name
             for name, fw in registry.frameworks().items()
-            if fullname in fw.triggers and name in _enabled
+            if fullname in fw.triggers and name in enabled
         ]
-        if not frameworks or getattr(_state, "finding", False):
+        if not frameworks or getattr(thread_state, "finding", False):
             return None
-        _state.finding = True
+        thread_state.finding = True
         try:
             spec = importlib.util.find_spec(fullname)
         finally:
-            _state.finding = False
+            thread_state.finding = False
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return None
         loader = spec.loader
@@ -240,8 +240,8 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             original_exec(module)
             for framework in frameworks:
-                with _lock:
-                    if framework in _enabled:
+                with lock:
+                    if framework in enabled:
                         _apply(framework)
 
         spec.loader = _LoaderProxy(loader, exec_module)
@@ -266,10 +266,10 @@ class _LoaderProxy(importlib.abc.Loader):
 def _update_finder() -> None:
     """Keep the import hook in ``sys.meta_path`` exactly while some framework is enabled."""
     global _finder
-    if _enabled and _finder is None:
+    if enabled and _finder is None:
         _finder = _PostImportFinder()
         sys.meta_path.insert(0, _finder)
-    elif not _enabled and _finder is not None:
+    elif not enabled and _finder is not None:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(_finder)
         _finder = None

@@ -29,40 +29,42 @@ from mltrail.errors import process_errors, strict_mode
 
 logger = logging.getLogger("mltrail.autolog")
 
-_state = threading.local()
-_lock = threading.RLock()
+# The state autolog() and the patches share: per-thread nesting depth, the lock over the
+# tables below, and which frameworks are on with which options.
+thread_state = threading.local()
+lock = threading.RLock()
 # (id(owner), name) -> (owner, name, the original as stored on owner or None if inherited,
 # the patched object we stored, framework)
 _originals: dict[tuple[int, str], tuple[Any, str, Any, Any, str]] = {}
-_enabled: dict[str, dict[str, Any]] = {}  # framework -> options
+enabled: dict[str, dict[str, Any]] = {}  # framework -> options
 
 
 def in_patched_call() -> bool:
     """True while a patched training call runs in this thread (inner calls are not recorded)."""
-    return getattr(_state, "depth", 0) > 0
+    return getattr(thread_state, "depth", 0) > 0
 
 
 @contextlib.contextmanager
 def recording() -> Iterator[None]:
     """Mark a training that an adapter records on its own (a wrapper or a callback outside
     ``autolog``): patched calls inside it pass straight through, as inside a patched call."""
-    _state.depth = getattr(_state, "depth", 0) + 1
+    thread_state.depth = getattr(thread_state, "depth", 0) + 1
     try:
         yield
     finally:
-        _state.depth -= 1
+        thread_state.depth -= 1
 
 
 def enabled_frameworks() -> dict[str, dict[str, Any]]:
     """The frameworks autolog is on for, with their options."""
-    with _lock:
-        return dict(_enabled)
+    with lock:
+        return dict(enabled)
 
 
 def safe_patch(framework: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
     """Replace ``owner.name`` by ``wrapper`` under the safe-patch contract (idempotent)."""
     key = (id(owner), name)
-    with _lock:
+    with lock:
         if key in _originals:
             return
         had_own = name in vars(owner) if isinstance(owner, type) else True
@@ -81,7 +83,7 @@ def revert(framework: str | None = None) -> None:
     A patch that someone else patched over since (``mlflow.autolog()`` called after ours) stays
     in place, inert, so that their patch keeps working.
     """
-    with _lock:
+    with lock:
         for key, (owner, name, raw, patched, fw) in list(_originals.items()):
             if framework is not None and fw != framework:
                 continue
@@ -97,14 +99,14 @@ def revert(framework: str | None = None) -> None:
 
 def patched_count(framework: str | None = None) -> int:
     """How many functions are patched now (for ``framework``, or all)."""
-    with _lock:
+    with lock:
         return sum(1 for *_, fw in _originals.values() if framework in (None, fw))
 
 
 def _make_safe(original: Callable[..., Any], wrapper: Callable[..., Any], framework: str) -> Any:
     @functools.wraps(original)
     def patched(*args: Any, **kwargs: Any) -> Any:
-        if in_patched_call() or framework not in _enabled:
+        if in_patched_call() or framework not in enabled:
             return original(*args, **kwargs)
         outcome: dict[str, Any] = {}
 
@@ -119,7 +121,7 @@ def _make_safe(original: Callable[..., Any], wrapper: Callable[..., Any], framew
                 raise
             return outcome["result"]
 
-        _state.depth = getattr(_state, "depth", 0) + 1
+        thread_state.depth = getattr(thread_state, "depth", 0) + 1
         try:
             with _mlflow_autolog_paused():
                 return wrapper(call_original, *args, **kwargs)
@@ -130,7 +132,7 @@ def _make_safe(original: Callable[..., Any], wrapper: Callable[..., Any], framew
                 raise
             process_errors.report(f"autolog patch for {framework}", error)
         finally:
-            _state.depth -= 1
+            thread_state.depth -= 1
         if "called" not in outcome:
             return original(*args, **kwargs)
         if "error" in outcome:
@@ -144,7 +146,7 @@ def _make_safe(original: Callable[..., Any], wrapper: Callable[..., Any], framew
 
 def live_patch(function: Any) -> bool:
     """Whether ``function`` is an autolog patch of a framework that autolog is on for."""
-    return getattr(function, "__mltrail_framework__", None) in _enabled
+    return getattr(function, "__mltrail_framework__", None) in enabled
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from mltrail.digest import file_sha256
 from mltrail.recording.sanitize import redact_text
 
 if TYPE_CHECKING:
@@ -734,12 +735,4 @@ def files_digest(root: str, paths: Iterable[str], deadline: float | None = None)
         except OSError:
             digest.update(b"<unreadable>")
         digest.update(b"\n")
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()

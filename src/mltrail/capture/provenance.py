@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from mltrail.capture import dvc as dvc_capture
 from mltrail.capture import git as git_capture
+from mltrail.digest import file_sha256
 from mltrail.errors import ErrorCounter, MltrailError, guarded
 
 logger = logging.getLogger("mltrail.provenance")
@@ -331,7 +332,7 @@ class RunProvenance:
     def _hash_script(self) -> None:
         script = git_capture.entry_script()
         if script is not None:
-            self.script_sha256 = git_capture.file_sha256(script)
+            self.script_sha256 = file_sha256(script)
 
     def _check_data(self) -> None:
         self.data = dvc_capture.data_status(self.dvc)
