@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from pathlib import Path
 from typing import Any
 
-from mltrail.errors import MltrailError
+from mltrail.errors import MltrailError, reject_unknown
 from mltrail.flags import is_true
 
 ENV_PREFIX = "MLTRAIL_"
@@ -62,14 +61,9 @@ class Options:
     def resolve(cls, **overrides: Any) -> Options:
         """Build options from defaults, then ``MLTRAIL_*`` variables, then keyword arguments."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [name for name in overrides if name not in fields]
-        if unknown:
-            name = unknown[0]
-            close = difflib.get_close_matches(name, fields, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise MltrailError(
-                f"Unknown mltrail option {name!r}.{hint} Valid options: {', '.join(sorted(fields))}."
-            )
+        reject_unknown(
+            overrides, fields, "Unknown mltrail option {name}.{hint} Valid options: {known}."
+        )
         options = cls()
         for name, field in fields.items():
             env = os.environ.get(ENV_PREFIX + name.upper())

@@ -8,12 +8,13 @@ Misuse by the caller raises :class:`MltrailError` with a message that says what 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import logging
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
 from mltrail.flags import env_flag
@@ -25,6 +26,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class MltrailError(Exception):
     """A problem the user can fix: bad input, an unknown run id, a misconfigured store."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the known name closest to a mistyped one, else ""."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def reject_unknown(names: Iterable[str], known: Collection[str], message: str) -> None:
+    """Raise for the first of ``names`` not in ``known``.
+
+    Args:
+        names: the names given.
+        known: the valid names.
+        message: the error's text, with ``{name}`` (quoted), ``{hint}`` (a close match, as
+            :func:`did_you_mean` words it) and ``{known}`` (every valid name) to fill in.
+
+    Raises:
+        MltrailError: with ``message`` filled in.
+    """
+    for name in names:
+        if name not in known:
+            hint, valid = did_you_mean(name, known), ", ".join(sorted(known))
+            raise MltrailError(message.format(name=repr(name), hint=hint, known=valid))
 
 
 class MltrailWarning(UserWarning):

@@ -2,17 +2,11 @@
 
 Each adapter declares its patches in ``autolog_patches(options)``: ``(owner, name, wrapper)``
 triples, where ``wrapper(call_original, *args, **kwargs)`` records around one call of the
-original. This module installs them under the safe-patch contract:
-
-- the original runs exactly once and its result is returned;
-- the user's own exception (raised by the original) propagates unchanged;
-- an error in the wrapper itself becomes a warning (raised in strict mode), and the original
-  still runs if it had not yet;
-- calls nested inside a patched call (a Pipeline fitting its steps, XGBoost's scikit-learn API
-  calling ``xgb.train``) pass straight through, so one training is one run;
-- MLflow's own autolog for these frameworks is paused during a call mltrail records, so a
-  training is not recorded twice;
-- ``autolog(disable=True)`` puts back the very same original objects.
+original. This module turns them on and off per framework and installs them under the
+safe-patch contract of :mod:`mltrail.autolog.patching` (the original runs exactly once, the
+user's exceptions propagate unchanged, mltrail's own errors become warnings, nested calls pass
+through, MLflow's own autolog pauses meanwhile, disabling puts back the very same objects).
+The frameworks come from :mod:`mltrail.autolog.registry` (entry points).
 
 Frameworks imported after ``autolog()`` are patched when their import finishes. The
 ``MLTRAIL_AUTOLOG*`` environment variables turn it on from outside the script (see

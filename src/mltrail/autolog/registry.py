@@ -22,7 +22,6 @@ The entry point's name is the framework's name in ``autolog(frameworks=[...])`` 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import importlib.metadata
 import logging
@@ -31,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mltrail.config import Options
-from mltrail.errors import MltrailError, process_errors, strict_mode
+from mltrail.errors import process_errors, reject_unknown, strict_mode
 
 logger = logging.getLogger("mltrail.autolog")
 
@@ -109,14 +108,9 @@ def check_options(options: Mapping[str, Any]) -> None:
         MltrailError: naming the option, a close match and the valid ones.
     """
     known = RUN_OPTIONS.union(*(fw.options for fw in frameworks().values()))
-    for name in options:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise MltrailError(
-                f"Unknown mltrail.autolog option {name!r}.{hint} "
-                f"Valid options: {', '.join(sorted(known))}."
-            )
+    reject_unknown(
+        options, known, "Unknown mltrail.autolog option {name}.{hint} Valid options: {known}."
+    )
 
 
 def options_for(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import difflib
 import logging
 import shutil
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.config import Options
-from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors
+from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors, reject_unknown
 from mltrail.recording.trail import Trail, start_run
 
 logger = logging.getLogger("mltrail.session")
@@ -51,14 +50,12 @@ def check_start_run_kwargs(kwargs: Mapping[str, Any], owner: str = "TrailCallbac
     Raises:
         MltrailError: naming the argument, a close match and the valid names.
     """
-    for name in kwargs:
-        if name not in START_RUN_ARGS:
-            close = difflib.get_close_matches(name, START_RUN_ARGS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise MltrailError(
-                f"{owner} got an unknown argument {name!r}.{hint} It takes trail= or the keyword "
-                f"arguments of mltrail.start_run: {', '.join(sorted(START_RUN_ARGS))}."
-            )
+    reject_unknown(
+        kwargs,
+        START_RUN_ARGS,
+        f"{owner} got an unknown argument {{name}}.{{hint}} It takes trail= or the keyword "
+        "arguments of mltrail.start_run: {known}.",
+    )
     Options.resolve(**{k: v for k, v in kwargs.items() if k not in _RUN_NAMES})
 
 
