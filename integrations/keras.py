@@ -19,6 +19,7 @@ import glob
 import inspect
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -45,6 +46,7 @@ from mltrail.adapters import (
     RunSession,
     check_every,
     check_policy,
+    data_digest,
     describe,
     early_stopping_metrics,
     early_stopping_params,
@@ -350,6 +352,7 @@ def _fit_params(args: dict[str, Any], keras_params: dict[str, Any] | None) -> di
     for name in ("x", "y", "validation_data", "sample_weight"):
         if args.get(name) is not None:
             params[f"data.{name}"] = describe(args[name])
+    params["data.train.digest"] = _digest(args.get("x"), args.get("y"), args.get("sample_weight"))
     weights = args.get("class_weight")
     if weights:  # a dict {class: weight}, summarised when long
         values = {k: float(v) for k, v in weights.items()}
@@ -404,6 +407,13 @@ def _names(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(_names(v) for v in value)
     return str(getattr(value, "name", None) or getattr(value, "__name__", type(value).__name__))
+
+
+def _digest(x: Any, *others: Any) -> str:
+    """The training data by content when it is held in arrays; "unknown" for loaders."""
+    if not hasattr(x, "shape"):
+        return "unknown"
+    return data_digest(*(None if part is None else _numpy(part) for part in (x, *others)))
 
 
 def _int(value: Any) -> int:
@@ -477,6 +487,7 @@ def _wrapped_fit(fit: Callable[..., Any], args: Any, kwargs: Any, add: dict | No
     ours = [c for c in callbacks if isinstance(c, TrailCallback)]
     if add is not None and not ours and not isinstance(given, keras.callbacks.CallbackList):
         ours = [TrailCallback(**add)]  # autolog: a callback for a fit without one
+        _autolog_callbacks[bound.arguments["self"]] = ours[0]  # for evaluate() after fit
         callbacks = bound.arguments["callbacks"] = [*callbacks, *ours]
         args, kwargs = bound.args, bound.kwargs
     bound.apply_defaults()
@@ -492,6 +503,11 @@ def _wrapped_fit(fit: Callable[..., Any], args: Any, kwargs: Any, add: dict | No
     for callback in ours:
         callback._after_fit(None)
     return result
+
+
+# The callback autolog gave each model's last fit: evaluate() after it records into its run.
+_autolog_callbacks: weakref.WeakKeyDictionary[Any, TrailCallback] = weakref.WeakKeyDictionary()
+_EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
 
 
 def _fit_wrapper(fit: Callable[..., Any]) -> Callable[..., Any]:
@@ -519,4 +535,19 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     def fit(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return _wrapped_fit(call_original, args, kwargs, add=settings)
 
-    return [(keras.Model, "fit", fit)]
+    def evaluate(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """evaluate() after an autologged fit adds ``test_*`` to that fit's run, as the
+        explicit callback does."""
+        try:
+            bound = _EVALUATE_SIGNATURE.bind(*args, **kwargs)
+        except TypeError:
+            return call_original(*args, **kwargs)
+        callback = _autolog_callbacks.get(bound.arguments["self"])
+        given = bound.arguments.get("callbacks")
+        present = list(getattr(given, "callbacks", given) or ())
+        if callback is None or any(isinstance(c, TrailCallback) for c in present):
+            return call_original(*args, **kwargs)
+        bound.arguments["callbacks"] = [*present, callback]
+        return call_original(*bound.args, **bound.kwargs)
+
+    return [(keras.Model, "fit", fit), (keras.Model, "evaluate", evaluate)]

@@ -190,9 +190,11 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         trail = self.trail
         if trail is not None:
             self._epochs.start(trainer.current_epoch)  # a resumed fit goes on at its epoch
-            batch_size = _batch_size(trainer.train_dataloader)
+            loader = trainer.train_dataloader
+            batch_size = _batch_size(loader)
             if batch_size is not None and "batch_size" not in trail.params:
                 trail.log_params({"batch_size": batch_size})
+            trail.log_params({"data.train.digest": _digest(getattr(loader, "dataset", None))})
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if self.trail is not None:
@@ -602,6 +604,14 @@ def _learning_rates(optimizers: list[Any]) -> dict[str, float]:
             key = name if len(groups) == 1 else f"{name}/{group.get('name', f'pg{index + 1}')}"
             rates[key] = group["lr"]
     return rates
+
+
+def _digest(dataset: Any) -> str:
+    """The training data by content when it is tensors in memory (a ``TensorDataset``)."""
+    tensors = getattr(dataset, "tensors", None)
+    if not isinstance(tensors, tuple) or not all(isinstance(t, torch.Tensor) for t in tensors):
+        return "unknown"
+    return kernel.data_digest(*(t.detach().cpu().float().numpy() for t in tensors))
 
 
 def _batch_size(loader: Any) -> int | None:

@@ -65,6 +65,7 @@ from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     Candidate,
     RunSession,
+    called_by_library,
     check_max_child_runs,
     confusion_matrix_plot,
     dataset_input,
@@ -129,12 +130,15 @@ def _fit_context(patched: bool = False) -> tuple[str, tuple[Any, Any] | None]:
     """("inner", None), ("refit", (search, cv_results)) or ("top", None) for the fit calling us.
 
     Inner: a recorded fit already runs in this thread (``patched``: the caller is an autolog
-    patch, which already passed calls nested in another patched call through), or scikit-learn's
+    patch, which already passed calls nested in another patched call through), a library called
+    the patched fit rather than the user's code (autolog only), or scikit-learn's
     ``Parallel`` dispatched this fit (its ``_FuncWrapper`` is on the stack, in worker threads and
     loky processes alike). Refit: the final fit of a search's best candidate, called from
     ``BaseSearchCV.fit``.
     """
     if _current.get() is not None or (not patched and in_patched_call()):
+        return "inner", None
+    if patched and called_by_library(2):  # a library fitting a helper (LabelEncoder in a metric)
         return "inner", None
     frame = sys._getframe(1)
     while frame is not None:

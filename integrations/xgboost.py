@@ -50,9 +50,11 @@ from mltrail.adapters import (
     EpochLog,
     RunSession,
     check_every,
+    data_digest,
     early_stopping_metrics,
     early_stopping_params,
     exception_safe,
+    fingerprint,
     head_rows,
     importance_plot,
     next_free_step,
@@ -71,6 +73,7 @@ _INTERNAL_CONFIG = frozenset(
     "base_score num_trees updater_seq fail_on_invalid_gpu_id debug_synchronize "  # noqa: SIM905
     "max_cached_hist_node".split()
 )
+_FULL_DIGEST_BYTES = 8 << 20  # larger training data is digested from evenly spaced rows
 _CV_ARGS = ("nfold", "stratified", "shuffle", "seed")
 _IMPORTANCES = ("gain", "weight", "cover")
 
@@ -361,6 +364,7 @@ class _Call:
                 local = frame.f_locals
                 self.api, self.params, dtrain = name, local.get("params"), local.get("dtrain")
                 self.args = {n: local.get(n) for n in ("num_boost_round", "early_stopping_rounds")}
+                self.args.update(_training_inputs(local))
                 if name == "cv":
                     self.args.update({f"cv.{n}": local.get(n) for n in _CV_ARGS})
                     if local.get("metrics"):
@@ -375,6 +379,40 @@ class _Call:
         if self.api != "cv":
             self.example = _example(fit_x, dtrain)
         return container
+
+
+def _training_inputs(local: Mapping[str, Any]) -> dict[str, Any]:
+    """What else decides the result of ``xgb.train``/``cv``: the training data (by content,
+    weights and labels included), a custom objective or metric (by name), the booster it
+    continues (by content). These are params, so the run's fingerprint tells them apart."""
+    found: dict[str, Any] = {}
+    dtrain = local.get("dtrain")
+    if isinstance(dtrain, xgboost.DMatrix):
+        found["data.train.shape"] = f"{dtrain.num_row()}x{dtrain.num_col()}"
+        found["data.train.digest"] = _dmatrix_digest(dtrain)
+    if callable(local.get("obj")):
+        found["objective"] = f"custom:{_plain(local['obj'])}"
+    metric = local.get("custom_metric") or local.get("feval")
+    if callable(metric):
+        found["custom_metric"] = _plain(metric)
+    start = local.get("xgb_model")
+    if isinstance(start, xgboost.Booster):
+        found["xgb_model"] = "booster:" + fingerprint(bytes(start.save_raw("ubj")))
+    elif start is not None:
+        found["xgb_model"] = str(start)  # a model file: its path
+    return found
+
+
+def _dmatrix_digest(data: Any) -> str:
+    """A content digest of a DMatrix: its values, labels and weights, from evenly spaced rows
+    when it is large; "unknown" when its data cannot be read back (a QuantileDMatrix)."""
+    try:
+        rows, size = data.num_row(), data.num_row() * max(data.num_col(), 1) * 4
+        if size > _FULL_DIGEST_BYTES:
+            data = data.slice(list(range(0, rows, -(-size // _FULL_DIGEST_BYTES))))
+        return data_digest(data.get_data(), data.get_label(), data.get_weight(), rows)
+    except Exception:  # a QuantileDMatrix cannot give its data back
+        return "unknown"
 
 
 def _booster(model: Any, call: _Call) -> Any:

@@ -54,6 +54,7 @@ from __future__ import annotations
 from mltrail.autolog.patching import in_patched_call, live_patch, recording, safe_patch
 from mltrail.autolog.registry import RUN_OPTIONS, Framework, options_for
 from mltrail.errors import MltrailError, strict_mode
+from mltrail.recording.callsite import LIBRARY_PACKAGES, called_by_library, caller_module
 from mltrail.recording.checkpoints import (
     CHECKPOINT_POLICIES,
     BestTracker,
@@ -63,6 +64,7 @@ from mltrail.recording.checkpoints import (
     stable_copy,
 )
 from mltrail.recording.datasets import (
+    data_digest,
     dataset_input,
     describe,
     fingerprint,
@@ -97,6 +99,7 @@ from mltrail.recording.steps import STEP_PREFIX, EpochLog, check_every, every_n,
 __all__ = [
     "CHECKPOINT_POLICIES",
     "EXAMPLE_ROWS",
+    "LIBRARY_PACKAGES",
     "RUN_OPTIONS",
     "START_RUN_ARGS",
     "STEP_PREFIX",
@@ -108,11 +111,14 @@ __all__ = [
     "Framework",
     "MltrailError",
     "RunSession",
+    "called_by_library",
+    "caller_module",
     "check_every",
     "check_max_child_runs",
     "check_policy",
     "check_start_run_kwargs",
     "confusion_matrix_plot",
+    "data_digest",
     "dataset_input",
     "describe",
     "early_stopping_metrics",

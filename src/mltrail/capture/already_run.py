@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mltrail.errors import MltrailError
@@ -70,6 +70,18 @@ def describe(run: Any, limit: int = 4) -> str:
         shown += f", +{len(metrics) - limit} more"
     name = f"'{run.info.run_name}', " if run.info.run_name else ""
     return f"run {run.info.run_id} ({name}{run.info.status}{', ' + shown if shown else ''})"
+
+
+def what_matched(params: Mapping[str, str]) -> str:
+    """What two runs with one fingerprint are known to share: the training data counts only
+    when an adapter identified it by content (a ``data.<role>.digest`` param)."""
+    identified = any(
+        key.startswith("data.") and key.endswith(".digest") and value not in ("", "unknown")
+        for key, value in params.items()
+    )
+    if identified:
+        return "the same code, data and params"
+    return "the same code and params (the training data was not identified, so it may differ)"
 
 
 class AlreadyRunCheck:
@@ -120,9 +132,9 @@ class AlreadyRunCheck:
         if earlier is not None:
             self.trail.set_tags({TAG: earlier.info.run_id, STOPPED_TAG: "true"})
             raise MltrailError(
-                f"This experiment was already run: {describe(earlier)} had the same code, data "
-                "and params. Set already_run='warn' or 'ignore' (MLTRAIL_ALREADY_RUN) to run it "
-                "again."
+                f"This experiment was already run: {describe(earlier)} had "
+                f"{what_matched(self.trail.params)}. Set already_run='warn' or 'ignore' "
+                "(MLTRAIL_ALREADY_RUN) to run it again."
             )
 
     def finish(self, fingerprint: str | None) -> None:
@@ -151,10 +163,11 @@ class AlreadyRunCheck:
             return
         self.trail.set_tags({TAG: earlier.info.run_id})
         logger.warning(
-            "mltrail: this experiment was already run: %s had the same code, data and params "
-            "(fingerprint %s). Set already_run='ignore' (MLTRAIL_ALREADY_RUN=ignore) to silence "
-            "this warning, or 'error' to stop such runs before they train.",
+            "mltrail: this experiment was already run: %s had %s (fingerprint %s). Set "
+            "already_run='ignore' (MLTRAIL_ALREADY_RUN=ignore) to silence this warning, or "
+            "'error' to stop such runs before they train.",
             describe(earlier),
+            what_matched(self.trail.params),
             (fingerprint or "")[:12],
         )
 

@@ -86,6 +86,18 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def data_digest(*parts: Any) -> str:
+    """The ``data.<role>.digest`` param of training data: :func:`fingerprint` of its parts, or
+    "unknown" when there is nothing to hash or it cannot be read back (so that the already-run
+    check never takes data it could not read for data it knows)."""
+    if not parts or parts[0] is None:
+        return "unknown"
+    try:
+        return fingerprint(*parts)
+    except Exception:
+        return "unknown"
+
+
 def hash_into(digest: Any, data: Any) -> None:
     if data is None:
         digest.update(b"<none>")
