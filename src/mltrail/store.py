@@ -78,7 +78,19 @@ def with_retries(func: Callable[[], T], what: str, attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+# Opened once per process and store: a script of many short trainings opens its store once.
+_clients: dict[str, Any] = {}
+_experiments: dict[tuple[str, str | None], str] = {}
+_cache_lock = threading.Lock()
+
+
 def make_client(tracking_uri: str) -> Any:
+    """The MLflow client of ``tracking_uri``, opened (and a local store migrated) once per
+    process."""
+    with _cache_lock:
+        client = _clients.get(tracking_uri)
+    if client is not None:
+        return client
     from mlflow.tracking import MlflowClient
 
     with store_lock(tracking_uri):
@@ -86,7 +98,14 @@ def make_client(tracking_uri: str) -> Any:
         if sqlite_path(tracking_uri) is not None:
             # Touch the store under the lock so that its migrations run in one process only.
             with_retries(lambda: client.search_experiments(max_results=1), "opening the store")
-    return client
+    with _cache_lock:
+        return _clients.setdefault(tracking_uri, client)
+
+
+def forget_experiment(tracking_uri: str, name: str | None) -> None:
+    """Drop a remembered experiment id (it was deleted or renamed since it was looked up)."""
+    with _cache_lock:
+        _experiments.pop((tracking_uri, name), None)
 
 
 def experiment_id(client: Any, name: str | None, tracking_uri: str) -> str:
@@ -124,8 +143,16 @@ def experiment_id(client: Any, name: str | None, tracking_uri: str) -> str:
                 return found.experiment_id
             raise
 
+    key = (tracking_uri, name)
+    with _cache_lock:
+        known = _experiments.get(key)
+    if known is not None:
+        return known
     with store_lock(tracking_uri):
-        return with_retries(get_or_create, f"creating experiment {name!r}")
+        found = with_retries(get_or_create, f"creating experiment {name!r}")
+    with _cache_lock:
+        _experiments[key] = found
+    return found
 
 
 def _artifact_location(tracking_uri: str) -> str | None:

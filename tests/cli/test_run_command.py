@@ -88,6 +88,25 @@ def test_script_gets_its_arguments_and_exit_code_and_is_recorded(client, tmp_pat
     assert "s3cr3t-value" not in json.dumps(run.data.tags)
 
 
+def test_a_script_with_its_own_callback_gets_the_command_tag(client, tmp_path) -> None:
+    """A script that records explicitly is not doubled by autolog, and its run still says
+    which command line made it."""
+    write(tmp_path / "train.py", """
+        import sys
+        import numpy as np
+        import xgboost as xgb
+        from mltrail.integrations.xgboost import TrailCallback
+
+        X = np.random.default_rng(0).normal(size=(64, 3))
+        callback = TrailCallback(experiment="explicit-under-run", log_model=False)
+        xgb.train({"max_depth": 1}, xgb.DMatrix(X, label=X[:, 0] > 0), 2, callbacks=[callback])
+    """)  # fmt: skip
+    done = mltrail_run(*FAST_OPTIONS, "--", "python", "train.py", "--lr", "0.1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs_of(client, "explicit-under-run")
+    assert run.data.tags["mltrail.command"] == "python train.py --lr 0.1"
+
+
 def test_python_dash_m_module_is_recorded(client, tmp_path) -> None:
     write(tmp_path / "project" / "__init__.py", "")
     write(tmp_path / "project" / "train.py", TRAIN)

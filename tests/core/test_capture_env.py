@@ -7,6 +7,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -112,3 +113,22 @@ def test_entry_script_is_resolved_against_the_start_directory(tmp_path, monkeypa
         check=True,
     )
     assert result.stdout.strip() == str(script)
+
+
+def test_package_list_is_read_once_until_the_packages_change(tmp_path, monkeypatch) -> None:
+    """Many trainings in one process read the installed packages once; an install between
+    them (a notebook's %pip) changes a package folder and is seen."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    first = env.requirements()
+    reads: list[int] = []
+    original = env._read_requirements
+    monkeypatch.setattr(env, "_read_requirements", lambda: reads.append(1) or original())
+    assert env.requirements() == first and reads == []
+    info = folder / "newpkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: newpkg\nVersion: 1.0\n")
+    later = time.time_ns() + 2_000_000_000
+    os.utime(folder, ns=(later, later))  # as an install moves the folder's time on
+    assert "newpkg==1.0" in env.requirements() and reads == [1]

@@ -294,3 +294,14 @@ def test_warnings_as_errors_do_not_break_training(client, monkeypatch) -> None:
     assert client.get_run(trail.run_id).info.status == "FINISHED"
     assert history(client, trail.run_id, "after") == [(0, 1.0)]
     assert trail.errors == {"background job": 1}
+
+
+def test_an_experiment_deleted_since_the_last_run_is_a_clear_error(client) -> None:
+    """The store and experiment are looked up once per process; a deletion in between is
+    still seen, and named."""
+    options = {"system_metrics": False, "capture": False}
+    with mltrail.start_run(experiment="deleted-later", **options):
+        pass
+    client.delete_experiment(client.get_experiment_by_name("deleted-later").experiment_id)
+    with pytest.raises(mltrail.MltrailError, match="is deleted"):
+        mltrail.start_run(experiment="deleted-later", **options)

@@ -8,6 +8,7 @@ they look secret.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -65,6 +66,9 @@ ENV_ALLOWLIST = (
     "CONDA_DEFAULT_ENV",
 )
 
+# What does not change within a process, read once (see requirements and _machine_gpus).
+_cache: dict[str, Any] = {}
+
 _SECRET_FLAG_WORDS = ("password", "token", "secret", "api-key", "api_key", "apikey", "credential")
 
 
@@ -88,7 +92,7 @@ def capture(gpu_timeout: float = 5.0) -> dict[str, Any]:
         },
         "cpu": {"model": cpu_model(), "count": os.cpu_count()},
         "memory_bytes": total_memory(),
-        "gpus": gpus(gpu_timeout),
+        "gpus": _machine_gpus(gpu_timeout),
         "command": {
             "argv": command_line(),
             "entry_script": _entry_script(),
@@ -277,8 +281,39 @@ def variables() -> dict[str, str]:
     }
 
 
+def _machine_gpus(timeout: float) -> list[dict[str, Any]]:
+    """The GPUs, asked once per process (the hardware does not change under a process)."""
+    if "gpus" not in _cache:
+        _cache["gpus"] = gpus(timeout)
+    return copy.deepcopy(_cache["gpus"])
+
+
 def requirements() -> str:
-    """Installed distributions in ``pip freeze`` format, from package metadata (no subprocess)."""
+    """Installed distributions in ``pip freeze`` format, from package metadata (no subprocess).
+
+    Read once per process while the package folders are unchanged: a script of many trainings
+    reads them once, and a ``pip install`` in a notebook session is seen (it changes the
+    folder's modification time)."""
+    state = _package_folders()
+    cached = _cache.get("requirements")
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    text = _read_requirements()
+    _cache["requirements"] = (state, text)
+    return text
+
+
+def _package_folders() -> tuple[tuple[str, int], ...]:
+    found = []
+    for entry in sys.path:
+        try:
+            found.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(found)
+
+
+def _read_requirements() -> str:
     lines: dict[str, str] = {}
     installed: set[str] = set()
     for dist in metadata.distributions():

@@ -40,6 +40,7 @@ from mltrail.store import (
     call_with_timeout,
     describe_uri,
     experiment_id,
+    forget_experiment,
     make_client,
     resolve_tracking_uri,
     sqlite_path,
@@ -193,6 +194,8 @@ class Trail:
             "mltrail.host": socket.gethostname(),
             "mltrail.pid": str(os.getpid()),
         }
+        if os.environ.get("MLTRAIL_COMMAND"):  # under `mltrail run`, explicit adapters too
+            base_tags["mltrail.command"] = os.environ["MLTRAIL_COMMAND"]
         if trail.resumed:
             base_tags["mltrail.resume_count"] = str(trail.resume_count)
             base_tags["mltrail.resumed_at"] = str(int(time.time()))
@@ -233,7 +236,15 @@ class Trail:
     def _create(self, experiment: str | None, run_name: str | None, options: Options) -> None:
         def create() -> Any:
             exp_id = experiment_id(self.client, experiment, self.tracking_uri)
-            return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
+            try:
+                return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
+            except Exception:
+                if experiment is None:
+                    raise
+                # The experiment remembered from an earlier run may have been deleted since.
+                forget_experiment(self.tracking_uri, experiment)
+                exp_id = experiment_id(self.client, experiment, self.tracking_uri)
+                return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
 
         run = call_with_timeout(create, self._start_budget(), "creating the run")
         self.run_id = run.info.run_id
