@@ -105,12 +105,22 @@ def remember_secret(value: str) -> None:
 _NOT_SECRET_ENV = {"PWD", "OLDPWD"}
 
 
+# The secret values of the environment, with the environment they were read from: redacting
+# runs for every tag and text, and judging every variable's name each time cost milliseconds.
+_env_cache: tuple[int, list[str]] = (0, [])
+
+
 def _env_secrets() -> list[str]:
-    return [
-        v
-        for k, v in os.environ.items()
-        if len(v) >= 4 and k not in _NOT_SECRET_ENV and is_secret_name(k)
-    ]
+    global _env_cache
+    key = hash(tuple(os.environ.items()))
+    if _env_cache[0] != key:
+        found = [
+            v
+            for k, v in os.environ.items()
+            if len(v) >= 4 and k not in _NOT_SECRET_ENV and is_secret_name(k)
+        ]
+        _env_cache = (key, found)
+    return _env_cache[1]
 
 
 def redact_text(text: str) -> str:
