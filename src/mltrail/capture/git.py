@@ -82,6 +82,20 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def preload_gitpython() -> float:
+    """Start importing GitPython on its daemon thread, once, without waiting for it (a run
+    start does it first thing, so the import overlaps with opening the store); returns when
+    waiting for it gives up (see :func:`gitpython`)."""
+    global _import_deadline
+    with _import_lock:
+        if _import_deadline is None:
+            _import_deadline = time.monotonic() + IMPORT_TIMEOUT
+            threading.Thread(
+                target=_import_gitpython, name="mltrail-import-gitpython", daemon=True
+            ).start()
+        return _import_deadline
+
+
 def gitpython() -> ModuleType:
     """GitPython's ``git`` package, imported on first use.
 
@@ -98,14 +112,8 @@ def gitpython() -> ModuleType:
         GitTimeout: the import (its ``git version``) took longer than :data:`IMPORT_TIMEOUT`.
         GitUnavailable: GitPython cannot be imported.
     """
-    global _import_deadline
-    with _import_lock:
-        if _import_deadline is None:
-            _import_deadline = time.monotonic() + IMPORT_TIMEOUT
-            threading.Thread(
-                target=_import_gitpython, name="mltrail-import-gitpython", daemon=True
-            ).start()
-    if not _imported.wait(max(0.0, _import_deadline - time.monotonic())):
+    deadline = preload_gitpython()
+    if not _imported.wait(max(0.0, deadline - time.monotonic())):
         raise GitTimeout(
             f"importing GitPython (it runs `git version`) took longer than {IMPORT_TIMEOUT:g} s"
         )

@@ -169,6 +169,10 @@ class Trail:
         join: bool = False,
     ) -> Trail:
         trail = cls()
+        if options.capture:  # the git layer's import overlaps with opening the store
+            from mltrail.capture.git import preload_gitpython
+
+            preload_gitpython()
         trail.options = options
         trail.tracking_uri = resolve_tracking_uri(tracking_uri)
         trail.enabled = True
