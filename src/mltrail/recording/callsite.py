@@ -21,7 +21,6 @@ LIBRARY_PACKAGES = frozenset(
         "keras",
         "lightgbm",
         "lightning",
-        "mlflow",
         "numpy",
         "optuna",
         "pandas",
@@ -38,14 +37,20 @@ LIBRARY_PACKAGES = frozenset(
 )
 
 
+#: Modules whose frames only pass a call on: mltrail's adapters and autolog wrappers, and the
+#: patches of other autologging tools (MLflow's autolog wrapping the same ``fit`` calls it from
+#: its flavor modules).
+PASS_THROUGH = ("mltrail", "mlflow", "gorilla", "wrapt")
+
+
 def caller_module(depth: int = 1) -> str:
-    """The module of the first frame above the caller's ``depth`` frames that is not
-    mltrail's own code (its adapters and autolog wrappers), or "" when there is none."""
+    """The module of the first frame above the caller's ``depth`` frames that is not one of
+    :data:`PASS_THROUGH`'s, or "" when there is none."""
     frame = sys._getframe(depth + 1)
     try:
         while frame is not None:
             module = frame.f_globals.get("__name__", "") or ""
-            if not (module == "mltrail" or module.startswith("mltrail.")):
+            if not any(module == p or module.startswith(p + ".") for p in PASS_THROUGH):
                 return module
             frame = frame.f_back
         return ""
@@ -54,7 +59,7 @@ def caller_module(depth: int = 1) -> str:
 
 
 def called_by_library(depth: int = 1) -> bool:
-    """Whether the code that called the caller (past mltrail's frames) belongs to a library in
+    """Whether the code that called the caller (past pass-through frames) belongs to a library in
     :data:`LIBRARY_PACKAGES`: then the call is the library's business, not a training to record.
     """
     return caller_module(depth + 1).split(".")[0] in LIBRARY_PACKAGES
