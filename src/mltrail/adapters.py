@@ -24,6 +24,9 @@ framework's configuration; that is all:
   :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
 - :class:`Candidate`, :func:`log_candidates`, :func:`results_csv`: a hyperparameter search's
   candidates as child runs, the best first, and its results table;
+- :func:`provide_runs`: the run that trainings inside a unit of work of the adapter's
+  framework (a search's trial) join instead of starting runs of their own;
+  :func:`trainings_recorded`: such trainings are recorded under ``autolog`` too;
 - :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
   registration (entry-point group ``mltrail.integrations``) and the safe-patch contract.
 
@@ -51,7 +54,13 @@ A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs
 
 from __future__ import annotations
 
-from mltrail.autolog.patching import in_patched_call, live_patch, recording, safe_patch
+from mltrail.autolog.patching import (
+    in_patched_call,
+    live_patch,
+    recording,
+    safe_patch,
+    trainings_recorded,
+)
 from mltrail.autolog.registry import RUN_OPTIONS, Framework, options_for
 from mltrail.errors import MltrailError, strict_mode
 from mltrail.recording.callsite import LIBRARY_PACKAGES, called_by_library, caller_module
@@ -92,6 +101,7 @@ from mltrail.recording.plots import (
     preload_matplotlib,
     residual_plot,
 )
+from mltrail.recording.scopes import provide_runs
 from mltrail.recording.search import Candidate, check_max_child_runs, log_candidates, results_csv
 from mltrail.recording.session import START_RUN_ARGS, RunSession, check_start_run_kwargs
 from mltrail.recording.steps import STEP_PREFIX, EpochLog, check_every, every_n, next_free_step
@@ -140,6 +150,7 @@ __all__ = [
     "packages_of",
     "pinned_requirements",
     "preload_matplotlib",
+    "provide_runs",
     "pytorch_flavor_kwargs",
     "recording",
     "residual_plot",
@@ -148,4 +159,5 @@ __all__ = [
     "shape_of",
     "stable_copy",
     "strict_mode",
+    "trainings_recorded",
 ]

@@ -55,6 +55,19 @@ def recording() -> Iterator[None]:
         thread_state.depth -= 1
 
 
+@contextlib.contextmanager
+def trainings_recorded() -> Iterator[None]:
+    """Inside a patched call that is no training itself but runs the user's code (a
+    hyperparameter search running the objective), the patched trainings that code makes are
+    recorded again, as at the top level, instead of passing straight through."""
+    depth = getattr(thread_state, "depth", 0)
+    thread_state.depth = 0
+    try:
+        yield
+    finally:
+        thread_state.depth = depth
+
+
 def enabled_frameworks() -> dict[str, dict[str, Any]]:
     """The frameworks autolog is on for, with their options."""
     with lock:

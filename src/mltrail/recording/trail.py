@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Any
 from mltrail.config import Options
 from mltrail.digest import file_sha256
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
-from mltrail.recording import distributed, lifecycle
+from mltrail.recording import distributed, lifecycle, scopes
 from mltrail.recording.sanitize import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -74,6 +75,7 @@ def start_run(
     run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     join: bool = False,
+    parent_run_id: str | None = None,
     **options: Any,
 ) -> Trail:
     """Start (or resume, or join) an MLflow run and return its :class:`Trail`.
@@ -90,6 +92,8 @@ def start_run(
         join: with ``run_id``, log into that existing run without owning it: no resume is
             recorded and its status stays with its owner (for example Lightning's
             MLFlowLogger); ``end()`` only flushes.
+        parent_run_id: start a new run nested under this one (the tag ``mlflow.parentRunId``),
+            a trial of a search for example; it joins no active or provided run.
         **options: any field of :class:`mltrail.config.Options` (``flush_timeout``,
             ``system_metrics``, ``capture``, ...).
 
@@ -101,15 +105,25 @@ def start_run(
         MltrailError: for an unknown option or a ``run_id`` that does not exist.
 
     If an MLflow run is active in this thread and no ``run_id`` is given, mltrail logs into that
-    run and leaves it open for its owner to end.
+    run and leaves it open for its owner to end; so it does into a run that an adapter provides
+    for the trainings inside its unit of work (see :mod:`mltrail.recording.scopes`).
     """
     resolved = Options.resolve(**options)
     if join and not run_id:
         raise MltrailError("start_run(join=True) needs the run_id of the run to join.")
     if not distributed.is_rank_zero():
         return Trail._passive(os.environ.get("MLTRAIL_RUN_ID"), resolved)
+    if parent_run_id:
+        tags = {**(tags or {}), "mlflow.parentRunId": parent_run_id}
     trail = Trail._open(
-        experiment, run_name, tracking_uri, run_id, dict(tags or {}), resolved, join=join
+        experiment,
+        run_name,
+        tracking_uri,
+        run_id,
+        dict(tags or {}),
+        resolved,
+        join=join,
+        nested=bool(parent_run_id),
     )
     return trail
 
@@ -167,16 +181,23 @@ class Trail:
         tags: dict[str, Any],
         options: Options,
         join: bool = False,
+        nested: bool = False,
     ) -> Trail:
         trail = cls()
+        trail.tracking_uri = resolve_tracking_uri(tracking_uri)
+        joined = None
+        if not run_id and not nested:
+            joined = scopes.provided_run(trail.tracking_uri)
+            if joined:  # the provider's run has the provenance and the system metrics
+                options = dataclasses.replace(options, capture=False, system_metrics=False)
+            else:
+                joined = _user_active_run(trail.tracking_uri)
         if options.capture:  # the git layer's import overlaps with opening the store
             from mltrail.capture.git import preload_gitpython
 
             preload_gitpython()
         trail.options = options
-        trail.tracking_uri = resolve_tracking_uri(tracking_uri)
         trail.enabled = True
-        joined = None if run_id else _user_active_run(trail.tracking_uri)
         try:
             trail.client = call_with_timeout(
                 lambda: make_client(trail.tracking_uri), trail._start_budget(), "opening the store"
@@ -488,14 +509,19 @@ class Trail:
         params: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
+        *,
+        history: Mapping[str, Iterable[tuple[int, Any]]] | None = None,
+        status: str = "FINISHED",
     ) -> None:
         """Record a finished child run of this run, shown nested under it in the MLflow UI.
 
         For results that are runs of their own but need no session of their own, such as the
         candidates of a hyperparameter search: ``params`` (flattened and redacted like
-        :meth:`log_params`), ``metrics`` at step 0 and ``tags``. The child is created in the
-        background, in this run's experiment, with the tag ``mlflow.parentRunId``; when the
-        store is away it is journaled with the rest of the run, and ``mltrail sync`` creates it.
+        :meth:`log_params`), ``metrics`` at step 0, ``history`` (each key's ``(step, value)``
+        points), ``tags`` and its ``status`` (FINISHED, FAILED or KILLED). The child is created
+        in the background, in this run's experiment, with the tag ``mlflow.parentRunId``; when
+        the store is away it is journaled with the rest of the run, and ``mltrail sync``
+        creates it.
         """
         if not self.enabled:
             return
@@ -510,12 +536,20 @@ class Trail:
             for k, v in (tags or {}).items()
             if v is not None
         }
+        points = [
+            (keys(k), int(step), number)
+            for k, series in (history or {}).items()
+            for step, value in series
+            if (number := metric_value(value)) is not None
+        ]
         data = child_run_data(
             run_name or fresh_run_name(),
             flat,
             {k: v for k, v in values.items() if v is not None},
             {**child_tags, **_source_tags()},
             self.experiment_id,
+            history=points,
+            status=status.upper(),
         )
         self._writer.add("child_run", data)  # type: ignore[union-attr]
 

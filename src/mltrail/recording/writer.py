@@ -126,6 +126,9 @@ def child_run_data(
     metrics: dict[str, float],
     tags: dict[str, str],
     experiment_id: str | None,
+    *,
+    history: Iterable[tuple[str, int, float]] = (),
+    status: str = "FINISHED",
 ) -> dict[str, Any]:
     """The data of a ``child_run`` record: a finished run nested under the record's run.
 
@@ -133,6 +136,8 @@ def child_run_data(
         run_name: the child's name.
         params: its params, already flattened, redacted and cut to MLflow's limits.
         metrics: its metrics, logged at step 0.
+        history: more metric values, ``(key, step, value)``.
+        status: how it ended (FINISHED, FAILED, KILLED).
         tags: its tags; ``mlflow.parentRunId`` is added when the record is sent, since the
             parent of a run journaled offline gets its id at ``mltrail sync``.
         experiment_id: the parent's experiment (None offline; sync uses the parent's).
@@ -144,8 +149,10 @@ def child_run_data(
     return {
         "run_name": run_name,
         "params": params,
-        "metrics": [[k, v, now, 0] for k, v in metrics.items()],
+        "metrics": [[k, v, now, 0] for k, v in metrics.items()]
+        + [[k, v, now, step] for k, step, v in history],
         "tags": tags,
+        "status": status,
         "experiment_id": experiment_id,
         "time": now,
         "run_id": None,
@@ -177,7 +184,7 @@ def _log_child_run(
     else:
         apply_record(client, child, {"kind": "params", "data": params})
         apply_record(client, child, {"kind": "metrics", "data": points})
-    _set_terminated(client, child, "FINISHED", data["time"])
+    _set_terminated(client, child, data.get("status", "FINISHED"), data["time"])
 
 
 def _register_model(
