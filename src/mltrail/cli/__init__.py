@@ -2,9 +2,16 @@
 (``add_arguments``), its help line (``HELP``) and its thin ``<verb>_command(args) -> exit
 code``, which calls the library; this file only wires them.
 
+A verb module may also set ``USAGE`` and ``EPILOG`` (examples and exit codes, shown verbatim
+at the end of its ``--help``).
+
 Verb modules import the library inside their command function, not at their top: building the
 parser imports every verb module, and ``mltrail --help`` or ``mltrail runs`` (which answers from
 a local sqlite store in a fraction of a second) must not pay for the other verbs' imports.
+
+Exit codes shared by every verb: 0 success, 1 the verb's own "no" (listed in its ``--help``), 2 a
+usage or input error (the message names it; ``mltrail`` alone prints the help and exits 0),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +29,26 @@ from mltrail.recording.sanitize import redact_text
 #: The verbs in the order ``mltrail --help`` lists them; each is the module mltrail.cli.<verb>.
 VERBS = ("runs", "show", "sync", "checkout", "verify", "diff", "reproduce", "push", "which", "run")
 
+#: Help of positional arguments that a verb module leaves without one, by their name.
+POSITIONAL_HELP = {
+    "run_id": "the run's id (as `mltrail runs` lists it)",
+    "run_a": "the first run's id",
+    "run_b": "the second run's id",
+    "path": "a model or checkpoint file",
+}
+
+EPILOG = """\
+examples:
+  mltrail runs                      runs made from the commit checked out here
+  mltrail show RUN_ID               a run's code, data, environment and results
+  mltrail checkout RUN_ID --into ../v1
+  mltrail sync                      upload runs journaled while the store was away
+  mltrail VERB --help               a verb's options, examples and exit codes
+
+exit codes: 0 success; 1 the verb's own "no" (see its --help); 2 a usage or input error;
+130 interrupted. Every verb takes --json for machine-readable output and -v for debug logging.
+"""
+
 
 def verb_module(verb: str) -> ModuleType:
     """The module of ``verb`` (see the module docstring for what it holds)."""
@@ -30,21 +57,36 @@ def verb_module(verb: str) -> ModuleType:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``mltrail`` command, every verb included."""
+    from mltrail.version import __version__
+
     parser = argparse.ArgumentParser(
         prog="mltrail",
         description="Find and reproduce MLflow training runs by their code, data and environment.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mltrail {__version__}")
     parser.add_argument("--verbose", "-v", action="store_true", help="show debug logging")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         module = verb_module(verb)
         sub = verbs.add_parser(
             verb,
             help=module.HELP,
+            description=f"mltrail {verb}: {module.HELP}.",
             usage=getattr(module, "USAGE", None),
             epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
+        # -v after the verb too; SUPPRESS keeps a -v given before the verb.
+        sub.add_argument(
+            "--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+            help="show debug logging",
+        )  # fmt: skip
+        for action in sub._actions:  # argparse has no public list of a parser's arguments
+            if not action.option_strings and action.help is None:
+                action.help = POSITIONAL_HELP.get(action.dest)
     return parser
 
 
@@ -55,7 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `mltrail VERB [options] -- COMMAND...`: the command after "--" is not parsed; verbs that
     # take one have a `command` attribute.
     split = argv.index("--") if "--" in argv else len(argv)
+    if not argv:
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv[:split])
+    if args.verb is None:  # options without a verb, e.g. `mltrail -v`
+        parser.print_help()
+        return 0
     if split < len(argv):
         if not hasattr(args, "command"):
             parser.error(f"unrecognized arguments: {' '.join(argv[split:])}")

@@ -7,6 +7,13 @@ import argparse
 from mltrail.cli.common import add_json, add_tracking_uri, print_json
 
 HELP = "compare two runs"
+EPILOG = """\
+examples:
+  mltrail diff RUN_A RUN_B             params, metrics, code, data and environment side by side
+  mltrail diff RUN_A RUN_B --stat      the code diff summarised per file
+
+exit codes: 0 compared (also when they differ); 2 no such run, or an unreadable store.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,14 @@ import sys
 from mltrail.cli.common import add_tracking_uri
 
 HELP = "run a training command with autolog on"
+EPILOG = """\
+examples:
+  mltrail run -- python train.py --epochs 3     record the trainings of an unmodified script
+  mltrail run --experiment tuning -o log_model=false -- python train.py
+  eval "$(mltrail run --print-env)"             autolog on for this shell's Python processes
+
+exit codes: the command's own; 127 the command was not found; 2 a usage error.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the environment variables as shell exports instead of running a command",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --print-env: the environment variables as a JSON object (schema_version 1)",
+    )
     parser.add_argument("command", nargs="*", help="-- COMMAND ARGS...: the job to run")
 
 
@@ -55,6 +68,16 @@ def run_command(args: argparse.Namespace) -> int:
         options=args.options,
         tracking_uri=args.tracking_uri,
     )
+    if getattr(args, "json", False) and not args.print_env:
+        raise MltrailError(
+            "--json goes with --print-env: what a command prints is its own. Use "
+            "`mltrail run --print-env --json`, or `mltrail runs --json` after the command."
+        )
+    if args.print_env and getattr(args, "json", False):
+        from mltrail.cli.common import print_json
+
+        print_json({"schema_version": 1, "environment": changes})
+        return 0
     if args.print_env:
         for name, value in changes.items():
             print(f"export {name}={shlex.quote(value)}")

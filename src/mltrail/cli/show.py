@@ -7,6 +7,13 @@ import argparse
 from mltrail.cli.common import add_json, add_tracking_uri, print_json
 
 HELP = "show a run's code, data, environment and results"
+EPILOG = """\
+examples:
+  mltrail show RUN_ID                  code, data, environment, params and metrics of a run
+  mltrail show RUN_ID --json           the same, machine-readable
+
+exit codes: 0 shown; 2 no such run, or an unreadable store.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,14 @@ from pathlib import Path
 from mltrail.cli.common import add_json, add_tracking_uri, print_json
 
 HELP = "check a workspace against a run"
+EPILOG = """\
+examples:
+  mltrail verify RUN_ID                this workspace against the run's code, data, packages
+  mltrail verify RUN_ID --path ../v1   another workspace (e.g. one `mltrail checkout` made)
+
+exit codes: 0 code and data match (package differences are listed, not failures); 1 the code
+or the data differ; 2 no such run, or an unreadable store.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,14 @@ from pathlib import Path
 from mltrail.cli.common import add_json, add_tracking_uri, print_json
 
 HELP = "find the run that logged a model file"
+EPILOG = """\
+examples:
+  mltrail which model.pkl              the run that logged a file with this content
+  mltrail which checkpoints/epoch=3.ckpt --json
+
+exit codes: 0 found; 1 no run logged a file with this content; 2 not a file, or an
+unreadable store.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
