@@ -25,6 +25,55 @@ logger = logging.getLogger("mltrail.store")
 T = TypeVar("T")
 
 
+class QuietNotices(logging.Filter):
+    """Drops MLflow log lines that tell a user of mltrail nothing to act on.
+
+    Creating or migrating a local sqlite store ("Creating initial MLflow database tables...",
+    "Updating database tables") at INFO, and the scikit-learn flavor's pickle caution when the
+    model is one that mltrail saves (on its own threads). Everything else passes, warnings
+    that ask the user to act included.
+    """
+
+    def __init__(self, messages: tuple[str, ...], level: int, mltrail_threads: bool) -> None:
+        super().__init__()
+        self.messages = messages
+        self.level = level
+        self.mltrail_threads = mltrail_threads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > self.level or not str(record.msg).startswith(self.messages):
+            return True
+        return self.mltrail_threads and not (record.threadName or "").startswith("mltrail")
+
+
+def quiet_mlflow_notices() -> None:
+    """Install :class:`QuietNotices` on MLflow's loggers (once; MLflow need not be imported)."""
+    for name, quiet in (
+        (
+            "mlflow.store.db.utils",
+            QuietNotices(
+                ("Creating initial MLflow database tables", "Updating database tables"),
+                logging.INFO,
+                mltrail_threads=False,
+            ),
+        ),
+        (
+            "mlflow.sklearn",
+            QuietNotices(
+                ("Saving scikit-learn models in the pickle or cloudpickle format",),
+                logging.WARNING,
+                mltrail_threads=True,
+            ),
+        ),
+    ):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, QuietNotices) for f in target.filters):
+            target.addFilter(quiet)
+
+
+quiet_mlflow_notices()
+
+
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
     """The explicit URI, else MLflow's own choice (MLFLOW_TRACKING_URI, else its default)."""
     if tracking_uri:
@@ -32,6 +81,27 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
     import mlflow
 
     return mlflow.get_tracking_uri()
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """Refuse a URI that no MLflow tracking store supports (a typo, not an outage).
+
+    The schemes are MLflow's own registry of tracking stores, plugins' schemes included.
+
+    Raises:
+        MltrailError: naming the URI and the supported schemes.
+    """
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.utils.uri import get_uri_scheme
+
+    schemes = _tracking_store_registry._registry
+    if tracking_uri in schemes or get_uri_scheme(tracking_uri) in schemes:
+        return
+    supported = ", ".join(f"{s}://" for s in sorted(schemes) if s)
+    raise MltrailError(
+        f"No MLflow tracking store supports the URI {describe_uri(tracking_uri)!r}. Supported "
+        f"schemes: {supported}, or a local path. Check tracking_uri (or MLFLOW_TRACKING_URI)."
+    )
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -93,6 +163,7 @@ def make_client(tracking_uri: str) -> Any:
         return client
     from mlflow.tracking import MlflowClient
 
+    check_tracking_uri(tracking_uri)
     with store_lock(tracking_uri):
         client = MlflowClient(tracking_uri)
         if sqlite_path(tracking_uri) is not None:

@@ -109,6 +109,18 @@ def versions() -> dict[str, str | None]:
     return {name: package_version(name) for name in ("mltrail", "mlflow", "dvc")}
 
 
+def mlflow_user() -> str:
+    """The user MLflow records as ``mlflow.user`` for its own runs: ``MLFLOW_TRACKING_USERNAME``,
+    else the login name (``getpass``: ``$USER``/``$LOGNAME``, else the account's name)."""
+    from mlflow.tracking.context.default_context import DefaultRunContext
+    from mlflow.utils.mlflow_tags import MLFLOW_USER
+
+    try:
+        return str(DefaultRunContext().tags()[MLFLOW_USER])
+    except Exception:  # no account name at all (a container's anonymous uid)
+        return "unknown"
+
+
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)

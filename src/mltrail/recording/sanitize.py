@@ -67,8 +67,11 @@ _TOKEN_SHAPES = re.compile(
     r"|AKIA[0-9A-Z]{16}|glpat-[A-Za-z0-9_\-]{20,})\b"
 )
 # NAME=value / NAME: value lines (.env files, configs, log lines) whose NAME looks secret.
+# "NAME==1.2" is a comparison, not an assignment: a pinned package (google-auth==2.63.0) keeps
+# its version, so requirements files stay valid and comparable.
 _ASSIGNMENT = re.compile(
-    r"(?P<name>\b[A-Za-z_][A-Za-z0-9_.\-]{0,100})(?P<sep>\s*[:=]\s*)(?P<quote>[\"']?)(?P<value>[^\s\"',;]+)"
+    r"(?P<name>\b[A-Za-z_][A-Za-z0-9_.\-]{0,100})(?P<sep>\s*[:=]\s*)(?P<quote>[\"']?)"
+    r"(?P<value>[^\s\"',;=][^\s\"',;]*)"
 )
 
 _known_secrets: set[str] = set()

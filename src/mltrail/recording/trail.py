@@ -152,6 +152,8 @@ class Trail:
         self._auto_steps: Counter[str] = Counter()
         self._nonfinite: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
+        self._nonfinite_values: dict[str, list[str]] = {}  # key -> "nan", "inf", "-inf" seen
+        self._bad_steps = 0  # log_metrics calls with a step that is no integer
         self._lock = threading.Lock()
         self._tmp: Path | None = None
         self._checkpoints: dict[str, Any] = {"files": {}, "aliases": {}}
@@ -410,12 +412,17 @@ class Trail:
         """Log metric values at ``step`` (per-key auto-increment when None).
 
         Values may be Python, numpy or torch scalars, or numeric strings. NaN and inf are
-        logged as they are and counted (``nonfinite="skip"`` drops them instead); None and
-        non-numeric values are dropped with one warning per key. ``epoch`` is logged as the
-        metric ``epoch`` at the same step.
+        counted (``mltrail.metrics.nonfinite``) and which ones a key had is kept in
+        ``mltrail.metrics.nonfinite.values``; NaN is stored as NaN, while MLflow stores inf and
+        -inf as the largest finite floats (±1.797e308). ``nonfinite="skip"`` drops them instead.
+        None and non-numeric values are dropped with one warning per key. A ``step`` that is not
+        an integer is a mistake warned about once; those values get the next steps of their
+        keys. ``epoch`` is logged as the metric ``epoch`` at the same step.
         """
         if not self.enabled:
             return
+        if step is not None and type(step) is not int:
+            step = self._user_step(step)
         try:
             ts = int(time.time() * 1000)
             keys = self._keys
@@ -428,6 +435,7 @@ class Trail:
                         continue
                 if value - value != 0:  # NaN or inf
                     self._nonfinite[raw] += 1
+                    self._note_nonfinite(raw, value)
                     if self.options.nonfinite == "skip":
                         continue
                 at = step if step is not None else self._next_step(raw)
@@ -440,6 +448,33 @@ class Trail:
             if strict_mode():
                 raise
             self._errors.report("logging metrics", error)
+
+    def _user_step(self, step: Any) -> int | None:
+        """A ``step`` given as another integral type (numpy, 3.0), or None (the keys' next steps)
+        with one warning naming a value that is no step at all (``step="five"``)."""
+        value = metric_value(step) if not isinstance(step, bool) else None
+        if value is not None and value - value == 0 and value.is_integer():
+            return int(value)
+        if not self._bad_steps:
+            logger.warning(
+                "mltrail: log_metrics(step=%r): a step must be an integer; these values are "
+                "logged at the next steps of their keys instead.",
+                step,
+            )
+        self._bad_steps += 1
+        return None
+
+    def _note_nonfinite(self, key: str, value: float) -> None:
+        """Keep which non-finite values a key had (``mltrail.metrics.nonfinite.values``): the
+        store cannot tell inf from the largest float, this tag can."""
+        kind = "nan" if value != value else ("inf" if value > 0 else "-inf")
+        with self._lock:
+            kinds = self._nonfinite_values.setdefault(str(key), [])
+            if kind in kinds:
+                return
+            kinds.append(kind)
+            text = json.dumps(self._nonfinite_values, sort_keys=True)
+        self.set_tags({"mltrail.metrics.nonfinite.values": text})
 
     def _next_step(self, key: str) -> int:
         step = self._auto_steps[key]
@@ -576,7 +611,11 @@ class Trail:
             return
         path = Path(path)
         if not path.is_file():
-            raise MltrailError(f"Cannot log checkpoint {path}: no such file.")
+            # The caller's mistake, not mltrail's: warned about, never raised into training.
+            logger.warning(
+                "mltrail: log_checkpoint(%r): no such file; no checkpoint was logged.", str(path)
+            )
+            return
         aliases = tuple(aliases)
         values = {k: metric_value(v) for k, v in (metrics or {}).items()}
 
@@ -906,8 +945,10 @@ def _source_tags() -> dict[str, str]:
 
     from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
+    from mltrail.capture.env import mlflow_user
+
     entry = sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>"
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    user = mlflow_user()
     return {MLFLOW_SOURCE_NAME: entry, MLFLOW_SOURCE_TYPE: "LOCAL", MLFLOW_USER: user}
 
 
