@@ -98,6 +98,12 @@ def history(module_store: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     }
 
 
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch) -> None:
+    """Whole `runs` lines, whatever terminal the tests run in."""
+    monkeypatch.setenv("COLUMNS", "400")
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
@@ -137,7 +143,7 @@ def test_runs_table_with_revisions_and_experiment_filter(
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {history["clean"], history["dirty"], history["foreign"]}
     assert " no " in rows[history["clean"]] and "val_loss=0.25" in rows[history["clean"]]
-    assert " yes " in rows[history["dirty"]]
+    assert " code " in rows[history["dirty"]]  # the DIRTY column: uncommitted code changes
     code, out, _ = run_cli(capsys, "runs")  # HEAD by default
     assert [line.split()[0] for line in out.splitlines()[1:]] == [history["later"]]
 

@@ -9,6 +9,15 @@ from mltrail.cli.common import add_json, add_tracking_uri, print_json
 HELP = "show a run's code, data, environment and results"
 EPILOG = """\
 examples:
+  mltrail show d80b7ae2             a unique prefix of a run id (6 characters or more) is enough
+  mltrail show RUN_ID --all         every param, however many
+  mltrail show RUN_ID --json        everything, provenance.json included (schema_version 1)
+
+exit codes: 0 shown; 2 no such run (or a prefix of several: they are listed), an unreadable
+store.
+"""
+EPILOG = """\
+examples:
   mltrail show RUN_ID                  code, data, environment, params and metrics of a run
   mltrail show RUN_ID --json           the same, machine-readable
 
@@ -19,6 +28,12 @@ exit codes: 0 shown; 2 no such run, or an unreadable store.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``mltrail show``."""
     parser.add_argument("run_id", metavar="RUN_ID")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every param (by default a long list, such as a framework's whole configuration, "
+        "is cut after the first 20 and counted)",
+    )
     add_json(parser)
     add_tracking_uri(parser)
 
@@ -36,5 +51,5 @@ def show_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        print(query.format_show(data))
+        print(query.format_show(data, show_all=args.all))
     return 0

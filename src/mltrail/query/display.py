@@ -24,3 +24,24 @@ def table(rows: Sequence[Sequence[Any]]) -> str:
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, the last one "…" when something was cut."""
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + "…" if width > 0 else ""
+
+
+def fit_items(items: Sequence[str], width: int, separator: str = "  ") -> str:
+    """As many of ``items`` as fit in ``width`` characters, then "(+N)" for those left out."""
+    shown: list[str] = []
+    for index, item in enumerate(items):
+        rest = len(items) - index - 1
+        more = f"{separator}(+{rest})" if rest else ""
+        candidate = separator.join([*shown, item])
+        if len(candidate + more) > width:
+            left = len(items) - len(shown)
+            return separator.join([*shown, f"(+{left})"]) if shown else f"(+{left})"
+        shown.append(item)
+    return separator.join(shown)

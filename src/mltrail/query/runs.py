@@ -5,20 +5,24 @@ whose ``mlflow.source.git.commit`` is the commit REV resolves to (default ``HEAD
 understands, short SHAs included), and the runs whose snapshot commit
 (``refs/mltrail/runs/<run_id>``) has that commit as parent. ``--fingerprint FP`` lists the runs
 with that ``mltrail.fingerprint``; ``--fingerprint`` alone lists fingerprints shared by several
-runs (the same code, data and params run more than once).
+runs (the same code, data and params run more than once). ``--all``, or ``--experiment`` or
+``--status`` without ``--commit``, list the newest runs of any commit, without git.
 
 ``mltrail show RUN_ID [--json]`` prints the run's code, data, environment, params and metrics,
-from its tags, dataset inputs and ``mltrail/provenance.json``.
+from its tags, dataset inputs and ``mltrail/provenance.json``. Every verb that takes a run id
+accepts a unique prefix of one (:func:`resolve_run_id`).
 
 The commands themselves are :mod:`mltrail.cli.runs` and :mod:`mltrail.cli.show`. ``--json``
 output is stable (``schema_version`` 1); fields never change meaning, new fields may be added:
 
-- ``runs``: ``{"schema_version", "tracking_uri", "commit", "fingerprint", "runs": [RUN]}``
+- ``runs``: ``{"schema_version", "tracking_uri", "commit", "fingerprint", "experiment",
+  "status", "limit", "runs": [RUN]}``
   where RUN is ``{"run_id", "run_name", "experiment_id", "experiment", "status",
   "start_time", "end_time" (ISO 8601 UTC or null), "commit", "branch", "dirty" (true, false or
   null), "snapshot", "data_dirty" ("true", "false", "unknown" or null), "fingerprint",
   "metrics" ({key: latest value}, ``system/`` metrics left out), "match" ("commit",
-  "snapshot_parent" or "fingerprint")}``, newest first.
+  "snapshot_parent", "fingerprint", or "listed" when no commit or fingerprint was asked
+  for)}``, newest first.
 - ``show``: ``{"schema_version", "run": {...}, "code": {...}, "data": {...}, "environment":
   {...}, "params": {...}, "metrics": {...}, "fingerprint", "provenance"}`` (``provenance`` is
   the whole ``provenance.json`` record, or null when the run has none).
@@ -39,8 +43,9 @@ from typing import Any, TypeVar
 
 from mltrail.capture import git as git_capture
 from mltrail.errors import MltrailError
+from mltrail.query import client as client_module
 from mltrail.query import sqlite_reader
-from mltrail.query.display import number, table
+from mltrail.query.display import clip, fit_items, number, table
 from mltrail.recording.sanitize import redact_text
 from mltrail.store import call_with_timeout, describe_uri, sqlite_path
 
@@ -50,6 +55,9 @@ STORE_TIMEOUT = 60.0
 _HEX = re.compile(r"^[0-9a-fA-F]{40}([0-9a-fA-F]{24})?$")
 #: What a run id given on the command line may look like (checked before asking the store).
 RUN_ID = re.compile(r"^[0-9a-zA-Z_\-]{1,64}$")
+#: The fewest characters of a run id that name a run on the command line (a unique prefix).
+MIN_PREFIX = 6
+_MAX_MATCHES = 20
 T = TypeVar("T")
 
 
@@ -70,15 +78,18 @@ def open_store(tracking_uri: str | None) -> tuple[Any, str]:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings are not errors
-    from mltrail.store import make_client, resolve_tracking_uri
+    from mltrail.store import make_client
 
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = client_module.resolve_uri(tracking_uri)
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         raise MltrailError(
             f"There is no MLflow store at {path}. Pass --tracking-uri or set "
             "MLFLOW_TRACKING_URI to the store your runs were logged to."
         )
+    reader = sqlite_reader.open_reader(uri)
+    if reader is not None:  # a local sqlite store: MLflow is started only if a read needs it
+        return client_module.LocalClient(reader, uri), uri
     client = store_call(lambda: make_client(uri), uri, "opening the store")
     return client, uri
 
@@ -165,6 +176,19 @@ def search_runs(client: Any, uri: str, ids: list[str], query: str, limit: int) -
         return runs
 
     return store_call(search, uri, "searching runs") if ids else []
+
+
+def runs_with_tag(client: Any, uri: str, key: str, limit: int = 100) -> list[Any]:
+    """The active runs (of active experiments) that have the tag ``key``, newest first."""
+    if isinstance(client, client_module.LocalClient):
+        reader = client.reader
+        try:
+            return reader.runs_with_tag(list(reader.experiments(None) or {}), key, limit=limit)
+        except (sqlite_reader.Unsupported, sqlite3.Error) as error:
+            logger.debug("searching tag %s through MLflow: %s", key, error)
+            client = client.mlflow
+    experiments = experiment_names(client, uri, None)
+    return search_runs(client, uri, list(experiments), f"tags.`{key}` LIKE '%'", limit)
 
 
 # --- git ---------------------------------------------------------------------------------------
@@ -277,26 +301,53 @@ class _MlflowRuns:
         value: str | None = None,
         prefix: str | None = None,
         limit: int = 1000,
+        status: str | None = None,
     ) -> list[Any]:
         if value is not None:
             query = f"tags.`{key}` = '{value}'"
         else:
             query = f"tags.`{key}` LIKE '{prefix or ''}%'"
+        query += _status_filter(status)
         return search_runs(self.client, self.uri, experiment_ids, query, limit)
 
-    def runs_by_id(self, experiment_ids: list[str], run_ids: list[str], limit: int) -> list[Any]:
+    def runs_by_id(
+        self,
+        experiment_ids: list[str],
+        run_ids: list[str],
+        limit: int,
+        status: str | None = None,
+    ) -> list[Any]:
         found = []
         for start in range(0, len(run_ids), 100):
             chunk = ", ".join(f"'{i}'" for i in run_ids[start : start + 100])
-            found += search_runs(
-                self.client, self.uri, experiment_ids, f"attributes.run_id IN ({chunk})", limit
-            )
+            query = f"attributes.run_id IN ({chunk})" + _status_filter(status)
+            found += search_runs(self.client, self.uri, experiment_ids, query, limit)
         return found
 
+    def all_runs(
+        self, experiment_ids: list[str], limit: int = 1000, status: str | None = None
+    ) -> list[Any]:
+        query = _status_filter(status).removeprefix(" AND ")
+        return search_runs(self.client, self.uri, experiment_ids, query, limit)
 
-def _explicit_uri(tracking_uri: str | None) -> str | None:
-    """The URI given or set in the environment, known without importing MLflow."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+def _status_filter(status: str | None) -> str:
+    return f" AND attributes.status = '{status}'" if status else ""
+
+
+def check_status(status: str | None) -> str | None:
+    """``--status`` as MLflow spells it (upper case), or None for any status.
+
+    Raises:
+        MltrailError: when it is not one of MLflow's run statuses.
+    """
+    if not status:
+        return None
+    if status.upper() not in sqlite_reader.STATUSES:
+        raise MltrailError(
+            f"{status!r} is not a run status: use one of {', '.join(sqlite_reader.STATUSES)}."
+        )
+    return status.upper()
 
 
 def list_runs(
@@ -306,9 +357,10 @@ def list_runs(
     fingerprint: str | None = None,
     repo: str | os.PathLike[str] = ".",
     limit: int = 1000,
+    status: str | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """The runs made from ``commit`` (or sharing ``fingerprint``), as ``mltrail runs`` lists
-    them, and the tracking URI read.
+    """The runs made from ``commit`` (or sharing ``fingerprint``; with neither, every run), as
+    ``mltrail runs`` lists them, and the tracking URI read.
 
     Args:
         tracking_uri: the store (None: ``MLFLOW_TRACKING_URI``, else MLflow's default).
@@ -319,22 +371,25 @@ def list_runs(
             fingerprint shared by several runs.
         repo: the git repository of ``commit`` (for its snapshot refs).
         limit: at most this many runs.
+        status: only runs with this status (see :func:`check_status`).
     """
     rows: list[dict[str, Any]] | None = None
-    uri = _explicit_uri(tracking_uri)
-    reader = sqlite_reader.open_reader(uri) if uri else None
+    status = check_status(status)
+    uri = client_module.resolve_uri(tracking_uri)
+    query = (experiment, commit, fingerprint, repo, limit, status)
+    reader = sqlite_reader.open_reader(uri)
     if reader is not None:  # a local sqlite store: read it directly, in milliseconds
         try:
-            rows = _find_runs(reader, uri, experiment, commit, fingerprint, repo, limit)
+            rows = _find_runs(reader, uri, *query)
         except (sqlite_reader.Unsupported, sqlite3.Error) as error:
             logger.debug("reading %s through MLflow: %s", uri, error)
         finally:
             reader.close()
     if rows is None:
-        client, uri = open_store(tracking_uri)
-        source = _MlflowRuns(client, uri)
-        rows = _find_runs(source, uri, experiment, commit, fingerprint, repo, limit)
-    assert uri is not None
+        client, uri = open_store(uri)
+        if isinstance(client, client_module.LocalClient):
+            client = client.mlflow
+        rows = _find_runs(_MlflowRuns(client, uri), uri, *query)
     return rows, uri
 
 
@@ -344,8 +399,9 @@ def _find_runs(
     experiment: str | None,
     commit: str | None,
     fingerprint: str | None,
-    repo: str,
+    repo: str | os.PathLike[str],
     limit: int,
+    status: str | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of ``mltrail runs``, newest first, from either source of runs."""
     experiments = source.experiments(experiment)
@@ -354,15 +410,20 @@ def _find_runs(
     ids = list(experiments)
     rows: list[dict[str, Any]] = []
     if commit is not None:
-        found = source.runs_with_tag(ids, "mlflow.source.git.commit", value=commit, limit=limit)
+        found = source.runs_with_tag(
+            ids, "mlflow.source.git.commit", value=commit, limit=limit, status=status
+        )
         rows = [run_summary(r, experiments, "commit") for r in found]
         seen = {r["run_id"] for r in rows}
         extra = [i for i in snapshot_runs(commit, repo) if i not in seen and RUN_ID.match(i)]
         if extra:
-            for run in source.runs_by_id(ids, extra, limit):
+            for run in source.runs_by_id(ids, extra, limit, status=status):
                 rows.append(run_summary(run, experiments, "snapshot_parent"))
     if fingerprint is not None:
-        rows = _fingerprint_rows(source, experiments, fingerprint, limit, rows, commit)
+        rows = _fingerprint_rows(source, experiments, fingerprint, limit, rows, commit, status)
+    if commit is None and fingerprint is None:
+        found = source.all_runs(ids, limit=limit, status=status)
+        rows = [run_summary(r, experiments, "listed") for r in found]
     rows.sort(key=lambda r: r["start_time"] or "", reverse=True)
     return rows[:limit]
 
@@ -374,17 +435,18 @@ def _fingerprint_rows(
     limit: int,
     commit_rows: list[dict[str, Any]],
     commit: str | None,
+    status: str | None = None,
 ) -> list[dict[str, Any]]:
     ids = list(experiments)
     if fingerprint != "*":
         if not re.match(r"^[0-9a-fA-F]{4,64}$", fingerprint):
             raise MltrailError(f"{fingerprint!r} is not a fingerprint (hexadecimal digits).")
         found = source.runs_with_tag(
-            ids, "mltrail.fingerprint", prefix=fingerprint.lower(), limit=limit
+            ids, "mltrail.fingerprint", prefix=fingerprint.lower(), limit=limit, status=status
         )
         rows = [run_summary(r, experiments, "fingerprint") for r in found]
     else:
-        found = source.runs_with_tag(ids, "mltrail.fingerprint", limit=limit)
+        found = source.runs_with_tag(ids, "mltrail.fingerprint", limit=limit, status=status)
         rows = [run_summary(r, experiments, "fingerprint") for r in found]
         counts: dict[str, int] = {}
         for row in rows:
@@ -396,33 +458,84 @@ def _fingerprint_rows(
     return rows
 
 
-def format_runs(rows: list[dict[str, Any]], with_fingerprint: bool = False) -> str:
-    """The ``mltrail runs`` table of ``rows`` (from :func:`list_runs`)."""
+#: Metrics a ``mltrail runs`` line shows when the terminal has room (then "(+N)").
+RUN_METRICS = 4
+
+
+def dirty_label(row: dict[str, Any]) -> str:
+    """The DIRTY column of ``mltrail runs``: what differed from the commit when the run started:
+    "code" (uncommitted changes), "data" (DVC data differing from the ``.dvc`` files),
+    "code+data", "no", or "-" when the run recorded neither."""
+    code, data = row["dirty"], row.get("data_dirty")
+    parts = [name for name, flag in (("code", code is True), ("data", data == "true")) if flag]
+    clean = "no" if code is False or data == "false" else "-"
+    label = "+".join(parts) if parts else clean
+    if row["match"] == "snapshot_parent":
+        label += " (snapshot)"
+    return label
+
+
+def format_runs(
+    rows: list[dict[str, Any]], with_fingerprint: bool = False, width: int | None = None
+) -> str:
+    """The ``mltrail runs`` table of ``rows`` (from :func:`list_runs`).
+
+    Args:
+        rows: the runs.
+        with_fingerprint: add the FINGERPRINT column.
+        width: the terminal's width: lines longer than this are made to fit (run ids
+            abbreviated to a prefix ``show`` accepts, minutes without seconds, long names cut
+            with "…", fewer metrics); None: whole lines.
+    """
     headers = ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "STARTED (UTC)", "DIRTY", "METRICS"]
     if with_fingerprint:
         headers.insert(6, "FINGERPRINT")
-    lines = []
+    cells, metrics = [], []
     for row in rows:
-        dirty = {True: "yes", False: "no", None: "-"}[row["dirty"]]
-        if row["match"] == "snapshot_parent":
-            dirty += " (snapshot)"
-        started = (row["start_time"] or "-").replace("T", " ").rstrip("Z")
-        metrics = "  ".join(f"{k}={number(v)}" for k, v in list(row["metrics"].items())[:4])
-        if len(row["metrics"]) > 4:
-            metrics += f"  (+{len(row['metrics']) - 4})"
-        cells = [
+        items = [f"{k}={number(v)}" for k, v in row["metrics"].items()]
+        metrics.append(items)
+        line = [
             row["run_id"],
             row["experiment"] or row["experiment_id"],
             row["run_name"] or "",
             row["status"],
-            started,
-            dirty,
-            metrics or "-",
+            (row["start_time"] or "-").replace("T", " ").rstrip("Z"),
+            dirty_label(row),
         ]
         if with_fingerprint:
-            cells.insert(6, (row["fingerprint"] or "-")[:12])
-        lines.append(cells)
-    return table([headers, *lines])
+            line.append((row["fingerprint"] or "-")[:12])
+        cells.append(line)
+
+    def render(metric_width: int | None) -> str:
+        body = []
+        for line, items in zip(cells, metrics, strict=True):
+            if metric_width is None:
+                text = "  ".join(items[:RUN_METRICS])
+                if len(items) > RUN_METRICS:
+                    text += f"  (+{len(items) - RUN_METRICS})"
+            else:
+                text = fit_items(items, metric_width)
+            body.append([*line, text or "-"])
+        return table([headers, *body])
+
+    text = render(None)
+    if width is None or max(map(len, text.splitlines())) <= width:
+        return text
+    # Too wide: abbreviate what stays usable, then give the metrics the room that is left.
+    for line in cells:
+        line[0] = line[0][:SHORT_ID]
+        line[4] = line[4][:16]
+        line[1], line[2] = clip(line[1], NAME_WIDTH), clip(line[2], NAME_WIDTH)
+    fixed = [max(len(str(r[i])) for r in [headers[:-1], *cells]) for i in range(len(cells[0]))]
+    room = width - sum(fixed) - 2 * len(fixed)
+    text = render(max(room, len("(+99)")))
+    return "\n".join(clip(line, width) for line in text.splitlines())
+
+
+#: How many characters of a run id ``mltrail runs`` shows when the full id does not fit.
+SHORT_ID = 12
+#: How many characters of an experiment or run name ``mltrail runs`` shows when lines are cut.
+NAME_WIDTH = 20
 
 
 # --- show ----------------------------------------------------------------------------------------
@@ -445,21 +558,72 @@ def load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | None
     return store_call(download, uri, "reading provenance.json")
 
 
+def resolve_run_id(client: Any, uri: str, text: str) -> str:
+    """The full id of the run that ``text`` names: a run id, or a unique prefix of one at least
+    :data:`MIN_PREFIX` characters long (prefixes match runs that are not deleted). Every verb
+    that takes a run id resolves it here (:func:`read_run` does for the verbs that read one).
+
+    Raises:
+        MltrailError: when ``text`` is not a run id, names no run, or is a prefix of several
+            (the message lists them).
+    """
+    return _find_run(client, uri, text)[0]
+
+
+def _find_run(client: Any, uri: str, text: str) -> tuple[str, Any]:
+    """The full id of the run ``text`` names (see :func:`resolve_run_id`), and the run."""
+    run_id = text.strip()
+    if not RUN_ID.match(run_id):
+        raise MltrailError(f"{text!r} is not a run id.")
+    try:
+        return run_id, store_call(lambda: client.get_run(run_id), uri, "reading the run")
+    except Exception as error:
+        if not is_not_found(error):
+            raise
+    matches: list[str] = []
+    if len(run_id) >= MIN_PREFIX:
+        matches = store_call(lambda: _ids_with_prefix(client, run_id), uri, "searching run ids")
+    if not matches:
+        hint = ""
+        if len(run_id) < MIN_PREFIX:
+            hint = f" (a prefix of a run id needs at least {MIN_PREFIX} characters)"
+        raise MltrailError(f"There is no run {run_id!r} in {describe_uri(uri)}{hint}.")
+    if len(matches) > 1:
+        many = f"{len(matches)} or more" if len(matches) >= _MAX_MATCHES else str(len(matches))
+        lines = [f"{run_id!r} is the start of {many} run ids; give more characters:"]
+        for match in matches[:10]:
+            lines.append("  " + _describe_match(client, uri, match))
+        if len(matches) > 10:
+            lines.append(f"  ... and {len(matches) - 10} more")
+        raise MltrailError("\n".join(lines))
+    full = matches[0]
+    return full, store_call(lambda: client.get_run(full), uri, "reading the run")
+
+
+def _ids_with_prefix(client: Any, prefix: str) -> list[str]:
+    if isinstance(client, client_module.LocalClient):
+        return client.run_ids_with_prefix(prefix, _MAX_MATCHES)
+    return client_module.mlflow_run_ids_with_prefix(client, prefix, _MAX_MATCHES)
+
+
+def _describe_match(client: Any, uri: str, run_id: str) -> str:
+    """One line naming a run among several that a prefix matches."""
+    try:
+        run = store_call(lambda: client.get_run(run_id), uri, "reading the run")
+    except Exception:  # the list of ids is the answer; the details are a courtesy
+        return run_id
+    started = _short_time(_time(run.info.start_time))
+    name = f"  {run.info.run_name}" if run.info.run_name else ""
+    return f"{run_id}{name}  {run.info.status}  started {started}"
+
+
 def read_run(client: Any, uri: str, run_id: str) -> tuple[Any, str | None, dict[str, Any] | None]:
     """A run, the name of its experiment and its ``provenance.json`` record (None without).
 
     Raises:
         MltrailError: when ``run_id`` is not a run id or the store has no such run.
     """
-    run_id = run_id.strip()
-    if not RUN_ID.match(run_id):
-        raise MltrailError(f"{run_id!r} is not a run id.")
-    try:
-        run = store_call(lambda: client.get_run(run_id), uri, "reading the run")
-    except Exception as error:
-        if is_not_found(error):
-            raise MltrailError(f"There is no run {run_id!r} in {describe_uri(uri)}.") from None
-        raise
+    run_id, run = _find_run(client, uri, run_id)
     experiment = store_call(
         lambda: client.get_experiment(run.info.experiment_id), uri, "reading the experiment"
     )
@@ -548,8 +712,14 @@ def show_data(client: Any, uri: str, run_id: str) -> dict[str, Any]:
     }
 
 
-def format_show(data: dict[str, Any]) -> str:
-    """The human-readable ``mltrail show`` text."""
+#: Params ``mltrail show`` lists before folding the rest behind a count (``--all``: every one).
+SHOW_PARAMS = 20
+
+
+def format_show(data: dict[str, Any], show_all: bool = False) -> str:
+    """The human-readable ``mltrail show`` text: model metrics before ``system/`` ones, at most
+    :data:`SHOW_PARAMS` params (a framework's whole configuration can be 50) unless ``show_all``.
+    """
     run, code, dvc, env = data["run"], data["code"], data["data"], data["environment"]
     lines = [
         f"Run         {run['run_id']}" + (f"  ({run['run_name']})" if run["run_name"] else ""),
@@ -592,13 +762,23 @@ def format_show(data: dict[str, Any]) -> str:
     lines += ["", f"Data (data dirty: {dvc['data_dirty'] or 'not checked'})"]
     if dvc["unavailable"]:
         lines.append(f"  note      {dvc['unavailable']}")
+    rows = []
     for ds in dvc["datasets"]:
         source = ds["source"] if isinstance(ds["source"], dict) else {}
-        remote = f"  remote {source['remote']}" if source.get("remote") else ""
-        status = f"  [{ds['status']}]" if ds.get("status") else ""
+        details = []
+        if ds.get("source_type") not in (None, "dvc"):
+            details.append(f"from {ds['source_type']}")
+        if ds.get("context") not in (None, ds["name"], "dvc.snapshot"):
+            details.append(f"context {ds['context']}")
+        if source.get("remote"):
+            details.append(f"remote {source['remote']}")
         if ds.get("context") == "dvc.snapshot":  # datasnap.SNAPSHOT_CONTEXT: data mltrail stored
-            status = "  [used: modified, stored by mltrail]"
-        lines.append(f"  {ds['name']}  {ds['digest']}{remote}{status}")
+            details.append("[used: modified, stored by mltrail]")
+        elif ds.get("status"):
+            details.append(f"[{ds['status']}]")
+        # The name column is at least as wide as "note    ", so values line up under it.
+        rows.append([ds["name"].ljust(8), ds["digest"] or "-", "  ".join(details)])
+    lines += ["  " + line for line in table(rows).splitlines()] if rows else []
     if not dvc["datasets"] and not dvc["unavailable"]:
         lines.append("  (no datasets)")
     lines += ["", "Environment"]
@@ -625,10 +805,17 @@ def format_show(data: dict[str, Any]) -> str:
             lines.append(f"  command: {' '.join(command)}")
     else:
         lines.append("  (no provenance.json on this run)")
-    lines += ["", "Params"]
-    lines += [f"  {k} = {v}" for k, v in data["params"].items()] or ["  (none)"]
+    params = list(data["params"].items())
+    folded = not show_all and len(params) > SHOW_PARAMS
+    lines += ["", f"Params ({len(params)})" if folded else "Params"]
+    lines += [f"  {k} = {v}" for k, v in params[: SHOW_PARAMS if folded else None]]
+    if folded:
+        lines.append(f"  ... and {len(params) - SHOW_PARAMS} more (--all shows every param)")
+    if not params:
+        lines.append("  (none)")
     lines += ["", "Metrics (latest)"]
-    lines += [f"  {k} = {number(v)}" for k, v in data["metrics"].items()] or ["  (none)"]
+    metrics = sorted(data["metrics"].items(), key=lambda kv: (kv[0].startswith("system/"), kv[0]))
+    lines += [f"  {k} = {number(v)}" for k, v in metrics] or ["  (none)"]
     if data["fingerprint"]:
         lines += ["", f"Fingerprint {data['fingerprint']}"]
     return "\n".join(lines)
