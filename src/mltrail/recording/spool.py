@@ -204,10 +204,17 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def pending_spools(root: Path) -> list[Path]:
-    """Spool folders of runs not yet synced, oldest first."""
+    """Spool folders of runs not yet synced, oldest first. A folder that another process is
+    creating (no ``meta.json`` yet) or moving away (a sync that just finished it) is left out."""
     root = Path(root)
     if not root.is_dir():
         return []
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".synced")]
-    folders = [p for p in folders if (p / "meta.json").exists()]
-    return sorted(folders, key=lambda p: (p / "meta.json").stat().st_mtime)
+    found = []
+    for path in root.iterdir():
+        if path.name.endswith(".synced") or path.name.startswith("."):
+            continue
+        try:
+            found.append(((path / "meta.json").stat().st_mtime, path))
+        except OSError:  # not a spool folder, or gone since the listing
+            continue
+    return [path for _, path in sorted(found)]

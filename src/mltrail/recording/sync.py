@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mltrail.errors import MltrailError
 from mltrail.recording import spool as spool_module
 from mltrail.recording.lifecycle import pid_alive
 from mltrail.recording.spool import pending_spools, read_journal, read_meta, write_json_atomic
@@ -45,11 +46,40 @@ class SyncResult:
     metrics_skipped: int = 0
     skipped_reason: str | None = None
     problems: list[str] = field(default_factory=list)
+    offline_run_id: str | None = None  #: the id the run was journaled under
+    bytes: int = 0  #: size of the spool folder's journal and files
+
+    @property
+    def state(self) -> str:
+        """``synced``, ``skipped`` (left for later, or done by another process) or ``failed``."""
+        if self.skipped_reason:
+            return "skipped"
+        return "failed" if self.problems else "synced"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as ``mltrail sync --json`` prints it."""
+        return {
+            "spool": self.spool.name,
+            "run_id": self.run_id,
+            "offline_run_id": self.offline_run_id,
+            "state": self.state,
+            "records": self.records,
+            "metrics_sent": self.metrics_sent,
+            "metrics_skipped": self.metrics_skipped,
+            "bytes": self.bytes,
+            "reason": self.skipped_reason,
+            "problems": list(self.problems),
+        }
 
 
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[bool]:
-    with open(path / "sync.lock", "a") as handle:
+    try:
+        handle = open(path / "sync.lock", "a")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:  # another sync finished the folder and moved it
+        yield False
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -136,15 +166,17 @@ def replay(path: Path, client: Any, tracking_uri: str, *, force: bool = False) -
         What the replay did, or why it skipped the folder.
     """
     path = Path(path)
-    result = SyncResult(spool=path)
+    result = SyncResult(spool=path, offline_run_id=path.name, bytes=folder_size(path))
     meta = read_meta(path)
+    result.offline_run_id = meta.get("run_id", path.name)
     if not force and _writer_alive(meta):
         result.skipped_reason = f"process {meta['pid']} is still writing it"
         return result
     with _exclusive(path) as mine:
-        if not mine:
+        if not mine or not (path / "meta.json").exists():
             result.skipped_reason = "another sync is replaying it"
             return result
+        meta = read_meta(path)  # as the last sync left it (the run it created, if any)
         progress_path = path / "progress.json"
         progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
         done = progress.get("applied", 0)
@@ -163,10 +195,21 @@ def replay(path: Path, client: Any, tracking_uri: str, *, force: bool = False) -
                 write_json_atomic(progress_path, {"applied": index + 1})
         else:
             result.run_id = meta.get("server_run_id") or meta["run_id"]
-    if not result.problems:
-        with contextlib.suppress(OSError):
-            path.rename(path.with_name(path.name + ".synced"))
+        if not result.problems:
+            # Under the lock: a sync waiting for it then finds the folder gone, not half done.
+            with contextlib.suppress(OSError):
+                path.rename(path.with_name(path.name + ".synced"))
     return result
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of a spool folder's files (0 for a folder gone meanwhile)."""
+    total = 0
+    for current, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(current, name)).st_size
+    return total
 
 
 def _save_partial(progress_path: Path, index: int, data: dict[str, Any]) -> None:
@@ -225,10 +268,53 @@ class _Target:
         return run.info.status == "RUNNING" and run.data.tags.get("mltrail.pid") == data.get("pid")
 
 
-def pending(spool_dir: Path) -> list[tuple[dict[str, Any], int]]:
-    """The spool folders under ``spool_dir`` with records to replay: (meta, record count)."""
-    folders = [p for p in pending_spools(spool_dir) if (p / "journal.jsonl").exists()]
-    return [(read_meta(p), sum(1 for _ in read_journal(p))) for p in folders]
+def pending(spool_dir: Path, run_ids: list[str] | None = None) -> list[tuple[dict[str, Any], int]]:
+    """The spool folders under ``spool_dir`` with records to replay: (meta, record count);
+    only those of ``run_ids`` when given (see :func:`sync_all` for the names that match)."""
+    found = []
+    for path in pending_spools(spool_dir):
+        try:
+            meta = read_meta(path)
+            if run_ids and not _matches(path, meta, run_ids):
+                continue
+            if (path / "journal.jsonl").exists():
+                found.append((meta, sum(1 for _ in read_journal(path))))
+        except (MltrailError, OSError, ValueError):  # moved or replaced by another sync
+            continue
+    if run_ids:
+        _check_known(spool_dir, run_ids)
+    return found
+
+
+def _matches(path: Path, meta: dict[str, Any], run_ids: list[str]) -> bool:
+    names = {path.name.removesuffix(".synced"), meta.get("run_id"), meta.get("server_run_id")}
+    return any(run_id in names for run_id in run_ids)
+
+
+def _check_known(spool_dir: Path, run_ids: list[str]) -> list[Path]:
+    """The ``.synced`` folders of ``run_ids``; raises when one of them is in no folder."""
+    root = Path(spool_dir)
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    seen: set[str] = set()
+    done = []
+    for path in folders:
+        try:
+            meta = read_meta(path)
+        except (MltrailError, OSError, ValueError):
+            meta = {}
+        names = {path.name.removesuffix(".synced"), meta.get("run_id"), meta.get("server_run_id")}
+        hits = names & set(run_ids)
+        seen |= hits
+        if hits and path.name.endswith(".synced"):
+            done.append(path)
+    unknown = [run_id for run_id in run_ids if run_id not in seen]
+    if unknown:
+        listed = ", ".join(repr(r) for r in unknown)
+        raise MltrailError(
+            f"There is no run {listed} in the spool {root}: nothing was journaled for it "
+            "(`mltrail sync --dry-run` lists what is waiting)."
+        )
+    return done
 
 
 def sync_all(
@@ -237,14 +323,46 @@ def sync_all(
     run_ids: list[str] | None = None,
     *,
     only_uri: str | None = None,
+    on_result: Callable[[SyncResult], None] | None = None,
 ) -> list[SyncResult]:
     """Replay every pending spool folder under ``spool_dir`` (or only ``run_ids``, or only
-    those recorded for the store ``only_uri``)."""
+    those recorded for the store ``only_uri``).
+
+    A folder another process is writing, replaying or moving is skipped. A run that cannot be
+    sent (its store unreachable or unsupported) gets a result with the problem, and the others
+    are still replayed.
+
+    Args:
+        spool_dir: the spool directory.
+        tracking_uri: replay into this store instead of the one each run recorded.
+        run_ids: only these runs: the id a run was journaled under or the id it has in the
+            store. A run already synced gets a skipped result.
+        only_uri: only the runs recorded for this store.
+        on_result: called with each result as soon as it is known.
+
+    Returns:
+        One result per folder replayed or skipped.
+
+    Raises:
+        MltrailError: when a run of ``run_ids`` is not in the spool at all.
+    """
+    done = _check_known(spool_dir, run_ids) if run_ids else []
     results = []
     clients: dict[str, Any] = {}
+
+    def report(result: SyncResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    for path in done:
+        report(SyncResult(spool=path, run_id=_synced_id(path), skipped_reason="already synced"))
     for path in pending_spools(spool_dir):
-        meta = read_meta(path)
-        if run_ids and meta["run_id"] not in run_ids and path.name not in run_ids:
+        try:
+            meta = read_meta(path)
+        except (MltrailError, OSError, ValueError):  # moved or replaced by another sync
+            continue
+        if run_ids and not _matches(path, meta, run_ids):
             continue
         if only_uri is not None and meta.get("tracking_uri") != only_uri:
             continue
@@ -254,11 +372,31 @@ def sync_all(
 
                 shutil.rmtree(path, ignore_errors=True)
             continue
-        uri = tracking_uri or _usable_uri(meta.get("tracking_uri"))
-        if uri not in clients:
-            clients[uri] = make_client(uri)
-        results.append(replay(path, clients[uri], uri))
+        try:
+            uri = tracking_uri or _usable_uri(meta.get("tracking_uri"))
+            if uri not in clients:
+                clients[uri] = make_client(uri)
+            result = replay(path, clients[uri], uri)
+        except Exception as error:
+            if not path.exists():  # another sync finished it meanwhile
+                continue
+            logger.debug("replaying %s failed", path, exc_info=True)
+            result = SyncResult(spool=path, offline_run_id=meta.get("run_id"))
+            text = str(error).strip().splitlines()
+            result.problems.append(
+                f"cannot send it to {meta.get('tracking_uri') or tracking_uri}: "
+                f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+            )
+        report(result)
     return results
+
+
+def _synced_id(path: Path) -> str:
+    try:
+        meta = read_meta(path)
+    except (MltrailError, OSError, ValueError):
+        return path.name.removesuffix(".synced")
+    return meta.get("server_run_id") or meta.get("run_id") or path.name.removesuffix(".synced")
 
 
 _replayed: set[tuple[str, str]] = set()
