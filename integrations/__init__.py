@@ -56,3 +56,9 @@ SKLEARN = Framework(
     frozenset({"log_model", "registered_model_name", "log_plots", "max_child_runs", "nested"}),
     ("sklearn",),
 )
+LIGHTGBM = Framework(
+    "mltrail.integrations.lightgbm",
+    ("lightgbm",),
+    frozenset({"checkpoint_every", "log_model", "registered_model_name", "importance"}),
+    ("lightgbm",),
+)

@@ -1,0 +1,414 @@
+"""LightGBM adapter: one callback records ``lgb.train``, ``lgb.cv`` and the scikit-learn API.
+
+    booster = lgb.train(params, dtrain, 200, valid_sets=[dval], callbacks=[TrailCallback()])
+    model = lgb.LGBMClassifier(n_estimators=200).fit(X, y, callbacks=[TrailCallback()])
+
+Params: the booster's effective configuration, ``params`` as written (they win), the
+estimator's ``get_params()`` under the scikit-learn API, ``num_boost_round``, ``cv.*``,
+``early_stopping.*``. Metrics: every eval set's metrics at ``step = iteration`` as
+``{dataset}-{metric}`` (``-mean``, ``-std`` for ``lgb.cv``), ``early_stopping.*``. Artifacts:
+``checkpoints/`` (optional), ``model/`` (LightGBM flavor: the Booster, also under the
+scikit-learn API), ``lightgbm/feature_importance.*`` (gain, split).
+
+LightGBM calls a callback with the iteration's state only, and has no hook at the end of
+training. The callback runs before each iteration: at the first one it reads the training call
+it runs inside (a bounded, read-only look at the caller frames) and puts one wrapper in place of
+the call's after-iteration callbacks, which logs each iteration, runs them in their order and so
+sees early stopping (LightGBM's ``EarlyStopException``), the last iteration and exceptions. An
+exception outside every callback (a custom objective) ends the run FAILED when the call's
+callback list is released, or at exit. Continued training (``init_model=``) goes on at the
+model's iterations, which are LightGBM's own count.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import lightgbm
+    from lightgbm.callback import EarlyStopException
+except ImportError as error:  # pragma: no cover - exercised in the core-only environment
+    raise ImportError(
+        'mltrail.integrations.lightgbm needs LightGBM: pip install "mltrail[lightgbm]"'
+    ) from error
+
+from mltrail import MltrailError, Trail
+from mltrail.adapters import (
+    BestTracker,
+    EarlyStop,
+    EpochLog,
+    RunSession,
+    called_by_library,
+    check_every,
+    early_stopping_metrics,
+    early_stopping_params,
+    exception_safe,
+    head_rows,
+    importance_plot,
+    next_free_step,
+    options_for,
+    pinned_requirements,
+    preload_matplotlib,
+)
+
+__all__ = ["TrailCallback", "autolog_patches"]
+
+_CV_ARGS = ("nfold", "stratified", "shuffle", "seed")
+
+
+@exception_safe(hooks=("__call__", "after_iteration"))
+class TrailCallback:
+    """Record a LightGBM training (``lgb.train``, ``lgb.cv``, scikit-learn API) as an MLflow run.
+
+    Args:
+        trail: log into this run (from :func:`mltrail.start_run`) instead of starting one per
+            training; the run is left open for its owner to end.
+        checkpoint_every: upload the booster (text model) under ``checkpoints/`` every this many
+            iterations; off by default. Aliases: ``latest``, and ``best`` by the first
+            validation set's first metric.
+        log_model: log the final Booster under ``model/`` (MLflow's LightGBM flavor).
+        registered_model_name: also register the model in the Model Registry under this name.
+        importance: log feature importance (gain, split) as ``lightgbm/feature_importance.json``
+            and a bar plot ``lightgbm/feature_importance.png``.
+        **start_run_kwargs: arguments of :func:`mltrail.start_run` for the runs it starts.
+
+    Attributes:
+        run_id: the run of the current (or last) training, None before the first one.
+
+    Raises:
+        MltrailError: for both ``trail`` and start-run arguments, an unknown option, a bad
+            ``checkpoint_every``, or (at training start) a second training into ``trail`` that
+            would log the same steps again.
+    """
+
+    before_iteration = True  # LightGBM's flag: called before each iteration (see module doc)
+
+    def __init__(
+        self,
+        trail: Trail | None = None,
+        *,
+        checkpoint_every: int | None = None,
+        log_model: bool = True,
+        registered_model_name: str | None = None,
+        importance: bool = True,
+        **start_run_kwargs: Any,
+    ) -> None:
+        self._session = RunSession("lightgbm", trail, start_run_kwargs)
+        self.checkpoint_every = check_every("checkpoint_every", checkpoint_every)
+        self.log_model, self.importance = log_model, importance
+        self.registered_model_name = registered_model_name
+        self._epochs = EpochLog(self._session)
+        self._model: Any = None  # the booster being trained
+        self._call: dict[str, Any] = {}
+        self._example: Any = None  # training rows, given by autolog before LightGBM frees them
+        self._stops: list[Any] = []  # LightGBM's early-stopping callbacks of this training
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        return self._session.last_run_id
+
+    def __call__(self, env: Any) -> None:
+        if env.model is self._model:
+            return
+        if self._session.trail is not None:
+            self._stopped(None)  # the last training raised past every hook and was caught
+        begin, given = env.begin_iteration, self._session.given
+        if given is not None and (taken := next_free_step(given)) > begin:
+            raise MltrailError(
+                f"Run {given.run_id} already holds LightGBM iterations up to step {taken - 1}; "
+                f"this training would log iterations again from step {begin}. Use a new "
+                "TrailCallback() without trail= (one run per training), or continue the same "
+                "model with init_model= so that the steps go on."
+            )
+        trail = self._session.open()
+        self._session.training_started()
+        self._model, self._best, self._stops = env.model, BestTracker(), []
+        self._epochs = EpochLog(self._session)
+        self._epochs.start(begin, resumed_from=begin)
+        with self._session.guarded("reading the training call"):
+            self._call = _read_call(self, sys._getframe(1))
+        after = self._call.pop("after", None)  # not kept: its release tells train() is over
+        self._stops = [cb for cb in after or () if hasattr(cb, "stopping_rounds")]
+        with self._session.guarded("recording the configuration"):
+            self._log_start(trail, env)
+        if after is not None:
+            loop = _Loop(self, list(after))
+            after[:] = [loop]  # not being iterated: LightGBM runs them after this callback
+            self._finalizer = weakref.finalize(loop, self._stopped, None)
+            self._finalizer.atexit = False  # at exit, the session's exit hook ends the run
+        if self.importance and self._call["api"] != "cv":
+            preload_matplotlib()
+
+    def _log_start(self, trail: Trail, env: Any) -> None:
+        call, model = self._call, env.model
+        tags = {"mltrail.lightgbm.api": call["api"]}
+        if env.begin_iteration:
+            tags["mltrail.lightgbm.initial_iterations"] = str(env.begin_iteration)
+        trail.set_tags(tags)
+        booster = model.boosters[0] if call["api"] == "cv" else model
+        estimator = call.get("estimator")
+        params = estimator.get_params() if estimator is not None else {}
+        params.pop("callbacks", None)
+        stops = early_stopping_params([_settings(cb) for cb in self._stops])
+        trail.log_params({**_config(booster), **call["args"], **params, **env.params, **stops})
+
+    def after_iteration(self, env: Any) -> None:
+        """Log one iteration's metrics (and a checkpoint); called by the wrapper, see _Loop."""
+        trail = self._session.trail
+        if trail is None:
+            return
+        metrics = _metrics(env.evaluation_result_list or ())
+        step = self._epochs.log(env.iteration, metrics)
+        every = self.checkpoint_every
+        if every and (step + 1) % every == 0 and self._call["api"] != "cv" and trail.enabled:
+            path = self._session.temp_dir() / f"lightgbm-{step:06d}.txt"
+            env.model.save_model(str(path), num_iteration=-1)
+            if self._best.monitor is None:
+                self._best.monitor, self._best.mode = _monitor(env)
+            aliases = ("best", "latest") if self._best.update(metrics, step) else ("latest",)
+            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases)
+
+    def _end(self, env: Any, stop: Any = None, error: BaseException | None = None) -> None:
+        if self._session.trail is None:
+            return
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        summary = functools.partial(self._log_end, env=env, stop=stop)
+        try:
+            self._session.end_after(summary, error)
+        finally:
+            self._call, self._model, self._example, self._stops = {}, None, None, []
+
+    def _stopped(self, error: BaseException | None) -> None:
+        """End the run for an exception that stopped training (None: one no hook saw)."""
+        if self._session.trail is None:
+            return
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        reason = (
+            "LightGBM training stopped without reaching its end, by an exception outside the "
+            "callbacks (booster update, custom objective or metric) that mltrail could not see"
+        )
+        self._session.end(error, finished=False, reason=reason)
+        self._call, self._model, self._example, self._stops = {}, None, None, []
+
+    def _log_end(self, trail: Trail, env: Any, stop: Any) -> None:
+        stops = [_outcome(cb, env, stop, self._epochs) for cb in self._stops]
+        trail.log_params(early_stopping_params(stops))  # monitors known once they have run
+        self._epochs.log_at_last(early_stopping_metrics(stops))
+        if self._call["api"] == "cv" or not trail.enabled:
+            return  # lgb.cv: one booster per fold, no single final model
+        booster = lightgbm.Booster(model_str=env.model.model_to_string(num_iteration=-1))
+        booster.best_iteration = stop.best_iteration + 1 if stop is not None else 0
+        if self.log_model:
+            example, kwargs = self._call.get("example"), {}
+            if example is None:  # LightGBM freed the raw rows: a signature from the names
+                import pandas as pd
+
+                example = pd.DataFrame([[float("nan")] * booster.num_feature()])
+                example.columns, kwargs = booster.feature_name(), {"input_example": None}
+            trail.log_model(
+                booster,
+                "lightgbm",
+                signature_from=example,
+                registered_model_name=self.registered_model_name,
+                pip_requirements=pinned_requirements("lightgbm"),
+                **kwargs,
+            )
+        if self.importance and booster.num_trees():
+            names = booster.feature_name()
+            scores = {
+                kind: dict(zip(names, map(float, booster.feature_importance(kind)), strict=True))
+                for kind in ("gain", "split")
+            }
+            trail.log_dict(scores, "lightgbm/feature_importance.json")
+            with self._session.guarded("plotting feature importance"):
+                path = self._session.temp_dir() / "feature_importance.png"
+                importance_plot(scores, path, "LightGBM feature importance (share of total)")
+                trail.log_artifact(path, "lightgbm")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TrailCallback:  # sklearn's clone
+        return TrailCallback(self._session.given, **self._settings())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # joblib: the copy starts its own runs
+        return functools.partial(TrailCallback, **self._settings()), ()
+
+    def _settings(self) -> dict[str, Any]:
+        own = ("checkpoint_every", "log_model", "registered_model_name", "importance")
+        return {**{name: getattr(self, name) for name in own}, **self._session.start_run_kwargs}
+
+
+class _Loop:
+    """Stands in for one training's after-iteration callbacks: logs, then runs them in order."""
+
+    def __init__(self, owner: TrailCallback, callbacks: list[Any]) -> None:
+        self.owner, self.callbacks = owner, callbacks
+
+    def __call__(self, env: Any) -> None:
+        try:
+            self.owner.after_iteration(env)
+            for callback in self.callbacks:
+                callback(env)
+        except EarlyStopException as stop:  # LightGBM's way to end training: not an error
+            self.owner._end(env, stop)
+            raise
+        except BaseException as error:
+            self.owner._end(env, error=error)
+            raise
+        if env.iteration == env.end_iteration - 1:
+            self.owner._end(env)
+
+
+def _read_call(callback: TrailCallback, frame: Any) -> dict[str, Any]:
+    """The training call's API, arguments, after-iteration callbacks and example rows."""
+    call: dict[str, Any] = {"api": "unknown", "args": {}}
+    for _ in range(12):
+        if frame is None:
+            break
+        name, local = frame.f_code.co_name, frame.f_locals
+        if name in ("train", "cv") and frame.f_globals.get("__name__") == "lightgbm.engine":
+            call.update(api=name, after=local.get("callbacks_after_iter"))
+            call["args"]["num_boost_round"] = local.get("num_boost_round")
+            data = local.get("train_set")
+            call["example"] = callback._example
+            if call["example"] is None and data is not None and data.data is not None:
+                call["example"] = head_rows(data.data)
+            if isinstance(local.get("init_model"), lightgbm.Booster):
+                call["args"]["init_model"] = "booster"
+            elif local.get("init_model") is not None:
+                call["args"]["init_model"] = str(local["init_model"])
+            if name == "cv":
+                call["args"].update({f"cv.{n}": local.get(n) for n in _CV_ARGS})
+        elif call["api"] == "train" and name == "fit":
+            owner = local.get("self")
+            if isinstance(owner, lightgbm.LGBMModel) and callback in (local.get("callbacks") or ()):
+                call.update(api="sklearn", estimator=owner, example=head_rows(local.get("X")))
+                break
+        frame = frame.f_back
+    return call
+
+
+def _config(booster: Any) -> dict[str, str]:
+    """The booster's effective parameters, from the ``parameters:`` block of its model text."""
+    text = booster.model_to_string(num_iteration=0)
+    block = text.partition("\nparameters:\n")[2].partition("end of parameters")[0]
+    pairs = (line.strip("[]").partition(": ") for line in block.splitlines())
+    return {key: value for key, _, value in pairs if key and value}
+
+
+def _metrics(results: Any) -> dict[str, float]:
+    """One iteration's evaluation as ``{dataset}-{metric}`` (cv: ``-mean`` and ``-std``)."""
+    metrics: dict[str, float] = {}
+    for data, metric, value, *rest in results:
+        if len(rest) > 1 and rest[1] is not None:  # lgb.cv: (..., maximize, std)
+            metrics[f"{data}-{metric}-mean"], metrics[f"{data}-{metric}-std"] = value, rest[1]
+        else:
+            metrics[f"{data}-{metric}"] = value
+    return metrics
+
+
+def _monitor(env: Any) -> tuple[str | None, str]:
+    """The first validation set's first metric (the training data's are not validation)."""
+    for data, metric, _, maximize, *_ in env.evaluation_result_list or ():
+        if data != _train_name(env):
+            return f"{data}-{metric}", "max" if maximize else "min"
+    return None, "auto"
+
+
+def _train_name(env: Any) -> str:
+    """The name the training data's own metrics have (not a validation set)."""
+    return "train" if hasattr(env.model, "boosters") else env.model._train_data_name
+
+
+def _settings(stopper: Any) -> EarlyStop:
+    return EarlyStop(
+        {
+            "patience": stopper.stopping_rounds,
+            "min_delta": stopper.min_delta,
+            "first_metric_only": stopper.first_metric_only,
+        }
+    )
+
+
+def _outcome(stopper: Any, env: Any, stop: Any, epochs: EpochLog) -> EarlyStop:
+    """What an early-stopping callback did: the metric that stopped it (else its first one)."""
+    outcome = _settings(stopper)
+    results = env.evaluation_result_list or ()
+    watched = [
+        i
+        for i, (data, metric, *_) in enumerate(results)
+        if i < len(stopper.best_iter)
+        and data != _train_name(env)
+        and not (stopper.first_metric_only and metric != stopper.first_metric)
+    ]
+    if stop is None or not watched:
+        return outcome
+    stopped = [
+        i for i in watched if env.iteration - stopper.best_iter[i] >= stopper.stopping_rounds
+    ]
+    i = (stopped or watched)[0]
+    data, metric, _, maximize, *_ = results[i]
+    outcome.settings = {
+        **outcome.settings,
+        "monitor": f"{data}-{metric}",
+        "mode": "max" if maximize else "min",
+    }
+    outcome.best_score, outcome.best_epoch = (
+        stopper.best_score[i],
+        epochs.step(stopper.best_iter[i]),
+    )
+    outcome.wait_count = env.iteration - stopper.best_iter[i]
+    outcome.stopped_epoch = epochs.step(env.iteration) if stopped else None
+    outcome.restored_best_weights = True  # the model predicts and saves with best_iteration
+    return outcome
+
+
+# --- autolog ----------------------------------------------------------------------------------
+
+
+def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..., Any]]]:
+    """``mltrail.autolog`` patches: ``lightgbm.train``/``cv`` and the scikit-learn API's ``fit``
+    get a :class:`TrailCallback` when they have none; calls a library makes pass through."""
+    start, own = options_for("lightgbm", options)
+
+    def patch(signature: inspect.Signature, data: str) -> Callable[..., Any]:
+        def record(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            callbacks = bound.arguments.get("callbacks") or []
+            if called_by_library() or any(isinstance(cb, TrailCallback) for cb in callbacks):
+                return call_original(*args, **kwargs)
+            callback = TrailCallback(**start, **own)
+            rows = bound.arguments.get(data)
+            rows = rows.data if isinstance(rows, lightgbm.Dataset) else rows
+            if not isinstance(rows, str | os.PathLike):  # rows, before LightGBM frees them
+                callback._example = head_rows(rows)
+            bound.arguments["callbacks"] = [*callbacks, callback]  # a new list: the user's stays
+            try:
+                return call_original(*bound.args, **bound.kwargs)
+            except BaseException as error:
+                callback._stopped(error)
+                raise
+
+        return record
+
+    from lightgbm import engine
+    from lightgbm import sklearn as lgb_sklearn
+
+    patches = [
+        (owner, name, patch(inspect.signature(getattr(engine, name)), "train_set"))
+        for owner in (lightgbm, engine)
+        for name in ("train", "cv")
+    ]
+    for cls in vars(lgb_sklearn).values():
+        if isinstance(cls, type) and issubclass(cls, lightgbm.LGBMModel) and "fit" in vars(cls):
+            patches.append((cls, "fit", patch(inspect.signature(cls.fit), "X")))
+    return patches
