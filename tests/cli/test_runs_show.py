@@ -167,6 +167,8 @@ def test_runs_with_the_same_fingerprint(history: dict, capsys) -> None:
         ["--fingerprint"],
         ["--commit", "{first}", "--fingerprint"],
         ["--commit", "{first}", "--max-results", "2"],
+        ["--all"],
+        ["--experiment", "cli", "--status", "finished", "--limit", "3"],
     ],
 )
 def test_direct_sqlite_reads_answer_as_mlflow_does(
@@ -180,6 +182,17 @@ def test_direct_sqlite_reads_answer_as_mlflow_does(
     code, through_mlflow, err = run_cli(capsys, *args)
     assert code == 0, err
     assert json.loads(direct)["runs"], "the case must find runs to compare"
+    assert direct == through_mlflow
+
+
+@pytest.mark.parametrize("run", ["clean", "dirty", "foreign"])
+def test_show_reads_the_store_as_mlflow_does(history: dict, capsys, monkeypatch, run) -> None:
+    """`show` reads a sqlite store's tables and artifact folder itself: MLflow's answer, exactly."""
+    code, direct, err = run_cli(capsys, "show", history[run], "--json")
+    assert code == 0, err
+    monkeypatch.setenv("MLTRAIL_SQLITE_FAST_READS", "0")
+    code, through_mlflow, err = run_cli(capsys, "show", history[run], "--json")
+    assert code == 0, err
     assert direct == through_mlflow
 
 

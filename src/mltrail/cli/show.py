@@ -9,19 +9,13 @@ from mltrail.cli.common import add_json, add_tracking_uri, print_json
 HELP = "show a run's code, data, environment and results"
 EPILOG = """\
 examples:
-  mltrail show d80b7ae2             a unique prefix of a run id (6 characters or more) is enough
-  mltrail show RUN_ID --all         every param, however many
-  mltrail show RUN_ID --json        everything, provenance.json included (schema_version 1)
+  mltrail show RUN_ID                  code, data, environment, params and metrics of a run
+  mltrail show d80b7ae2                a unique prefix of a run id (6 characters or more)
+  mltrail show RUN_ID --all            every param, however many
+  mltrail show RUN_ID --json           the same, machine-readable (schema_version 1)
 
 exit codes: 0 shown; 2 no such run (or a prefix of several: they are listed), an unreadable
 store.
-"""
-EPILOG = """\
-examples:
-  mltrail show RUN_ID                  code, data, environment, params and metrics of a run
-  mltrail show RUN_ID --json           the same, machine-readable
-
-exit codes: 0 shown; 2 no such run, or an unreadable store.
 """
 
 

@@ -521,21 +521,32 @@ def format_runs(
     text = render(None)
     if width is None or max(map(len, text.splitlines())) <= width:
         return text
-    # Too wide: abbreviate what stays usable, then give the metrics the room that is left.
+    # Too wide: abbreviate what stays usable, cut long names, give the metrics what is left.
     for line in cells:
-        line[0] = line[0][:SHORT_ID]
-        line[4] = line[4][:16]
-        line[1], line[2] = clip(line[1], NAME_WIDTH), clip(line[2], NAME_WIDTH)
-    fixed = [max(len(str(r[i])) for r in [headers[:-1], *cells]) for i in range(len(cells[0]))]
-    room = width - sum(fixed) - 2 * len(fixed)
+        line[0], line[4] = line[0][:SHORT_ID], line[4][:16]
+
+    def widest(index: int) -> int:
+        return max(len(str(r[index])) for r in [headers, *cells])
+
+    names = [min(widest(1), NAME_WIDTH), min(widest(2), NAME_WIDTH)]
+    others = sum(widest(i) for i in range(len(cells[0])) if i not in (1, 2))
+    spare = width - others - 2 * len(cells[0]) - MIN_METRICS
+    while sum(names) > spare and max(names) > MIN_NAME:
+        names[names.index(max(names))] -= 1
+    for line in [headers, *cells]:
+        line[1], line[2] = clip(line[1], names[0]), clip(line[2], names[1])
+    room = width - others - sum(names) - 2 * len(cells[0])
     text = render(max(room, len("(+99)")))
     return "\n".join(clip(line, width) for line in text.splitlines())
 
 
 #: How many characters of a run id ``mltrail runs`` shows when the full id does not fit.
 SHORT_ID = 12
-#: How many characters of an experiment or run name ``mltrail runs`` shows when lines are cut.
+#: How many characters of an experiment or run name ``mltrail runs`` shows when lines are cut
+#: (down to ``MIN_NAME`` on a narrow terminal, keeping ``MIN_METRICS`` for the metrics).
 NAME_WIDTH = 20
+MIN_NAME = 8
+MIN_METRICS = 24
 
 
 # --- show ----------------------------------------------------------------------------------------
