@@ -66,6 +66,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module_store: str
     monkeypatch.setenv("MLTRAIL_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", module_store)
     monkeypatch.setenv("MLTRAIL_SYSTEM_METRICS_INTERVAL", "0.5")
+    # Tests read the store right after a training returns: adapters end runs on this thread.
+    # Scripts run as subprocesses (user_env) keep the default, closing runs in the background.
+    monkeypatch.setenv("MLTRAIL_END_IN_BACKGROUND", "false")
     monkeypatch.delenv("MLTRAIL_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
@@ -77,6 +80,14 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module_store: str
         mlflow.end_run()
     # Lightning's MLFlowLogger and user-style tests set MLflow's global URI; do not leak it.
     mlflow.set_tracking_uri(None)
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a script a user runs: this test's, less the switches only in-process
+    tests need (adapters end runs in the background, as they do by default)."""
+    env = dict(os.environ)
+    env.pop("MLTRAIL_END_IN_BACKGROUND", None)
+    return {**env, **extra}
 
 
 @pytest.fixture

@@ -12,10 +12,19 @@ from typing import Any
 # would rebind the name mltrail.autolog from the function to the module.
 from mltrail import autolog as _autolog_module
 from mltrail.errors import MltrailError, MltrailWarning
+from mltrail.recording.lifecycle import wait
 from mltrail.recording.trail import Trail, start_run
 from mltrail.version import __version__
 
-__all__ = ["MltrailError", "MltrailWarning", "Trail", "__version__", "autolog", "start_run"]
+__all__ = [
+    "MltrailError",
+    "MltrailWarning",
+    "Trail",
+    "__version__",
+    "autolog",
+    "start_run",
+    "wait",
+]
 
 
 def autolog(*args: Any, **kwargs: Any) -> Any:

@@ -39,6 +39,8 @@ class Options:
         heartbeat_interval: seconds between heartbeat tags (used to find crashed runs).
         already_run: what to do when the same code, data and params ran before: "warn",
             "error" or "ignore".
+        end_in_background: adapters end their runs on a thread of their own, so that ``fit``
+            returns at once; interpreter exit (or ``mltrail.wait()``) waits for them.
     """
 
     flush_timeout: float = 30.0
@@ -56,6 +58,7 @@ class Options:
     nonfinite: str = "log"
     heartbeat_interval: float = 60.0
     already_run: str = "warn"
+    end_in_background: bool = True
 
     @classmethod
     def resolve(cls, **overrides: Any) -> Options:

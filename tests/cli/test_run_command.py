@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import user_env
 
 from mltrail.cli import main
 
@@ -64,7 +65,12 @@ def write(path: Path, text: str) -> Path:
 
 def mltrail_run(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [MLTRAIL, "run", *args], cwd=cwd, capture_output=True, text=True, timeout=240, **kwargs
+        [MLTRAIL, "run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        **{"env": user_env(), **kwargs},
     )
 
 
@@ -164,7 +170,7 @@ def test_environment_variables_record_jobs_of_other_launchers(client, tmp_path) 
     assert "mltrail.command" not in run.data.tags  # no command given to --print-env
 
     # MLTRAIL_AUTOLOG_FRAMEWORKS leaves other frameworks alone.
-    env = {**os.environ, **_exports(exports.stdout), "MLTRAIL_AUTOLOG_FRAMEWORKS": "xgboost"}
+    env = user_env(**_exports(exports.stdout), MLTRAIL_AUTOLOG_FRAMEWORKS="xgboost")
     subprocess.run(
         [sys.executable, "train.py", "100", "0"], cwd=tmp_path, env=env, check=True, timeout=240
     )

@@ -3,20 +3,20 @@ leave in the store; `make demo`'s end-to-end story in a git + DVC workspace."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import user_env
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MLTRAIL = str(Path(sys.executable).with_name("mltrail"))
 
 
 def run_example(*command: str, cwd: Path, timeout: float = 300) -> str:
-    env = {**os.environ, "MLTRAIL_SYSTEM_METRICS": "false"}
+    env = user_env(MLTRAIL_SYSTEM_METRICS="false")
     done = subprocess.run(
         list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from mltrail.recording.sanitize import redact_text
-from tests.conftest import MlflowServer, free_port
+from tests.conftest import MlflowServer, free_port, user_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -282,7 +282,7 @@ def postgres_database(admin_uri: str, name: str):
 
 def python_env(**extra: str) -> dict[str, str]:
     """The environment for a child Python that imports this checkout's tests and mltrail."""
-    env = {**os.environ, **extra}
+    env = user_env(**extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 

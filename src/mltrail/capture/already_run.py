@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mltrail.errors import MltrailError
+from mltrail.recording import lifecycle
 
 logger = logging.getLogger("mltrail.already_run")
 
@@ -128,6 +129,7 @@ class AlreadyRunCheck:
         if self.mode != "error" or self.found is not None:
             return
         self._ready(CAPTURE_TIMEOUT)
+        lifecycle.wait(SEARCH_TIMEOUT)  # this process's earlier runs, still being closed
         earlier = self._check(self._fingerprint())
         if earlier is not None:
             self.trail.set_tags({TAG: earlier.info.run_id, STOPPED_TAG: "true"})
@@ -155,6 +157,7 @@ class AlreadyRunCheck:
                 break
             self._ended.wait(quiet)
         if not self._ended.is_set():
+            lifecycle.wait(SEARCH_TIMEOUT)  # this process's earlier runs, still being closed
             self._check_and_warn(self._fingerprint())
 
     def _check_and_warn(self, fingerprint: str | None, timeout: float = SEARCH_TIMEOUT) -> None:

@@ -7,6 +7,8 @@
 - A script stopped by Ctrl-C still exits killed by SIGINT, as it would without mltrail.
 - A run whose process died without any of this (SIGKILL, OOM) still says RUNNING; the next
   mltrail process on the same host (or any, once the heartbeat is stale) marks it FAILED.
+- Runs that adapters end in the background (``end_in_background``) are waited for once, at
+  interpreter exit (each within its own ``flush_timeout``), or by :func:`wait`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mltrail.recording.writer import crashed_run_data
+from mltrail.store import describe_uri
 
 logger = logging.getLogger("mltrail.lifecycle")
 
@@ -33,6 +36,10 @@ _installed = False
 _previous_excepthook: Any = None
 _previous_sigterm: Any = None
 _interrupted = False
+_exiting = False
+QUIET_EXIT_WAIT = 0.5  # seconds exit waits for closing runs before it says so
+# Runs being closed in the background: thread -> (trail, deadline on the monotonic clock).
+_closing: dict[threading.Thread, tuple[Any, float]] = {}
 
 #: Queues a record (kind, data) for the store: a run's ``Writer.add``.
 Send = Callable[[str, Any], None]
@@ -54,6 +61,81 @@ def unregister(trail: Any) -> None:
 def open_trails() -> list[Any]:
     with _lock:
         return list(_open)
+
+
+def close_soon(trail: Any, close: Callable[[], None], budget: float) -> None:
+    """Run ``close`` (the rest of ``trail``'s end) on a thread of its own, so that the training
+    returns at once; interpreter exit waits for it. Once exit has begun, it runs here."""
+    with _lock:
+        background = not _exiting and not sys.is_finalizing()
+        if background:
+            _install()
+            thread = threading.Thread(target=close, name=f"mltrail-end-{trail.run_id}", daemon=True)
+            _closing[thread] = (trail, time.monotonic() + budget)
+            thread.start()
+    if not background:
+        close()
+
+
+def _still_closing(run_id: str | None = None) -> list[tuple[threading.Thread, Any, float]]:
+    with _lock:
+        for thread in [t for t in _closing if not t.is_alive() and t.ident is not None]:
+            del _closing[thread]
+        return [
+            (thread, trail, deadline)
+            for thread, (trail, deadline) in _closing.items()
+            if (run_id is None or trail.run_id == run_id)
+            and thread is not threading.current_thread()
+        ]
+
+
+def wait(timeout: float | None = None, run_id: str | None = None) -> bool:
+    """Wait until the runs being ended in the background (all, or only ``run_id``) are closed:
+    everything sent to the store or journaled for ``mltrail sync``.
+
+    Args:
+        timeout: seconds to wait at most; None waits as long as the runs' own
+            ``flush_timeout`` lets them take.
+        run_id: wait for this run only.
+
+    Returns:
+        True when no run is being closed any more.
+    """
+    stop = None if timeout is None else time.monotonic() + timeout
+    for thread, _trail, _deadline in _still_closing(run_id):
+        left = None if stop is None else max(0.0, stop - time.monotonic())
+        thread.join(left)
+    return not _still_closing(run_id)
+
+
+def _wait_at_exit(limit: float | None = None) -> None:
+    """Wait for the runs still being closed, once, with one line when it takes a moment."""
+    if wait(QUIET_EXIT_WAIT):  # usually done by now: nothing to say
+        return
+    closing = _still_closing()
+    until = max(deadline for _thread, _trail, deadline in closing)
+    if limit is not None:
+        until = min(until, time.monotonic() + limit)
+    stores = sorted({describe_uri(trail.tracking_uri) for _thread, trail, _deadline in closing})
+    logger.warning(
+        "mltrail: sending the last data of %d run(s) to %s before exiting (at most %.0f s).",
+        len(closing),
+        ", ".join(stores),
+        max(0.0, until - time.monotonic()),
+    )
+    try:
+        for thread, _trail, _deadline in closing:
+            thread.join(max(0.0, until - time.monotonic()))
+    except KeyboardInterrupt:
+        logger.warning("mltrail: stopped waiting; data not yet sent is lost.")
+        return
+    left = _still_closing()
+    if left:
+        logger.warning(
+            "mltrail: run(s) %s did not finish sending in time; the store may show them RUNNING "
+            "until the next mltrail process marks them FAILED.",
+            ", ".join(str(trail.run_id) for _thread, trail, _deadline in left),
+        )
 
 
 def _install() -> None:
@@ -84,7 +166,10 @@ def _end_all(status: str | None = None, error: BaseException | None = None) -> N
 
 
 def _at_exit() -> None:
+    global _exiting
+    _exiting = True  # from here on, runs end on this thread
     _end_all("FINISHED")
+    _wait_at_exit()
     if _interrupted:
         _keep_sigint_exit()
 
@@ -116,6 +201,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     for trail in open_trails():
         trail.set_tags({"mltrail.exception.type": "SIGTERM"})
     _end_all("KILLED")
+    _wait_at_exit(limit=5.0)  # a terminated process has seconds left, not minutes
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)

@@ -232,17 +232,22 @@ class RunSession:
             return
         self.trail = None
         flushed = True
+        background = trail.options.end_in_background
+        if self._tmp is not None and trail is not self.given and trail.status is None:
+            trail.remove_at_close(self._tmp)  # its files may still be on their way then
+            self._tmp = None
         try:
             if trail is self.given:
                 if self._tmp is not None:
                     flushed = trail.flush()
             elif not self.owns:
-                trail.end()  # joined: sends what we logged and leaves the status to its owner
+                # Joined: sends what we logged and leaves the status to its owner.
+                trail.end(background=background)
             elif trail.status is None:
                 if error is not None:
-                    trail.end_with_exception(error)
+                    trail.end_with_exception(error, background=background)
                 elif finished:
-                    trail.end("FINISHED")
+                    trail.end("FINISHED", background=background)
                 else:
                     message = reason or f"the {self.framework} training stopped before its end"
                     logger.warning("mltrail: run %s: %s; marked FAILED.", trail.run_id, message)

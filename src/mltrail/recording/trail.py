@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,7 @@ class Trail:
         self._bad_steps = 0  # log_metrics calls with a step that is no integer
         self._lock = threading.Lock()
         self._tmp: Path | None = None
+        self._remove_at_close: list[Path] = []  # adapters' temporary folders, see remove_at_close
         self._checkpoints: dict[str, Any] = {"files": {}, "aliases": {}}
         self._monitor: Any = None
         self._ended = threading.Event()
@@ -205,6 +206,7 @@ class Trail:
                 lambda: make_client(trail.tracking_uri), trail._start_budget(), "opening the store"
             )
             if run_id or joined:
+                lifecycle.wait(run_id=run_id or joined)  # this process may still be closing it
                 trail._attach(run_id or joined, resume=run_id is not None and not join)
             else:
                 run_name = run_name or fresh_run_name()
@@ -527,6 +529,26 @@ class Trail:
         """Write ``data`` as JSON to ``artifact_file`` in the run's artifacts."""
         self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
 
+    def log_image(
+        self, draw: Callable[[Path], None], artifact_file: str, *, what: str = "drawing a plot"
+    ) -> None:
+        """Log the picture that ``draw(path)`` saves to ``path`` as ``artifact_file``.
+
+        Drawing (matplotlib takes a good part of a second) runs on the background thread, so
+        the training returns first; an error in ``draw`` is counted as ``what``, not raised.
+        """
+        if not self.enabled:
+            return
+
+        def job() -> None:
+            path = self._temp_file(artifact_file)
+            draw(path)
+            if path.exists():
+                self._writer.upload_now(path, _parent(artifact_file), what)  # type: ignore[union-attr]
+
+        job.kind = what  # type: ignore[attr-defined]
+        self._writer.add_job(job)  # type: ignore[union-attr]
+
     @guard("logging dataset inputs")
     def log_inputs(self, datasets: Iterable[Mapping[str, Any]]) -> None:
         """Log dataset inputs: dicts with name, digest, source, and optional source_type,
@@ -734,11 +756,13 @@ class Trail:
             return True
         return self._writer.flush(self.options.flush_timeout if timeout is None else timeout)
 
-    def end(self, status: str = "FINISHED") -> None:
+    def end(self, status: str = "FINISHED", *, background: bool = False) -> None:
         """End the run with ``status`` (FINISHED, FAILED or KILLED), flushing within the budget.
 
         A run that mltrail joined (the user's own active run) is flushed but left open.
-        Calling ``end`` again does nothing.
+        Calling ``end`` again does nothing. ``background=True`` returns at once and closes the
+        run on a thread of its own (what adapters do, see ``end_in_background``): the
+        interpreter's exit, or ``mltrail.wait()``, waits for it.
         """
         status = status.upper()
         if status not in _STATUSES:
@@ -748,6 +772,18 @@ class Trail:
         self._ended.set()
         lifecycle.unregister(self)
         self.status = status
+        if background:
+            # The provenance wait (at most max(5 s, flush_timeout)), the flush and the replay of
+            # an outage's spool (flush_timeout together), and a margin.
+            timeout = self.options.flush_timeout
+            lifecycle.close_soon(
+                self, lambda: self._close(status), max(5.0, timeout) + timeout + 10
+            )
+        else:
+            self._close(status)
+
+    def _close(self, status: str) -> None:
+        """The work of :meth:`end` after the status is decided: summaries, provenance, flush."""
         try:
             with guarded("ending the run", self._errors):
                 if self._monitor is not None:
@@ -762,8 +798,9 @@ class Trail:
         finally:
             # Whatever failed above, the status is sent and the queues are flushed.
             self._close_writer(status)
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        for folder in [self._tmp, *self._remove_at_close]:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         if self._errors.total():
             logger.warning(
                 "mltrail: %d internal error(s) during run %s: %s",
@@ -819,6 +856,11 @@ class Trail:
             else:
                 self._writer.spool.mark_synced()  # type: ignore[union-attr]
 
+    def remove_at_close(self, folder: Path) -> None:
+        """Remove ``folder`` (an adapter's temporary files) once the run is closed and its files
+        are sent or journaled, which may be after ``end()`` returned."""
+        self._remove_at_close.append(Path(folder))
+
     def _replay_spool(self, summary: dict[str, Any], budget: float) -> dict[str, Any]:
         if budget <= 1:
             return summary
@@ -855,7 +897,7 @@ class Trail:
         else:
             self.end_with_exception(exc)
 
-    def end_with_exception(self, exc: BaseException) -> None:
+    def end_with_exception(self, exc: BaseException, *, background: bool = False) -> None:
         """End the run for ``exc``: KILLED for interrupts, FAILED otherwise, with its type."""
         killed = isinstance(exc, KeyboardInterrupt)
         if not isinstance(exc, SystemExit) or exc.code not in (0, None):
@@ -866,9 +908,9 @@ class Trail:
                 }
             )
         if isinstance(exc, SystemExit) and exc.code in (0, None):
-            self.end("FINISHED")
+            self.end("FINISHED", background=background)
         else:
-            self.end("KILLED" if killed else "FAILED")
+            self.end("KILLED" if killed else "FAILED", background=background)
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""Runs end off the training's thread: ``fit`` returns, the run is closed in the background, and
+the process waits for it once, at exit. Real scripts, run as a user runs them (subprocesses with
+the default options), then read back from the store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import mltrail
+from tests.conftest import git, user_env
+
+pytest.importorskip("sklearn")
+xgb = pytest.importorskip("xgboost")
+
+QUIET = {"MLTRAIL_SYSTEM_METRICS": "false"}
+
+
+def run_script(folder: Path, body: str, **env: str) -> subprocess.CompletedProcess:
+    script = folder / "train.py"
+    script.write_text(textwrap.dedent(body))
+    if not (folder / ".git").exists():
+        git(folder, "init", "-q")
+    git(folder, "add", "train.py")
+    git(folder, "commit", "-q", "-m", "train", check=False)
+    return subprocess.run(
+        [sys.executable, "train.py"],
+        cwd=folder,
+        env=user_env(**QUIET, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def runs_of(client, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r}"
+    return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def artifact_paths(client, run_id: str, folder: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, folder):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_a_loop_of_trainings_that_exits_right_after_loses_nothing(client, tmp_path) -> None:
+    done = run_script(
+        tmp_path,
+        """
+        import numpy as np
+        import xgboost as xgb
+        from mltrail.integrations.xgboost import TrailCallback
+
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(300, 5))
+        y = (X[:, 0] > 0).astype(int)
+        dtrain, dval = xgb.DMatrix(X[:200], label=y[:200]), xgb.DMatrix(X[200:], label=y[200:])
+        booster = None
+        for part in range(3):
+            booster = xgb.train(
+                {"objective": "binary:logistic", "max_depth": 2}, dtrain, num_boost_round=4,
+                evals=[(dval, "val")], xgb_model=booster,
+                callbacks=[TrailCallback(experiment="loop")],
+            )
+        print("trained", booster.num_boosted_rounds())
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trained 12" in done.stdout
+    runs = runs_of(client, "loop")
+    assert [run.info.status for run in runs] == ["FINISHED"] * 3
+    for index, run in enumerate(runs):
+        files = artifact_paths(client, run.info.run_id)
+        assert {"model/MLmodel", "mltrail/provenance.json"} <= files, files
+        assert "xgboost/feature_importance.png" in files
+        assert run.data.tags["mltrail.fingerprint"]
+        history = client.get_metric_history(run.info.run_id, "val-logloss")
+        # Continued trainings continue the steps: 4 rounds each, after the ones before.
+        assert [m.step for m in history] == list(range(4 * index, 4 * index + 4))
+
+
+def test_a_script_that_fails_after_its_trainings_keeps_their_runs(client, tmp_path) -> None:
+    done = run_script(
+        tmp_path,
+        """
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+        from mltrail.integrations.sklearn import TrackedEstimator
+
+        X, y = load_iris(return_X_y=True)
+        for c in (0.1, 1.0):
+            TrackedEstimator(LogisticRegression(C=c, max_iter=300), experiment="dies").fit(X, y)
+        raise RuntimeError("the report step failed")
+        """,
+    )
+    assert done.returncode == 1
+    assert "the report step failed" in done.stderr
+    runs = runs_of(client, "dies")
+    # The trainings ended well before the script failed: their runs are complete and FINISHED.
+    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
+    assert sorted(run.data.params["estimator__C"] for run in runs) == ["0.1", "1.0"]
+    for run in runs:
+        assert "model/MLmodel" in artifact_paths(client, run.info.run_id)
+
+
+SLOW_MODEL = """
+    import time
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from mltrail.integrations.sklearn import TrackedEstimator
+
+
+    class SlowToSave(LogisticRegression):
+        # A model that takes a while to serialise, like a large one.
+        def __getstate__(self):
+            time.sleep(2.0)
+            return super().__getstate__()
+
+
+    X, y = load_iris(return_X_y=True)
+    started = time.monotonic()
+    TrackedEstimator(SlowToSave(max_iter=300), experiment="slow-save").fit(X, y)
+    print(f"fit returned after {time.monotonic() - started:.1f} s")
+"""
+
+
+def test_exit_waits_for_the_run_being_closed_and_says_so_once(client, tmp_path) -> None:
+    done = run_script(tmp_path, SLOW_MODEL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    waiting = [line for line in done.stderr.splitlines() if "before exiting" in line]
+    assert len(waiting) == 1, done.stderr[-3000:]
+    assert "1 run(s)" in waiting[0]
+    (run,) = runs_of(client, "slow-save")
+    assert run.info.status == "FINISHED"
+    assert "model/MLmodel" in artifact_paths(client, run.info.run_id)
+
+
+def test_ending_on_the_training_thread_when_asked(client, tmp_path) -> None:
+    done = run_script(tmp_path, SLOW_MODEL, MLTRAIL_END_IN_BACKGROUND="false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The model was saved before fit returned: nothing is left to wait for at exit.
+    assert "before exiting" not in done.stderr
+    (run,) = runs_of(client, "slow-save")
+    assert run.info.status == "FINISHED"
+
+
+def test_already_run_error_sees_the_earlier_training_of_the_same_process(client, tmp_path) -> None:
+    done = run_script(
+        tmp_path,
+        """
+        import numpy as np
+        import xgboost as xgb
+        from mltrail.integrations.xgboost import TrailCallback
+
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(200, 4))
+        y = (X[:, 0] > 0).astype(int)
+        for attempt in range(2):
+            print("attempt", attempt, flush=True)
+            model = xgb.XGBClassifier(
+                n_estimators=3, callbacks=[TrailCallback(experiment="twice", log_model=False)]
+            )
+            model.fit(X, y)
+        """,
+        MLTRAIL_ALREADY_RUN="error",
+    )
+    # The first run was still being closed when the second started: the check waited for it.
+    assert done.returncode == 1
+    assert "attempt 1" in done.stdout
+    assert "This experiment was already run" in done.stderr
+    statuses = sorted(run.info.status for run in runs_of(client, "twice"))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+def test_wait_returns_once_the_runs_are_closed(client, monkeypatch) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from mltrail.integrations.sklearn import TrackedEstimator
+
+    monkeypatch.setenv("MLTRAIL_END_IN_BACKGROUND", "true")
+    monkeypatch.setenv("MLTRAIL_SYSTEM_METRICS", "false")
+    X, y = load_iris(return_X_y=True)
+    model = TrackedEstimator(LogisticRegression(max_iter=300), experiment="wait").fit(X, y)
+    assert mltrail.wait(timeout=120)
+    run = client.get_run(model.run_id_)
+    assert run.info.status == "FINISHED"
+    assert "model/MLmodel" in artifact_paths(client, run.info.run_id)
+    assert mltrail.wait(timeout=0)  # nothing left: returns at once
