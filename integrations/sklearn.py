@@ -249,9 +249,9 @@ class _Recording:
                 _log_model(trail, model, self.X, settings.registered_model_name)
         if settings.log_plots and plotted is not None:
             with session.guarded("plotting"):
-                path = _plot(session.temp_dir(), *plotted, getattr(model, "classes_", None))
-                if path is not None:
-                    trail.log_artifact(path, "plots")
+                plot = _plot(*plotted, getattr(model, "classes_", None))
+                if plot is not None:
+                    trail.log_image(plot[1], f"plots/{plot[0]}", what="sklearn: plotting")
 
     def end(self, error: BaseException | None = None, **how: Any) -> None:
         """End the run (see :meth:`RunSession.end`), and this fit's hold on the thread."""
@@ -398,22 +398,23 @@ def _roc_auc(y: Any, proba: Any, labels: Any, kwargs: dict[str, Any]) -> float:
     return roc_auc_score(y, proba, multi_class="ovr", average="weighted", labels=labels, **kwargs)
 
 
-def _plot(folder: Path, kind: str, y_true: Any, y_pred: Any, labels: Any) -> Path | None:
-    """A confusion matrix (classification) or residual plot (regression) PNG; None if n/a."""
+def _plot(
+    kind: str, y_true: Any, y_pred: Any, labels: Any
+) -> tuple[str, Callable[[Path], None]] | None:
+    """The file name and drawing of a confusion matrix (classification) or residual plot
+    (regression); None if n/a. The drawing runs later, off the training's thread."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 1 or y_pred.shape != y_true.shape:
         return None  # multi-output
     if kind == "regression":
-        residual_plot(y_true, y_pred, folder / "residuals.png")
-        return folder / "residuals.png"
+        return "residuals.png", lambda path: residual_plot(y_true, y_pred, path)
     from sklearn.metrics import confusion_matrix
 
     labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else labels
     if len(labels) > 50:
         return None
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
-    confusion_matrix_plot(matrix, labels, folder / "confusion_matrix.png")
-    return folder / "confusion_matrix.png"
+    return "confusion_matrix.png", lambda path: confusion_matrix_plot(matrix, labels, path)
 
 
 def _is_fitted_search(model: Any) -> bool:

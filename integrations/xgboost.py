@@ -293,11 +293,12 @@ class TrailCallback(TrainingCallback):
         if self.importance and tree and model.num_boosted_rounds():
             scores = {kind: model.get_score(importance_type=kind) for kind in _IMPORTANCES}
             trail.log_dict(scores, "xgboost/feature_importance.json")
-            with self._session.guarded("plotting feature importance"):
-                path = self._session.temp_dir() / "feature_importance.png"
-                title = "XGBoost feature importance (share of each type's total)"
-                importance_plot(scores, path, title)
-                trail.log_artifact(path, "xgboost")
+            title = "XGBoost feature importance (share of each type's total)"
+            trail.log_image(
+                lambda path: importance_plot(scores, path, title),
+                "xgboost/feature_importance.png",
+                what="xgboost: plotting feature importance",
+            )
 
     def _log_model(self, trail: Trail, booster: Any) -> None:
         model, packages = booster.copy(), ["xgboost"]  # the user may keep training theirs
