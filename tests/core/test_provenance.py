@@ -159,6 +159,33 @@ def test_dirty_run_diff_snapshot_and_untouched_workspace(
     assert record["git"]["snapshot"]["ref"] == f"refs/mltrail/runs/{trail.run_id}"
 
 
+def test_identical_trees_share_one_snapshot_commit(git_repo: Path, client, monkeypatch) -> None:
+    (git_repo / "train.py").write_text("lr = 0.1\n")
+    (git_repo / "notes.txt").write_text("untracked\n")
+    monkeypatch.chdir(git_repo)
+
+    def snapshot_of_a_run() -> tuple[str, str]:
+        with mltrail.start_run(experiment="shared-snapshot", system_metrics=False) as trail:
+            assert trail.provenance.wait(60)
+        tag = client.get_run(trail.run_id).data.tags["mltrail.git.snapshot"]
+        assert git(git_repo, "rev-parse", f"refs/mltrail/runs/{trail.run_id}") == tag
+        return tag, trail.run_id
+
+    first, first_run = snapshot_of_a_run()
+    second, _ = snapshot_of_a_run()
+    assert second == first  # same tree, same parent: one commit, under both runs' refs
+    # An untracked file deleted and a tracked one changed: a new snapshot, exactly the tree.
+    (git_repo / "notes.txt").unlink()
+    (git_repo / "train.py").write_text("lr = 0.2\n")
+    third, _ = snapshot_of_a_run()
+    assert third != first
+    assert tree_matches_worktree(git_repo, third)
+    assert git(git_repo, "show", f"{third}:train.py") == "lr = 0.2"
+    assert "notes.txt" not in git(git_repo, "ls-tree", "--name-only", third)
+    assert git(git_repo, "show", f"{first}:notes.txt") == "untracked"
+    assert git(git_repo, "rev-parse", f"refs/mltrail/runs/{first_run}") == first
+
+
 def test_capture_options(git_repo: Path, client, tmp_path: Path, monkeypatch) -> None:
     (git_repo / "train.py").write_text("".join(f"step {i}\n" for i in range(500)))
     monkeypatch.chdir(git_repo)

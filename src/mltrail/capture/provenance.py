@@ -277,10 +277,10 @@ class RunProvenance:
 
         ref = self._snapshot_ref()
         skip = snapshot.large_untracked(self.git)
+        # No run id in it: runs started on the same tree share the commit (one per tree).
         message = (
-            f"mltrail snapshot of run {self.run_id}\n\nThe working tree at run start: "
-            f"{self.git.commit or 'an unborn branch'} with its uncommitted changes and "
-            "untracked files."
+            f"mltrail snapshot of {self.git.commit or 'an unborn branch'}\n\nThe working tree "
+            "at run start, with its uncommitted changes and untracked files."
         )
         self.snapshot = snapshot.create(self.git, ref, message, exclude=skip)
         self._tags({"mltrail.git.snapshot": self.snapshot.commit})

@@ -13,6 +13,11 @@ as plumbing: ``add`` into the temporary index, ``hash-object``, ``update-index``
 purpose: ``IndexFile.add`` hashes files in Python without git's clean filters (Git LFS,
 end-of-line conversion), and its object writer knows only SHA-1 repositories.
 
+Identical working trees share one snapshot commit: a process that trains several times on the
+same tree (a loop of trainings, cross-validation) stores one commit under each run's ref. The
+temporary index is kept for the process while the user's index is unchanged, so later snapshots
+hash only the files that changed since the last one (untracked files included).
+
 Secrets stay out of it: a changed or untracked dotenv file (``.env``, ``.env.local``,
 ``prod.env``) goes into the snapshot with its secret-looking assignments redacted
 (``API_TOKEN=***``, other lines as they are), and its original content is never written to the
@@ -21,12 +26,15 @@ repository's object database.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import itertools
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,6 +54,16 @@ IDENTITY = {
     "GIT_COMMITTER_NAME": "mltrail",
     "GIT_COMMITTER_EMAIL": "mltrail@localhost",
 }
+
+
+_lock = threading.RLock()  # one snapshot at a time: they share the index and commits below
+#: Per repository: the key of the kept temporary index (the user's index stat, the exclusions)
+#: and its path. Starting from it keeps git's stat cache for untracked files too.
+_indexes: dict[str, tuple[tuple[object, ...], Path]] = {}
+#: (repository, tree, parent) -> the snapshot commit already made for it by this process.
+_commits: dict[tuple[str, str, str | None], str] = {}
+_work: Path | None = None
+_names = itertools.count()
 
 
 @dataclasses.dataclass
@@ -96,19 +114,34 @@ def create(
     assert info.root is not None
     exclude = sorted(set(exclude) | set(info.excluded))
     env = git_env(IDENTITY)
-    tree = write_tree(info, exclude, timeout)
-    redacted = [path for path in dotenv_files(info) if path not in exclude]
-    args = ["commit-tree", tree, "--no-gpg-sign", "-m", message]
-    if info.commit:
-        args += ["-p", info.commit]
-    commit = run_git(args, info.root, env=env, timeout=timeout).stdout.decode().strip()
-    run_git(
-        ["update-ref", "-m", "mltrail snapshot", ref, commit],
-        info.root,
-        env=env,
-        timeout=timeout,
-    )
+    with _lock:
+        tree = write_tree(info, exclude, timeout)
+        redacted = [path for path in dotenv_files(info) if path not in exclude]
+        key = (info.root, tree, info.commit)
+        commit = _commits.get(key)
+        if commit is None or not _point(info.root, ref, commit, env, timeout):
+            args = ["commit-tree", tree, "--no-gpg-sign", "-m", message]
+            if info.commit:
+                args += ["-p", info.commit]
+            commit = run_git(args, info.root, env=env, timeout=timeout).stdout.decode().strip()
+            _point(info.root, ref, commit, env, timeout, check=True)
+            _commits[key] = commit
     return Snapshot(commit, tree, ref, info.commit, list(exclude), redacted)
+
+
+def _point(
+    root: str, ref: str, commit: str, env: dict[str, str], timeout: float, check: bool = False
+) -> bool:
+    """Set ``ref`` to ``commit``; False when git refuses (a shared commit gone since)."""
+    try:
+        run_git(
+            ["update-ref", "-m", "mltrail snapshot", ref, commit], root, env=env, timeout=timeout
+        )
+    except Exception:
+        if check:
+            raise
+        return False
+    return True
 
 
 def dotenv_files(info: GitInfo) -> list[str]:
@@ -123,28 +156,55 @@ def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.
     index so the user's index is untouched."""
     assert info.root is not None and info.git_dir is not None
     exclude = sorted(set(exclude) | set(info.excluded))
-    work = Path(tempfile.mkdtemp(prefix="mltrail-snapshot-"))
+    with _lock:
+        index = _temporary_index(info, exclude)
+        try:
+            return _write_tree(info, index, exclude, timeout)
+        except BaseException:
+            _indexes.pop(info.git_dir, None)  # start afresh next time
+            raise
+
+
+def _temporary_index(info: GitInfo, exclude: list[str]) -> Path:
+    """This process's temporary index of the repository: the one of the last snapshot while
+    the user's index and the exclusions are unchanged, else a fresh copy of the user's index
+    (a copy keeps git's stat cache: only changed files are hashed)."""
+    global _work
+    assert info.git_dir is not None
+    user_index = Path(info.git_dir) / "index"
     try:
-        index = work / "index"
-        user_index = Path(info.git_dir) / "index"
-        if user_index.is_file():
-            # Starting from a copy keeps git's stat cache: only changed files are hashed.
-            shutil.copy2(user_index, index)
-        env = git_env({"GIT_INDEX_FILE": str(index), **IDENTITY})
-        secrets = [path for path in dotenv_files(info) if path not in exclude]
-        specs = ["."] + [f":(exclude,literal,top){path}" for path in [*exclude, *secrets]]
-        run_git(
-            ["add", "-A", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"],
-            info.root,
-            env=env,
-            input="\0".join(specs).encode("utf-8", "surrogateescape"),
-            timeout=timeout,
-        )
-        for path in secrets:
-            _add_redacted(info.root, path, env, timeout)
-        return run_git(["write-tree"], info.root, env=env, timeout=timeout).stdout.decode().strip()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        stat = user_index.stat()
+        key: tuple[object, ...] = (stat.st_mtime_ns, stat.st_size, stat.st_ino, *exclude)
+    except OSError:
+        key = (None, *exclude)
+    kept = _indexes.get(info.git_dir)
+    if kept is not None and kept[0] == key and kept[1].exists():
+        return kept[1]
+    if _work is None:
+        _work = Path(tempfile.mkdtemp(prefix="mltrail-snapshot-"))
+        atexit.register(shutil.rmtree, _work, True)
+    index = _work / f"index-{next(_names)}"
+    if key[0] is not None:
+        shutil.copy2(user_index, index)
+    _indexes[info.git_dir] = (key, index)
+    return index
+
+
+def _write_tree(info: GitInfo, index: Path, exclude: list[str], timeout: float) -> str:
+    assert info.root is not None
+    env = git_env({"GIT_INDEX_FILE": str(index), **IDENTITY})
+    secrets = [path for path in dotenv_files(info) if path not in exclude]
+    specs = ["."] + [f":(exclude,literal,top){path}" for path in [*exclude, *secrets]]
+    run_git(
+        ["add", "-A", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"],
+        info.root,
+        env=env,
+        input="\0".join(specs).encode("utf-8", "surrogateescape"),
+        timeout=timeout,
+    )
+    for path in secrets:
+        _add_redacted(info.root, path, env, timeout)
+    return run_git(["write-tree"], info.root, env=env, timeout=timeout).stdout.decode().strip()
 
 
 def _add_redacted(root: str, path: str, env: dict[str, str], timeout: float) -> None:
