@@ -62,3 +62,4 @@ LIGHTGBM = Framework(
     frozenset({"checkpoint_every", "log_model", "registered_model_name", "importance"}),
     ("lightgbm",),
 )
+OPTUNA = Framework("mltrail.integrations.optuna", ("optuna",), frozenset({"log_plots"}))

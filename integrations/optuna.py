@@ -1,0 +1,357 @@
+"""Optuna adapter: a study as one MLflow run, each of its trials a child run.
+
+    study.optimize(objective, n_trials=50, callbacks=[TrailCallback(experiment="tuning")])
+
+The study's run (provenance captured once) gets the study's name, direction(s), sampler and
+pruner as params, each trial's value(s) at ``step = trial number``, ``best_value`` and the
+tags ``mltrail.optuna.best_trial``/``mltrail.optuna.best.<param>`` as trials finish, and at the
+end ``optuna/optimization_history.png`` and ``optuna/param_importances.{json,png}``. Each trial
+is a child run ``trial-<number>`` with its params, value(s), ``intermediate_value`` history (its
+``trial.report`` steps), the tag ``mltrail.optuna.state`` (COMPLETE, PRUNED, FAIL; a FAIL trial's
+run is FAILED). A training that an mltrail adapter records inside the objective (callback or
+autolog) records into its trial's run instead of starting a run of its own. The study's run id
+is kept in the study's user attrs (``mltrail.run_id``): a study loaded from its storage goes on
+in the same run.
+
+Optuna calls a callback after each trial only: the study's run starts at the first trial's end
+(or when a training inside the first trial starts) and ends when ``optimize`` returns (its call
+is watched through the progress object Optuna keeps for it), FAILED when a trial's exception
+stopped it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import optuna
+    from optuna.trial import TrialState
+except ImportError as error:  # pragma: no cover - exercised in the core-only environment
+    raise ImportError(
+        'mltrail.integrations.optuna needs Optuna: pip install "mltrail[optuna]"'
+    ) from error
+
+from mltrail import MltrailError, Trail, start_run
+from mltrail.adapters import (
+    RunSession,
+    exception_safe,
+    importance_plot,
+    options_for,
+    preload_matplotlib,
+    provide_runs,
+    strict_mode,
+    trainings_recorded,
+)
+
+logger = logging.getLogger("mltrail.optuna")
+
+__all__ = ["RUN_ID_ATTR", "TrailCallback", "autolog_patches"]
+
+#: The study user attr holding the study's run id.
+RUN_ID_ATTR = "mltrail.run_id"
+_DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@exception_safe(hooks=("__call__",))
+class TrailCallback:
+    """Record an Optuna study as an MLflow run with one child run per trial.
+
+    Args:
+        trail: record the study into this run (from :func:`mltrail.start_run`); its owner
+            ends it.
+        log_plots: log the optimisation history and the parameter importances at the end.
+        **start_run_kwargs: arguments of :func:`mltrail.start_run` for the study's run.
+
+    Attributes:
+        run_id: the study's run, None before the first trial ends.
+
+    Raises:
+        MltrailError: for both ``trail`` and start-run arguments or an unknown one.
+    """
+
+    def __init__(
+        self, trail: Trail | None = None, *, log_plots: bool = True, **start_run_kwargs: Any
+    ) -> None:
+        self._session = RunSession("optuna", trail, start_run_kwargs)
+        self.log_plots = log_plots
+        self._lock = threading.RLock()
+        self._study: Any = None
+        self._trials: dict[int, Trail] = {}  # runs of trials that a training recorded into
+        self._logged: set[int] = set()
+        self._first: int | None = None  # the first trial of this optimize call
+
+    @property
+    def run_id(self) -> str | None:
+        return self._session.last_run_id
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        trail = self._open(study, trial.number, sys._getframe(1))
+        self._log_trial(trail, study, trial)
+        self._log_best(trail, study, trial)
+
+    # --- the study's run -----------------------------------------------------------------------
+
+    def _open(self, study: Any, number: int, frame: Any) -> Trail:
+        with self._lock:
+            self._first = number if self._first is None else min(self._first, number)
+            if self._session.trail is not None and self._study is study:
+                return self._session.trail
+            self._finish()  # another study
+            run_id = study.user_attrs.get(RUN_ID_ATTR) if self._session.given is None else None
+            try:
+                trail = self._session.open(run_id=run_id)
+            except MltrailError as error:
+                if run_id is None:
+                    raise
+                logger.warning("mltrail: optuna: the study's run is gone (%s); a new run.", error)
+                trail = self._session.open()
+            self._session.training_started()
+            self._study, self._first, self._logged = study, number, set()
+            if study.user_attrs.get(RUN_ID_ATTR) != trail.run_id:
+                study.set_user_attr(RUN_ID_ATTR, trail.run_id)
+            with self._session.guarded("recording the study"):
+                trail.set_tags({"mltrail.optuna.study": study.study_name})
+                directions = [d.name.lower() for d in study.directions]
+                trail.log_params(
+                    {
+                        "study_name": study.study_name,
+                        **(
+                            {"direction": directions[0]}
+                            if len(directions) == 1
+                            else {"directions": directions}
+                        ),
+                        "sampler": type(study.sampler).__name__,
+                        "pruner": type(study.pruner).__name__,
+                        **({"metric_names": study.metric_names} if study.metric_names else {}),
+                    }
+                )
+            with self._session.guarded("watching the optimize call"):
+                self._watch(frame)
+            if self.log_plots:
+                preload_matplotlib()
+            return trail
+
+    def _watch(self, frame: Any) -> None:
+        """End the run when the optimize call closes its progress object, in its ``finally``
+        (with the exception leaving the call, if one is)."""
+        while frame is not None and frame.f_code.co_name != "_optimize_sequential":
+            frame = frame.f_back
+        progress = frame.f_locals.get("progress_bar") if frame is not None else None
+        if progress is None or getattr(progress.close, "__mltrail_watched__", False):
+            return
+        close = progress.close
+
+        def closed(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return close(*args, **kwargs)
+            finally:
+                error, tb = sys.exc_info()[1], None
+                tb = error.__traceback__ if error is not None else None
+                while tb is not None and tb.tb_frame is not sys._getframe(1):
+                    tb = tb.tb_next  # an exception handled around optimize is not its own
+                try:
+                    self._finish(error if tb is not None else None)
+                except Exception as failure:  # never into Optuna (raised when strict)
+                    if strict_mode():
+                        raise
+                    self._session.report("ending the study's run", failure)
+
+        closed.__mltrail_watched__ = True  # type: ignore[attr-defined]
+        progress.close = closed
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        """The optimize call is over: log what the callback did not see, plots, end the run."""
+        with self._lock:
+            study, trail = self._study, self._session.trail
+            if trail is None or study is None:
+                return
+            unseen = [
+                t
+                for t in study.get_trials(deepcopy=False, states=_DONE)
+                if t.number >= (self._first or 0) and t.number not in self._logged
+            ]
+            failed = [t.number for t in unseen if t.state == TrialState.FAIL]
+            reason = f"trial {failed[-1] if failed else '?'} failed and stopped the optimization"
+            summary = functools.partial(self._log_end, study=study, unseen=unseen)
+            self._session.end_after(summary, error, finished=not failed, reason=reason)
+            for run in self._trials.values():  # trials whose end Optuna never reported
+                run.end("FAILED")
+            self._study, self._first, self._trials = None, None, {}
+
+    def _log_end(self, trail: Trail, study: Any, unseen: list[Any]) -> None:
+        for trial in unseen:
+            self._log_trial(trail, study, trial)
+        if not self.log_plots or not trail.enabled:
+            return
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not done:
+            return
+        folder = self._session.temp_dir()
+        if len(study.directions) == 1:
+            with self._session.guarded("plotting the optimization history"):
+                from matplotlib import pyplot
+                from optuna.visualization.matplotlib import plot_optimization_history
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    axes = plot_optimization_history(study)
+                axes.figure.savefig(folder / "optimization_history.png", bbox_inches="tight")
+                pyplot.close(axes.figure)
+                trail.log_artifact(folder / "optimization_history.png", "optuna")
+        try:  # may fail on few trials or dynamic search spaces (Optuna < 5: scikit-learn)
+            names = _value_names(study)
+            with warnings.catch_warnings():  # "too few trials": the user did not ask for them
+                warnings.simplefilter("ignore")
+                scores = {
+                    name: optuna.importance.get_param_importances(
+                        study, target=(lambda t, i=i: t.values[i]) if len(names) > 1 else None
+                    )
+                    for i, name in enumerate(names)
+                }
+        except Exception as error:  # counted, never raised: importances are optional
+            self._session.report("computing parameter importances", error)
+            return
+        if not any(scores.values()):
+            return  # no params
+        trail.log_dict(scores, "optuna/param_importances.json")
+        with self._session.guarded("plotting parameter importances"):
+            importance_plot(scores, folder / "param_importances.png", "Parameter importances")
+            trail.log_artifact(folder / "param_importances.png", "optuna")
+
+    # --- trials ----------------------------------------------------------------------------------
+
+    def _log_trial(self, trail: Trail, study: Any, trial: Any) -> None:
+        state = trial.state.name
+        metrics = dict(zip(_value_names(study), trial.values or (), strict=False))
+        history = {"intermediate_value": sorted(trial.intermediate_values.items())}
+        tags = {
+            "mltrail.optuna.trial": trial.number,
+            "mltrail.optuna.state": state,
+            "mltrail.optuna.study": study.study_name,
+        }
+        status = "FAILED" if trial.state == TrialState.FAIL else "FINISHED"
+        with self._lock:
+            self._logged.add(trial.number)
+            run = self._trials.pop(trial.number, None)
+        if run is None:
+            trail.log_child_run(
+                f"trial-{trial.number}", trial.params, metrics, tags, history=history, status=status
+            )
+        else:  # a training inside the trial recorded into this run
+            run.log_params(trial.params)
+            run.log_metrics(metrics, step=0)
+            for step, value in history["intermediate_value"]:
+                run.log_metrics({"intermediate_value": value}, step=step)
+            run.set_tags(tags)
+            run.end(status)
+        if metrics and trial.state == TrialState.COMPLETE:
+            trail.log_metrics(metrics, step=trial.number)  # the history, in the study's run
+
+    def _log_best(self, trail: Trail, study: Any, trial: Any) -> None:
+        if len(study.directions) > 1:
+            front = [t.number for t in study.best_trials]
+            trail.log_metrics({"pareto_front_size": len(front)}, step=trial.number)
+            trail.set_tags({"mltrail.optuna.best_trials": ",".join(map(str, front))})
+        elif study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            best = study.best_trial
+            trail.log_metrics({"best_value": best.value}, step=trial.number)
+            tags = {f"mltrail.optuna.best.{k}": v for k, v in best.params.items()}
+            trail.set_tags({"mltrail.optuna.best_trial": best.number, **tags})
+
+    def _trial_run(self, study: Any, trial: Any, tracking_uri: str, frame: Any) -> str | None:
+        """The run of ``trial`` for a training starting inside it (see the module doc)."""
+        with self._lock:
+            parent = self._open(study, trial.number, frame)
+            if parent.run_id is None or (parent.tracking_uri or tracking_uri) != tracking_uri:
+                return None
+            run = self._trials.get(trial.number)
+            if run is None:
+                kwargs = {
+                    k: v
+                    for k, v in self._session.start_run_kwargs.items()
+                    if k not in ("run_name", "run_id", "tags")
+                }
+                run = start_run(
+                    **{**kwargs, "tracking_uri": tracking_uri},
+                    run_name=f"trial-{trial.number}",
+                    parent_run_id=parent.run_id,
+                    capture=False,
+                    system_metrics=False,
+                    tags={"mltrail.framework": "optuna"},
+                )
+                self._trials[trial.number] = run
+            return run.run_id
+
+    def __repr__(self) -> str:
+        return f"TrailCallback(run={self.run_id!r})"
+
+
+def _value_names(study: Any) -> list[str]:
+    if study.metric_names:
+        return list(study.metric_names)
+    count = len(study.directions)
+    return ["value"] if count == 1 else [f"value_{i}" for i in range(count)]
+
+
+def _provide(tracking_uri: str) -> str | None:
+    """The run of the trial whose objective starts a run now, in this thread (if recorded)."""
+    frame = sys._getframe(1)
+    for _ in range(300):
+        if frame is None:
+            return None
+        if (
+            frame.f_code.co_name == "_run_trial"
+            and frame.f_globals.get("__name__") == "optuna.study._optimize"
+        ):
+            trial, study = frame.f_locals.get("trial"), frame.f_locals.get("study")
+            outer = frame.f_back
+            for callback in (outer.f_locals.get("callbacks") if outer else None) or ():
+                if isinstance(callback, TrailCallback) and trial is not None:
+                    return callback._trial_run(study, trial, tracking_uri, frame)
+            return None
+        frame = frame.f_back
+    return None
+
+
+provide_runs(_provide)
+
+
+# --- autolog ----------------------------------------------------------------------------------
+
+
+def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..., Any]]]:
+    """``mltrail.autolog`` patch: ``Study.optimize`` gets a :class:`TrailCallback` when it has
+    none, and the trainings of its objective are recorded (into their trials' runs)."""
+    start, own = options_for("optuna", options)
+    signature = inspect.signature(optuna.study.Study.optimize)
+
+    def optimize(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        callbacks = list(bound.arguments.get("callbacks") or ())
+        callback = next((cb for cb in callbacks if isinstance(cb, TrailCallback)), None)
+        if callback is None:
+            callback = TrailCallback(**start, **own)
+            callbacks.append(callback)
+        objective = bound.arguments["func"]
+
+        def recorded(trial: Any) -> Any:
+            with trainings_recorded():
+                return objective(trial)
+
+        bound.arguments.update(callbacks=callbacks, func=recorded)
+        try:
+            result = call_original(*bound.args, **bound.kwargs)
+        except BaseException as error:
+            callback._finish(error)
+            raise
+        callback._finish()
+        return result
+
+    return [(optuna.study.Study, "optimize", optimize)]
