@@ -38,6 +38,16 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+def _fixed_width() -> int | None:
+    """None to follow the terminal's width; a width where the terminal reports none (a
+    pseudo-terminal nobody sized, MLTRAIL_PROGRESS=1 off a terminal)."""
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        columns = 0
+    return None if columns > 0 else 100
+
+
 class Progress:
     """One progress line: bytes (with a rate) and a count of items (files, runs, objects).
 
@@ -77,6 +87,7 @@ class Progress:
         if self._bar is None and self.enabled and not self._closed:
             from tqdm import tqdm
 
+            width = _fixed_width()
             self._bar = tqdm(
                 desc=self._desc,
                 total=self._total_bytes,
@@ -84,7 +95,9 @@ class Progress:
                 unit_scale=True,
                 unit_divisor=1024,
                 file=sys.stderr,
-                dynamic_ncols=True,
+                dynamic_ncols=width is None,
+                ncols=width,
+                nrows=None if width is None else 24,  # tqdm hides lines below a 0-row screen
                 leave=True,
                 mininterval=0.2,
             )
@@ -114,7 +127,7 @@ class Progress:
             return
         with self._lock:
             self._desc = desc
-            if self._line() is not None:
+            if self._bar is not None:
                 self._bar.set_description_str(desc)
 
     def write(self, text: str) -> None:

@@ -383,19 +383,23 @@ class Restored:
 
 
 def restore_outputs(
-    dvc_root: str | os.PathLike[str], outputs: list[RunOutput], remote: str | None = None
+    dvc_root: str | os.PathLike[str],
+    outputs: list[RunOutput],
+    remote: str | None = None,
+    callback: Any = None,
 ) -> list[Restored]:
     """Check out every output at the hash the run used, fetching what the cache lacks.
 
     Objects come from the local DVC cache, else from the output's remote (or ``remote``, else
     the default remote). When the version the run used is nowhere, the recorded version is
-    restored instead and reported as ``not_exact``.
+    restored instead and reported as ``not_exact``. ``callback`` (an fsspec ``Callback``)
+    follows the fetches from the remote, as DVC reports them.
     """
     results = []
     with dvc_repo(dvc_root) as repo:
         for out in outputs:
             try:
-                results.append(_restore_one(repo, Path(dvc_root), out, remote))
+                results.append(_restore_one(repo, Path(dvc_root), out, remote, callback))
             except Exception as error:
                 logger.debug("restoring %s failed", out.path, exc_info=True)
                 results.append(Restored(out.path, "missing", out.hash, None, error_reason(error)))
@@ -408,7 +412,9 @@ def error_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _restore_one(repo: Any, root: Path, out: RunOutput, remote: str | None) -> Restored:
+def _restore_one(
+    repo: Any, root: Path, out: RunOutput, remote: str | None, callback: Any = None
+) -> Restored:
     from dvc_data.hashfile.checkout import checkout
 
     if out.external:
@@ -423,7 +429,7 @@ def _restore_one(repo: Any, root: Path, out: RunOutput, remote: str | None) -> R
     notes = []
     for value, name in candidates:
         odb = repo.cache.legacy if name == "md5-dos2unix" else repo.cache.local
-        obj, origin = _object(repo, odb, value, name, out.remote or remote, notes)
+        obj, origin = _object(repo, odb, value, name, out.remote or remote, notes, callback)
         if obj is None:
             continue
         checkout(str(root / out.path), repo.fs, obj, odb, force=True, state=repo.state)
@@ -443,12 +449,20 @@ def _restore_one(repo: Any, root: Path, out: RunOutput, remote: str | None) -> R
 
 
 def _object(
-    repo: Any, odb: Any, value: str, name: str, remote: str | None, notes: list[str]
+    repo: Any,
+    odb: Any,
+    value: str,
+    name: str,
+    remote: str | None,
+    notes: list[str],
+    callback: Any = None,
 ) -> tuple[Any, str | None]:
     """The object ``value`` from the cache, fetching it from the remote when needed."""
     from dvc_data.hashfile.hash_info import HashInfo
     from dvc_data.hashfile.transfer import transfer
+    from fsspec.callbacks import DEFAULT_CALLBACK
 
+    callback = callback or DEFAULT_CALLBACK
     info = HashInfo(name, value)
     obj = _complete(odb, info)
     if obj is not None:
@@ -460,9 +474,9 @@ def _object(
         return None, None
     label = f"remote {remote or repo.config['core'].get('remote') or ''}".strip()
     # First the object itself (for a directory, its listing), then a directory's files.
-    transfer(remote_odb, odb, [info], shallow=True)
+    transfer(remote_odb, odb, [info], shallow=True, callback=callback)
     if info.isdir and odb.exists(value):
-        transfer(remote_odb, odb, [info], shallow=False, cache_odb=odb)
+        transfer(remote_odb, odb, [info], shallow=False, cache_odb=odb, callback=callback)
     obj = _complete(odb, info)
     if obj is None:
         notes.append(f"{value} is neither in the DVC cache nor on {label}")

@@ -8,17 +8,34 @@ that logged no run, 2 when the run cannot be reproduced at all (no recorded comm
 from __future__ import annotations
 
 import argparse
+import sys
 
-from mltrail.cli.common import add_tracking_uri
+from mltrail.cli.common import add_json, add_tracking_uri, print_json
 
 HELP = "rerun a run and compare metrics"
 USAGE = "mltrail reproduce RUN_ID [options] [-- COMMAND ...]"
-EPILOG = "-- COMMAND ...: run this instead of the command the run recorded"
+EPILOG = """\
+-- COMMAND ...: run this instead of the command the run recorded
+
+examples:
+  mltrail reproduce RUN_ID                        rerun the recorded command in a new worktree
+  mltrail reproduce RUN_ID --rtol 1e-3 --skip-metric 'time/*'
+  mltrail reproduce RUN_ID --into ../rerun -- python train.py --epochs 2
+  mltrail reproduce RUN_ID --json                 the command's output goes to stderr
+
+exit codes:
+  0  every compared metric matches
+  1  a metric differs, the command failed, or the rerun logged no run
+  2  the run cannot be reproduced at all (no such run, no recorded command, ...)
+"""
+
+#: The ``schema_version`` of ``mltrail reproduce --json``.
+SCHEMA_VERSION = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``mltrail reproduce``; the command after ``--`` lands in ``command``."""
-    parser.add_argument("run_id", metavar="RUN_ID")
+    parser.add_argument("run_id", metavar="RUN_ID", help="the run to rerun")
     parser.add_argument("--into", metavar="DIR", help="worktree to rerun in (default: new)")
     parser.add_argument("--remote", help="git remote to fetch missing commits from")
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance")
@@ -30,30 +47,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-metric", action="append", help="do not compare this metric (a glob; repeatable)"
     )
     parser.set_defaults(command=[])
+    add_json(parser)
     add_tracking_uri(parser)
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
     """Rerun a run in a fresh worktree and compare its final metrics with the original's."""
+    from mltrail import progress as progress_module
     from mltrail.restore import checkout as restore
     from mltrail.restore import reproduce
     from mltrail.store import describe_uri
 
+    as_json = bool(getattr(args, "json", False))
     client, record = restore.open_run(args.tracking_uri, args.run_id)
-    rerun = reproduce.rerun(
-        record,
-        client,
-        command=list(getattr(args, "command", None) or []),
-        into=args.into,
-        remote=args.remote,
-        progress=lambda text: print(text, flush=True),  # before the command's own output
-    )
-    if rerun.exit_code != 0:
+    bar = progress_module.Progress("checkout", enabled=progress_module.wanted(as_json))
+    try:
+        rerun = reproduce.rerun(
+            record,
+            client,
+            command=list(getattr(args, "command", None) or []),
+            into=args.into,
+            remote=args.remote,
+            # Before the command's own output; with --json, stdout is the JSON document alone.
+            progress=(lambda text: None) if as_json else (lambda text: print(text, flush=True)),
+            data_progress=bar,
+            stdout=sys.stderr if as_json else None,
+        )
+    finally:
+        bar.close()
+    payload: dict = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": record.run_id,
+        "checkout": rerun.checkout.as_dict(),
+        "command": rerun.argv,
+        "workdir": str(rerun.workdir) if rerun.workdir else None,
+        "exit_code": rerun.exit_code,
+        "rerun_run_id": None,
+        "rerun_status": None,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "metrics": [],
+        "verdict": "NO_RUN",
+    }
+    if rerun.exit_code != 0 and not as_json:
         print(f"\nThe command exited with status {rerun.exit_code}.")
     if not rerun.runs:
-        print(
-            f"\nThe rerun logged no mltrail run to {describe_uri(record.uri)}: nothing to compare."
-        )
+        if as_json:
+            print_json(payload)
+        else:
+            print(
+                f"\nThe rerun logged no mltrail run to {describe_uri(record.uri)}: "
+                "nothing to compare."
+            )
         return 1
     new = rerun.runs[0]
     rows, matches = reproduce.compare_metrics(
@@ -64,8 +109,20 @@ def reproduce_command(args: argparse.Namespace) -> int:
         args.metric or None,
         args.skip_metric or (),
     )
-    print(f"\nRun {new.info.run_id} ({new.info.status}) reproduces {record.run_id}:")
-    print(reproduce.format_comparison(rows))
     verdict = "MATCH" if matches and rerun.exit_code == 0 else "MISMATCH"
-    print(f"\n{verdict} (rtol={args.rtol:g}, atol={args.atol:g})")
+    if as_json:
+        payload.update(
+            rerun_run_id=new.info.run_id,
+            rerun_status=new.info.status,
+            verdict=verdict,
+            metrics=[
+                {"key": key, "original": old, "rerun": value, "ok": ok}
+                for key, old, value, ok in rows
+            ],
+        )
+        print_json(payload)
+    else:
+        print(f"\nRun {new.info.run_id} ({new.info.status}) reproduces {record.run_id}:")
+        print(reproduce.format_comparison(rows))
+        print(f"\n{verdict} (rtol={args.rtol:g}, atol={args.atol:g})")
     return 0 if verdict == "MATCH" else 1

@@ -33,6 +33,7 @@ from mltrail.capture import git as git_capture
 from mltrail.capture.snapshot import REF_PREFIX, ref_name
 from mltrail.digest import file_sha256
 from mltrail.errors import MltrailError
+from mltrail.progress import Progress
 from mltrail.query import runs as query
 from mltrail.recording.sanitize import redact_text
 
@@ -280,6 +281,20 @@ class Checkout:
     def exact(self) -> bool:
         return not self.problems and all(r.exact for r in self.data)
 
+    def as_dict(self) -> dict[str, Any]:
+        """What was restored, as ``mltrail checkout --json`` prints it."""
+        return {
+            "run_id": self.record.run_id,
+            "target": str(self.target),
+            "exact": self.exact,
+            "commit": self.record.commit,
+            "snapshot": self.record.snapshot,
+            "code": list(self.code),
+            "data": [dataclasses.asdict(item) for item in self.data],
+            "notes": list(self.notes),
+            "problems": list(self.problems),
+        }
+
     def report(self) -> str:
         run = self.record.run
         name = f" ({run.info.run_name})" if run.info.run_name else ""
@@ -317,8 +332,10 @@ def checkout(
     remote: str | None = None,
     dvc_remote: str | None = None,
     cwd: str | os.PathLike[str] = ".",
+    progress: Progress | None = None,
 ) -> Checkout:
-    """Restore ``record``'s code and data into ``into`` (a new worktree) or the current repo."""
+    """Restore ``record``'s code and data into ``into`` (a new worktree) or the current repo;
+    ``progress`` counts the data files and bytes fetched from the DVC remote."""
     if not record.code_rev:
         raise MltrailError(
             f"Run {record.run_id} recorded no git commit: its code cannot be restored (was it "
@@ -353,7 +370,9 @@ def checkout(
         )
     else:
         result.notes.append(f"remove the worktree with `git worktree remove --force {target}`")
-    _restore_data(record, target, source if into is not None else None, dvc_remote, result)
+    _restore_data(
+        record, target, source if into is not None else None, dvc_remote, result, progress
+    )
     result.notes.append(_environment_note(record))
     return result
 
@@ -484,6 +503,7 @@ def _restore_data(
     source: Path | None,
     dvc_remote: str | None,
     result: Checkout,
+    progress: Progress | None = None,
 ) -> None:
     if not record.outputs:
         return
@@ -495,7 +515,10 @@ def _restore_data(
         source_dvc = source / record.dvc_prefix if record.dvc_prefix else source
         if (source_dvc / ".dvc").is_dir():
             datasnap.share_cache(dvc_root, source_dvc)
-    result.data = datasnap.restore_outputs(dvc_root, record.outputs, dvc_remote)
+    callback = progress.dvc_callback() if progress is not None else None
+    if progress is not None:
+        progress.describe(f"checkout {len(record.outputs)} DVC output(s)")
+    result.data = datasnap.restore_outputs(dvc_root, record.outputs, dvc_remote, callback)
 
 
 def _environment_note(record: RunRecord) -> str:

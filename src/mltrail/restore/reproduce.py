@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.errors import MltrailError
+from mltrail.progress import Progress
 from mltrail.query import runs as query
 from mltrail.query.display import number, table
 from mltrail.restore import checkout as restore
@@ -83,6 +84,8 @@ class Rerun:
     checkout: restore.Checkout  #: the worktree the command ran in, and how exactly
     exit_code: int  #: the command's
     runs: list[Any]  #: the runs it logged to the store, oldest first (tagged ``TAG``)
+    argv: list[str] = dataclasses.field(default_factory=list)  #: the command that ran
+    workdir: Path | None = None  #: the folder it ran in
 
 
 def rerun(
@@ -92,6 +95,8 @@ def rerun(
     into: str | os.PathLike[str] | None = None,
     remote: str | None = None,
     progress: Callable[[str], None] = print,
+    data_progress: Progress | None = None,
+    stdout: Any = None,
 ) -> Rerun:
     """Restore ``record``'s code and data into a worktree and run its command there again.
 
@@ -103,6 +108,9 @@ def rerun(
         remote: the git remote to fetch missing commits from.
         progress: receives the checkout report and the command line, before the command's
             own output.
+        data_progress: counts the data fetched for the checkout; closed before the command
+            starts.
+        stdout: where the command's standard output goes (default: this process's).
 
     Raises:
         MltrailError: when the run recorded no command that can be run again.
@@ -119,7 +127,11 @@ def rerun(
             restore.ensure_code(source, record, remote)
             _check_script(record, script, restore.has_file(source, record.code_rev, script))
     into = into or tempfile.mkdtemp(prefix=f"mltrail-reproduce-{record.run_id[:8]}-")
-    result = restore.checkout(record, into=into, remote=remote)
+    try:
+        result = restore.checkout(record, into=into, remote=remote, progress=data_progress)
+    finally:
+        if data_progress is not None:
+            data_progress.close()
     progress(result.report())
     if not result.exact:
         progress("warning: the rerun starts from code or data that differ from the run's.")
@@ -129,12 +141,12 @@ def rerun(
     argv = [arg.replace("{root}", str(result.target), 1) for arg in argv]
     progress(f"\nRunning in {workdir}: {' '.join(argv)}")
     started = int(time.time() * 1000) - 1000
-    process = subprocess.Popen(argv, cwd=workdir, env=_environment(record))
+    process = subprocess.Popen(argv, cwd=workdir, env=_environment(record), stdout=stdout)
     code = process.wait()
     new = _new_runs(client, record.uri, process.pid, started)
     for run in new:
         client.set_tag(run.info.run_id, TAG, record.run_id)
-    return Rerun(result, code, new)
+    return Rerun(result, code, new, argv, workdir)
 
 
 def _check_script(record: restore.RunRecord, script: str, found: bool) -> None:
