@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 optuna = pytest.importorskip("optuna")
-lgb = pytest.importorskip("lightgbm")
 
 import mltrail  # noqa: E402
-from mltrail.integrations.lightgbm import TrailCallback as LightGBMCallback  # noqa: E402
 from mltrail.integrations.optuna import RUN_ID_ATTR, TrailCallback  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -124,6 +122,9 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
 def test_trainings_inside_the_objective_are_the_trial_runs_in_parallel_multi_objective(
     client,
 ) -> None:
+    lgb = pytest.importorskip("lightgbm")  # the trainings inside the objective
+    from mltrail.integrations.lightgbm import TrailCallback as LightGBMCallback
+
     x, y = _data()
 
     def train(trial) -> tuple[float, float]:
@@ -169,6 +170,7 @@ def test_trainings_inside_the_objective_are_the_trial_runs_in_parallel_multi_obj
 
 
 def test_autolog_records_the_study_and_its_trainings_and_a_failing_objective(client) -> None:
+    lgb = pytest.importorskip("lightgbm")
     x, y = _data()
 
     def train(trial) -> float:
