@@ -286,6 +286,8 @@ class TrailCallback:
                     system_metrics=False,
                     tags={"mltrail.framework": "optuna"},
                 )
+                run.log_params(trial.params)  # in the store before the training reads the run
+                run.flush()
                 self._trials[trial.number] = run
             return run.run_id
 
