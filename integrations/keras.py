@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import glob
 import inspect
+import json
+import logging
 import re
 import time
 import weakref
@@ -57,6 +59,8 @@ from mltrail.adapters import (
     pinned_requirements,
     stable_copy,
 )
+
+logger = logging.getLogger("mltrail.keras")
 
 __all__ = ["TrailCallback", "autolog_patches"]
 
@@ -256,6 +260,9 @@ class TrailCallback(keras.callbacks.Callback):
             session.end(error)
 
     def _log_final_model(self, trail: Trail) -> None:
+        if not _serialisable(self.model):
+            self._log_weights(trail)
+            return
         example = output = None
         with self._session.guarded("taking an input example"):
             example = _example(self._fit.get("x"))
@@ -269,6 +276,26 @@ class TrailCallback(keras.callbacks.Callback):
             output_example=output,
             background=False,  # the model must not change while it is serialised
             pip_requirements=pinned_requirements("keras", keras.backend.backend(), "numpy"),
+        )
+
+    def _log_weights(self, trail: Trail) -> None:
+        """A model without ``get_config`` cannot be an MLflow Model: log its weights and class,
+        which rebuild it (``Net(...)``, call it once on an input, ``load_weights``)."""
+        kind = type(self.model)
+        folder = self._session.temp_dir() / "model"
+        folder.mkdir()
+        self.model.save_weights(str(folder / "model.weights.h5"))
+        (folder / "class.json").write_text(
+            json.dumps(
+                {"class": f"{kind.__module__}.{kind.__qualname__}", "keras": keras.__version__}
+            )
+        )
+        trail.log_artifact(folder, "model")
+        logger.warning(
+            "mltrail: %s has no get_config(), so it is logged as weights (model/model.weights.h5) "
+            "and its class, not as an MLflow Model; implement get_config() to log a model that "
+            "loads on its own.",
+            kind.__qualname__,
         )
 
     def _early_stops(self) -> list[EarlyStop]:
@@ -316,8 +343,13 @@ class TrailCallback(keras.callbacks.Callback):
 
     def _save(self, name: str, aliases: tuple[str, ...], step: int, metrics: Any) -> None:
         started = time.monotonic()
+        if not _serialisable(self.model):  # a subclassed model: its weights, loaded into its class
+            name = name.replace(".keras", ".weights.h5")
         path = self._session.temp_dir() / name
-        self.model.save(str(path))
+        if name.endswith(".weights.h5"):
+            self.model.save_weights(str(path))
+        else:
+            self.model.save(str(path))
         self._save_cost = time.monotonic() - started
         self._save_seconds += self._save_cost
         self._session.trail.log_checkpoint(  # type: ignore[union-attr]
@@ -440,6 +472,15 @@ def _variables(model: keras.Model) -> list[Any]:
     """Everything ``model.save`` writes that training changes."""
     optimizer = getattr(model, "optimizer", None)
     return [*model.variables, *(optimizer.variables if optimizer is not None else ())]
+
+
+def _serialisable(model: keras.Model) -> bool:
+    """Whether Keras can save the whole model (a subclassed one without ``get_config`` cannot)."""
+    try:
+        model.get_config()
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _state(model: keras.Model) -> list[np.ndarray]:

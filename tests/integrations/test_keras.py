@@ -368,3 +368,45 @@ def test_autolog_injects_a_callback_and_reverts(client):
     assert [s for s, _ in history(client, injected.info.run_id, "val_loss")] == [0, 1]
     model().fit(x, y, epochs=1, verbose=0)  # after disable: nothing recorded
     assert len(client.search_runs([exp.experiment_id])) == 2
+
+
+class Subclassed(keras.Model):
+    """A subclassed model whose constructor takes an argument and that has no get_config()."""
+
+    def __init__(self, units):
+        super().__init__()
+        self.hidden = keras.layers.Dense(units, activation="relu")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, inputs):
+        return self.out(self.hidden(inputs))
+
+
+def test_subclassed_model_gets_weights_checkpoints_and_a_loadable_model(client, tmp_path, caplog):
+    x, y = data()
+    keras.utils.set_random_seed(0)
+    net = Subclassed(8)
+    net.compile(optimizer="adam", loss="mse")
+    callback = TrailCallback(experiment=EXPERIMENT, monitor="loss")
+    with caplog.at_level("WARNING", logger="mltrail"):
+        net.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])
+    run = client.get_run(callback.run_id)
+    assert run.info.status == "FINISHED"
+    assert "mltrail.errors" not in run.data.tags
+    index = json.loads(
+        Path(client.download_artifacts(callback.run_id, "checkpoints/index.json", str(tmp_path)))
+        .read_text()
+    )
+    assert index["aliases"]["best"] == "checkpoints/best.weights.h5"
+    model_files = {f.path for f in client.list_artifacts(callback.run_id, "model")}
+    assert model_files == {"model/model.weights.h5", "model/class.json"}
+    folder = Path(client.download_artifacts(callback.run_id, "model", str(tmp_path / "model")))
+    kind = json.loads((folder / "class.json").read_text())["class"]
+    assert kind.endswith(".Subclassed")
+    # Rebuilt from its class, the model holds the trained weights.
+    rebuilt = Subclassed(8)
+    rebuilt(x[:1])
+    rebuilt.load_weights(str(folder / "model.weights.h5"))
+    assert_weights(rebuilt, [np.array(w) for w in net.get_weights()])
+    warned = [r.getMessage() for r in caplog.records if "get_config" in r.getMessage()]
+    assert len(warned) == 1 and "model.weights.h5" in warned[0]
