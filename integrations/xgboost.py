@@ -285,6 +285,10 @@ class TrailCallback(TrainingCallback):
             return
         config = json.loads(_booster(model, self._call).save_config())
         trail.log_dict(config, "xgboost/config.json")
+        # What it ran on: XGBoost falls back from a GPU it cannot find to the CPU.
+        device = config["learner"].get("generic_param", {}).get("device")
+        if device:
+            trail.log_params({"device_used": device})
         if self._call.api == "cv":
             return  # no single final model: one booster per fold
         if self.log_model:

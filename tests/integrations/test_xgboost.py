@@ -9,6 +9,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -342,6 +343,17 @@ def test_a_reused_callback_starts_a_new_run(client, dtrain) -> None:
     assert callback.run_id != first
     assert client.get_run(first).info.status == "FINISHED"
     assert client.get_run(callback.run_id).info.status == "FINISHED"
+
+
+def test_the_device_it_ran_on_is_recorded_next_to_the_one_asked_for(client, dtrain) -> None:
+    callback = TrailCallback(experiment="xgb", **LIGHT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # XGBoost's own note when it falls back to the CPU
+        booster = xgb.train({**PARAMS, "device": "cuda"}, dtrain, 2, callbacks=[callback])
+    ran_on = json.loads(booster.save_config())["learner"]["generic_param"]["device"]
+    params = client.get_run(callback.run_id).data.params
+    assert params["device"] == "cuda"
+    assert params["device_used"] == ran_on  # "cpu" without a GPU, "cuda:0" with one
 
 
 class Boom(xgb.callback.TrainingCallback):
