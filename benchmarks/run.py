@@ -49,6 +49,8 @@ PACKAGES = (
     "torch",
     "keras",
     "xgboost",
+    "lightgbm",
+    "optuna",
     "scikit-learn",
     "dvc",
     "dvclive",
@@ -171,6 +173,11 @@ CASES: dict[str, tuple[str, dict[str, list[str]]]] = {
             "smoke": ["--rounds", "5", "--rows", "500", "--repeats", "1"],
         },
     ),
+    "lightgbm": (
+        "bench_lightgbm.py",
+        {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]},
+    ),
+    "optuna": ("bench_optuna.py", {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]}),
     "sklearn": (
         "bench_sklearn.py",
         {"full": [], "quick": ["--quick"], "smoke": ["--quick", "--rows", "300", "--repeats", "1"]},
@@ -560,6 +567,53 @@ def summarise_xgboost(r: dict[str, Any], case: str) -> list[Row]:
     return rows
 
 
+def summarise_lightgbm(r: dict[str, Any], case: str) -> list[Row]:
+    rows = _overhead_rows(
+        case,
+        f"{r['rounds']} iterations, {r['rows']:,} rows, eval set, 2 metrics",
+        r["seconds"],
+        "none",
+        "mltrail",
+        [("mltrail", "mlflow_autolog", "defaults"), ("mltrail", "dvclive", "defaults")],
+    )
+    for variant, why in (r.get("skipped") or {}).items():
+        rows.append(_row(case, f"{variant}: not measured", "", why.split("\n")[0][:120]))
+    return rows
+
+
+def summarise_optuna(r: dict[str, Any], case: str) -> list[Row]:
+    times, trials = r["seconds"], r["trials"]
+    rows = []
+    if "mltrail" in times:
+        added = (statistics.median(times["mltrail"]) - statistics.median(times["none"])) / trials
+        rows.append(
+            _row(
+                case,
+                f"{trials} trials of a 10 ms objective: study with a child run per trial",
+                _t(_spread_of(times["mltrail"])),
+                "none " + _t(_spread_of(times["none"])),
+                statistics.median(times["mltrail"]) / statistics.median(times["none"]),
+                f"reported: {added * 1000:.0f} ms added per trial",
+            )
+        )
+    if "mltrail" in times and "mlflow_callback" in times:
+        mine, theirs = (statistics.median(times[v]) for v in ("mltrail", "mlflow_callback"))
+        rows.append(
+            _row(
+                case,
+                f"{trials} trials: mltrail vs optuna-integration MLflowCallback",
+                _t(_spread_of(times["mltrail"])),
+                "mlflow_callback " + _t(_spread_of(times["mlflow_callback"])),
+                mine / theirs,
+                "< 1 (below the contender)",
+                mine < theirs,
+            )
+        )
+    for variant, why in (r.get("skipped") or {}).items():
+        rows.append(_row(case, f"{variant}: not measured", "", why.split("\n")[0][:120]))
+    return rows
+
+
 def summarise_sklearn(r: dict[str, Any], case: str) -> list[Row]:
     rows = []
     for workload, times in r["seconds"].items():
@@ -772,6 +826,8 @@ SUMMARISERS: dict[str, Callable[[dict[str, Any], str], list[Row]]] = {
     "lightning": summarise_lightning,
     "keras": summarise_keras,
     "xgboost": summarise_xgboost,
+    "lightgbm": summarise_lightgbm,
+    "optuna": summarise_optuna,
     "sklearn": summarise_sklearn,
     "checkpoints": summarise_checkpoints,
     "scale": summarise_scale,

@@ -10,9 +10,10 @@ In a fresh git + DVC workspace under ``demo-output/`` the demo
    (``mltrail show``) and compares the two (``mltrail diff``): the data versions differ.
 
 Everything stays in ``demo-output/`` (the MLflow store, its artifacts, the workspace) and the
-last lines print the command that opens the MLflow UI on it. Run it again to start over.
+last lines print the commands that restore the first run's code and data and open the MLflow UI
+on the store, each runnable as printed in a fresh shell. Run it again to start over.
 
-    python examples/demo.py [--output DIR] [--rounds N]
+    python examples/demo.py [--output DIR] [--rounds N] [--ui-port PORT]
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPO / "demo-output")
     parser.add_argument("--rounds", type=int, default=40, help="boosting rounds per training")
+    parser.add_argument("--ui-port", type=int, default=5000, help="port of the printed mlflow ui")
     args = parser.parse_args()
     output = args.output.resolve()
     workspace = output / "workspace"
@@ -147,20 +149,45 @@ def main() -> int:
     mltrail("diff", first, second)
 
     heading("Done")
+    into = output / "v1"
+    checkout = (*tool("mltrail"), "checkout", first, "--into", str(into), "--tracking-uri", uri)
+    ui = (*tool("mlflow"), "ui", "--backend-store-uri", uri, "--port", str(args.ui_port))
     print(
         textwrap.dedent(f"""\
         Runs {first} (data v1) and {second} (data v2) are in the MLflow store
           {store}
         with their artifacts in {output / "artifacts"}, and the workspace in
           {workspace}
-        Browse them in the MLflow UI:
-          mlflow ui --backend-store-uri {uri} --port 5000
-        then open http://127.0.0.1:5000 (experiment "{EXPERIMENT}").
-        Get data v1 back as it was for the first run (from inside the workspace):
-          mltrail checkout {first} --into ../v1
+        Get data v1 back as it was for the first run, in a new worktree (paste into a shell):
+          cd {shell((str(workspace),))}
+          {shell(checkout)}
+        Browse the runs in the MLflow UI:
+          {shell((*ui, "--workers", "1"))}
+        then open http://127.0.0.1:{args.ui_port} (experiment "{EXPERIMENT}").
+        To run the commands above marked $ yourself:
+          cd {shell((str(workspace),))}
+          {activate_line()}
+          export MLFLOW_TRACKING_URI={shell((uri,))}
         """)
     )
     return 0
+
+
+def activate_line() -> str:
+    """The line that puts this environment's commands (python, dvc, mltrail) first on PATH."""
+    folder = Path(sys.executable).parent
+    if (folder / "activate").is_file():
+        return shell((".", str(folder / "activate")))
+    return f'export PATH={shlex.quote(str(folder))}:"$PATH"'
+
+
+def tool(name: str) -> tuple[str, ...]:
+    """This environment's ``name`` command by its full path: no activated venv needed."""
+    script = Path(sys.executable).parent / name
+    if script.is_file():
+        return (str(script),)
+    module = {"mltrail": "mltrail.cli"}.get(name, name)
+    return (sys.executable, "-m", module)
 
 
 def shell(command: tuple[str, ...]) -> str:

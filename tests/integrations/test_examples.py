@@ -73,6 +73,35 @@ def test_xgboost_example(client, tmp_path) -> None:
     assert run.data.params["max_depth"] == "3"
 
 
+def test_lightgbm_example(client, tmp_path) -> None:
+    pytest.importorskip("lightgbm")
+    out = run_example(
+        sys.executable, str(EXAMPLES / "lightgbm_example.py"), "--quick",
+        "--experiment", "ex-lightgbm", cwd=tmp_path,
+    )  # fmt: skip
+    run = client.get_run(printed_run(out))
+    assert run.info.status == "FINISHED"
+    assert steps(client, run.info.run_id, "val-binary_logloss") == list(range(8))
+    assert run.data.params["num_leaves"] == "15"
+
+
+def test_optuna_example(client, tmp_path) -> None:
+    pytest.importorskip("optuna")
+    pytest.importorskip("lightgbm")
+    out = run_example(
+        sys.executable, str(EXAMPLES / "optuna_example.py"), "--quick",
+        "--experiment", "ex-optuna", cwd=tmp_path,
+    )  # fmt: skip
+    study = client.get_run(printed_run(out))
+    runs = runs_of(client, "ex-optuna")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
+    assert len(runs) == 5 and len(trials) == 4  # the study and its trials, no other runs
+    for trial in trials:  # each trial's LightGBM training recorded into its run
+        assert steps(client, trial.info.run_id, "val-binary_logloss")
+        assert trial.data.tags["mltrail.optuna.state"] in ("COMPLETE", "PRUNED")
+    assert study.info.status == "FINISHED"
+
+
 def test_keras_example(client, tmp_path) -> None:
     pytest.importorskip("keras")
     out = run_example(
