@@ -148,6 +148,13 @@ class Progress:
         progress = self
 
         class _Bytes(Callback):
+            """One file's bytes; a copy that reports none (a remote folder on a local disk)
+            counts the file's size when it is done."""
+
+            def __init__(self, source: Any) -> None:
+                super().__init__()
+                self.source = source
+
             def relative_update(self, inc: int = 1) -> None:
                 self.value += inc
                 progress.advance(nbytes=inc)
@@ -156,13 +163,21 @@ class Progress:
                 progress.advance(nbytes=max(0, value - self.value))
                 self.value = value
 
+            def close(self) -> None:
+                if self.value == 0:
+                    size = self.size
+                    if not size and isinstance(self.source, str) and os.path.isfile(self.source):
+                        size = os.path.getsize(self.source)
+                    if size:
+                        self.relative_update(int(size))
+
         class _Files(Callback):
             def relative_update(self, inc: int = 1) -> None:
                 self.value += inc
                 progress.advance(items=inc)
 
             def branched(self, path_1: Any, path_2: Any, **kwargs: Any) -> Callback:
-                return _Bytes()
+                return _Bytes(path_1)
 
         return _Files()
 

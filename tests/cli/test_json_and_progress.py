@@ -148,6 +148,16 @@ def test_checkout_json_and_progress(project: dict, tmp_path: Path) -> None:
     assert quiet.returncode == 0, quiet.stdout + quiet.stderr
     assert "restored from remote storage" in quiet.stdout and RATE not in quiet.stderr
 
+    # MLTRAIL_PROGRESS=1 draws it off a terminal too; a remote folder on a local disk reports
+    # no bytes while copying, so each file counts its size once copied.
+    drop_cache(repo)
+    forced = mltrail_cli("checkout", run_id, "--into", str(tmp_path / "forced"), cwd=repo,
+                         progress="1")  # fmt: skip
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    last = forced.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("checkout") and RATE in last and "4 files" in last, forced.stderr
+    assert "192k" in last, forced.stderr
+
     # On a terminal, from the DVC remote served over HTTP (config.local, which the worktree
     # copies, points `storage` there): DVC reports each file's bytes.
     drop_cache(repo)
