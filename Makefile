@@ -1,4 +1,4 @@
-# make demo: the end-to-end story on a local sqlite MLflow store.
+# make demo: the end-to-end story on a local sqlite MLflow store (DEMO_ARGS="--ui-port 5001").
 # make test: ruff + the whole pytest suite.   make bench: benchmarks/ (QUICK=1 for seconds).
 PYTHON ?= python3.11
 VENV := .venv
@@ -25,7 +25,7 @@ test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	MLTRAIL_STRICT=0 $(PY) examples/demo.py
+	MLTRAIL_STRICT=0 $(PY) examples/demo.py $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(if $(QUICK),--quick,)
