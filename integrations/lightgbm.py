@@ -132,6 +132,7 @@ class TrailCallback:
         self._model, self._best, self._stops = env.model, BestTracker(), []
         self._epochs = EpochLog(self._session)
         self._epochs.start(begin, resumed_from=begin)
+        self._call = {"api": "unknown", "args": {}}
         with self._session.guarded("reading the training call"):
             self._call = _read_call(self, sys._getframe(1))
         after = self._call.pop("after", None)  # not kept: its release tells train() is over
@@ -155,9 +156,10 @@ class TrailCallback:
         booster = model.boosters[0] if call["api"] == "cv" else model
         estimator = call.get("estimator")
         params = estimator.get_params() if estimator is not None else {}
-        params.pop("callbacks", None)
+        params = {k: _named(v) for k, v in params.items() if k != "callbacks"}
         stops = early_stopping_params([_settings(cb) for cb in self._stops])
-        trail.log_params({**_config(booster), **call["args"], **params, **env.params, **stops})
+        written = {k: _named(v) for k, v in env.params.items()}  # a custom objective by name
+        trail.log_params({**_config(booster), **call["args"], **params, **written, **stops})
 
     def after_iteration(self, env: Any) -> None:
         """Log one iteration's metrics (and a checkpoint); called by the wrapper, see _Loop."""
@@ -295,6 +297,10 @@ def _read_call(callback: TrailCallback, frame: Any) -> dict[str, Any]:
                 break
         frame = frame.f_back
     return call
+
+
+def _named(value: Any) -> Any:
+    return getattr(value, "__qualname__", type(value).__name__) if callable(value) else value
 
 
 def _config(booster: Any) -> dict[str, str]:
