@@ -187,6 +187,7 @@ CASES: dict[str, tuple[str, dict[str, list[str]]]] = {
         {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]},
     ),
     "scale": ("bench_scale.py", {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]}),
+    "cli": ("bench_cli.py", {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]}),
     "scripts": (
         "bench_scripts.py",
         {
@@ -818,6 +819,29 @@ def summarise_scripts(r: dict[str, Any], case: str) -> list[Row]:
     return rows
 
 
+def summarise_cli(r: dict[str, Any], case: str) -> list[Row]:
+    seconds = r["seconds"]
+    via = {"runs": "runs, through MLflow", "show PREFIX": "show PREFIX, through MLflow"}
+    rows = []
+    for name, value in seconds.items():
+        if "through MLflow" in name or name == "python (floor)":
+            continue
+        other = seconds.get(via.get(name, ""))
+        rows.append(
+            _row(
+                case,
+                f"`mltrail {name}`, a fresh process, default sqlite store of "
+                f"{r['sizes']['runs']:,} runs",
+                _t(value),
+                "through MLflow " + _t(other) if other else "",
+                value["median"] / other["median"] if other else None,
+                f"< {r['target_s']:g} s",
+                value["median"] < r["target_s"],
+            )
+        )
+    return rows
+
+
 SUMMARISERS: dict[str, Callable[[dict[str, Any], str], list[Row]]] = {
     "import": summarise_import,
     "core": summarise_core,
@@ -832,6 +856,7 @@ SUMMARISERS: dict[str, Callable[[dict[str, Any], str], list[Row]]] = {
     "checkpoints": summarise_checkpoints,
     "scale": summarise_scale,
     "scripts": summarise_scripts,
+    "cli": summarise_cli,
 }
 
 

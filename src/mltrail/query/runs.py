@@ -217,7 +217,8 @@ def resolve_commit(rev: str, repo: str | os.PathLike[str] = ".") -> str:
             return rev.lower()
         raise MltrailError(
             f"{Path(repo).resolve()} is not a git repository. Run this inside the repository, "
-            "pass --repo PATH, or give a full commit SHA with --commit."
+            "pass --repo PATH, give a full commit SHA with --commit, or list the runs of any "
+            "commit with --all."
         )
     if stderr.strip() and isinstance(error, git_capture.GitUnavailable) and "dubious" in str(error):
         raise MltrailError(f"Cannot resolve {rev!r}: {error}.")
@@ -779,7 +780,7 @@ def format_show(data: dict[str, Any], show_all: bool = False) -> str:
         details = []
         if ds.get("source_type") not in (None, "dvc"):
             details.append(f"from {ds['source_type']}")
-        if ds.get("context") not in (None, ds["name"], "dvc.snapshot"):
+        if ds.get("context") not in (None, ds["name"], ds.get("source_type"), "dvc.snapshot"):
             details.append(f"context {ds['context']}")
         if source.get("remote"):
             details.append(f"remote {source['remote']}")
