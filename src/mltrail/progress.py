@@ -8,9 +8,12 @@ anyway (for example in a CI log), ``0`` never shows it; ``--json`` always turns 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 ENV = "MLTRAIL_PROGRESS"
@@ -100,6 +103,7 @@ class Progress:
                 nrows=None if width is None else 24,  # tqdm hides lines below a 0-row screen
                 leave=True,
                 mininterval=0.2,
+                position=0,  # one line, whatever other tqdm users (DVC, MLflow) left open
             )
             self._bar.set_postfix_str(self._items_text(), refresh=False)
         return self._bar
@@ -194,3 +198,25 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def dvc_bars(shown: bool) -> Iterator[None]:
+    """DVC's own progress bars (tqdm, on stderr) on or off while the block runs: on for
+    ``push``, whose upload progress only DVC knows; off where mltrail draws its own line."""
+    logger = logging.getLogger("dvc.progress")
+    level = logger.level
+    saved = os.environ.get("DVC_IGNORE_ISATTY")
+    if shown:
+        logger.setLevel(logging.INFO)
+        os.environ["DVC_IGNORE_ISATTY"] = "true"  # MLTRAIL_PROGRESS=1 off a terminal
+    else:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if saved is None:
+            os.environ.pop("DVC_IGNORE_ISATTY", None)
+        else:
+            os.environ["DVC_IGNORE_ISATTY"] = saved

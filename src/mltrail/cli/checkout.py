@@ -43,7 +43,8 @@ def checkout_command(args: argparse.Namespace) -> int:
 
     as_json = bool(getattr(args, "json", False))
     _, record = restore.open_run(args.tracking_uri, args.run_id)
-    with progress.Progress("checkout", enabled=progress.wanted(as_json)) as bar:
+    bar = progress.Progress("checkout", enabled=progress.wanted(as_json))
+    with bar, progress.dvc_bars(False):
         result = restore.checkout(
             record, into=args.into, remote=args.remote, dvc_remote=args.dvc_remote, progress=bar
         )

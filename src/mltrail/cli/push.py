@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from mltrail.cli.common import add_json, print_json
@@ -36,27 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", help="git remote (default: origin)")
     parser.add_argument("--dvc-remote", help="DVC remote (default: the repository's default)")
     add_json(parser)
-
-
-@contextlib.contextmanager
-def _dvc_progress(shown: bool) -> Iterator[None]:
-    """DVC's own progress bars (tqdm, on stderr) on or off for the time of the push."""
-    logger = logging.getLogger("dvc.progress")
-    level = logger.level
-    saved = os.environ.get("DVC_IGNORE_ISATTY")
-    if shown:
-        logger.setLevel(logging.INFO)
-        os.environ["DVC_IGNORE_ISATTY"] = "true"  # MLTRAIL_PROGRESS=1 off a terminal
-    else:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-        if saved is None:
-            os.environ.pop("DVC_IGNORE_ISATTY", None)
-        else:
-            os.environ["DVC_IGNORE_ISATTY"] = saved
 
 
 def push_command(args: argparse.Namespace) -> int:
@@ -89,7 +64,7 @@ def push_command(args: argparse.Namespace) -> int:
             print_json(payload)
         return 0
     try:
-        with _dvc_progress(progress.wanted(as_json)):
+        with progress.dvc_bars(progress.wanted(as_json)):
             pushed = datasnap.push_revisions(dvc_root, commits, args.dvc_remote)
     except Exception as error:
         reason = datasnap.error_reason(error)

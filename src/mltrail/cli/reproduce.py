@@ -62,17 +62,18 @@ def reproduce_command(args: argparse.Namespace) -> int:
     client, record = restore.open_run(args.tracking_uri, args.run_id)
     bar = progress_module.Progress("checkout", enabled=progress_module.wanted(as_json))
     try:
-        rerun = reproduce.rerun(
-            record,
-            client,
-            command=list(getattr(args, "command", None) or []),
-            into=args.into,
-            remote=args.remote,
-            # Before the command's own output; with --json, stdout is the JSON document alone.
-            progress=(lambda text: None) if as_json else (lambda text: print(text, flush=True)),
-            data_progress=bar,
-            stdout=sys.stderr if as_json else None,
-        )
+        with progress_module.dvc_bars(False):
+            rerun = reproduce.rerun(
+                record,
+                client,
+                command=list(getattr(args, "command", None) or []),
+                into=args.into,
+                remote=args.remote,
+                # Before the command's own output; with --json, stdout is the JSON document alone.
+                progress=(lambda text: None) if as_json else (lambda text: print(text, flush=True)),
+                data_progress=bar,
+                stdout=sys.stderr if as_json else None,
+            )
     finally:
         bar.close()
     payload: dict = {
