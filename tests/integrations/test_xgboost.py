@@ -356,6 +356,18 @@ def test_the_device_it_ran_on_is_recorded_next_to_the_one_asked_for(client, dtra
     assert params["device_used"] == ran_on  # "cpu" without a GPU, "cuda:0" with one
 
 
+def test_the_framework_s_warnings_are_shown_at_its_own_lines(client, dtrain) -> None:
+    callback = TrailCallback(experiment="xgb", **LIGHT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xgb.train({**PARAMS, "not_a_param": 1}, dtrain, 2, callbacks=[callback])
+    unused = [w for w in caught if "not_a_param" in str(w.message)]
+    assert unused, [str(w.message) for w in caught]
+    # XGBoost warns when the adapter first reads the booster: shown at XGBoost's call of the
+    # hook, not at the adapter's line.
+    assert {Path(w.filename).parent.name for w in unused} == {"xgboost"}, unused[0].filename
+
+
 class Boom(xgb.callback.TrainingCallback):
     def __init__(self, error: BaseException, at: int) -> None:
         super().__init__()

@@ -7,15 +7,22 @@ an error inside mltrail never reaches the framework: it is counted into the run'
 :class:`~mltrail.MltrailError` (a mistake the user must fix, such as a run id that does not
 exist) and ``KeyboardInterrupt`` pass through, and in strict mode (``MLTRAIL_STRICT=1``) every
 error is raised, so that tests see it. In the spirit of MLflow's ``ExceptionSafeClass``.
+
+A warning that the framework raises while a hook runs (XGBoost's "Parameters { ... } are not
+used" comes when the adapter first asks the booster anything) would be shown at the adapter's
+line; it is shown at the framework's line that called the hook instead, where it belongs.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from mltrail.errors import MltrailError, process_errors, strict_mode
+from mltrail.errors import MltrailError, MltrailWarning, process_errors, strict_mode
 
 C = TypeVar("C", bound=type)
 
@@ -63,8 +70,14 @@ def _safe(method: Callable[..., Any], name: str, keep_first: bool, session: str)
     if getattr(method, "__mltrail_safe__", False):
         return method
 
+    adapter_file = method.__code__.co_filename
+
     @functools.wraps(method)
     def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1)
+        shown = warnings.showwarning
+        ours = _shown_at(shown, adapter_file, caller.f_code.co_filename, caller.f_lineno)
+        warnings.showwarning = ours
         try:
             return method(self, *args, **kwargs)
         except MltrailError:
@@ -78,6 +91,29 @@ def _safe(method: Callable[..., Any], name: str, keep_first: bool, session: str)
             else:
                 process_errors.report(f"{type(self).__name__}.{name}", error)
             return args[0] if keep_first and args else None
+        finally:
+            if warnings.showwarning is ours:  # another thread may have put its own since
+                warnings.showwarning = shown
 
     hook.__mltrail_safe__ = True  # type: ignore[attr-defined]
     return hook
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../mltrail
+
+
+def _shown_at(show: Any, adapter_file: str, filename: str, lineno: int) -> Any:
+    """``warnings.showwarning`` that shows the framework's warnings raised inside a hook (at
+    the adapter's or mltrail's lines) at ``filename:lineno``, the framework's call of the hook.
+    mltrail's own warnings stay where they are."""
+
+    def showwarning(
+        message: Any, category: Any, at: str, line_number: int, file: Any = None, line: Any = None
+    ) -> Any:
+        if (at == adapter_file or at.startswith(_PACKAGE)) and not issubclass(
+            category, MltrailWarning
+        ):
+            at, line_number, line = filename, lineno, None
+        return show(message, category, at, line_number, file, line)
+
+    return showwarning
