@@ -27,20 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def which_command(args: argparse.Namespace) -> int:
     """Print the runs that logged a file with this content; exit 1 when there is none."""
-    from mltrail.digest import file_sha256
     from mltrail.errors import MltrailError
     from mltrail.query import runs as query
-    from mltrail.recording.trail import SHA256_TAG_PREFIX
-    from mltrail.restore.checkout import FileRuns
+    from mltrail.restore import checkout as restore
     from mltrail.store import describe_uri
 
     path = Path(args.path)
     if not path.is_file():  # before opening the store: a typo answers at once
         raise MltrailError(f"{path} is not a file.")
     client, uri = query.open_store(args.tracking_uri)
-    digest = file_sha256(path)
-    key = SHA256_TAG_PREFIX + digest[:16]
-    found = FileRuns(digest, key, query.runs_with_tag(client, uri, key))
+    found = restore.runs_with_file(client, uri, path)
     if args.json:
         runs = [
             {"run_id": r.info.run_id, "artifact": r.data.tags.get(found.tag), **query.show_data(

@@ -586,7 +586,5 @@ def runs_with_file(client: Any, uri: str, path: Path) -> FileRuns:
     from mltrail.recording.trail import SHA256_TAG_PREFIX
 
     digest = file_sha256(path)
-    experiments = query.experiment_names(client, uri, None)
     key = SHA256_TAG_PREFIX + digest[:16]
-    runs = query.search_runs(client, uri, list(experiments), f"tags.`{key}` LIKE '%'", 100)
-    return FileRuns(digest, key, runs)
+    return FileRuns(digest, key, query.runs_with_tag(client, uri, key))
