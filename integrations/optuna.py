@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import sys
 import threading
@@ -196,14 +197,7 @@ class TrailCallback:
         folder = self._session.temp_dir()
         if len(study.directions) == 1:
             with self._session.guarded("plotting the optimization history"):
-                from matplotlib import pyplot
-                from optuna.visualization.matplotlib import plot_optimization_history
-
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    axes = plot_optimization_history(study)
-                axes.figure.savefig(folder / "optimization_history.png", bbox_inches="tight")
-                pyplot.close(axes.figure)
+                _history_plot(study, done, folder / "optimization_history.png")
                 trail.log_artifact(folder / "optimization_history.png", "optuna")
         try:  # may fail on few trials or dynamic search spaces (Optuna < 5: scikit-learn)
             names = _value_names(study)
@@ -293,6 +287,23 @@ class TrailCallback:
 
     def __repr__(self) -> str:
         return f"TrailCallback(run={self.run_id!r})"
+
+
+def _history_plot(study: Any, trials: list[Any], path: Any) -> None:
+    """Each complete trial's value and the best so far, by trial number (as Optuna plots it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    numbers, values = [t.number for t in trials], [t.value for t in trials]
+    better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.scatter(numbers, values, s=14, label="value")
+    axes.step(numbers, list(itertools.accumulate(values, better)), "C1", where="post", label="best")
+    axes.set(xlabel="trial", ylabel="value", title=f"Optimization history of {study.study_name}")
+    axes.legend()
+    figure.savefig(path, dpi=100)
 
 
 def _value_names(study: Any) -> list[str]:
