@@ -280,6 +280,10 @@ def _read_call(callback: TrailCallback, frame: Any) -> dict[str, Any]:
         if name in ("train", "cv") and frame.f_globals.get("__name__") == "lightgbm.engine":
             call.update(api=name, after=local.get("callbacks_after_iter"))
             call["args"]["num_boost_round"] = local.get("num_boost_round")
+            metrics = local.get("feval") or []  # custom metrics, by name
+            for feval in metrics if isinstance(metrics, list | tuple) else [metrics]:
+                name = _named(getattr(feval, "func", feval))  # the sklearn API wraps them
+                call["args"]["feval"] = [*call["args"].get("feval", []), name]
             data = local.get("train_set")
             call["example"] = callback._example
             if call["example"] is None and data is not None and data.data is not None:

@@ -359,6 +359,9 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
                 return objective(trial)
 
         bound.arguments.update(callbacks=callbacks, func=recorded)
+        study = bound.arguments["self"]
+        with callback._session.guarded("starting the study's run"):  # not in a timeout's time
+            callback._open(study, len(study.get_trials(deepcopy=False)), None)
         try:
             result = call_original(*bound.args, **bound.kwargs)
         except BaseException as error:
