@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,7 +159,10 @@ def test_modified_data_is_stored_and_recorded(
     assert contexts[("data.csv", "dvc.snapshot")] == new_csv
     assert ("data.csv", "dvc") in contexts
     assert main(["show", run.run_id]) == 0
-    assert f"  data.csv  {new_csv}  [used: modified, stored by mltrail]" in capsys.readouterr().out
+    shown = capsys.readouterr().out  # a table: columns as wide as their longest value
+    assert re.search(
+        rf"^  data\.csv +{new_csv} +\[used: modified, stored by mltrail\]$", shown, re.M
+    )
 
     # The data the run used, as restore sees it.
     used = {o.path: o for o in datasnap.run_outputs(record)}
