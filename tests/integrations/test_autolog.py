@@ -92,7 +92,14 @@ SCRIPTS = {
         trainer.fit(Regressor(), data)
     """,
 }
-MODULES = {"sklearn": "sklearn", "xgboost": "xgboost", "keras": "keras", "lightning": "lightning"}
+MODULES = {
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "keras": "keras",
+    "lightning": "lightning",
+    "lightgbm": "lightgbm",
+    "optuna": "optuna",
+}
 # What each script records: experiment's run count, one metric with its epoch/round steps.
 EXPECTED = {
     "sklearn": (1, "train/accuracy", [0]),
