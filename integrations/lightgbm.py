@@ -46,6 +46,7 @@ from mltrail.adapters import (
     RunSession,
     called_by_library,
     check_every,
+    data_digest,
     early_stopping_metrics,
     early_stopping_params,
     exception_safe,
@@ -107,6 +108,7 @@ class TrailCallback:
         self._model: Any = None  # the booster being trained
         self._call: dict[str, Any] = {}
         self._example: Any = None  # training rows, given by autolog before LightGBM frees them
+        self._digest: str | None = None  # and their digest
         self._stops: list[Any] = []  # LightGBM's early-stopping callbacks of this training
         self._finalizer: weakref.finalize | None = None
 
@@ -187,7 +189,13 @@ class TrailCallback:
         try:
             self._session.end_after(summary, error)
         finally:
-            self._call, self._model, self._example, self._stops = {}, None, None, []
+            self._call, self._model, self._example, self._digest, self._stops = (
+                {},
+                None,
+                None,
+                None,
+                [],
+            )
 
     def _stopped(self, error: BaseException | None) -> None:
         """End the run for an exception that stopped training (None: one no hook saw)."""
@@ -201,7 +209,7 @@ class TrailCallback:
             "callbacks (booster update, custom objective or metric) that mltrail could not see"
         )
         self._session.end(error, finished=False, reason=reason)
-        self._call, self._model, self._example, self._stops = {}, None, None, []
+        self._call, self._model, self._example, self._digest, self._stops = {}, None, None, None, []
 
     def _log_end(self, trail: Trail, env: Any, stop: Any) -> None:
         stops = [_outcome(cb, env, stop, self._epochs) for cb in self._stops]
@@ -282,12 +290,16 @@ def _read_call(callback: TrailCallback, frame: Any) -> dict[str, Any]:
             call["args"]["num_boost_round"] = local.get("num_boost_round")
             metrics = local.get("feval") or []  # custom metrics, by name
             for feval in metrics if isinstance(metrics, list | tuple) else [metrics]:
-                name = _named(getattr(feval, "func", feval))  # the sklearn API wraps them
-                call["args"]["feval"] = [*call["args"].get("feval", []), name]
+                named = _named(getattr(feval, "func", feval))  # the sklearn API wraps them
+                call["args"]["feval"] = [*call["args"].get("feval", []), named]
             data = local.get("train_set")
-            call["example"] = callback._example
-            if call["example"] is None and data is not None and data.data is not None:
-                call["example"] = head_rows(data.data)
+            call["example"], digest = callback._example, callback._digest
+            if data is not None:  # raw rows only while LightGBM keeps them (free_raw_data)
+                call["args"]["data.train.shape"] = f"{data.num_data()}x{data.num_feature()}"
+                if call["example"] is None:
+                    call["example"] = head_rows(_raw(data.data))
+                digest = digest or _digest(data.data, data.get_label(), data.get_weight())
+            call["args"]["data.train.digest"] = digest or "unknown"
             if isinstance(local.get("init_model"), lightgbm.Booster):
                 call["args"]["init_model"] = "booster"
             elif local.get("init_model") is not None:
@@ -298,9 +310,21 @@ def _read_call(callback: TrailCallback, frame: Any) -> dict[str, Any]:
             owner = local.get("self")
             if isinstance(owner, lightgbm.LGBMModel) and callback in (local.get("callbacks") or ()):
                 call.update(api="sklearn", estimator=owner, example=head_rows(local.get("X")))
+                weight = local.get("sample_weight")
+                call["args"]["data.train.digest"] = _digest(local.get("X"), local.get("y"), weight)
                 break
         frame = frame.f_back
     return call
+
+
+def _raw(rows: Any) -> Any:
+    """Rows in memory (not a file's path)."""
+    return None if isinstance(rows, str | os.PathLike) else rows
+
+
+def _digest(rows: Any, label: Any, weight: Any) -> str | None:
+    """The ``data.train.digest`` of training rows with their labels and weights."""
+    return None if _raw(rows) is None else data_digest(rows, label, weight)
 
 
 def _named(value: Any) -> Any:
@@ -398,9 +422,10 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
                 return call_original(*args, **kwargs)
             callback = TrailCallback(**start, **own)
             rows = bound.arguments.get(data)
-            rows = rows.data if isinstance(rows, lightgbm.Dataset) else rows
-            if not isinstance(rows, str | os.PathLike):  # rows, before LightGBM frees them
-                callback._example = head_rows(rows)
+            if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
+                # before LightGBM frees them: example rows and the data's digest
+                callback._example = head_rows(rows.data)
+                callback._digest = _digest(rows.data, rows.label, rows.weight)
             bound.arguments["callbacks"] = [*callbacks, callback]  # a new list: the user's stays
             try:
                 return call_original(*bound.args, **bound.kwargs)

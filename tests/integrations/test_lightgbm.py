@@ -77,6 +77,7 @@ def test_train_records_params_metrics_early_stopping_checkpoints_model(client, d
     assert params["learning_rate"] == "0.3" and params["num_leaves"] == "4"
     assert params["boosting"] == "gbdt"  # the effective configuration, not only what was written
     assert params["num_boost_round"] == "60"
+    assert params["data.train.shape"] == "200x4"  # rows freed by LightGBM: no digest then
     assert params["early_stopping.patience"] == "3"
     assert params["early_stopping.monitor"] == "val-binary_logloss"
     assert params["early_stopping.mode"] == "min"
@@ -138,6 +139,7 @@ def test_sklearn_api_and_continued_training_go_on_at_the_model_iterations(client
     run = client.get_run(first.run_id)
     assert run.data.tags["mltrail.lightgbm.api"] == "sklearn"
     assert run.data.params["n_estimators"] == "5"
+    assert run.data.params["data.train.digest"] not in ("", "unknown")  # the data, by content
     assert steps(client, first.run_id, "valid_0-binary_logloss") == [0, 1, 2, 3, 4]
     assert "model" in artifact_paths(client, first.run_id)
     # Continued training: a new run whose steps go on from the model's 5 iterations.
