@@ -268,17 +268,20 @@ class TrailCallback:
             run = self._trials.get(trial.number)
             if run is None:
                 kwargs = {
-                    k: v
-                    for k, v in self._session.start_run_kwargs.items()
-                    if k not in ("run_name", "run_id", "tags")
+                    **{
+                        k: v
+                        for k, v in self._session.start_run_kwargs.items()
+                        if k not in ("run_name", "run_id", "tags")
+                    },
+                    "tracking_uri": tracking_uri,
+                    "capture": False,  # the study's run has the provenance
+                    "system_metrics": False,
                 }
                 run = start_run(
-                    **{**kwargs, "tracking_uri": tracking_uri},
                     run_name=f"trial-{trial.number}",
                     parent_run_id=parent.run_id,
-                    capture=False,
-                    system_metrics=False,
                     tags={"mltrail.framework": "optuna"},
+                    **kwargs,
                 )
                 run.log_params(trial.params)  # in the store before the training reads the run
                 run.flush()
