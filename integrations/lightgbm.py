@@ -241,10 +241,11 @@ class TrailCallback:
                 for kind in ("gain", "split")
             }
             trail.log_dict(scores, "lightgbm/feature_importance.json")
-            with self._session.guarded("plotting feature importance"):
-                path = self._session.temp_dir() / "feature_importance.png"
-                importance_plot(scores, path, "LightGBM feature importance (share of total)")
-                trail.log_artifact(path, "lightgbm")
+            trail.log_image(  # drawn on the background thread
+                lambda path: importance_plot(scores, path, "LightGBM feature importance"),
+                "lightgbm/feature_importance.png",
+                what="lightgbm: plotting feature importance",
+            )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TrailCallback:  # sklearn's clone
         return TrailCallback(self._session.given, **self._settings())

@@ -194,11 +194,17 @@ class TrailCallback:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not done:
             return
-        folder = self._session.temp_dir()
-        if len(study.directions) == 1:
-            with self._session.guarded("plotting the optimization history"):
-                _history_plot(study, done, folder / "optimization_history.png")
-                trail.log_artifact(folder / "optimization_history.png", "optuna")
+        if len(study.directions) == 1:  # plots are drawn on the background thread
+            trail.log_image(
+                functools.partial(
+                    _history_plot,
+                    study.direction == optuna.study.StudyDirection.MAXIMIZE,
+                    study.study_name,
+                    [(t.number, t.value) for t in done],
+                ),
+                "optuna/optimization_history.png",
+                what="optuna: plotting the optimization history",
+            )
         try:  # may fail on few trials or dynamic search spaces (Optuna < 5: scikit-learn)
             names = _value_names(study)
             with warnings.catch_warnings():  # "too few trials": the user did not ask for them
@@ -215,9 +221,11 @@ class TrailCallback:
         if not any(scores.values()):
             return  # no params
         trail.log_dict(scores, "optuna/param_importances.json")
-        with self._session.guarded("plotting parameter importances"):
-            importance_plot(scores, folder / "param_importances.png", "Parameter importances")
-            trail.log_artifact(folder / "param_importances.png", "optuna")
+        trail.log_image(
+            lambda path: importance_plot(scores, path, "Parameter importances"),
+            "optuna/param_importances.png",
+            what="optuna: plotting parameter importances",
+        )
 
     # --- trials ----------------------------------------------------------------------------------
 
@@ -292,19 +300,19 @@ class TrailCallback:
         return f"TrailCallback(run={self.run_id!r})"
 
 
-def _history_plot(study: Any, trials: list[Any], path: Any) -> None:
+def _history_plot(maximize: bool, name: str, points: list[tuple[int, float]], path: Any) -> None:
     """Each complete trial's value and the best so far, by trial number (as Optuna plots it)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    numbers, values = [t.number for t in trials], [t.value for t in trials]
-    better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    numbers, values = [n for n, _ in points], [v for _, v in points]
+    better = max if maximize else min
     figure = Figure(figsize=(7, 4))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.scatter(numbers, values, s=14, label="value")
     axes.step(numbers, list(itertools.accumulate(values, better)), "C1", where="post", label="best")
-    axes.set(xlabel="trial", ylabel="value", title=f"Optimization history of {study.study_name}")
+    axes.set(xlabel="trial", ylabel="value", title=f"Optimization history of {name}")
     axes.legend()
     figure.savefig(path, dpi=100)
 
