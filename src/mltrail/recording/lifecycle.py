@@ -113,6 +113,8 @@ def _wait_at_exit(limit: float | None = None) -> None:
     if wait(QUIET_EXIT_WAIT):  # usually done by now: nothing to say
         return
     closing = _still_closing()
+    if not closing:  # done since
+        return
     until = max(deadline for _thread, _trail, deadline in closing)
     if limit is not None:
         until = min(until, time.monotonic() + limit)
