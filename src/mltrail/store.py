@@ -179,6 +179,11 @@ def forget_experiment(tracking_uri: str, name: str | None) -> None:
         _experiments.pop((tracking_uri, name), None)
 
 
+#: Tags of the experiments mltrail creates: MLflow 3's UI files them under model training
+#: (without the kind it may guess "GenAI / Evaluation runs").
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(client: Any, name: str | None, tracking_uri: str) -> str:
     """The id of experiment ``name`` (created if missing), or MLflow's current experiment."""
     if name is None:
@@ -206,7 +211,7 @@ def experiment_id(client: Any, name: str | None, tracking_uri: str) -> str:
             return found.experiment_id
         try:
             return client.create_experiment(
-                name, artifact_location=_artifact_location(tracking_uri)
+                name, artifact_location=_artifact_location(tracking_uri), tags=EXPERIMENT_TAGS
             )
         except Exception:
             found = client.get_experiment_by_name(name)

@@ -60,6 +60,9 @@ def test_params_metrics_and_status(client) -> None:
         "val/AR@100": "val/AR_at_100"
     }
     assert run.data.tags["mltrail.version"] == mltrail.__version__
+    # A training experiment, as MLflow 3's UI files it (not "GenAI / Evaluation runs").
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_changed_param_is_recorded_not_raised(client) -> None:
