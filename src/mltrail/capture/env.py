@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from importlib import metadata
 from typing import Any
 
@@ -68,6 +69,8 @@ ENV_ALLOWLIST = (
 
 # What does not change within a process, read once (see requirements and _machine_gpus).
 _cache: dict[str, Any] = {}
+# Runs starting together (the trainings of a loop) read once, not each on its own.
+_cache_lock = threading.Lock()
 
 _SECRET_FLAG_WORDS = ("password", "token", "secret", "api-key", "api_key", "apikey", "credential")
 
@@ -295,9 +298,10 @@ def variables() -> dict[str, str]:
 
 def _machine_gpus(timeout: float) -> list[dict[str, Any]]:
     """The GPUs, asked once per process (the hardware does not change under a process)."""
-    if "gpus" not in _cache:
-        _cache["gpus"] = gpus(timeout)
-    return copy.deepcopy(_cache["gpus"])
+    with _cache_lock:
+        if "gpus" not in _cache:
+            _cache["gpus"] = gpus(timeout)
+        return copy.deepcopy(_cache["gpus"])
 
 
 def requirements() -> str:
@@ -306,13 +310,14 @@ def requirements() -> str:
     Read once per process while the package folders are unchanged: a script of many trainings
     reads them once, and a ``pip install`` in a notebook session is seen (it changes the
     folder's modification time)."""
-    state = _package_folders()
-    cached = _cache.get("requirements")
-    if cached is not None and cached[0] == state:
-        return cached[1]
-    text = _read_requirements()
-    _cache["requirements"] = (state, text)
-    return text
+    with _cache_lock:
+        state = _package_folders()
+        cached = _cache.get("requirements")
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        text = _read_requirements()
+        _cache["requirements"] = (state, text)
+        return text
 
 
 def _package_folders() -> tuple[tuple[str, int], ...]:

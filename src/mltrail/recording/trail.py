@@ -64,6 +64,9 @@ _MODEL_METADATA = {
     "registered_model_meta",
 }
 _STATUSES = {"FINISHED", "FAILED", "KILLED"}
+#: One model serialised at a time: MLflow fills its map of installed packages on the first save
+#: (seconds), and saves that start together would each fill it while it is empty.
+_SAVING = threading.Lock()
 #: Seconds ``end()`` waits for the crashed-run repair started with the run to queue its records.
 REPAIR_WAIT = 2.0
 
@@ -729,7 +732,8 @@ class Trail:
             defaults = getattr(module, "get_default_pip_requirements", None)
             if defaults is not None:
                 kwargs["pip_requirements"] = defaults()
-        module.save_model(model, str(target), signature=signature, **kwargs)
+        with _SAVING:
+            module.save_model(model, str(target), signature=signature, **kwargs)
         files = [
             f for f in sorted(target.rglob("*")) if f.is_file() and f.name not in _MODEL_METADATA
         ]
