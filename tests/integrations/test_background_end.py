@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.conftest import git, user_env
 
 import mltrail
-from tests.conftest import git, user_env
 
 pytest.importorskip("sklearn")
 xgb = pytest.importorskip("xgboost")
