@@ -394,8 +394,9 @@ def test_subclassed_model_gets_weights_checkpoints_and_a_loadable_model(client, 
     assert run.info.status == "FINISHED"
     assert "mltrail.errors" not in run.data.tags
     index = json.loads(
-        Path(client.download_artifacts(callback.run_id, "checkpoints/index.json", str(tmp_path)))
-        .read_text()
+        Path(
+            client.download_artifacts(callback.run_id, "checkpoints/index.json", str(tmp_path))
+        ).read_text()
     )
     assert index["aliases"]["best"] == "checkpoints/best.weights.h5"
     model_files = {f.path for f in client.list_artifacts(callback.run_id, "model")}
