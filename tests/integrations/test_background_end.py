@@ -111,7 +111,7 @@ def test_a_script_that_fails_after_its_trainings_keeps_their_runs(client, tmp_pa
 
 
 SLOW_MODEL = """
-    import time
+    import os, time
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
     from mltrail.integrations.sklearn import TrackedEstimator
@@ -126,13 +126,13 @@ SLOW_MODEL = """
 
     X, y = load_iris(return_X_y=True)
     started = time.monotonic()
-    TrackedEstimator(SlowToSave(max_iter=300), experiment="slow-save").fit(X, y)
+    TrackedEstimator(SlowToSave(max_iter=300), experiment=os.environ["EXPERIMENT"]).fit(X, y)
     print(f"fit returned after {time.monotonic() - started:.1f} s")
 """
 
 
 def test_exit_waits_for_the_run_being_closed_and_says_so_once(client, tmp_path) -> None:
-    done = run_script(tmp_path, SLOW_MODEL)
+    done = run_script(tmp_path, SLOW_MODEL, EXPERIMENT="slow-save")
     assert done.returncode == 0, done.stderr[-3000:]
     waiting = [line for line in done.stderr.splitlines() if "before exiting" in line]
     assert len(waiting) == 1, done.stderr[-3000:]
@@ -143,11 +143,13 @@ def test_exit_waits_for_the_run_being_closed_and_says_so_once(client, tmp_path) 
 
 
 def test_ending_on_the_training_thread_when_asked(client, tmp_path) -> None:
-    done = run_script(tmp_path, SLOW_MODEL, MLTRAIL_END_IN_BACKGROUND="false")
+    done = run_script(
+        tmp_path, SLOW_MODEL, EXPERIMENT="slow-save-here", MLTRAIL_END_IN_BACKGROUND="false"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     # The model was saved before fit returned: nothing is left to wait for at exit.
     assert "before exiting" not in done.stderr
-    (run,) = runs_of(client, "slow-save")
+    (run,) = runs_of(client, "slow-save-here")
     assert run.info.status == "FINISHED"
 
 

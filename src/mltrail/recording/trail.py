@@ -816,6 +816,9 @@ class Trail:
     def _close_writer(self, status: str) -> None:
         summary: dict[str, Any] = {}
         with guarded("ending the run", self._errors):
+            started = time.monotonic()
+            # The queued work first (the model, plots): its errors count in mltrail.errors.
+            self._writer.flush(self.options.flush_timeout)  # type: ignore[union-attr]
             end_tags: dict[str, Any] = {}
             if self._nonfinite:
                 end_tags["mltrail.metrics.nonfinite"] = json.dumps(dict(self._nonfinite))
@@ -826,8 +829,8 @@ class Trail:
                 self._writer.add(  # type: ignore[union-attr]
                     "status", {"status": status, "end_time": int(time.time() * 1000)}
                 )
-            started = time.monotonic()
-            summary = self._writer.close(self.options.flush_timeout)  # type: ignore[union-attr]
+            left = max(0.0, self.options.flush_timeout - (time.monotonic() - started))
+            summary = self._writer.close(left)  # type: ignore[union-attr]
             if summary.get("spool_path") and not self.offline:
                 # The store may be back after an outage: replay now, in what is left of the budget.
                 left = self.options.flush_timeout - (time.monotonic() - started)
