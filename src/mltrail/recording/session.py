@@ -224,6 +224,7 @@ class RunSession:
         exception inside the framework that was caught); the run ends FAILED with ``reason``.
         A given run is not ended, only flushed, so the adapter's files are sent before its
         temporary folder goes; a joined run is closed with its status left to its owner.
+        Owned and joined runs are closed in the background unless ``end_in_background`` is off.
         """
         trail = self.trail
         self._training = False
