@@ -21,3 +21,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(BLOCK_SIZE), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def tree_sha256(folder: str | os.PathLike[str]) -> str:
+    """The sha256 of a folder: of each file's relative path and sha256, in path order.
+
+    Raises:
+        OSError: when a file cannot be read.
+    """
+    digest = hashlib.sha256()
+    root = os.fspath(folder)
+    for base, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(base, name)
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            digest.update(f"{relative}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,29 @@ def test_a_copy_keeps_its_content_when_the_file_is_rewritten_in_place(tmp_path: 
         file.write(b"epoch 2")
     assert copy.read_bytes() == b"epoch 1"
     assert digest == hashlib.sha256(b"epoch 1").hexdigest()
+
+
+def test_a_checkpoint_folder_is_linked_uploaded_and_indexed(client, tmp_path: Path) -> None:
+    import mltrail
+    from mltrail.digest import tree_sha256
+
+    source = tmp_path / "out" / "checkpoint-4"
+    (source / "sub").mkdir(parents=True)
+    (source / "model.safetensors").write_bytes(b"weights-4")
+    (source / "sub" / "state.json").write_text("{}")
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    copy, digest = stable_copy(source, folder)
+    assert digest is None
+    (source / "model.safetensors").unlink()  # the framework rotates its checkpoints away
+    assert (copy / "model.safetensors").read_bytes() == b"weights-4"
+    with mltrail.start_run(experiment="core", capture=False, system_metrics=False) as trail:
+        trail.log_checkpoint(copy, step=4, metrics={"eval_loss": 0.5}, aliases=("best", "latest"))
+    listed = {a.path for a in client.list_artifacts(trail.run_id, "checkpoints/checkpoint-4")}
+    assert listed == {"checkpoints/checkpoint-4/model.safetensors", "checkpoints/checkpoint-4/sub"}
+    local = Path(client.download_artifacts(trail.run_id, "checkpoints/index.json"))
+    entry = json.loads(local.read_text())["files"]["checkpoints/checkpoint-4"]
+    assert entry["sha256"] == tree_sha256(copy) != tree_sha256(source)
+    assert (entry["step"], entry["size"], entry["metrics"]) == (4, 11, {"eval_loss": 0.5})
+    run = client.get_run(trail.run_id)
+    assert run.data.tags["mltrail.checkpoint.best"] == "checkpoints/checkpoint-4"

@@ -131,11 +131,16 @@ def stable_copy(
     rewrites the file in place (Keras) would tear the upload, so it passes ``link=False``.
     Otherwise a copy, whose sha256 is computed while copying so the file is read once.
 
+    A folder (a Transformers ``checkpoint-N``) is copied as a tree of such links or copies.
+
     Returns:
-        The copy and its sha256 (None for a link: the upload computes it).
+        The copy and its sha256 (None for a link or a folder: the upload computes it).
     """
     source = Path(path)
     target = folder / source.name
+    if source.is_dir():
+        shutil.copytree(source, target, copy_function=_link_or_copy if link else shutil.copy2)
+        return target, None
     if link:
         try:
             os.link(source, target)
@@ -149,3 +154,10 @@ def stable_copy(
             writer.write(block)
     shutil.copystat(source, target)
     return target, digest.hexdigest()
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.config import Options
-from mltrail.digest import file_sha256
+from mltrail.digest import file_sha256, tree_sha256
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
 from mltrail.recording import distributed, lifecycle, scopes
 from mltrail.recording.sanitize import (
@@ -623,19 +623,22 @@ class Trail:
         source: str | os.PathLike[str] | None = None,
         sha256: str | None = None,
     ) -> None:
-        """Upload a checkpoint file in the background under ``checkpoints/``.
+        """Upload a checkpoint file (or folder) in the background under ``checkpoints/``.
 
         ``checkpoints/index.json`` lists every uploaded checkpoint with its step, metrics and
         sha256, and which file each alias ("best", "latest") points to; the tags
         ``mltrail.checkpoint.<alias>`` name the same files. The local file is never touched.
         ``source`` is the file's origin recorded in the index, when ``path`` is a temporary
         link or copy of it; ``sha256`` its digest when already known (computed while copying),
-        so the file is not read once more.
+        so the file is not read once more. A folder (a Transformers ``checkpoint-N``) goes to
+        ``checkpoints/<name>/``, its sha256 taken over its files (:func:`tree_sha256`).
         """
         if not self.enabled:
             return
         path = Path(path)
-        if not path.is_file():
+        folder = path.is_dir()
+        target = f"checkpoints/{path.name}" if folder else "checkpoints"
+        if not folder and not path.is_file():
             # The caller's mistake, not mltrail's: warned about, never raised into training.
             logger.warning(
                 "mltrail: log_checkpoint(%r): no such file; no checkpoint was logged.", str(path)
@@ -645,15 +648,16 @@ class Trail:
         values = {k: metric_value(v) for k, v in (metrics or {}).items()}
 
         def upload() -> None:
-            digest = sha256 or file_sha256(path)
-            self._writer.upload_now(path, "checkpoints", "uploading a checkpoint")  # type: ignore[union-attr]
+            digest = sha256 or (tree_sha256(path) if folder else file_sha256(path))
+            self._writer.upload_now(path, target, "uploading a checkpoint")  # type: ignore[union-attr]
+            files = [f for f in path.rglob("*") if f.is_file()] if folder else [path]
             name = f"checkpoints/{path.name}"
             with self._lock:
                 self._checkpoints["files"][name] = {
                     "step": step,
                     "metrics": values,
                     "sha256": digest,
-                    "size": path.stat().st_size,
+                    "size": sum(f.stat().st_size for f in files),
                     "source": str(source or path),
                 }
                 for alias in aliases:
@@ -666,7 +670,7 @@ class Trail:
         upload.kind = "uploading a checkpoint"  # type: ignore[attr-defined]
         # At an exit that cannot wait for the upload: keep a copy of the file for `mltrail sync`.
         upload.fallback = lambda: self._writer.artifact_for_spool(  # type: ignore[attr-defined,union-attr]
-            {"kind": "artifact", "path": str(path), "artifact_path": "checkpoints"}
+            {"kind": "artifact", "path": str(path), "artifact_path": target}
         )
         self._writer.add_job(upload)  # type: ignore[union-attr]
 
