@@ -6,7 +6,9 @@ framework's configuration; that is all:
 
 - :class:`RunSession`: the ``trail=`` or own-run handshake, start/resume/join/end, the exit
   hook for trainings cut short, error counting into the run's ``mltrail.errors``, a temporary
-  folder per run;
+  folder per run; a resume from a checkpoint passes ``open(run_id=..., restart_step=k + 1)``
+  (the checkpoint holds step ``k``) and the kernel continues, forks or rewinds the run
+  (:mod:`mltrail.recording.restart`);
 - :func:`exception_safe`: every framework hook wrapped once (errors counted, never raised
   into the training; raised with ``MLTRAIL_STRICT=1``);
 - :class:`EpochLog`: the step convention (``step = epoch``, ``step/`` at the global step,

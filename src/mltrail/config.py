@@ -41,6 +41,9 @@ class Options:
             "error" or "ignore".
         end_in_background: adapters end their runs on a thread of their own, so that ``fit``
             returns at once; interpreter exit (or ``mltrail.wait()``) waits for them.
+        fork: resuming a run from a checkpoint older than its last logged step starts a new
+            run forked from it (``mltrail.forked_from``); False continues the old run and
+            records the rewind (``mltrail.rewound_to_step``). See :mod:`mltrail.recording.restart`.
     """
 
     flush_timeout: float = 30.0
@@ -59,6 +62,7 @@ class Options:
     heartbeat_interval: float = 60.0
     already_run: str = "warn"
     end_in_background: bool = True
+    fork: bool = True
 
     @classmethod
     def resolve(cls, **overrides: Any) -> Options:

@@ -191,6 +191,73 @@ def runs_with_tag(client: Any, uri: str, key: str, limit: int = 100) -> list[Any
     return search_runs(client, uri, list(experiments), f"tags.`{key}` LIKE '%'", limit)
 
 
+def runs_tagged(
+    client: Any, uri: str, experiment_ids: list[str], key: str, value: str, limit: int = 100
+) -> list[Any]:
+    """The active runs of ``experiment_ids`` whose tag ``key`` is ``value``, newest first."""
+    if isinstance(client, client_module.LocalClient):
+        try:
+            return client.reader.runs_with_tag(experiment_ids, key, value=value, limit=limit)
+        except (sqlite_reader.Unsupported, sqlite3.Error) as error:
+            logger.debug("searching tag %s through MLflow: %s", key, error)
+            client = client.mlflow
+    escaped = value.replace("'", "")
+    return search_runs(client, uri, experiment_ids, f"tags.`{key}` = '{escaped}'", limit)
+
+
+def fork_links(client: Any, uri: str, run: Any) -> dict[str, Any]:
+    """A run's fork parent (``mltrail.forked_from`` at ``mltrail.forked_at_step``), its forks
+    (runs of its experiment forked from it), and its rewinds (``fork=False`` resumes)."""
+    tags = run.data.tags
+    parent = tags.get("mltrail.forked_from")
+    children = runs_tagged(
+        client, uri, [run.info.experiment_id], "mltrail.forked_from", run.info.run_id
+    )
+    try:
+        rewinds = [int(at) for at, _ in json.loads(tags.get("mltrail.rewinds") or "[]")]
+    except (TypeError, ValueError):
+        rewinds = []
+    return {
+        "forked_from": None
+        if not parent
+        else {"run_id": parent, "step": _int_or_none(tags.get("mltrail.forked_at_step"))},
+        "forks": [
+            {
+                "run_id": child.info.run_id,
+                "step": _int_or_none(child.data.tags.get("mltrail.forked_at_step")),
+            }
+            for child in sorted(children, key=lambda r: r.info.start_time or 0)
+        ],
+        "rewound_to": rewinds,
+        "resumes": _int_or_none(tags.get("mltrail.resume_count")) or 0,
+    }
+
+
+def _current_metrics(client: Any, uri: str, run: Any) -> dict[str, float]:
+    """The run's latest metric values; on a rewound run (``fork=False``), the latest of the
+    points the rewind did not supersede (MLflow's latest may be a superseded one)."""
+    if not run.data.tags.get("mltrail.rewinds"):
+        return dict(run.data.metrics)
+    from mltrail.recording.restart import current_history
+
+    values = {}
+    for key in run.data.metrics:
+        points = store_call(
+            lambda k=key: client.get_metric_history(run.info.run_id, k), uri, "reading metrics"
+        )
+        current = current_history(run, points)
+        if current:
+            values[key] = max(current, key=lambda m: (m.step, m.timestamp)).value
+    return values
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 # --- git ---------------------------------------------------------------------------------------
 
 
@@ -718,8 +785,9 @@ def show_data(client: Any, uri: str, run_id: str) -> dict[str, Any]:
             "versions": env.get("versions"),
         },
         "params": dict(sorted(run.data.params.items())),
-        "metrics": dict(sorted(run.data.metrics.items())),
+        "metrics": dict(sorted(_current_metrics(client, uri, run).items())),
         "fingerprint": tags.get("mltrail.fingerprint"),
+        "lineage": fork_links(client, uri, run),
         "provenance": record,
     }
 
@@ -738,9 +806,9 @@ def format_show(data: dict[str, Any], show_all: bool = False) -> str:
         f"Experiment  {run['experiment']} ({run['experiment_id']})",
         f"Status      {run['status']}, started {_short_time(run['start_time'])}"
         + (f", {run['duration_seconds']:.1f} s" if run["duration_seconds"] is not None else ""),
-        "",
-        "Code",
     ]
+    lines += _lineage_lines(data.get("lineage") or {})
+    lines += ["", "Code"]
     if code["commit"]:
         branch = f" (branch {code['branch']})" if code["branch"] else " (detached HEAD)"
         lines.append(f"  commit    {code['commit']}{branch}")
@@ -831,6 +899,25 @@ def format_show(data: dict[str, Any], show_all: bool = False) -> str:
     if data["fingerprint"]:
         lines += ["", f"Fingerprint {data['fingerprint']}"]
     return "\n".join(lines)
+
+
+def _lineage_lines(lineage: dict[str, Any]) -> list[str]:
+    """The fork parent, forks, rewinds and resumes of a run, under its status line."""
+    lines = []
+    parent = lineage.get("forked_from")
+    if parent:
+        lines.append(f"Lineage     forked from  {parent['run_id']} at step {parent['step']}")
+    for child in lineage.get("forks") or []:
+        label = "Lineage     " if not lines else "            "
+        lines.append(f"{label}fork         {child['run_id']} at step {child['step']}")
+    if lineage.get("rewound_to"):
+        label = "Lineage     " if not lines else "            "
+        steps = ", ".join(str(s) for s in lineage["rewound_to"])
+        lines.append(f"{label}rewound to   step {steps} (fork=False)")
+    if lineage.get("resumes"):
+        label = "Lineage     " if not lines else "            "
+        lines.append(f"{label}resumed      {lineage['resumes']} time(s)")
+    return lines
 
 
 def _short_time(text: str | None) -> str:

@@ -131,6 +131,9 @@ class RunSession:
         tracking_uri: str | None = None,
         tags: Mapping[str, Any] | None = None,
         light: bool = False,
+        restart_step: int | None = None,
+        checkpoint: str | None = None,
+        global_step: int | None = None,
     ) -> Trail:
         """The Trail to record into: the given one, or a run this session starts.
 
@@ -141,6 +144,12 @@ class RunSession:
             tracking_uri: the store of ``run_id`` when it is not the configured one.
             tags: more tags for the run (``mltrail.framework`` is always set).
             light: no provenance capture and no system metrics (adding to a run that has them).
+            restart_step: when resuming a run (``run_id``, or the start-run arguments'), the
+                first step this training logs: the checkpoint holds the state after step
+                ``restart_step - 1``. Restarting before the run's last step forks the run, or
+                with ``fork=False`` rewinds it (see :mod:`mltrail.recording.restart`).
+            checkpoint: the checkpoint file the training resumes from (``mltrail.resumed_from``).
+            global_step: the optimizer step of that checkpoint (``step/`` values copied to a fork).
 
         Raises:
             MltrailError: when the given Trail has ended, or ``run_id`` does not exist.
@@ -156,7 +165,9 @@ class RunSession:
             if not self.given.attached_tags.get("mltrail.framework"):
                 self.given.set_tags({"mltrail.framework": self.framework})
             return self.given
-        return self._start(run_id, join, tracking_uri, tags, light)
+        return self._start(
+            run_id, join, tracking_uri, tags, light, (restart_step, checkpoint, global_step)
+        )
 
     def _start(
         self,
@@ -165,6 +176,7 @@ class RunSession:
         tracking_uri: str | None,
         tags: Mapping[str, Any] | None,
         light: bool,
+        restart: tuple[int | None, str | None, int | None] = (None, None, None),
     ) -> Trail:
         """Start, resume or join a run with this session's start-run arguments (see open)."""
         if self._given_run is not None:  # a copy of a session given a Trail (copies_join)
@@ -184,7 +196,21 @@ class RunSession:
             kwargs["tracking_uri"] = tracking_uri
         if light:
             kwargs.update(capture=False, system_metrics=False)
-        self.trail = start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
+        restart_step, checkpoint, global_step = restart
+        resuming = kwargs.get("run_id") is not None and not join and self._given_run is None
+        if resuming and restart_step is not None:  # continue, fork or rewind: the kernel decides
+            from mltrail.recording.restart import open_resumed
+
+            self.trail = open_resumed(
+                kwargs.pop("run_id"),
+                restart_step,
+                tags=run_tags,
+                checkpoint=checkpoint,
+                global_step=global_step,
+                **kwargs,
+            )
+        else:
+            self.trail = start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
         self.owns = not (join and run_id is not None)
         self.last_run_id = self.trail.run_id
         self.last_tracking_uri = self.trail.tracking_uri or None

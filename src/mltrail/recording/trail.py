@@ -454,6 +454,16 @@ class Trail:
                 raise
             self._errors.report("logging metrics", error)
 
+    @guard("copying metric history")
+    def log_metric_history(self, points: Iterable[tuple[str, float, int, int]]) -> None:
+        """Log metric points that already have their time: ``(key, value, timestamp_ms, step)``
+        (a fork's copy of its parent's history keeps the original timestamps)."""
+        if not self.enabled:
+            return
+        items = [(self._keys(k), float(v), int(ts), int(s)) for k, v, ts, s in points]
+        if items:
+            self._writer.add_metrics(items)  # type: ignore[union-attr]
+
     def _user_step(self, step: Any) -> int | None:
         """A ``step`` given as another integral type (numpy, 3.0), or None (the keys' next steps)
         with one warning naming a value that is no step at all (``step="five"``)."""
