@@ -29,6 +29,13 @@ package list) runs on a daemon thread and lands on the run through the same :cla
   ({argv, entry_script, cwd}), ``variables`` (allow-listed), ``versions`` (mltrail, mlflow,
   dvc), ``packages`` (count; the list is ``mltrail/requirements.txt``).
 - ``fingerprint``: ``value`` and its ``code``, ``data`` and ``params`` components.
+- ``notebook`` (a run started in a Jupyter kernel, else null): ``path``, ``found_by``,
+  ``reason``, ``kernel_id``, ``cells``, ``sha256``, ``bytes``, ``artifact``,
+  ``history_artifact`` (see :mod:`mltrail.capture.notebook`).
+- ``hydra`` (a run inside a Hydra app, else null): ``job_name``, ``multirun``, ``role``,
+  ``job_num``, ``overrides``, ``choices``, ``config_name``, ``output_dir``, ``sweep_dir``,
+  ``original_cwd``, ``output_subdir``, ``rerun_args``, ``excluded``, ``config_artifact``
+  (see :mod:`mltrail.capture.hydra`).
 - ``timing``: ``calling_thread_seconds``, ``background_seconds``.
 """
 
@@ -158,6 +165,8 @@ class RunProvenance:
         self.fingerprint: dict[str, Any] | None = None
         self.data_snapshot: Any = None  # mltrail.capture.datasnap.DataSnapshot, with snapshot_data
         self.already: Any = None  # mltrail.capture.already_run.AlreadyRunCheck
+        self.notebook: Any = None  # mltrail.capture.notebook.NotebookInfo, in a Jupyter kernel
+        self.hydra: Any = None  # mltrail.capture.hydra.HydraInfo, inside a Hydra app
         self._trail = trail
         self._lock = threading.Lock()
         self._closed = False
@@ -193,7 +202,8 @@ class RunProvenance:
     def start(self, trail: RecordingRun) -> None:
         began = time.perf_counter()
         self._exclude = store_paths(trail)
-        self.git = git_capture.inspect(self._exclude, timeout=CALLING_TIMEOUT)
+        dirs = self._frameworks(trail)
+        self.git = git_capture.inspect(self._exclude, dirs=dirs, timeout=CALLING_TIMEOUT)
         start = Path(self.git.start_dir) if self.git.start_dir else Path.cwd()
         git_root = self.git.root if self.git.read_from == "git" else None
         self.dvc = dvc_capture.inspect(start, git_root, timeout=CALLING_TIMEOUT)
@@ -207,6 +217,7 @@ class RunProvenance:
         ]
         if datasets:
             trail.log_inputs(datasets)
+        self._record_frameworks(trail)
         self._calling_seconds = time.perf_counter() - began
         self._thread = threading.Thread(
             target=self._background, name="mltrail-provenance", daemon=True
@@ -217,6 +228,45 @@ class RunProvenance:
         self.already = AlreadyRunCheck.start(
             trail, lambda: self.compute_fingerprint(trail.params)["value"], self.wait
         )
+
+    def _frameworks(self, trail: RecordingRun) -> list[tuple[str, Path]] | None:
+        """Read the notebook or Hydra app the run starts in (before git: a notebook's folder
+        is where its repository is; Hydra's outputs are not code). The git start dirs, or None."""
+        from mltrail.capture import hydra, notebook
+
+        with guarded("reading the notebook", trail.error_counter):
+            self.notebook = notebook.inspect()
+        with guarded("reading the Hydra config", trail.error_counter):
+            self.hydra = hydra.inspect()
+            if self.hydra is not None:
+                self._exclude += self.hydra.excluded
+        if self.notebook is not None and self.notebook.path:
+            return [("notebook", Path(self.notebook.path).parent), *git_capture.start_dirs()]
+        return None
+
+    def _record_frameworks(self, trail: RecordingRun) -> None:
+        from mltrail.capture import hydra, notebook
+
+        if self.notebook is not None:
+            with guarded("recording the notebook", trail.error_counter):
+                info = self.notebook
+                trail.set_tags({self.key("mltrail.notebook.path"): info.path or "unknown"})
+                trail.log_text(info.history(self.run_id), self.artifact(notebook.HISTORY_ARTIFACT))
+                if info.text is not None:
+                    trail.log_text(info.text, self.artifact(notebook.NOTEBOOK_ARTIFACT))
+                    info.copied, info.text = True, None
+        if self.hydra is not None:
+            with guarded("recording the Hydra config", trail.error_counter):
+                info = self.hydra
+                trail.set_tags({self.key(k): v for k, v in info.tags().items()})
+                params = info.params()
+                if params:
+                    trail.log_params(params)  # type: ignore[attr-defined]
+                config = info.config_yaml()
+                if config is not None:
+                    trail.log_text(config, self.artifact(hydra.CONFIG_ARTIFACT))
+                for name, text in info.output_files().items():
+                    trail.log_text(text, self.artifact(name))
 
     def params_logged(self) -> None:
         """Params were logged: the already-run check may look for earlier runs now."""
@@ -463,6 +513,8 @@ class RunProvenance:
             "dvc": dvc,
             "environment": self.environment,
             "fingerprint": self.fingerprint,
+            "notebook": self.notebook.as_dict() if self.notebook is not None else None,
+            "hydra": self.hydra.as_dict() if self.hydra is not None else None,
             "timing": {
                 "calling_thread_seconds": round(self._calling_seconds, 4),
                 "background_seconds": round(self._background_seconds, 4),

@@ -104,8 +104,9 @@ def remember_secret(value: str) -> None:
             _known_secrets.add(value)
 
 
-# The shell's working-directory variables match the word "pwd" but hold paths, not passwords.
-_NOT_SECRET_ENV = {"PWD", "OLDPWD"}
+# The shell's working-directory variables match the word "pwd" but hold paths, not passwords;
+# Jupyter's JPY_SESSION_NAME ("session") holds the notebook's path.
+_NOT_SECRET_ENV = {"PWD", "OLDPWD", "JPY_SESSION_NAME"}
 
 
 # The secret values of the environment, with the environment they were read from: redacting
