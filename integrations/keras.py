@@ -154,7 +154,16 @@ class TrailCallback(keras.callbacks.Callback):
         self._fit_started, self._pending = time.monotonic(), None
         session = self._session
         # A later fit of the same callback resumes its run (a given Trail is used as it is).
-        self._trail = trail = session.trail or session.open(run_id=session.last_run_id)
+        # A first fit into run_id= at initial_epoch=k+1 resumes a checkpoint of epoch k: the
+        # kernel continues the run, or forks it when the run went past epoch k.
+        restart = None
+        if session.last_run_id is None and _int(self._fit.get("initial_epoch") or 0) > 0:
+            restart = _int(self._fit["initial_epoch"])
+        self._trail = trail = session.trail or session.open(
+            run_id=session.last_run_id,
+            restart_step=restart,
+            global_step=_int(self.model.optimizer.iterations) if restart else None,
+        )
         session.training_started()
         if not trail.enabled:
             return

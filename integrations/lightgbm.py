@@ -129,7 +129,8 @@ class TrailCallback:
                 "TrailCallback() without trail= (one run per training), or continue the same "
                 "model with init_model= so that the steps go on."
             )
-        trail = self._session.open()
+        # Continued training into run_id= at iteration k+1: continue, fork or rewind that run.
+        trail = self._session.open(restart_step=begin)
         self._session.training_started()
         self._model, self._best, self._stops = env.model, BestTracker(), []
         self._epochs = EpochLog(self._session)

@@ -180,8 +180,10 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._reset()
-        # Some strategies restore the checkpoint (and our run id) only after this hook.
-        if not getattr(trainer.strategy, "restore_checkpoint_after_setup", False):
+        # Some strategies restore the checkpoint (and our run id) only after this hook; a
+        # resumed fit knows its epoch only at train start (where the run may fork).
+        later = getattr(trainer.strategy, "restore_checkpoint_after_setup", False)
+        if not later and not getattr(trainer, "ckpt_path", None):
             self._begin(trainer, pl_module)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -336,8 +338,14 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             resume_id, self._resume_id = self._resume_id, None
             if getattr(trainer, "ckpt_path", None):
                 tags["mltrail.lightning.resumed_from"] = str(trainer.ckpt_path)
-            try:
-                return session.open(run_id=resume_id, tags=tags)
+            try:  # an older checkpoint than the run's last epoch forks (or rewinds) the run
+                return session.open(
+                    run_id=resume_id,
+                    tags=tags,
+                    restart_step=trainer.current_epoch,
+                    checkpoint=getattr(trainer, "ckpt_path", None),
+                    global_step=trainer.global_step,
+                )
             except MltrailError as error:
                 logger.warning(
                     "mltrail: cannot resume run %s from the checkpoint (%s); recording a new run.",

@@ -144,7 +144,8 @@ class TrailCallback(TrainingCallback):
                 "TrailCallback() without trail= (one run per training), or continue the same "
                 "booster with xgb_model= so that the steps go on."
             )
-        trail = self._session.open()
+        # Continued training into run_id= at round k+1: continue, fork or rewind that run.
+        trail = self._session.open(restart_step=rounds)
         self._session.training_started()
         self._epochs = EpochLog(lambda: self._session.trail)  # a new run, at the booster's rounds
         self._epochs.start(resumed_from=rounds)
