@@ -126,3 +126,19 @@ def test_reproduce_reruns_one_job_with_its_own_overrides(
     params = {k: v for k, v in rerun.data.params.items()}
     assert params == job.data.params
     assert rerun.data.metrics["loss"] == job.data.metrics["loss"]
+
+
+def test_a_job_reruns_with_its_config_flags_and_overrides_only() -> None:
+    argv = ["-m", "--config-name", "big", "-cp=conf2", "model=a,b", "hydra.sweep.dir=x"]
+    assert hydra_capture.rerun_args(argv, ["model=b"]) == [
+        "--config-name",
+        "big",
+        "-cp=conf2",
+        "model=b",
+    ]
+    assert hydra_capture._sweep_overrides(argv) == ["model=a,b"]
+    assert hydra_capture._redact_override("db.password=hunter22") == "db.password=***"
+    assert hydra_capture._redact_override("+db.url=postgresql://u:pw@host/db") == (
+        "+db.url=postgresql://u:***@host/db"
+    )
+    assert hydra_capture._redact_override("model.tokenizer=bpe") == "model.tokenizer=bpe"

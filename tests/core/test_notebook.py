@@ -150,3 +150,13 @@ def test_an_unknown_notebook_path_is_named_with_its_reason(executed: dict) -> No
     assert "JPY_SESSION_NAME" in record["notebook"]["reason"]
     assert record["notebook"]["cells"] == 5
     assert os.path.basename(HISTORY_ARTIFACT) in os.listdir(_artifacts(executed, run.info.run_id))
+
+
+def test_reproduce_names_the_command_that_reruns_a_notebook(
+    executed: dict, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.chdir(executed["repo"])
+    code, out, err = cli(capsys, "reproduce", executed["runs"][0])
+    assert code == 2, out + err
+    assert f"it ran the notebook {executed['path']}" in err
+    assert "-- jupyter nbconvert --to notebook --execute analysis.ipynb`" in err

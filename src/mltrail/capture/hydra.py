@@ -142,11 +142,6 @@ def _job_frame() -> Any:
     return None
 
 
-def active() -> bool:
-    """True inside the function of a Hydra app (``@hydra.main``), in this thread."""
-    return "hydra" in sys.modules and _job_frame() is not None
-
-
 def inspect() -> HydraInfo | None:
     """The Hydra job this thread runs in, or None outside a Hydra app."""
     if "hydra" not in sys.modules:
@@ -179,7 +174,11 @@ def inspect() -> HydraInfo | None:
     if info.multirun:
         sweep = _get(cfg, "sweep.dir")
         info.sweep_dir = os.path.abspath(os.path.join(info.original_cwd or "", sweep or ""))
+    # The config the app's function received; else the copy Hydra saved in its output folder.
     task_cfg = frame.f_locals.get("task_cfg")
+    saved = Path(info.output_dir or "", info.output_subdir or "", "config.yaml")
+    if task_cfg is None and info.output_dir and info.output_subdir and saved.is_file():
+        task_cfg = OmegaConf.load(saved)
     if task_cfg is not None:
         try:
             info.config = OmegaConf.to_container(task_cfg, resolve=True)  # type: ignore[assignment]
