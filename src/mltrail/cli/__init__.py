@@ -27,7 +27,10 @@ from mltrail.errors import MltrailError
 from mltrail.recording.sanitize import redact_text
 
 #: The verbs in the order ``mltrail --help`` lists them; each is the module mltrail.cli.<verb>.
-VERBS = ("runs", "show", "sync", "checkout", "verify", "diff", "reproduce", "push", "which", "run")
+VERBS = (
+    "runs", "show", "sync", "checkout", "verify", "diff", "reproduce", "push", "which", "lineage",
+    "run",
+)  # fmt: skip
 
 #: Help of positional arguments that a verb module leaves without one, by their name.
 POSITIONAL_HELP = {
