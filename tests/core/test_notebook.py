@@ -31,6 +31,10 @@ CELLS = [
     'with mltrail.start_run(experiment="notebook", system_metrics=False) as second:\n'
     "    pass\n"
     "print(second.run_id)",
+    # VS Code's kernel names the notebook in the user's namespace.
+    '__vsc_ipynb_file__ = os.path.abspath("analysis.ipynb")\n'
+    "from mltrail.capture import notebook\n"
+    "print(notebook.locate(get_ipython()))",
 ]
 
 
@@ -79,12 +83,19 @@ def executed(module_store: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "".join(o.get("text", "") for o in done.cells[i].outputs if o.get("name") == "stdout")
         .strip()
         .splitlines()[-1]
-        for i in (2, 3)
+        for i in (2, 3, 4)
     ]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(module_store)
-    return {"repo": repo, "path": path, "on_disk": on_disk, "runs": run_ids, "client": client}
+    return {
+        "repo": repo,
+        "path": path,
+        "on_disk": on_disk,
+        "runs": run_ids[:2],
+        "vscode": run_ids[2],
+        "client": client,
+    }
 
 
 def _artifacts(executed: dict, run_id: str) -> Path:
@@ -160,3 +171,7 @@ def test_reproduce_names_the_command_that_reruns_a_notebook(
     assert code == 2, out + err
     assert f"it ran the notebook {executed['path']}" in err
     assert "-- jupyter nbconvert --to notebook --execute analysis.ipynb`" in err
+
+
+def test_vscode_names_the_notebook_in_the_namespace(executed: dict) -> None:
+    assert executed["vscode"] == repr((str(executed["path"]), "vscode", None))
