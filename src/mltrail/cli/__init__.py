@@ -28,8 +28,8 @@ from mltrail.recording.sanitize import redact_text
 
 #: The verbs in the order ``mltrail --help`` lists them; each is the module mltrail.cli.<verb>.
 VERBS = (
-    "runs", "show", "sync", "checkout", "verify", "diff", "reproduce", "push", "which", "lineage",
-    "run",
+    "runs", "show", "sync", "checkout", "verify", "diff", "reproduce", "env", "push", "which",
+    "register", "best", "lineage", "run",
 )  # fmt: skip
 
 #: Help of positional arguments that a verb module leaves without one, by their name.
@@ -45,6 +45,8 @@ examples:
   mltrail runs                      runs made from the commit checked out here
   mltrail show RUN_ID               a run's code, data, environment and results
   mltrail checkout RUN_ID --into ../v1
+  mltrail best --metric val_loss    the best run by a metric, its model and provenance
+  mltrail register RUN_ID NAME      register a run's model, tagged with its code and data
   mltrail sync                      upload runs journaled while the store was away
   mltrail VERB --help               a verb's options, examples and exit codes
 

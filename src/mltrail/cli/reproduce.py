@@ -21,6 +21,8 @@ examples:
   mltrail reproduce RUN_ID                        rerun the recorded command in a new worktree
   mltrail reproduce RUN_ID --rtol 1e-3 --skip-metric 'time/*'
   mltrail reproduce RUN_ID --into ../rerun -- python train.py --epochs 2
+  mltrail reproduce RUN_ID --env rebuild          in a venv of the run's Python and packages
+  mltrail reproduce RUN_ID --env ../venv          in an environment you prepared
   mltrail reproduce RUN_ID --json                 the command's output goes to stderr
 
 exit codes:
@@ -46,6 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-metric", action="append", help="do not compare this metric (a glob; repeatable)"
     )
+    parser.add_argument(
+        "--env",
+        default="current",
+        metavar="rebuild|current|PATH",
+        help="rebuild: a virtual environment of the run's Python and packages (cached); "
+        "current: this interpreter (default); PATH: a prepared environment",
+    )
+    parser.add_argument(
+        "--env-cache",
+        metavar="DIR",
+        help="where rebuilt environments are kept (default: MLTRAIL_ENV_CACHE, else "
+        "~/.cache/mltrail/envs)",
+    )
     parser.set_defaults(command=[])
     add_json(parser)
     add_tracking_uri(parser)
@@ -55,11 +70,22 @@ def reproduce_command(args: argparse.Namespace) -> int:
     """Rerun a run in a fresh worktree and compare its final metrics with the original's."""
     from mltrail import progress as progress_module
     from mltrail.restore import checkout as restore
-    from mltrail.restore import reproduce
+    from mltrail.restore import rebuild, reproduce
     from mltrail.store import describe_uri
 
     as_json = bool(getattr(args, "json", False))
     client, record = restore.open_run(args.tracking_uri, args.run_id)
+    say = (lambda text: None) if as_json else (lambda text: print(text, flush=True))
+    if args.env == "rebuild":
+        environment = rebuild.rebuild(record, client, args.env_cache, progress=say)
+    elif args.env == "current":
+        environment = rebuild.current(record)
+    else:
+        environment = rebuild.given(args.env, record)
+        say(f"Using the environment {environment.folder} (Python {environment.python_version})")
+    recorded_python = environment.recorded_python
+    if recorded_python and environment.python_version != recorded_python:
+        say(f"note: Python {environment.python_version} (the run used {recorded_python})")
     bar = progress_module.Progress("checkout", enabled=progress_module.wanted(as_json))
     try:
         with progress_module.dvc_bars(False):
@@ -73,6 +99,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
                 progress=(lambda text: None) if as_json else (lambda text: print(text, flush=True)),
                 data_progress=bar,
                 stdout=sys.stderr if as_json else None,
+                environment=environment.activate,
             )
     finally:
         bar.close()
@@ -89,6 +116,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
         "atol": args.atol,
         "metrics": [],
         "verdict": "NO_RUN",
+        "environment": environment.as_dict(),
+        "packages": None,
     }
     if rerun.exit_code != 0 and not as_json:
         print(f"\nThe command exited with status {rerun.exit_code}.")
@@ -111,6 +140,13 @@ def reproduce_command(args: argparse.Namespace) -> int:
         args.skip_metric or (),
     )
     verdict = "MATCH" if matches and rerun.exit_code == 0 else "MISMATCH"
+    rerun_record = restore.RunRecord(new, None, None, record.uri, [])
+    rerun_packages = rerun_record.requirements(client)
+    original_packages = record.requirements(client)
+    changes = rebuild.package_changes(original_packages, rerun_packages)
+    payload["environment"] = environment.as_dict()  # with what installing the project gave
+    if original_packages is not None and rerun_packages is not None:
+        payload["packages"] = changes
     if as_json:
         payload.update(
             rerun_run_id=new.info.run_id,
@@ -125,5 +161,26 @@ def reproduce_command(args: argparse.Namespace) -> int:
     else:
         print(f"\nRun {new.info.run_id} ({new.info.status}) reproduces {record.run_id}:")
         print(reproduce.format_comparison(rows))
+        print(_packages_report(environment, changes, original_packages, rerun_packages))
         print(f"\n{verdict} (rtol={args.rtol:g}, atol={args.atol:g})")
     return 0 if verdict == "MATCH" else 1
+
+
+def _packages_report(environment, changes, original: str | None, rerun: str | None) -> str:
+    """Which packages differ from the run's, and what could not be installed."""
+    from mltrail.query.display import table
+
+    lines = [""]
+    if original is None or rerun is None:
+        which = "the run" if original is None else "the rerun"
+        lines.append(f"Packages: not compared ({which} recorded no package list).")
+    elif not changes:
+        lines.append("Packages: the same as the run's.")
+    else:
+        lines.append(f"Packages that differ from the run's ({len(changes)}):")
+        rows = [["PACKAGE", "ORIGINAL", "RERUN"]]
+        rows += [[c["name"], c["original"], c["rerun"]] for c in changes]
+        lines.append(table(rows))
+    for item in environment.not_installed:
+        lines.append(f"not installed: {item['requirement']} ({item['error']})")
+    return "\n".join(lines)

@@ -3,8 +3,9 @@
 The run's code and data are restored into a fresh worktree (``mltrail checkout --into``; a new
 folder under the system's temporary folder unless ``--into`` names one, kept afterwards), and
 the command the run recorded (``provenance.json``: the Python script and its arguments, run
-with this interpreter, from the same folder of the repository; paths inside the original
-repository point into the worktree) runs there, logging to the same store and experiment. The
+with this interpreter or another environment's, see :mod:`mltrail.restore.rebuild`, from the
+same folder of the repository; paths inside the original repository point into the worktree)
+runs there, logging to the same store and experiment. The
 new run is tagged ``mltrail.reproduces=<run_id>``; its final metrics are compared with the
 original's: ``|new - old| <= atol + rtol * |old|`` (``--rtol``, ``--atol``; ``--metric`` picks
 metrics, ``--skip-metric`` leaves some out, ``system/`` metrics are never compared).
@@ -48,12 +49,21 @@ def recorded_command(record: restore.RunRecord) -> tuple[list[str], str, str]:
     inside = bool(entry and git_root and _under(entry, git_root))
     if len(argv) < 2 or not inside:
         started = f"`{entry}`" if entry and entry not in ("-c", "-m", "-") else "no script"
+        example = "python train.py"
+        notebook = ((record.provenance or {}).get("notebook") or {}).get("path")
+        if notebook:  # a notebook's kernel: its file is in the restored code
+            started = f"the notebook {notebook}"
+            rel = os.path.relpath(notebook, git_root) if git_root else notebook
+            example = f"jupyter nbconvert --to notebook --execute {rel}"
         raise MltrailError(
             f"Run {record.run_id} recorded no script of its repository to rerun (it ran "
             f"{started}). Give the command after --, for example "
-            f"`mltrail reproduce {record.run_id} -- python train.py`."
+            f"`mltrail reproduce {record.run_id} -- {example}`."
         )
     args = argv[1:]  # argv[0] was the interpreter
+    hydra = (record.provenance or {}).get("hydra") or {}
+    if hydra.get("rerun_args") is not None:  # a Hydra job: its own overrides, not the sweep's
+        args = [args[0], *hydra["rerun_args"]]
     if any(_REDACTED in arg for arg in args):
         raise MltrailError(
             f"Run {record.run_id}'s command line had secret-looking arguments, recorded as "
@@ -86,6 +96,7 @@ class Rerun:
     runs: list[Any]  #: the runs it logged to the store, oldest first (tagged ``TAG``)
     argv: list[str] = dataclasses.field(default_factory=list)  #: the command that ran
     workdir: Path | None = None  #: the folder it ran in
+    python: str = sys.executable  #: the interpreter of the recorded command
 
 
 def rerun(
@@ -97,6 +108,7 @@ def rerun(
     progress: Callable[[str], None] = print,
     data_progress: Progress | None = None,
     stdout: Any = None,
+    environment: Callable[[Path], str] | None = None,
 ) -> Rerun:
     """Restore ``record``'s code and data into a worktree and run its command there again.
 
@@ -111,6 +123,9 @@ def rerun(
         data_progress: counts the data fetched for the checkout; closed before the command
             starts.
         stdout: where the command's standard output goes (default: this process's).
+        environment: called with the worktree once the code is restored, returns the Python
+            that runs the recorded command (:mod:`mltrail.restore.rebuild`); its folder comes
+            first on the command's ``PATH`` (default: this interpreter, ``PATH`` unchanged).
 
     Raises:
         MltrailError: when the run recorded no command that can be run again.
@@ -121,7 +136,7 @@ def rerun(
         argv = list(command)
     else:
         recorded, rel, script = recorded_command(record)
-        argv = [sys.executable, *recorded]
+        argv = ["{python}", *recorded]
         source = restore.find_root(".")
         if source is not None and record.code_rev:
             restore.ensure_code(source, record, remote)
@@ -138,15 +153,19 @@ def rerun(
     workdir = result.target / rel
     if script is not None:
         _check_script(record, script, (result.target / script).is_file())
+    python = environment(result.target) if environment is not None else sys.executable
+    if argv and argv[0] == "{python}":
+        argv[0] = python
     argv = [arg.replace("{root}", str(result.target), 1) for arg in argv]
     progress(f"\nRunning in {workdir}: {' '.join(argv)}")
     started = int(time.time() * 1000) - 1000
-    process = subprocess.Popen(argv, cwd=workdir, env=_environment(record), stdout=stdout)
+    env = _environment(record, None if python == sys.executable else python)
+    process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=stdout)
     code = process.wait()
     new = _new_runs(client, record.uri, process.pid, started)
     for run in new:
         client.set_tag(run.info.run_id, TAG, record.run_id)
-    return Rerun(result, code, new, argv, workdir)
+    return Rerun(result, code, new, argv, workdir, python)
 
 
 def _check_script(record: restore.RunRecord, script: str, found: bool) -> None:
@@ -158,8 +177,14 @@ def _check_script(record: restore.RunRecord, script: str, found: bool) -> None:
         )
 
 
-def _environment(record: restore.RunRecord) -> dict[str, str]:
+def _environment(record: restore.RunRecord, python: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if python is not None:  # another environment's: its scripts (python, pip...) come first
+        bin_dir = os.path.dirname(python)
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        if os.path.isfile(os.path.join(os.path.dirname(bin_dir), "pyvenv.cfg")):
+            env["VIRTUAL_ENV"] = os.path.dirname(bin_dir)
+        env.pop("PYTHONHOME", None)
     env["MLFLOW_TRACKING_URI"] = record.uri
     env["MLFLOW_EXPERIMENT_ID"] = record.run.info.experiment_id
     env["MLTRAIL_ALREADY_RUN"] = "ignore"  # the rerun repeats the run on purpose
