@@ -1,4 +1,5 @@
-"""``mltrail checkout RUN_ID``: restore a run's code and data, here or into a new worktree."""
+"""``mltrail checkout RUN_ID|models:/...``: restore a run's code and data, here or into a new
+worktree; a ``models:/`` URI names the run a registered model came from."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ examples:
   mltrail checkout RUN_ID                 here: HEAD detached at the run's code, data restored
   mltrail checkout RUN_ID --into ../v1    into a new git worktree, this repository untouched
   mltrail checkout RUN_ID --into ../v1 --dvc-remote storage --json
+  mltrail checkout models:/churn@champion --into ../prod   the run a registered model came from
 
 Data missing from the DVC cache is fetched from the DVC remote; on a terminal a progress line
 shows the files and bytes fetched, with the rate.
@@ -28,7 +30,12 @@ SCHEMA_VERSION = 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``mltrail checkout``."""
-    parser.add_argument("run_id", metavar="RUN_ID", help="the run to restore")
+    parser.add_argument(
+        "run_id",
+        metavar="RUN_ID",
+        help="the run to restore (an id, a prefix of one, or models:/NAME/VERSION, "
+        "models:/NAME@ALIAS: the run the model came from)",
+    )
     parser.add_argument("--into", metavar="DIR", help="restore into a new worktree at DIR")
     parser.add_argument("--remote", help="git remote to fetch missing commits from")
     parser.add_argument("--dvc-remote", help="DVC remote to fetch missing data from")

@@ -13,6 +13,7 @@ examples:
   mltrail show d80b7ae2                a unique prefix of a run id (6 characters or more)
   mltrail show RUN_ID --all            every param, however many
   mltrail show RUN_ID --json           the same, machine-readable (schema_version 1)
+  mltrail show models:/churn@champion  the run a registered model came from
 
 exit codes: 0 shown; 2 no such run (or a prefix of several: they are listed), an unreadable
 store.
@@ -38,7 +39,8 @@ def show_command(args: argparse.Namespace) -> int:
     from mltrail.query import runs as query
 
     run_id = args.run_id.strip()
-    if not query.RUN_ID.match(run_id):  # before opening the store: a typo answers at once
+    # Before opening the store: a typo answers at once (a models:/ URI names a model's run).
+    if not query.RUN_ID.match(run_id) and not run_id.startswith("models:/"):
         raise MltrailError(f"{args.run_id!r} is not a run id.")
     client, uri = query.open_store(args.tracking_uri)
     data = query.show_data(client, uri, run_id)

@@ -154,9 +154,16 @@ def experiment_names(client: Any, uri: str, name: str | None) -> dict[str, str]:
     return store_call(search, uri, "reading experiments")
 
 
-def search_runs(client: Any, uri: str, ids: list[str], query: str, limit: int) -> list[Any]:
-    """Runs of experiments ``ids`` matching the MLflow filter ``query``, newest first, at
-    most ``limit`` (through :func:`store_call`)."""
+def search_runs(
+    client: Any,
+    uri: str,
+    ids: list[str],
+    query: str,
+    limit: int,
+    order_by: list[str] | None = None,
+) -> list[Any]:
+    """Runs of experiments ``ids`` matching the MLflow filter ``query``, newest first (or in
+    ``order_by``, MLflow's syntax), at most ``limit`` (through :func:`store_call`)."""
 
     def search() -> list[Any]:
         runs: list[Any] = []
@@ -166,7 +173,7 @@ def search_runs(client: Any, uri: str, ids: list[str], query: str, limit: int) -
                 ids,
                 query,
                 max_results=min(limit - len(runs), 50_000),
-                order_by=["attributes.start_time DESC"],
+                order_by=order_by or ["attributes.start_time DESC"],
                 page_token=token,
             )
             runs.extend(page)
@@ -638,8 +645,9 @@ def load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | None
 
 
 def resolve_run_id(client: Any, uri: str, text: str) -> str:
-    """The full id of the run that ``text`` names: a run id, or a unique prefix of one at least
-    :data:`MIN_PREFIX` characters long (prefixes match runs that are not deleted). Every verb
+    """The full id of the run that ``text`` names: a run id, a unique prefix of one at least
+    :data:`MIN_PREFIX` characters long (prefixes match runs that are not deleted), or a
+    ``models:/`` URI (the run the model came from, :mod:`mltrail.query.registry`). Every verb
     that takes a run id resolves it here (:func:`read_run` does for the verbs that read one).
 
     Raises:
@@ -652,6 +660,10 @@ def resolve_run_id(client: Any, uri: str, text: str) -> str:
 def _find_run(client: Any, uri: str, text: str) -> tuple[str, Any]:
     """The full id of the run ``text`` names (see :func:`resolve_run_id`), and the run."""
     run_id = text.strip()
+    if run_id.startswith("models:/"):  # a registered or logged model: the run it came from
+        from mltrail.query.registry import resolve_model
+
+        run_id = resolve_model(client, uri, run_id).run_id
     if not RUN_ID.match(run_id):
         raise MltrailError(f"{text!r} is not a run id.")
     try:

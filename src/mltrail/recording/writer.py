@@ -73,7 +73,12 @@ def apply_record(
         record: ``{"kind": ..., "data": ...}``; the kinds are ``metrics`` (``[key, value,
             timestamp, step]`` lists), ``params``, ``tags``, ``delete_tag``, ``inputs``,
             ``artifact``, ``status``, ``child_run`` (see :func:`child_run_data`), ``register``
-            (``{"name", "artifact_path"}``) and ``crashed_run`` (see :func:`crashed_run_data`).
+            (``{"name", "artifact_path"}``, optionally ``"model_id"``: a LoggedModel; the version
+            gets the run's provenance tags), ``crashed_run`` (see :func:`crashed_run_data`),
+            ``logged_model`` (see :func:`mltrail.recording.logged_models.model_record`),
+            ``model_metrics`` (``{"model_id", "metrics"}``: link more of the run's points to a
+            LoggedModel) and ``drop_checkpoint`` (``{"path", "model_id"}``: delete a superseded
+            checkpoint from the store).
         progress: called once a step that must not be repeated is done (a child run or a model
             version created); the record's data then says so, so that a retry or a replay of
             the same record goes on from there instead of creating a second one.
@@ -97,6 +102,8 @@ def apply_record(
     elif kind == "tags":
         for chunk in _chunks_by_size(list(data.items()), MAX_PARAMS_TAGS_PER_BATCH, _pair_size):
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in chunk])
+        if run_id in _registered:
+            _tag_registered_versions(client, run_id, data)
     elif kind == "delete_tag":
         client.delete_tag(run_id, data)
     elif kind == "inputs":
@@ -116,6 +123,12 @@ def apply_record(
     elif kind == "crashed_run":
         client.set_tag(data["run_id"], "mltrail.crashed", "true")
         _set_terminated(client, data["run_id"], data["status"], data.get("end_time"))
+    elif kind == "logged_model":
+        _log_logged_model(client, run_id, data, progress)
+    elif kind == "model_metrics":
+        _link_model_metrics(client, run_id, data["model_id"], data["metrics"])
+    elif kind == "drop_checkpoint":
+        _drop_checkpoint(client, run_id, data)
     else:
         raise ValueError(f"unknown spool record kind {kind!r}")
 
@@ -187,21 +200,199 @@ def _log_child_run(
     _set_terminated(client, child, data.get("status", "FINISHED"), data["time"])
 
 
+#: Run tags copied onto every model version registered from the run: the code, data state and
+#: fingerprint it was trained from (``mltrail which models:/NAME/VERSION`` reads them back).
+VERSION_PROVENANCE_TAGS = (
+    "mlflow.source.git.commit",
+    "mlflow.source.git.branch",
+    "mlflow.source.git.repoURL",
+    "mltrail.git.dirty",
+    "mltrail.git.snapshot",
+    "mltrail.dvc.data_dirty",
+    "mltrail.fingerprint",
+)
+#: Model-version tag naming the run a version was registered from.
+VERSION_RUN_TAG = "mltrail.run_id"
+#: Prefix of the model-version tags ``mltrail.data.<dataset name>`` = the dataset's digest (its
+#: DVC hash for DVC outputs).
+VERSION_DATA_PREFIX = "mltrail.data."
+# Versions registered in this process, by run: provenance tags that reach the run after the
+# registration (the fingerprint is set at the run's end) are copied onto them too.
+_registered: dict[str, set[tuple[str, str]]] = {}
+_registered_lock = threading.Lock()
+
+
+def model_version_tags(run: Any) -> dict[str, str]:
+    """The provenance tags of a model version registered from ``run`` (an MLflow ``Run``): its
+    id, its code and fingerprint tags (:data:`VERSION_PROVENANCE_TAGS`) and the digest of each
+    dataset input (``mltrail.data.<name>``)."""
+    from mltrail.recording.sanitize import KeySanitizer
+
+    tags = run.data.tags
+    found = {VERSION_RUN_TAG: run.info.run_id}
+    found.update({k: tags[k] for k in VERSION_PROVENANCE_TAGS if tags.get(k)})
+    keys = KeySanitizer()
+    for item in run.inputs.dataset_inputs if getattr(run, "inputs", None) else []:
+        dataset = item.dataset
+        key = keys(VERSION_DATA_PREFIX + dataset.name)
+        if dataset.digest and key not in found:
+            found[key] = dataset.digest
+    return found
+
+
+def register_model_version(
+    client: Any,
+    run_id: str,
+    name: str,
+    source: str,
+    *,
+    tags: dict[str, str] | None = None,
+    model_id: str | None = None,
+    aliases: Iterable[str] = (),
+) -> str:
+    """Create a version of registered model ``name`` (created when missing) from ``source``,
+    linked to run ``run_id`` (and to LoggedModel ``model_id`` when given, MLflow 3), with
+    ``tags``, and point ``aliases`` at it; then tag the run ``mltrail.model.registered``.
+
+    Returns:
+        The new version's number.
+    """
+    version = _create_version(client, run_id, name, source, tags, model_id, aliases)
+    _note_registered(client, run_id, name, version)
+    return version
+
+
+def _create_version(
+    client: Any,
+    run_id: str,
+    name: str,
+    source: str,
+    tags: dict[str, str] | None,
+    model_id: str | None,
+    aliases: Iterable[str] = (),
+) -> str:
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # it exists already
+        client.create_registered_model(name)
+    extra = {"model_id": model_id} if model_id else {}  # MLflow 2 has no model_id
+    created = client.create_model_version(name, source, run_id=run_id, tags=tags, **extra)
+    version = str(created.version)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def _note_registered(client: Any, run_id: str, name: str, version: str) -> None:
+    with _registered_lock:
+        _registered.setdefault(run_id, set()).add((name, version))
+    client.set_tag(run_id, "mltrail.model.registered", f"{name}/{version}")
+
+
+def _tag_registered_versions(client: Any, run_id: str, tags: dict[str, Any]) -> None:
+    """Copy provenance tags the run got after a registration onto the versions registered."""
+    with _registered_lock:
+        versions = sorted(_registered.get(run_id, ()))
+    late = {k: v for k, v in tags.items() if k in VERSION_PROVENANCE_TAGS and v}
+    for name, version in versions if late else ():
+        for key, value in late.items():
+            client.set_model_version_tag(name, version, key, value)
+
+
 def _register_model(
     client: Any, run_id: str, data: dict[str, Any], progress: Callable[[], None] | None
 ) -> None:
-    """Register the run's model (its ``artifact_path`` folder) as a new version of ``name``."""
-    from mlflow.exceptions import MlflowException
-
+    """Register the run's model (its ``artifact_path`` folder, or LoggedModel ``model_id``) as
+    a new version of ``name``, tagged with the run's provenance (:func:`model_version_tags`)."""
     name = data["name"]
     if data.get("version") is None:
-        with contextlib.suppress(MlflowException):  # it exists already
-            client.create_registered_model(name)
-        source = f"{client.get_run(run_id).info.artifact_uri}/{data['artifact_path']}"
-        data["version"] = str(client.create_model_version(name, source, run_id=run_id).version)
+        run = client.get_run(run_id)
+        model_id = data.get("model_id")
+        source = data.get("source") or f"{run.info.artifact_uri}/{data['artifact_path']}"
+        if model_id and not data.get("source"):
+            source = f"models:/{model_id}"
+        tags = model_version_tags(run)
+        data["version"] = _create_version(client, run_id, name, source, tags, model_id)
         if progress is not None:
             progress()
-    client.set_tag(run_id, "mltrail.model.registered", f"{name}/{data['version']}")
+    _note_registered(client, run_id, name, data["version"])
+
+
+def _log_logged_model(
+    client: Any, run_id: str, data: dict[str, Any], progress: Callable[[], None] | None
+) -> None:
+    """Create a LoggedModel from a model folder, linked to the run (see
+    :func:`mltrail.recording.logged_models.model_record`), and register it when asked."""
+    from mlflow.entities import LoggedModelOutput
+
+    from mltrail.recording.logged_models import MODEL_ID_TAG
+
+    if data.get("model_id") is None:
+        experiment = data.get("experiment_id") or client.get_run(run_id).info.experiment_id
+        model = client.create_logged_model(
+            experiment, name=data["name"], source_run_id=run_id, tags=data.get("tags") or None
+        )
+        data["model_id"] = model.model_id
+        if progress is not None:
+            progress()
+    model_id = data["model_id"]
+    client.log_model_artifacts(model_id, data["path"])
+    client.finalize_logged_model(model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(model_id, int(data.get("step") or 0))])
+    _link_model_metrics(client, run_id, model_id, data.get("metrics") or [])
+    if data.get("final"):
+        client.set_tag(run_id, MODEL_ID_TAG, model_id)
+    if data.get("register"):
+        registration = data.setdefault(
+            "registration", {"name": data["register"], "artifact_path": "model"}
+        )
+        registration["model_id"] = model_id
+        _register_model(client, run_id, registration, progress)
+
+
+def _link_model_metrics(client: Any, run_id: str, model_id: str, rows: list[list[Any]]) -> None:
+    """Link points the run holds (same key, value, timestamp and step: the store keeps them
+    once) to LoggedModel ``model_id``, with the dataset they were evaluated on where known."""
+    from mlflow.entities import Metric
+
+    metrics = [
+        Metric(
+            key,
+            float(value),
+            int(ts),
+            int(step),
+            model_id=model_id,
+            dataset_name=dataset_name,
+            dataset_digest=dataset_digest,
+        )
+        for key, value, ts, step, dataset_name, dataset_digest in rows
+    ]
+    for chunk in _chunks_by_size(metrics, MAX_METRICS_PER_BATCH, lambda m: len(m.key) + 128):
+        client.log_batch(run_id, metrics=chunk)
+
+
+def _drop_checkpoint(client: Any, run_id: str, data: dict[str, Any]) -> None:
+    """Delete a superseded checkpoint from the store: its run artifact and its LoggedModel.
+    Only the store's copy: the user's local files are never touched."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    def repository(uri: str) -> Any:
+        try:
+            return get_artifact_repository(uri, tracking_uri=getattr(client, "tracking_uri", None))
+        except TypeError:  # MLflow 2 takes the URI alone
+            return get_artifact_repository(uri)
+
+    repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(data["path"])
+    model_id = data.get("model_id")
+    if model_id:
+        repository(client.get_logged_model(model_id).artifact_location).delete_artifacts()
+        client.delete_logged_model(model_id)
+
+
+def _lacks_logged_models(error: Exception) -> bool:
+    """The server has no LoggedModel endpoints (an MLflow 2 server behind an MLflow 3 client)."""
+    code = getattr(error, "error_code", "")
+    return code in {"ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED"} or "404" in str(error)[:200]
 
 
 def crashed_run_data(run_id: str, pid: str | None) -> dict[str, Any]:
@@ -589,6 +780,33 @@ class Writer:
                 self._errors.report(kind, error)
         self._spool_records([self.artifact_for_spool(record)])
         return False
+
+    def send_now(self, record: Record, what: str) -> str:
+        """Send a ``logged_model`` record from the uploader thread (in a background job); when
+        the store is unreachable, journal it with a copy of its model folder for ``mltrail
+        sync``.
+
+        Returns:
+            "sent" (the record's data then holds the ``model_id``), "journaled", or
+            "unsupported" (a server without LoggedModels: the run's artifacts are the model).
+        """
+        if not self.is_offline():
+            try:
+                apply_record(self.client, self.run_id, record)
+                return "sent"
+            except Exception as error:
+                if record["data"].get("model_id") is None and _lacks_logged_models(error):
+                    logger.debug("the store has no LoggedModels: %s", error)
+                    return "unsupported"
+                if strict_mode():
+                    raise
+                self._errors.report(what, error)
+        data = dict(record["data"])
+        kept = self.spool.keep_copy(Path(data["path"]))
+        if kept is not None:
+            data["path"] = str(kept)
+        self._spool_records([{"kind": record["kind"], "data": data}])
+        return "journaled"
 
     def artifact_for_spool(self, record: Record) -> Record:
         """The journal record of an artifact upload, with the file kept in the spool."""
