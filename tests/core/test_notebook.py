@@ -35,6 +35,12 @@ CELLS = [
     '__vsc_ipynb_file__ = os.path.abspath("analysis.ipynb")\n'
     "from mltrail.capture import notebook\n"
     "print(notebook.locate(get_ipython()))",
+    # A plain MLflow run in the notebook gets the path too (mltrail's run-context provider).
+    "import mlflow\n"
+    'mlflow.set_experiment("notebook")\n'
+    "with mlflow.start_run() as plain:\n"
+    "    pass\n"
+    "print(plain.info.run_id)",
 ]
 
 
@@ -83,7 +89,7 @@ def executed(module_store: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "".join(o.get("text", "") for o in done.cells[i].outputs if o.get("name") == "stdout")
         .strip()
         .splitlines()[-1]
-        for i in (2, 3, 4)
+        for i in (2, 3, 4, 5)
     ]
     from mlflow.tracking import MlflowClient
 
@@ -94,6 +100,7 @@ def executed(module_store: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "on_disk": on_disk,
         "runs": run_ids[:2],
         "vscode": run_ids[2],
+        "plain": run_ids[3],
         "client": client,
     }
 
@@ -175,3 +182,10 @@ def test_reproduce_names_the_command_that_reruns_a_notebook(
 
 def test_vscode_names_the_notebook_in_the_namespace(executed: dict) -> None:
     assert executed["vscode"] == repr((str(executed["path"]), "vscode", None))
+
+
+def test_a_plain_mlflow_run_in_a_notebook_is_named_by_it(executed: dict) -> None:
+    run = executed["client"].get_run(executed["plain"])
+    assert run.data.tags["mlflow.source.name"] == str(executed["path"])
+    assert run.data.tags["mlflow.source.type"] == "NOTEBOOK"
+    assert run.data.tags["mltrail.git.dirty"] == "true"  # the new notebook

@@ -7,6 +7,8 @@ resolves MLflow's context tags) get, besides MLflow's own git tags:
 - ``mlflow.source.git.commit`` / ``branch`` / ``repoURL`` found from the entry script or the
   working directory (so ``python -c`` and notebooks get them too), credentials stripped;
 - ``mltrail.git.dirty`` ("true"/"false") and ``mltrail.git.unavailable`` (why, when unknown);
+- in a Jupyter notebook, ``mlflow.source.name`` = the notebook's path instead of
+  ``ipykernel_launcher.py`` (``mlflow.source.type`` NOTEBOOK, ``mltrail.notebook.path``);
 - ``mltrail.dvc.outputs`` (count), ``mltrail.dvc.data_hash`` (one digest of all DVC hashes)
   and ``mltrail.dvc.out.<path>`` = the DVC hash of each output (the first
   :data:`MAX_OUTPUT_TAGS`), so runs can be searched by data version.
@@ -75,11 +77,20 @@ def clear_cache() -> None:
 def _compute() -> dict[str, str]:
     from pathlib import Path
 
-    from mltrail.capture import dvc, git
+    from mltrail.capture import dvc, git, notebook
     from mltrail.recording.sanitize import KeySanitizer, redact_value, truncate
 
-    info = git.inspect(timeout=GIT_TIMEOUT)
     tags: dict[str, str] = {}
+    dirs = None
+    current = notebook.shell()
+    if current is not None:  # a notebook, not ipykernel_launcher.py
+        path, _, _ = notebook.locate(current)
+        tags["mlflow.source.name"] = path or "<notebook>"
+        tags["mlflow.source.type"] = "NOTEBOOK"
+        tags["mltrail.notebook.path"] = path or "unknown"
+        if path:
+            dirs = [("notebook", Path(path).parent), *git.start_dirs()]
+    info = git.inspect(dirs=dirs, timeout=GIT_TIMEOUT)
     if info.root is None:
         tags["mltrail.git.unavailable"] = info.unavailable or "not inside a git repository"
     else:
