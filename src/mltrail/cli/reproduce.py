@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from mltrail.cli.common import add_json, add_tracking_uri, print_json
 
@@ -166,7 +167,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
     return 0 if verdict == "MATCH" else 1
 
 
-def _packages_report(environment, changes, original: str | None, rerun: str | None) -> str:
+def _packages_report(
+    environment: Any, changes: list[dict[str, str]], original: str | None, rerun: str | None
+) -> str:
     """Which packages differ from the run's, and what could not be installed."""
     from mltrail.query.display import table
 

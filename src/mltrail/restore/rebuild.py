@@ -12,8 +12,9 @@ reproduce of the same list reuses it and only installs what is missing.
 - The venv is made with ``python -m venv --without-pip``; packages are installed by ``uv pip``
   when uv is on ``PATH``, else by this installation's pip (``pip --python``, pip 22.3 or later).
   The list is installed as recorded, in one ``install --no-deps -r`` (it is already complete);
-  when that fails, package by package, so that exactly what could not be installed is listed
-  and the rest is installed anyway.
+  when that fails, again without the packages the installer names as not found, else package
+  by package, so that exactly what could not be installed is listed and the rest is installed
+  anyway.
 - Packages this installation has at exactly the recorded version are not downloaded again: when
   the Python ``X.Y`` is the same, they are linked from here (a folder of symbolic links, the
   "overlay", that the venv appends to its ``sys.path`` after its own ``site-packages``).
@@ -394,14 +395,15 @@ def ensure(
         todo = [
             line
             for line in wanted.install
-            if _name(line) not in linked_names
-            and not _satisfied(line, inside)
+            if _name(line) not in linked_names and not _satisfied(line, inside)
         ]
         for requirement in wanted.outside:
             env._fail(requirement, "an editable install from outside the run's repository")
         if todo:
             env.installed += _install_all(env, folder, todo, progress)
-        extras = _mltrail_closure(here, set(wanted.pins) | set(inside)) if same_abi else []
+        # What mltrail needs and the venv lacks (a pin that failed included) comes from here.
+        present = linked_names | set(inside) | {_name(line) for line in env.installed}
+        extras = _mltrail_closure(here, present) if same_abi else []
         env.linked = len(linked)
         _write_overlay(folder / "overlay", [*linked, *extras], here, probe["purelib"])
         if not same_abi:
