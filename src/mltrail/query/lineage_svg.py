@@ -25,7 +25,7 @@ from mltrail.query.lineage import KINDS, Lineage, Node
 logger = logging.getLogger("mltrail.lineage")
 
 NODE_W, NODE_H = 230, 52
-COL_GAP, ROW_GAP, MARGIN, HEADER = 90, 22, 30, 56
+COL_GAP, ROW_GAP, MARGIN, HEADER = 90, 22, 24, 70
 #: Fill and border of each kind.
 COLORS = {
     "commit": ("#eef4ff", "#3b6fd8"),
@@ -108,17 +108,26 @@ def _edge(index: int, edge: Any, places: dict[str, tuple[float, float]]) -> str:
     (sx, sy), (tx, ty) = places[edge.source], places[edge.target]
     color = EDGE_COLORS.get(edge.kind, "#888")
     marker = edge.kind if edge.kind in EDGE_COLORS else "default"
-    if sx == tx:  # runs of one column: bend out to the right
+    if sx == tx and abs(sy - ty) <= NODE_H + ROW_GAP:  # neighbours in a column: straight down
+        x1 = x2 = sx + NODE_W / 2
+        y1, y2 = (sy + NODE_H, ty) if sy < ty else (sy, ty + NODE_H)
+        path = f"M{x1},{y1} L{x2},{y2}"
+        lx, ly, anchor = x1 + 8, (y1 + y2) / 2 + 4, "start"
+    elif sx == tx:  # runs of one column further apart: bend out to the right
         x1, y1, x2, y2 = sx + NODE_W, sy + NODE_H / 2, tx + NODE_W, ty + NODE_H / 2
         bulge = x1 + 45 + min(abs(y2 - y1) / 6, 30)
         path = f"M{x1},{y1} C{bulge},{y1} {bulge},{y2} {x2},{y2}"
-        lx, ly = bulge - 8, (y1 + y2) / 2
-        anchor = "start"
-    elif tx - sx > NODE_W + COL_GAP:  # over a column: arc above its boxes, not through them
-        x1, y1, x2, y2 = sx + NODE_W / 2, sy, tx + NODE_W / 2, ty
-        top = max(HEADER + 4, min(y1, y2) - 30)
-        path = f"M{x1},{y1} C{x1},{top} {x2},{top} {x2},{y2}"
-        lx, ly, anchor = (x1 + x2) / 2, top + 18, "middle"
+        lx, ly, anchor = bulge - 8, (y1 + y2) / 2, "start"
+    elif tx - sx > NODE_W + COL_GAP:  # over a column: through the gaps and the band above the
+        # boxes, never through one
+        x1, y1, x2, y2 = sx + NODE_W, sy + NODE_H / 2, tx, ty + NODE_H / 2
+        g1, g2, band, r = x1 + 18 + (index % 4) * 6, x2 - 18 - (index % 4) * 6, HEADER - 8, 8
+        path = (
+            f"M{x1},{y1} L{g1 - r},{y1} Q{g1},{y1} {g1},{y1 - r} L{g1},{band + r} "
+            f"Q{g1},{band} {g1 + r},{band} L{g2 - r},{band} Q{g2},{band} {g2},{band + r} "
+            f"L{g2},{y2 - r} Q{g2},{y2} {g2 + r},{y2} L{x2},{y2}"
+        )
+        lx, ly, anchor = (g1 + g2) / 2, band - 4, "middle"
     else:
         x1, y1, x2, y2 = sx + NODE_W, sy + NODE_H / 2, tx, ty + NODE_H / 2
         mid = (x1 + x2) / 2
