@@ -67,3 +67,20 @@ def test_a_checkpoint_folder_is_linked_uploaded_and_indexed(client, tmp_path: Pa
     assert (entry["step"], entry["size"], entry["metrics"]) == (4, 11, {"eval_loss": 0.5})
     run = client.get_run(trail.run_id)
     assert run.data.tags["mltrail.checkpoint.best"] == "checkpoints/checkpoint-4"
+
+
+def test_a_resumed_run_adds_to_its_checkpoint_index(client, tmp_path: Path) -> None:
+    import mltrail
+
+    first, second = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    first.write_bytes(b"1")
+    second.write_bytes(b"2")
+    quiet = {"capture": False, "system_metrics": False}
+    with mltrail.start_run(experiment="core", **quiet) as trail:
+        trail.log_checkpoint(first, step=0, aliases=("best", "latest"))
+    with mltrail.start_run(run_id=trail.run_id, **quiet) as resumed:
+        resumed.log_checkpoint(second, step=1)
+    local = Path(client.download_artifacts(trail.run_id, "checkpoints/index.json"))
+    index = json.loads(local.read_text())
+    assert sorted(index["files"]) == ["checkpoints/a.ckpt", "checkpoints/b.ckpt"]
+    assert index["aliases"] == {"best": "checkpoints/a.ckpt", "latest": "checkpoints/b.ckpt"}
