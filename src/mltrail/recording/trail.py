@@ -312,6 +312,7 @@ class Trail:
             self.resume_count = int(run.data.tags.get("mltrail.resume_count", "0")) + 1
             if run.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
+            self._checkpoints = _previous_checkpoints(self.client, run_id) or self._checkpoints
 
     def _go_offline(
         self, error: BaseException, run_id: str | None, experiment: str | None, name: str | None
@@ -969,6 +970,19 @@ class Trail:
 
     def __repr__(self) -> str:
         return f"Trail(run_id={self.run_id!r}, status={self.status!r})"
+
+
+def _previous_checkpoints(client: Any, run_id: str) -> dict[str, Any] | None:
+    """The checkpoint index of a run being resumed, which its new checkpoints add to."""
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            local = client.download_artifacts(run_id, "checkpoints/index.json", folder)
+            index = json.loads(Path(local).read_text())
+    except Exception:  # no checkpoints yet
+        return None
+    if isinstance(index.get("files"), dict) and isinstance(index.get("aliases"), dict):
+        return index
+    return None
 
 
 def _parent(artifact_file: str) -> str | None:
