@@ -63,3 +63,9 @@ LIGHTGBM = Framework(
     ("lightgbm",),
 )
 OPTUNA = Framework("mltrail.integrations.optuna", ("optuna",), frozenset({"log_plots"}))
+TRANSFORMERS = Framework(
+    "mltrail.integrations.transformers",
+    ("transformers.trainer",),  # not plain `transformers`: its Trainer takes seconds to import
+    frozenset({"checkpoints", "log_model", "registered_model_name"}),
+    ("transformers",),
+)

@@ -1,0 +1,342 @@
+"""Transformers adapter: ``Trainer(..., callbacks=[TrailCallback()])`` records the training.
+
+Params: the ``TrainingArguments`` that change results, the model's config as ``model.*`` and its
+parameter counts. Metrics: the Trainer's logs at its own cadence; per-epoch values (evaluation
+with ``eval_strategy="epoch"``, training logs with ``logging_strategy="epoch"``) at
+``step = epoch``, the others under ``step/`` at the global step; the training's summary
+(``train_loss``, ``train_runtime``, ...) and later ``evaluate``/``predict`` metrics at the last
+epoch's step. Artifacts: each ``checkpoint-N`` folder the Trainer saves (in the background, with
+its step and metric, aliases ``best`` and ``latest``), the final model in MLflow's transformers
+flavor (with its tokenizer and a task known from its class), else in the PyTorch flavor.
+
+The run id travels in each checkpoint's ``trainer_state.json``: ``trainer.train(
+resume_from_checkpoint=...)`` with a new callback continues that run, leaving out the steps the
+run already has. Only the main process writes. Beside Transformers' own ``MLflowCallback``
+(``report_to="mlflow"``) the callback records into its run and leaves the metrics to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import transformers
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+except ImportError as error:  # pragma: no cover - exercised in the core-only environment
+    raise ImportError(
+        'mltrail.integrations.transformers needs Transformers: pip install "mltrail[transformers]"'
+    ) from error
+
+from mltrail import MltrailError, Trail
+from mltrail.adapters import (
+    BestTracker,
+    EpochLog,
+    RunSession,
+    check_policy,
+    exception_safe,
+    options_for,
+    pinned_requirements,
+    pytorch_flavor_kwargs,
+    stable_copy,
+)
+
+__all__ = ["TrailCallback", "autolog_patches"]
+
+# TrainingArguments that change results (the rest are paths, logging and hardware switches).
+_ARGS = (
+    "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio",
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "max_grad_norm", "optim", "optim_args", "label_smoothing_factor", "bf16", "fp16", "tf32",
+    "seed", "data_seed", "full_determinism", "gradient_checkpointing", "group_by_length",
+    "dataloader_drop_last", "neftune_noise_alpha", "torch_compile", "eval_strategy",
+    "logging_strategy", "logging_steps", "save_strategy", "load_best_model_at_end",
+    "metric_for_best_model", "greater_is_better",
+)  # fmt: skip
+# Model classes by the pipeline task their name ends with (for the transformers flavor).
+_TASKS = {
+    "ForSequenceClassification": "text-classification", "ForTokenClassification":
+    "token-classification", "ForQuestionAnswering": "question-answering", "ForMaskedLM":
+    "fill-mask", "ForCausalLM": "text-generation", "LMHeadModel": "text-generation",
+    "ForConditionalGeneration": "text2text-generation", "ForSeq2SeqLM": "text2text-generation",
+}  # fmt: skip
+_CARD = "---\nlibrary_name: transformers\n---\nTrained with transformers.Trainer; recorded by mltrail.\n"
+_STEP_TAG = "mltrail.transformers.global_step"  # the last global step the run has values of
+
+
+@exception_safe()
+class TrailCallback(TrainerCallback, ExportableState):
+    """Record a ``transformers.Trainer`` training (and later ``evaluate``/``predict``) as a run.
+
+    Args:
+        trail: log into this run (from :func:`mltrail.start_run`) instead of starting one per
+            training; the run is left open for its owner to end.
+        checkpoints: which ``checkpoint-N`` folders to upload under ``checkpoints/``: "all"
+            (default; "best_and_last" is the same, each save being the latest), "best" (those
+            that are best by ``metric_for_best_model``, else ``eval_loss``) or "none".
+        log_model: log the final model under ``model/``.
+        registered_model_name: also register it in the Model Registry under this name.
+        **start_run_kwargs: arguments of :func:`mltrail.start_run` for the runs it starts.
+
+    Attributes:
+        run_id: the run of the current (or last) training, None before the first one.
+    """
+
+    def __init__(
+        self,
+        trail: Trail | None = None,
+        *,
+        checkpoints: str = "all",
+        log_model: bool = True,
+        registered_model_name: str | None = None,
+        **start_run_kwargs: Any,
+    ) -> None:
+        self._session = RunSession("transformers", trail, start_run_kwargs)
+        self.checkpoints = check_policy(checkpoints)
+        self.log_model, self.registered_model_name = log_model, registered_model_name
+        self._epochs = EpochLog(self._session)
+        self._paused_mlflow = False  # autolog took Transformers' MLflowCallback off the trainer
+        self._metrics_elsewhere = False
+        self._skip_to = self._offset = 0
+        self._summary: dict[str, Any] = {}
+        self._last: dict[str, Any] = {}  # the latest evaluation, for the checkpoint saved next
+
+    @property
+    def run_id(self) -> str | None:
+        return self._session.last_run_id
+
+    def state(self) -> dict[str, Any]:  # Transformers' ExportableState: kept in checkpoints
+        own = ("checkpoints", "log_model", "registered_model_name")
+        return {
+            "args": {name: getattr(self, name) for name in own},
+            "attributes": {"_resume_id": self.run_id},
+        }
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        if not state.is_world_process_zero:
+            return
+        if self._session.trail is not None:  # the last training raised past every hook
+            reason = "the transformers training stopped by an exception before its end"
+            self._session.end(finished=False, reason=reason)
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        saved = saved[0] if isinstance(saved, list) and saved else saved
+        resume_id = ((saved or {}).get("attributes") or {}).get("_resume_id")
+        tags = {"mltrail.transformers.version": transformers.__version__}
+        trail = None
+        if state.global_step and resume_id and self._session.given is None:
+            try:
+                trail = self._session.open(run_id=resume_id, tags=tags)
+            except MltrailError as error:
+                self._session.report("resuming the checkpoint's run", error)
+        trail = trail or self._session.open(tags=tags)
+        self._session.training_started()
+        self._metrics_elsewhere = (
+            not trail.owned and "mlflow" in (args.report_to or []) and not self._paused_mlflow
+        )
+        self._skip_to = int(trail.attached_tags.get(_STEP_TAG, 0)) if trail.resumed else 0
+        self._offset = 0 if state.global_step else _next_global.get(trail.run_id, 0)
+        self._summary, self._last, self._best = {}, {}, _tracker(args)
+        self._epochs = EpochLog(self._session)
+        self._epochs.start(_epoch(state.epoch) if state.global_step else 0)
+        params = _model_params(model)
+        if not self._metrics_elsewhere:  # MLflowCallback logged the arguments under these names
+            params.update({k: _plain(getattr(args, k, None)) for k in _ARGS})
+            params["world_size"] = args.world_size
+            params["total_train_batch_size"] = (
+                args.per_device_train_batch_size
+                * args.gradient_accumulation_steps
+                * args.world_size
+            )
+        trail.log_params({k: v for k, v in params.items() if v is not None})
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any):
+        logs = dict(logs or {})
+        if not state.is_world_process_zero or self._metrics_elsewhere or not logs:
+            return
+        if self._session.trail is None:  # evaluate() after the training
+            self._after(state, {k: v for k, v in logs.items() if k != "epoch"})
+            return
+        step = state.global_step + self._offset
+        if "train_runtime" in logs:  # the training's summary, logged at its end
+            self._summary = {k: v for k, v in logs.items() if k != "epoch"}
+            return
+        if self._skip_to and step <= self._skip_to:
+            return  # a resumed training redoing steps that the run has values of
+        evaluation = any(k.startswith("eval_") for k in logs)
+        if evaluation:
+            self._last = logs
+        strategy = args.eval_strategy if evaluation else args.logging_strategy
+        if str(getattr(strategy, "value", strategy)) == "epoch":
+            logs.pop("epoch", None)
+            self._epochs.stage(_epoch(state.epoch), logs)
+        else:
+            self._epochs.log_step(logs, step)
+        self._session.trail.set_tags({_STEP_TAG: step})
+        _next_global[self._session.trail.run_id] = step + 1
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any):
+        trail = self._session.trail
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if trail is None or not state.is_world_process_zero or not os.path.isdir(folder):
+            return
+        if self._skip_to and state.global_step + self._offset <= self._skip_to:
+            return  # the run has it from before the training was resumed
+        self._epochs.flush()  # the epoch's values are in before its checkpoint
+        best = self._best.update(self._last, state.global_step)
+        if state.best_model_checkpoint:  # the Trainer's own choice wins
+            best = os.path.abspath(state.best_model_checkpoint) == os.path.abspath(folder)
+        if self.checkpoints == "none" or (self.checkpoints == "best" and not best):
+            return
+        pinned, _ = stable_copy(folder, self._session.temp_dir(), link=True)
+        monitor = self._best.monitor
+        metrics = {monitor: self._last[monitor]} if monitor in self._last else None
+        aliases = ("best", "latest") if best else ("latest",)
+        step = state.global_step + self._offset
+        trail.log_checkpoint(pinned, step=step, metrics=metrics, aliases=aliases, source=folder)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        if self._session.trail is None:
+            return
+        processor = kw.get("processing_class", kw.get("tokenizer"))
+
+        def summary(trail: Trail) -> None:
+            self._epochs.flush()
+            self._epochs.log(_epoch(state.epoch), self._summary)
+            if self.log_model and model is not None and trail.enabled:
+                self._log_final_model(trail, model, processor)
+
+        self._session.end_after(summary)
+
+    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any):
+        if state.is_world_process_zero and not self._metrics_elsewhere and metrics:
+            self._after(state, metrics)
+
+    def _after(self, state: Any, metrics: dict[str, Any]) -> None:
+        """Metrics of an ``evaluate``/``predict`` outside the training, at its last step."""
+        if self._session.trail is not None:
+            return
+        _ = self._session.reopen() if self.run_id else self._session.open()
+        self._session.end_after(lambda t: t.log_metrics(metrics, step=self._epochs.last_step or 0))
+
+    def _log_final_model(self, trail: Trail, model: Any, processor: Any) -> None:
+        background = True
+        try:  # a copy, saved in the background while the user's model stays untouched
+            model = copy.deepcopy(model).cpu().eval()
+        except Exception:
+            background = False
+        task = next((t for s, t in _TASKS.items() if type(model).__name__.endswith(s)), None)
+        tokenizer = isinstance(processor, transformers.PreTrainedTokenizerBase)
+        options = {"registered_model_name": self.registered_model_name, "background": background}
+        if task and tokenizer:
+            from huggingface_hub import ModelCard  # a card of its own: fetching one needs the Hub
+
+            trail.log_model(
+                {"model": model, "tokenizer": processor},
+                "transformers",
+                task=task,
+                model_card=ModelCard(_CARD),
+                pip_requirements=pinned_requirements("transformers", "torch", "tokenizers"),
+                **options,
+            )
+        else:
+            trail.log_model(
+                model,
+                "pytorch",
+                pip_requirements=pinned_requirements("torch", "transformers"),
+                **options,
+                **pytorch_flavor_kwargs(),
+            )
+        trail.set_tags({"mltrail.model.task": task or "unknown"})
+
+    def _failed(self, error: BaseException) -> None:
+        """End the run for an exception that escaped ``train`` (Transformers has no hook)."""
+        if self._session.trail is not None:
+            self._session.end(error)
+
+
+_next_global: dict[str, int] = {}  # run id -> the next global step of trainings into it
+
+
+def _epoch(epoch: float | None) -> int:
+    """The 0-based index of the epoch that ``state.epoch`` (a float, 1.0 at its end) is in."""
+    return max(math.ceil((epoch or 0) - 1e-6) - 1, 0)
+
+
+def _plain(value: Any) -> Any:
+    value = getattr(value, "value", value)  # enums
+    return value if isinstance(value, bool | int | float | str | dict | type(None)) else str(value)
+
+
+def _tracker(args: Any) -> BestTracker:
+    metric = args.metric_for_best_model or "eval_loss"
+    metric = metric if metric.startswith("eval_") else f"eval_{metric}"
+    greater = args.greater_is_better
+    return BestTracker(metric, "auto" if greater is None else ("max" if greater else "min"))
+
+
+def _model_params(model: Any) -> dict[str, Any]:
+    """The model's config (sizes, architecture, ``_name_or_path``) and parameter counts."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return {"model.class": type(model).__name__} if model is not None else {}
+    params = {
+        f"model.{k.lstrip('_')}": v
+        for k, v in config.to_dict().items()
+        if isinstance(v, bool | int | float | str) and k != "transformers_version"
+    }
+    params["model.architectures"] = ",".join(config.architectures or [type(model).__name__])
+    params["model.total_params"] = model.num_parameters()
+    params["model.trainable_params"] = model.num_parameters(only_trainable=True)
+    return params
+
+
+# --- autolog ----------------------------------------------------------------------------------
+
+
+def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..., Any]]]:
+    """``mltrail.autolog`` patches: ``Trainer.train`` gets a :class:`TrailCallback` when it has
+    none, with Transformers' own ``MLflowCallback`` off during that call (one run, mltrail's);
+    ``evaluate``/``predict`` after it add to the same run. The trainer is left as it was."""
+    from transformers import Trainer
+    from transformers.integrations import MLflowCallback
+
+    start, own = options_for("transformers", options)
+    trained: weakref.WeakKeyDictionary[Any, TrailCallback] = weakref.WeakKeyDictionary()
+
+    def attached(trainer: Any, callback: TrailCallback, call: Callable[[], Any]) -> Any:
+        callbacks = trainer.callback_handler.callbacks
+        before = list(callbacks)
+        callbacks[:] = [cb for cb in before if not isinstance(cb, MLflowCallback)] + [callback]
+        try:
+            return call()
+        finally:
+            callbacks[:] = before
+
+    def train(call_original: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        handler = trainer.callback_handler
+        if any(isinstance(cb, TrailCallback) for cb in handler.callbacks):
+            return call_original(trainer, *args, **kwargs)
+        callback = TrailCallback(**start, **own)
+        callback._paused_mlflow = True
+        try:
+            result = attached(trainer, callback, lambda: call_original(trainer, *args, **kwargs))
+        except BaseException as error:
+            callback._failed(error)
+            raise
+        trained[trainer] = callback
+        return result
+
+    def later(call_original: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        callback = trained.get(trainer)
+        callbacks = trainer.callback_handler.callbacks
+        if callback is None or any(isinstance(cb, TrailCallback) for cb in callbacks):
+            return call_original(trainer, *args, **kwargs)
+        return attached(trainer, callback, lambda: call_original(trainer, *args, **kwargs))
+
+    return [(Trainer, "train", train), (Trainer, "evaluate", later), (Trainer, "predict", later)]

@@ -1,0 +1,190 @@
+"""The Transformers adapter on tiny models built from a config (no download) against a real
+sqlite MLflow store: what a user sees in MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: models come from a config
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+import mltrail  # noqa: E402
+from mltrail.integrations.transformers import TrailCallback  # noqa: E402
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40)]
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def steps(client, run_id: str, key: str) -> list[int]:
+    return [step for step, _ in history(client, run_id, key)]
+
+
+def artifact_json(client, run_id: str, path: str) -> dict:
+    return json.loads(Path(client.download_artifacts(run_id, path)).read_text())
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Random token ids; the label is whether the first token is in the upper half."""
+
+    def __init__(self, rows: int, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(5, len(VOCAB), (rows, 8), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        ids = self.ids[i]
+        return {"input_ids": ids, "labels": (ids[0] >= 25).long()}
+
+
+class CausalTokens(Tokens):
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def arguments(folder: Path, **overrides) -> transformers.TrainingArguments:
+    settings = {
+        "output_dir": str(folder), "per_device_train_batch_size": 8, "learning_rate": 1e-3,
+        "report_to": "none", "use_cpu": True, "disable_tqdm": True, "seed": 3,
+        "save_strategy": "no",
+    }  # fmt: skip
+    return transformers.TrainingArguments(**{**settings, **overrides})
+
+
+def bert() -> transformers.PreTrainedModel:
+    config = transformers.BertConfig(
+        vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16, num_labels=2,
+    )  # fmt: skip
+    return transformers.BertForSequenceClassification(config)
+
+
+def gpt2() -> transformers.PreTrainedModel:
+    config = transformers.GPT2Config(vocab_size=len(VOCAB), n_embd=16, n_layer=2, n_head=2)
+    return transformers.GPT2LMHeadModel(config)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB))
+    return transformers.BertTokenizerFast(vocab_file=str(vocab))
+
+
+def test_training_records_args_config_epochs_checkpoints_model_and_evaluation(
+    client, tmp_path, tokenizer
+) -> None:
+    torch.manual_seed(0)
+    model = bert()
+    args = arguments(
+        tmp_path / "out", num_train_epochs=2, eval_strategy="epoch", save_strategy="epoch",
+        logging_steps=1, warmup_steps=1, metric_for_best_model="loss",
+    )  # fmt: skip
+    callback = TrailCallback(experiment="tf")
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=Tokens(16), eval_dataset=Tokens(8, seed=1),
+        processing_class=tokenizer, callbacks=[callback],
+    )  # fmt: skip
+    trainer.train()
+    trainer.evaluate(Tokens(8, seed=2), metric_key_prefix="test")
+    mltrail.wait()
+    run = client.get_run(callback.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.framework"] == "transformers"
+    params = run.data.params
+    assert (params["learning_rate"], params["num_train_epochs"]) == ("0.001", "2")
+    assert (params["warmup_steps"], params["seed"], params["eval_strategy"]) == ("1", "3", "epoch")
+    assert params["total_train_batch_size"] == "8"
+    assert (params["model.hidden_size"], params["model.num_hidden_layers"]) == ("16", "2")
+    assert params["model.architectures"] == "BertForSequenceClassification"
+    assert params["model.total_params"] == str(model.num_parameters())
+    # The Trainer's own logs, under the step convention: evaluation per epoch at step = epoch,
+    # the per-step training logs under step/ at the global step.
+    logs = trainer.state.log_history
+    evals = [entry["eval_loss"] for entry in logs if "eval_loss" in entry]
+    assert [v for _, v in history(client, run.info.run_id, "eval_loss")] == pytest.approx(evals)
+    assert steps(client, run.info.run_id, "eval_loss") == [0, 1]
+    losses = [(entry["step"], entry["loss"]) for entry in logs if "loss" in entry]
+    recorded = history(client, run.info.run_id, "step/loss")
+    assert [s for s, _ in recorded] == [s for s, _ in losses] == [1, 2, 3, 4]
+    assert [v for _, v in recorded] == pytest.approx([v for _, v in losses])
+    assert steps(client, run.info.run_id, "step/learning_rate") == [1, 2, 3, 4]
+    assert steps(client, run.info.run_id, "train_loss") == [1]
+    assert steps(client, run.info.run_id, "test_loss") == [1]  # evaluate() after the training
+    assert "loss" not in run.data.metrics and "epoch" not in run.data.metrics
+    # The checkpoint-N folders the Trainer saved, with their step, metric and aliases.
+    index = artifact_json(client, run.info.run_id, "checkpoints/index.json")
+    assert sorted(index["files"]) == ["checkpoints/checkpoint-2", "checkpoints/checkpoint-4"]
+    assert index["files"]["checkpoints/checkpoint-4"]["step"] == 4
+    assert index["files"]["checkpoints/checkpoint-2"]["metrics"] == {"eval_loss": evals[0]}
+    best = os.path.basename(trainer.state.best_model_checkpoint)
+    assert index["aliases"] == {"best": f"checkpoints/{best}", "latest": "checkpoints/checkpoint-4"}
+    saved = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints/checkpoint-4")}
+    assert "checkpoints/checkpoint-4/model.safetensors" in saved
+    # The final model in the transformers flavor, with its tokenizer.
+    mlmodel = Path(client.download_artifacts(run.info.run_id, "model/MLmodel")).read_text()
+    assert "transformers:" in mlmodel and "text-classification" in mlmodel
+    assert "tokenizer" in mlmodel
+    assert run.data.tags["mltrail.model.flavor"] == "transformers"
+
+
+def test_resume_from_a_checkpoint_continues_the_run_without_duplicate_steps(
+    client, tmp_path
+) -> None:
+    torch.manual_seed(0)
+    args = arguments(tmp_path / "out", max_steps=4, logging_steps=1, save_steps=2,
+                     save_strategy="steps")  # fmt: skip
+    first = TrailCallback(experiment="tf-resume")
+    transformers.Trainer(
+        model=gpt2(), args=args, train_dataset=CausalTokens(32), callbacks=[first]
+    ).train()
+    state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["TrailCallback"]["attributes"]["_resume_id"] == first.run_id
+    # A new process would build everything again: a fresh callback, model and trainer that
+    # goes on from checkpoint-2 to step 6. Steps 3 and 4 are in the run already.
+    second = TrailCallback(experiment="tf-resume")
+    longer = arguments(tmp_path / "out", max_steps=6, logging_steps=1, save_steps=2,
+                       save_strategy="steps")  # fmt: skip
+    trainer = transformers.Trainer(
+        model=gpt2(), args=longer, train_dataset=CausalTokens(32), callbacks=[second]
+    )
+    trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    mltrail.wait()
+    assert second.run_id == first.run_id
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.resume_count"] == "1"
+    assert steps(client, run.info.run_id, "step/loss") == [1, 2, 3, 4, 5, 6]
+    index = artifact_json(client, run.info.run_id, "checkpoints/index.json")
+    assert sorted(index["files"]) == [f"checkpoints/checkpoint-{n}" for n in (2, 4, 6)]
+    assert index["aliases"]["latest"] == "checkpoints/checkpoint-6"
+    # No tokenizer: the model in the PyTorch flavor.
+    assert run.data.tags["mltrail.model.flavor"] == "pytorch"
+
+
+def test_autolog_beside_report_to_mlflow_gives_one_run(client, tmp_path) -> None:
+    args = arguments(tmp_path / "out", max_steps=2, logging_steps=1, report_to="mlflow")
+    mltrail.autolog(frameworks=["transformers"], experiment="tf-auto", log_model=False, silent=True)
+    try:
+        trainer = transformers.Trainer(model=gpt2(), args=args, train_dataset=CausalTokens(16))
+        before = list(trainer.callback_handler.callbacks)
+        trainer.train()
+        assert trainer.callback_handler.callbacks == before  # the trainer is left as it was
+    finally:
+        mltrail.autolog(disable=True, silent=True)
+    mltrail.wait()
+    experiment = client.get_experiment_by_name("tf-auto")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["mltrail.framework"] == "transformers"
+    assert steps(client, run.info.run_id, "step/loss") == [1, 2]
+    assert "loss" not in run.data.metrics  # Transformers' MLflowCallback was off for it
+    assert run.data.params["max_steps"] == "2"
