@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -198,6 +199,13 @@ class Trail:
                 options = dataclasses.replace(options, capture=False, system_metrics=False)
             else:
                 joined = _user_active_run(trail.tracking_uri)
+            if not joined and "hydra" in sys.modules:  # a Hydra multirun job: under its sweep
+                with guarded("finding the run of the Hydra sweep", trail._errors):
+                    from mltrail.capture import hydra
+
+                    parent = hydra.sweep_parent(trail.tracking_uri, experiment, options.capture)
+                    if parent:
+                        tags = {**tags, "mlflow.parentRunId": parent}
         if options.capture:  # the git layer's import overlaps with opening the store
             from mltrail.capture.git import preload_gitpython
 
@@ -1018,15 +1026,18 @@ def fresh_run_name() -> str:
 
 
 def _source_tags() -> dict[str, str]:
-    import sys
-
     from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
     from mltrail.capture.env import mlflow_user
+    from mltrail.capture.notebook import source_name
 
     entry = sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>"
+    kind = "LOCAL"
+    notebook = source_name()  # a notebook's path, not ipykernel_launcher.py
+    if notebook is not None:
+        entry, kind = notebook, "NOTEBOOK"
     user = mlflow_user()
-    return {MLFLOW_SOURCE_NAME: entry, MLFLOW_SOURCE_TYPE: "LOCAL", MLFLOW_USER: user}
+    return {MLFLOW_SOURCE_NAME: entry, MLFLOW_SOURCE_TYPE: kind, MLFLOW_USER: user}
 
 
 def _user_active_run(tracking_uri: str) -> str | None:
