@@ -30,12 +30,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from itertools import count
@@ -44,6 +41,7 @@ from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import common
 import keras
 import numpy as np
 
@@ -175,19 +173,6 @@ def trainer(variant: str, root: Path, x: np.ndarray, y: np.ndarray, epochs: int)
     raise ValueError(variant)
 
 
-def available(variant: str) -> str | None:
-    """None when the variant can run, else why not."""
-    modules = {"mlflow_autolog": "mlflow.keras", "dvclive": "dvclive.keras"}
-    module = "mltrail.integrations.keras" if variant.startswith("mltrail") else modules.get(variant)
-    if module is None:
-        return None
-    try:
-        __import__(module)
-    except ImportError as error:
-        return f"not installed ({error})"
-    return None
-
-
 def timed(run: Callable[[], tuple[float, ...]]) -> tuple[float, ...]:
     with contextlib.redirect_stdout(io.StringIO()):
         return run()
@@ -205,38 +190,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = args.rows or (1_024 if args.quick else 4_096)
     repeats = args.repeats or (3 if args.quick else 5)
 
-    os.environ.setdefault("MLTRAIL_STRICT", "0")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    common.quiet()
     x, y = make_data(rows)
     wanted = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(wanted) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    skipped = {v: why for v in wanted if (why := available(v))}
+    modules = {"mlflow_autolog": "mlflow.keras", "dvclive": "dvclive.keras"}
+    modules |= {v: "mltrail.integrations.keras" for v in VARIANTS if v.startswith("mltrail")}
+    skipped = {v: why for v in wanted if (why := common.unavailable(v, modules))}
     variants = [v for v in wanted if v not in skipped]
     if "none" not in variants:
         variants.insert(0, "none")
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    cpu: dict[str, list[float]] = {v: [] for v in variants}
-    hooks: dict[str, list[float]] = {v: [] for v in variants if v.startswith("mltrail")}
-    with tempfile.TemporaryDirectory(prefix="bench-keras-") as folder:
-        root = Path(folder)
-        cwd = os.getcwd()
-        os.chdir(root)  # DVCLive and MLflow write relative files; keep them out of the repo
-        try:
-            runs = {v: trainer(v, root, x, y, args.epochs) for v in variants}
-            for variant in variants:  # warm-up: imports, store creation, caches
-                timed(runs[variant])
-            for repeat in range(repeats):
-                shift = repeat % len(variants)
-                for variant in variants[shift:] + variants[:shift]:
-                    wall, used, spent = timed(runs[variant])
-                    times[variant].append(wall)
-                    cpu[variant].append(used)
-                    if variant in hooks:
-                        hooks[variant].append(spent)
-        finally:
-            os.chdir(cwd)
+    with common.scratch("bench-keras-") as root:
+        runs = {v: trainer(v, root, x, y, args.epochs) for v in variants}
+        measured = common.interleaved(runs, repeats, timed)
+    times = {v: [m[0] for m in ms] for v, ms in measured.items()}
+    cpu = {v: [m[1] for m in ms] for v, ms in measured.items()}
+    hooks = {v: [m[2] for m in ms] for v, ms in measured.items() if v.startswith("mltrail")}
 
     medians = {v: statistics.median(t) for v, t in times.items()}
     base = medians["none"]
@@ -284,18 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "checks": checks,
         "skipped": skipped,
-        "environment": {
-            "python": platform.python_version(),
-            "keras": keras.__version__,
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-        },
+        "environment": common.environment(keras=keras.__version__),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    return 0
+    return common.emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -19,24 +19,16 @@ that every variant runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import logging
-import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import common
 import lightgbm as lgb
 import numpy as np
 
 VARIANTS = ("none", "mltrail", "mlflow_autolog", "dvclive")
+CONTENDERS = ("mlflow_autolog", "dvclive")
 
 
 def make_data(rows: int, features: int = 20, seed: int = 0) -> tuple[lgb.Dataset, lgb.Dataset]:
@@ -102,30 +94,6 @@ def trainer(variant: str, root: Path, dtrain: lgb.Dataset, dval: lgb.Dataset, ro
     raise ValueError(variant)
 
 
-def available(variant: str) -> str | None:
-    """None when the variant can run, else why not."""
-    modules = {"mlflow_autolog": "mlflow", "dvclive": "dvclive.lgbm", "mltrail": "mltrail"}
-    if variant not in modules:
-        return None
-    try:
-        __import__(modules[variant])
-    except ImportError as error:
-        return f"not installed ({error})"
-    return None
-
-
-def timed(run: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        run()
-    seconds = time.perf_counter() - start
-    # Runs that mltrail closes in the background are closed before the next variant starts.
-    wait = getattr(sys.modules.get("mltrail"), "wait", None)
-    if wait is not None:
-        wait()
-    return seconds
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, 3 repeats")
@@ -142,67 +110,39 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         PARAMS["num_threads"] = args.threads
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines go to stdout
-    os.environ.setdefault("MLTRAIL_STRICT", "0")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    common.quiet()
     dtrain, dval = make_data(rows)
-    skipped = {v: why for v in VARIANTS if (why := available(v))}
+    modules = {"mlflow_autolog": "mlflow", "dvclive": "dvclive.lgbm", "mltrail": "mltrail"}
+    skipped = {v: why for v in VARIANTS if (why := common.unavailable(v, modules))}
     if args.smoke:  # it only checks that the case runs: MLflow's model logging takes seconds
         skipped.setdefault("mlflow_autolog", "left out of --smoke")
     variants = [v for v in VARIANTS if v not in skipped]
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    with tempfile.TemporaryDirectory(prefix="bench-lightgbm-") as folder:
-        root = Path(folder)
-        os.environ["MLTRAIL_SPOOL_DIR"] = str(root / "spool")
-        cwd = os.getcwd()
-        os.chdir(root)  # DVCLive and MLflow write relative files; keep them out of the repo
-        try:
-            runs = {v: trainer(v, root, dtrain, dval, rounds) for v in variants}
-            for variant in variants:  # warm-up: imports, store creation, caches
-                timed(runs[variant])
-            for repeat in range(repeats):
-                shift = repeat % len(variants)
-                for variant in variants[shift:] + variants[:shift]:
-                    times[variant].append(timed(runs[variant]))
-        finally:
-            os.chdir(cwd)
+    with common.scratch("bench-lightgbm-") as root:
+        runs = {v: trainer(v, root, dtrain, dval, rounds) for v in variants}
+        times = common.interleaved(runs, repeats, common.timed)
 
-    medians = {v: statistics.median(t) for v, t in times.items()}
-    base = medians["none"]
-    ratios = {v: round(m / base, 4) for v, m in medians.items()}
-    checks: dict[str, bool] = {}
-    if "mltrail" in medians:
+    summary = common.against(times, "none")
+    ratios = summary["ratio_to_none"]
+    checks = {}
+    if "mltrail" in ratios:
         checks["mltrail_within_3pct_of_none"] = ratios["mltrail"] <= 1.03
-        for other in ("mlflow_autolog", "dvclive"):
-            if other in medians:
-                checks[f"mltrail_faster_than_{other}"] = medians["mltrail"] < medians[other]
-    result = {
-        "benchmark": "lightgbm",
-        "rounds": rounds,
-        "rows": rows,
-        "features": 20,
-        "metrics": PARAMS["metric"],
-        "threads": PARAMS.get("num_threads", "all"),
-        "repeats": repeats,
-        "seconds": {v: [round(t, 4) for t in ts] for v, ts in times.items()},
-        "median_seconds": {v: round(m, 4) for v, m in medians.items()},
-        "min_seconds": {v: round(min(t), 4) for v, t in times.items()},
-        "ratio_to_none": ratios,
-        "overhead_seconds": {v: round(m - base, 4) for v, m in medians.items() if v != "none"},
-        "checks": checks,
-        "skipped": skipped,
-        "environment": {
-            "python": platform.python_version(),
-            "lightgbm": lgb.__version__,
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
+    checks |= common.faster_than(summary["median_seconds"], "mltrail", CONTENDERS)
+    return common.emit(
+        {
+            "benchmark": "lightgbm",
+            "rounds": rounds,
+            "rows": rows,
+            "features": 20,
+            "metrics": PARAMS["metric"],
+            "threads": PARAMS.get("num_threads", "all"),
+            "repeats": repeats,
+            **summary,
+            "checks": checks,
+            "skipped": skipped,
+            "environment": common.environment(lightgbm=lgb.__version__),
         },
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    return 0
+        args.output,
+    )
 
 
 if __name__ == "__main__":

@@ -17,21 +17,14 @@ the ratios to no callback and the added seconds per trial. ``MLflowCallback`` (p
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import logging
-import os
-import platform
-import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import common
 import optuna
 
 VARIANTS = ("none", "mltrail", "mlflow_callback")
@@ -68,30 +61,6 @@ def study_runner(variant: str, root: Path, trials: int) -> Callable[[], Any]:
     raise ValueError(variant)
 
 
-def available(variant: str) -> str | None:
-    """None when the variant can run, else why not."""
-    modules = {"mltrail": "mltrail", "mlflow_callback": "optuna_integration.mlflow"}
-    if variant not in modules:
-        return None
-    try:
-        __import__(modules[variant])
-    except ImportError as error:
-        return f"not installed ({error})"
-    return None
-
-
-def timed(run: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        run()
-    seconds = time.perf_counter() - start
-    # Runs that mltrail closes in the background are closed before the next variant starts.
-    wait = getattr(sys.modules.get("mltrail"), "wait", None)
-    if wait is not None:
-        wait()
-    return seconds
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats")
@@ -103,63 +72,34 @@ def main(argv: list[str] | None = None) -> int:
     trials = args.trials or (5 if args.smoke else 50)
     repeats = args.repeats or (1 if args.smoke else 3 if args.quick else 5)
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    common.quiet()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    os.environ.setdefault("MLTRAIL_STRICT", "0")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    skipped = {v: why for v in VARIANTS if (why := available(v))}
+    modules = {"mltrail": "mltrail", "mlflow_callback": "optuna_integration.mlflow"}
+    skipped = {v: why for v in VARIANTS if (why := common.unavailable(v, modules))}
     variants = [v for v in VARIANTS if v not in skipped]
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    with tempfile.TemporaryDirectory(prefix="bench-optuna-") as folder:
-        root = Path(folder)
-        os.environ["MLTRAIL_SPOOL_DIR"] = str(root / "spool")
-        cwd = os.getcwd()
-        os.chdir(root)  # MLflow writes relative files; keep them out of the repo
-        try:
-            runs = {v: study_runner(v, root, trials) for v in variants}
-            for variant in variants:  # warm-up: imports, store creation, caches
-                timed(runs[variant])
-            for repeat in range(repeats):
-                shift = repeat % len(variants)
-                for variant in variants[shift:] + variants[:shift]:
-                    times[variant].append(timed(runs[variant]))
-        finally:
-            os.chdir(cwd)
+    with common.scratch("bench-optuna-") as root:
+        runs = {v: study_runner(v, root, trials) for v in variants}
+        times = common.interleaved(runs, repeats, common.timed)
 
-    medians = {v: statistics.median(t) for v, t in times.items()}
-    base = medians["none"]
-    checks: dict[str, bool] = {}
-    if "mltrail" in medians and "mlflow_callback" in medians:
-        checks["mltrail_faster_than_mlflow_callback"] = (
-            medians["mltrail"] < medians["mlflow_callback"]
-        )
-    result = {
-        "benchmark": "optuna",
-        "trials": trials,
-        "objective_seconds": 0.010,
-        "repeats": repeats,
-        "seconds": {v: [round(t, 4) for t in ts] for v, ts in times.items()},
-        "median_seconds": {v: round(m, 4) for v, m in medians.items()},
-        "ratio_to_none": {v: round(m / base, 4) for v, m in medians.items()},
-        "overhead_seconds": {v: round(m - base, 4) for v, m in medians.items() if v != "none"},
-        "overhead_per_trial_ms": {
-            v: round((m - base) / trials * 1000, 2) for v, m in medians.items() if v != "none"
+    summary = common.against(times, "none")
+    per_trial = {v: round(s / trials * 1000, 2) for v, s in summary["overhead_seconds"].items()}
+    return common.emit(
+        {
+            "benchmark": "optuna",
+            "trials": trials,
+            "objective_seconds": 0.010,
+            "repeats": repeats,
+            **summary,
+            "overhead_per_trial_ms": per_trial,
+            "checks": common.faster_than(
+                summary["median_seconds"], "mltrail", ("mlflow_callback",)
+            ),
+            "skipped": skipped,
+            "environment": common.environment(optuna=optuna.__version__),
         },
-        "checks": checks,
-        "skipped": skipped,
-        "environment": {
-            "python": platform.python_version(),
-            "optuna": optuna.__version__,
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-        },
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    return 0
+        args.output,
+    )
 
 
 if __name__ == "__main__":

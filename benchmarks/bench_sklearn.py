@@ -25,19 +25,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
-import json
 import logging
 import os
-import platform
 import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 import sklearn
 from sklearn.datasets import make_classification
@@ -96,25 +92,6 @@ def runner(
     raise ValueError(variant)
 
 
-def available(variant: str) -> str | None:
-    """None when the variant can run, else why not."""
-    modules = {"mlflow_autolog": "mlflow.sklearn", "mltrail": "mltrail.integrations.sklearn"}
-    if variant not in modules:
-        return None
-    try:
-        __import__(modules[variant])
-    except ImportError as error:
-        return f"not installed ({error})"
-    return None
-
-
-def timed(run: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        run()
-    return time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, 3 repeats")
@@ -136,32 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         from threadpoolctl import threadpool_limits
 
         limits = threadpool_limits(args.threads)
-    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its INFO/WARNING lines are noise here
-    os.environ.setdefault("MLTRAIL_STRICT", "0")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    common.quiet()
+    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its warnings are noise here too
     X, y = make_classification(
         n_samples=rows, n_features=20, n_informative=10, random_state=0, flip_y=0.05
     )
-    skipped = {v: why for v in VARIANTS if (why := available(v))}
+    modules = {"mlflow_autolog": "mlflow.sklearn", "mltrail": "mltrail.integrations.sklearn"}
+    skipped = {v: why for v in VARIANTS if (why := common.unavailable(v, modules))}
     variants = [v for v in VARIANTS if v not in skipped]
     times: dict[str, dict[str, list[float]]] = {}
-    with limits, tempfile.TemporaryDirectory(prefix="bench-sklearn-") as folder:
-        root = Path(folder)
-        os.environ["MLTRAIL_SPOOL_DIR"] = str(root / "spool")
-        cwd = os.getcwd()
-        os.chdir(root)  # MLflow writes relative files; keep them out of the repo
-        try:
-            for name, make in workloads(trees, folds).items():
-                runs = {v: runner(v, root / name, make, X, y, options) for v in variants}
-                times[name] = {v: [] for v in variants}
-                for variant in variants:  # warm-up: imports, store creation, caches
-                    timed(runs[variant])
-                for repeat in range(repeats):
-                    shift = repeat % len(variants)
-                    for variant in variants[shift:] + variants[:shift]:
-                        times[name][variant].append(timed(runs[variant]))
-        finally:
-            os.chdir(cwd)
+    with limits, common.scratch("bench-sklearn-") as root:
+        for name, make in workloads(trees, folds).items():
+            runs = {v: runner(v, root / name, make, X, y, options) for v in variants}
+            times[name] = common.interleaved(runs, repeats, common.timed)
 
     medians = {w: {v: statistics.median(t) for v, t in ts.items()} for w, ts in times.items()}
     ratios = {w: {v: round(m / ms["plain"], 4) for v, m in ms.items()} for w, ms in medians.items()}
@@ -197,18 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "checks": checks,
         "skipped": skipped,
         "environment": {
-            "python": platform.python_version(),
-            "scikit-learn": sklearn.__version__,
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
+            **common.environment(**{"scikit-learn": sklearn.__version__}),
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    return 0
+    return common.emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -434,6 +434,53 @@ def summarise_import(r: dict[str, Any], case: str) -> list[Row]:
     ]
 
 
+def _over(
+    case: str,
+    label: str,
+    times: dict[str, list[float]],
+    mine: str,
+    base: str = "none",
+    limit: float | None = None,
+    target: str = "",
+) -> list[Row]:
+    """One row: ``mine`` against ``base``, met when the ratio of medians is at most ``limit``
+    (no target when ``limit`` is None)."""
+    if mine not in times or base not in times:
+        return []
+    ratio = statistics.median(times[mine]) / statistics.median(times[base])
+    return [
+        _row(
+            case,
+            label,
+            _t(_spread_of(times[mine])),
+            f"{base} " + _t(_spread_of(times[base])),
+            ratio,
+            target or (f"≤ {limit:.2f}" if limit is not None else "no target (reported)"),
+            None if limit is None else ratio <= limit,
+        )
+    ]
+
+
+def _versus(
+    case: str, label: str, times: dict[str, list[float]], mine: str, contender: str
+) -> list[Row]:
+    """One row: ``mine`` against a contender measured in the same run, met below it."""
+    if mine not in times or contender not in times:
+        return []
+    ours, theirs = statistics.median(times[mine]), statistics.median(times[contender])
+    return [
+        _row(
+            case,
+            f"{label}: mltrail vs {contender}",
+            _t(_spread_of(times[mine])),
+            f"{contender} " + _t(_spread_of(times[contender])),
+            ours / theirs,
+            "< 1 (below the contender)",
+            ours < theirs,
+        )
+    ]
+
+
 def _overhead_rows(
     case: str,
     label: str,
@@ -442,36 +489,12 @@ def _overhead_rows(
     mine: str,
     others: list[tuple[str, str, str]],
 ) -> list[Row]:
-    """Overhead of ``mine`` over ``base`` (≤ 3%) and ``mine`` against each contender (< 1)."""
+    """Overhead of ``mine`` over ``base`` (≤ 3%) and each ``(variant, contender, label)``."""
     if mine not in times or base not in times:
         return []
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med[mine] / med[base]
-    rows = [
-        _row(
-            case,
-            f"{label}: overhead over no logging",
-            _t(_spread_of(times[mine])),
-            "none " + _t(_spread_of(times[base])),
-            ratio,
-            "≤ 1.03",
-            ratio <= 1.03,
-        )
-    ]
+    rows = _over(case, f"{label}: overhead over no logging", times, mine, base, limit=1.03)
     for key, contender, vs_label in others:
-        if contender not in times or key not in times:
-            continue
-        rows.append(
-            _row(
-                case,
-                f"{vs_label}: mltrail vs {contender}",
-                _t(_spread_of(times[key])),
-                f"{contender} " + _t(_spread_of(times[contender])),
-                med[key] / med[contender],
-                "< 1 (below the contender)",
-                med[key] < med[contender],
-            )
-        )
+        rows += _versus(case, vs_label, times, key, contender)
     return rows
 
 
@@ -489,31 +512,17 @@ def summarise_lightning(r: dict[str, Any], case: str) -> list[Row]:
             ("trail_full", "mlflow_autolog", "defaults (checkpoint + model)"),
         ],
     )
-    if "trail_step" in fits and "none" in fits:
-        ratio = statistics.median(fits["trail_step"]) / statistics.median(fits["none"])
-        rows.append(
-            _row(
-                case,
-                "every-step metrics: overhead over no logging",
-                _t(_spread_of(fits["trail_step"])),
-                "none " + _t(_spread_of(fits["none"])),
-                ratio,
-                "≤ 1.10 (adapter issue)",
-                ratio <= 1.10,
-            )
-        )
-    if "trail_full" in fits and "none" in fits:
-        ratio = statistics.median(fits["trail_full"]) / statistics.median(fits["none"])
-        rows.append(
-            _row(
-                case,
-                "defaults (last checkpoint + model): overhead over no logging",
-                _t(_spread_of(fits["trail_full"])),
-                "none " + _t(_spread_of(fits["none"])),
-                ratio,
-                "no target (reported)",
-            )
-        )
+    rows += _over(
+        case,
+        "every-step metrics: overhead over no logging",
+        fits,
+        "trail_step",
+        limit=1.10,
+        target="≤ 1.10 (adapter issue)",
+    )
+    rows += _over(
+        case, "defaults (last checkpoint + model): overhead over no logging", fits, "trail_full"
+    )
     return rows
 
 
@@ -536,83 +545,49 @@ def summarise_keras(r: dict[str, Any], case: str) -> list[Row]:
         "mltrail",
         [("mltrail", "mlflow_autolog", "defaults")],
     )
-    if "mltrail_batch" in times:
-        ratio = statistics.median(times["mltrail_batch"]) / statistics.median(times["none"])
-        rows.append(
-            _row(
-                case,
-                "batch-level metrics: overhead over no logging",
-                _t(_spread_of(times["mltrail_batch"])),
-                "none " + _t(_spread_of(times["none"])),
-                ratio,
-                "≤ 1.10 (adapter issue)",
-                ratio <= 1.10,
-            )
+    rows += _over(
+        case,
+        "batch-level metrics: overhead over no logging",
+        times,
+        "mltrail_batch",
+        limit=1.10,
+        target="≤ 1.10 (adapter issue)",
+    )
+    return rows
+
+
+def _booster_summary(unit: str) -> Callable[[dict[str, Any], str], list[Row]]:
+    """XGBoost and LightGBM: one training with an eval set, against no logging and the
+    contenders' defaults."""
+
+    def summarise_booster(r: dict[str, Any], case: str) -> list[Row]:
+        return _overhead_rows(
+            case,
+            f"{r['rounds']} {unit}, {r['rows']:,} rows, eval set, 2 metrics",
+            r["seconds"],
+            "none",
+            "mltrail",
+            [("mltrail", "mlflow_autolog", "defaults"), ("mltrail", "dvclive", "defaults")],
         )
-    for variant, why in (r.get("skipped") or {}).items():
-        rows.append(_row(case, f"{variant}: not measured", "", why.split("\n")[0][:120]))
-    return rows
+
+    return summarise_booster
 
 
-def summarise_xgboost(r: dict[str, Any], case: str) -> list[Row]:
-    rows = _overhead_rows(
-        case,
-        f"{r['rounds']} rounds, {r['rows']:,} rows, eval set, 2 metrics",
-        r["seconds"],
-        "none",
-        "mltrail",
-        [("mltrail", "mlflow_autolog", "defaults"), ("mltrail", "dvclive", "defaults")],
-    )
-    for variant, why in (r.get("skipped") or {}).items():
-        rows.append(_row(case, f"{variant}: not measured", "", why.split("\n")[0][:120]))
-    return rows
-
-
-def summarise_lightgbm(r: dict[str, Any], case: str) -> list[Row]:
-    rows = _overhead_rows(
-        case,
-        f"{r['rounds']} iterations, {r['rows']:,} rows, eval set, 2 metrics",
-        r["seconds"],
-        "none",
-        "mltrail",
-        [("mltrail", "mlflow_autolog", "defaults"), ("mltrail", "dvclive", "defaults")],
-    )
-    for variant, why in (r.get("skipped") or {}).items():
-        rows.append(_row(case, f"{variant}: not measured", "", why.split("\n")[0][:120]))
-    return rows
+summarise_xgboost = _booster_summary("rounds")
+summarise_lightgbm = _booster_summary("iterations")
 
 
 def summarise_optuna(r: dict[str, Any], case: str) -> list[Row]:
     times, trials = r["seconds"], r["trials"]
-    rows = []
-    if "mltrail" in times:
-        added = (statistics.median(times["mltrail"]) - statistics.median(times["none"])) / trials
-        rows.append(
-            _row(
-                case,
-                f"{trials} trials of a 10 ms objective: study with a child run per trial",
-                _t(_spread_of(times["mltrail"])),
-                "none " + _t(_spread_of(times["none"])),
-                statistics.median(times["mltrail"]) / statistics.median(times["none"]),
-                f"reported: {added * 1000:.0f} ms added per trial",
-            )
-        )
-    if "mltrail" in times and "mlflow_callback" in times:
-        mine, theirs = (statistics.median(times[v]) for v in ("mltrail", "mlflow_callback"))
-        rows.append(
-            _row(
-                case,
-                f"{trials} trials: mltrail vs optuna-integration MLflowCallback",
-                _t(_spread_of(times["mltrail"])),
-                "mlflow_callback " + _t(_spread_of(times["mlflow_callback"])),
-                mine / theirs,
-                "< 1 (below the contender)",
-                mine < theirs,
-            )
-        )
-    for variant, why in (r.get("skipped") or {}).items():
-        rows.append(_row(case, f"{variant}: not measured", "", why.split("\n")[0][:120]))
-    return rows
+    added = r.get("overhead_per_trial_ms", {}).get("mltrail")
+    rows = _over(
+        case,
+        f"{trials} trials of a 10 ms objective: study with a child run per trial",
+        times,
+        "mltrail",
+        target=f"reported: {added:.0f} ms added per trial" if added is not None else "",
+    )
+    return rows + _versus(case, f"{trials} trials", times, "mltrail", "mlflow_callback")
 
 
 def summarise_sklearn(r: dict[str, Any], case: str) -> list[Row]:
@@ -814,8 +789,6 @@ def summarise_scripts(r: dict[str, Any], case: str) -> list[Row]:
                     added <= 0.020,
                 )
             )
-    for variant, why in (r.get("skipped") or {}).items():
-        rows.append(_row(case, f"{variant}: not measured", "", why.split("\n")[0][:120]))
     return rows
 
 
@@ -873,6 +846,9 @@ def summarise(cases: dict[str, Any]) -> list[Row]:
             rows += SUMMARISERS[name](record["result"], name)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
             rows.append(_row(name, f"could not summarise ({error!r})", ""))
+            continue
+        for variant, why in (record["result"].get("skipped") or {}).items():
+            rows.append(_row(name, f"{variant}: not measured", "", why.split("\n")[0][:120]))
     return rows
 
 
