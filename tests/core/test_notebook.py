@@ -188,4 +188,5 @@ def test_a_plain_mlflow_run_in_a_notebook_is_named_by_it(executed: dict) -> None
     run = executed["client"].get_run(executed["plain"])
     assert run.data.tags["mlflow.source.name"] == str(executed["path"])
     assert run.data.tags["mlflow.source.type"] == "NOTEBOOK"
-    assert run.data.tags["mltrail.git.dirty"] == "true"  # the new notebook
+    head = git(executed["repo"], "rev-parse", "HEAD")
+    assert run.data.tags["mlflow.source.git.commit"] == head  # its repository, found from it
