@@ -194,6 +194,9 @@ def test_which_a_model_version_prints_its_run_and_provenance(
     assert out.startswith("models:/churn/1 is version 1 of registered model 'churn'")
     assert f"Run         {runs['clean']}" in out
     assert git(project["repo"], "rev-parse", "HEAD~1") in out and "data.csv" in out
+    source = project["client"].get_model_version("churn", "1").source
+    if source.startswith("models:/"):  # registered as its LoggedModel (MLflow 3)
+        assert f"model        {source} (logged model)" in out
     code, out, err = cli(capsys, "which", "models:/churn@champion", "--json")
     assert code == 0, err
     data = json.loads(out)

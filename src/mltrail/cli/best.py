@@ -14,10 +14,10 @@ USAGE = (
 )
 EPILOG = """\
 examples:
-  mltrail best --metric val_loss                    lowest latest val_loss of the finished runs
+  mltrail best --metric val_loss                     lowest latest val_loss of finished runs
   mltrail best --metric val_accuracy --max --experiment churn
-  mltrail best --metric val_loss --checkpoints      the best checkpoint of any run
-  mltrail best --metric val_loss --checkout ../best restore its code and data into ../best
+  mltrail best --metric val_loss --checkpoints       the best checkpoint of any run
+  mltrail best --metric val_loss --checkout ../best  and restore its code and data there
 
 Runs are ranked by the metric's latest value (the value of the final model), among finished
 runs; with --checkpoints, every checkpoint listed in a run's checkpoints/index.json by the value

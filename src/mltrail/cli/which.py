@@ -83,10 +83,10 @@ def _which_model(args: argparse.Namespace) -> int:
             {"run_id": model.run_id, **data}]})  # fmt: skip
         return 0
     print(model.describe())
-    if model.source:
-        print(f"  source       {model.source}")
     if model.model_id and model.name is not None:
         print(f"  model        models:/{model.model_id} (logged model)")
+    if model.source and model.source != f"models:/{model.model_id}":
+        print(f"  source       {model.source}")
     stale = _differs(model.tags, data)
     if stale:
         print(f"  note         the version's tags differ from the run's: {', '.join(stale)}")

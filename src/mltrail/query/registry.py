@@ -134,6 +134,9 @@ def resolve_model(client: Any, uri: str, text: str) -> ModelRef:
     if found is None:
         raise MltrailError(f"There is no model {text.strip()} in {where}.")
     model_id = getattr(found, "model_id", None) or None
+    source_id = (found.source or "").removeprefix(MODELS_PREFIX)
+    if not model_id and _LOGGED_MODEL_ID.match(source_id):
+        model_id = source_id  # a LoggedModel registered (MLflow's store may not keep model_id)
     run_id = found.run_id or (_logged_model(client, uri, text, model_id).run_id if model_id else "")
     if not run_id:
         raise MltrailError(f"{text.strip()} was not registered from a run: it has no run to show.")
@@ -447,10 +450,10 @@ def format_provenance(summary: dict[str, Any]) -> list[str]:
     data = summary.get("data") or {}
     state = summary.get("data_dirty")
     note = {"true": "  (modified at the start)", "unknown": "  (not checked)"}.get(state or "", "")
+    width = max(map(len, data), default=0)
     for i, (name, digest) in enumerate(sorted(data.items())):
-        lines.append(
-            f"  {'data' if i == 0 else '':<11}  {name}  {digest}" + (note if not i else "")
-        )
+        label = "data" if i == 0 else ""
+        lines.append(f"  {label:<11}  {name:<{width}}  {digest}" + (note if not i else ""))
     if summary.get("fingerprint"):
         lines.append(f"  fingerprint  {summary['fingerprint']}")
     return lines
