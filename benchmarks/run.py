@@ -51,6 +51,7 @@ PACKAGES = (
     "xgboost",
     "lightgbm",
     "optuna",
+    "transformers",
     "scikit-learn",
     "dvc",
     "dvclive",
@@ -178,6 +179,10 @@ CASES: dict[str, tuple[str, dict[str, list[str]]]] = {
         {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]},
     ),
     "optuna": ("bench_optuna.py", {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]}),
+    "transformers": (
+        "bench_transformers.py",
+        {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]},
+    ),
     "sklearn": (
         "bench_sklearn.py",
         {"full": [], "quick": ["--quick"], "smoke": ["--quick", "--rows", "300", "--repeats", "1"]},
@@ -590,6 +595,20 @@ def summarise_optuna(r: dict[str, Any], case: str) -> list[Row]:
     return rows + _versus(case, f"{trials} trials", times, "mltrail", "mlflow_callback")
 
 
+def summarise_transformers(r: dict[str, Any], case: str) -> list[Row]:
+    return _overhead_rows(
+        case,
+        f"{r['steps']} steps ({r['epochs']} epochs), per-epoch logs and evaluation, no model",
+        r["seconds"],
+        "none",
+        "mltrail",
+        [
+            ("mltrail", "mlflow", "report_to='mlflow'"),
+            ("mltrail", "dvclive", "report_to='dvclive'"),
+        ],
+    )
+
+
 def summarise_sklearn(r: dict[str, Any], case: str) -> list[Row]:
     rows = []
     for workload, times in r["seconds"].items():
@@ -825,6 +844,7 @@ SUMMARISERS: dict[str, Callable[[dict[str, Any], str], list[Row]]] = {
     "xgboost": summarise_xgboost,
     "lightgbm": summarise_lightgbm,
     "optuna": summarise_optuna,
+    "transformers": summarise_transformers,
     "sklearn": summarise_sklearn,
     "checkpoints": summarise_checkpoints,
     "scale": summarise_scale,
