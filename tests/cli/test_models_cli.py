@@ -289,3 +289,19 @@ def test_parse_models_uri(uri: str, parts: tuple) -> None:
 def test_a_malformed_models_uri_is_a_usage_error(capsys) -> None:
     code, _, err = cli(capsys, "which", "models:/")
     assert code == 2 and "is not a models:/ URI" in err
+
+
+def test_replayed_registration_gets_the_fingerprint_that_follows_it(project: dict) -> None:
+    """`mltrail sync` replays a journal in order: the registration, then the end's tags."""
+    from mltrail.recording.writer import apply_record
+
+    client = project["client"]
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    run_id = client.create_run(experiment, tags={"mlflow.source.git.commit": "a" * 40}).info.run_id
+    register = {"kind": "register", "data": {"name": "replayed", "artifact_path": "model"}}
+    apply_record(client, run_id, register)
+    apply_record(client, run_id, {"kind": "tags", "data": {"mltrail.fingerprint": "f" * 64}})
+    tags = client.get_model_version("replayed", "1").tags
+    assert tags["mlflow.source.git.commit"] == "a" * 40 and tags["mltrail.run_id"] == run_id
+    assert tags["mltrail.fingerprint"] == "f" * 64
+    assert client.get_run(run_id).data.tags["mltrail.model.registered"] == "replayed/1"
