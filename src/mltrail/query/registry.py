@@ -277,6 +277,13 @@ def pick_checkpoint(index: dict[str, Any] | None, which: str, run_id: str) -> Ch
         matches = [c for c in listed if which in c.aliases]
         if matches:
             return matches[0]
+    dropped = (index or {}).get("dropped") or {}
+    for path, entry in dropped.items():
+        if which == path or (isinstance(entry, dict) and str(entry.get("step")) == which):
+            raise MltrailError(
+                f"Checkpoint {path} of run {run_id} was deleted from the store "
+                "(keep_checkpoints): only the kept ones can be registered."
+            )
     steps = ", ".join(str(c.step) for c in listed if c.step is not None) or "none"
     names = sorted({a for c in listed for a in c.aliases})
     raise MltrailError(
