@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 import mltrail
@@ -119,124 +118,6 @@ def test_resume_into_an_unknown_run_says_so() -> None:
         session.open(restart_step=2)
 
 
-# --- every adapter that resumes tells the kernel its restart step ---------------------------------
-
-
-def epoch_steps(client, run_id: str, key: str) -> list[int]:
-    return [m.step for m in client.get_metric_history(run_id, key)]
-
-
-def assert_forked(client, fork: str, parent: str, at: int, key: str, total: int) -> None:
-    """``fork`` is a new run forked from ``parent`` at step ``at``, with each step once."""
-    assert fork != parent
-    tags = client.get_run(fork).data.tags
-    assert (tags["mltrail.forked_from"], tags["mltrail.forked_at_step"]) == (parent, str(at))
-    assert epoch_steps(client, fork, key) == list(range(total))
-    copied = client.get_metric_history(parent, key)[: at + 1]
-    assert [(m.step, m.value, m.timestamp) for m in client.get_metric_history(fork, key)][
-        : at + 1
-    ] == [(m.step, m.value, m.timestamp) for m in copied]
-
-
-def test_xgboost_continued_training_from_an_older_booster_forks(client) -> None:
-    xgb = pytest.importorskip("xgboost")
-    from mltrail.integrations.xgboost import TrailCallback
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(80, 3)), rng.integers(0, 2, 80)
-    dtrain = xgb.DMatrix(x, label=y)
-    light = {"log_model": False, "importance": False, **LIGHT}
-    params = {"objective": "binary:logistic", "max_depth": 2, "seed": 7}
-    first = TrailCallback(experiment="xgb-fork", **light)
-    booster = xgb.train(params, dtrain, 5, evals=[(dtrain, "train")], callbacks=[first])
-    # The booster after round 2 (3 rounds), trained on into the first run: a fork at step 2.
-    again = TrailCallback(run_id=first.run_id, **light)
-    xgb.train(
-        params, dtrain, 3, evals=[(dtrain, "train")], xgb_model=booster[:3], callbacks=[again]
-    )
-    assert_forked(client, again.run_id, first.run_id, 2, "train-logloss", 6)
-    assert epoch_steps(client, first.run_id, "train-logloss") == [0, 1, 2, 3, 4]
-
-
-def test_lightgbm_continued_training_with_fork_false_rewinds(client) -> None:
-    lgb = pytest.importorskip("lightgbm")
-    from mltrail.integrations.lightgbm import TrailCallback
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(80, 3)), rng.integers(0, 2, 80)
-    params = {"objective": "binary", "num_leaves": 4, "verbose": -1, "seed": 7}
-    light = {"log_model": False, "importance": False, **LIGHT}
-    first = TrailCallback(experiment="lgb-rewind", **light)
-    train = lgb.Dataset(x, y, free_raw_data=False)
-    booster = lgb.train(params, train, 4, valid_sets=[train], callbacks=[first])
-    older = lgb.Booster(model_str=booster.model_to_string(num_iteration=2))
-    again = TrailCallback(run_id=first.run_id, fork=False, **light)
-    lgb.train(params, train, 3, valid_sets=[train], init_model=older, callbacks=[again])
-    assert again.run_id == first.run_id
-    run = client.get_run(first.run_id)
-    assert run.data.tags["mltrail.rewound_to_step"] == "1"
-    points = client.get_metric_history(first.run_id, "training-binary_logloss")
-    assert [m.step for m in current_history(run, points)] == [0, 1, 2, 3, 4]
-
-
-def test_keras_fit_at_an_older_initial_epoch_forks(client) -> None:
-    keras = pytest.importorskip("keras")
-    from mltrail.integrations.keras import TrailCallback
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(32, 3)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
-    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    net.compile(optimizer="sgd", loss="mse")
-    light = {"checkpoints": "none", "log_model": False, **LIGHT}
-    first = TrailCallback(experiment="keras-fork", **light)
-    net.fit(x, y, epochs=4, verbose=0, callbacks=[first])
-    again = TrailCallback(run_id=first.run_id, **light)
-    net.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=[again])
-    assert_forked(client, again.run_id, first.run_id, 1, "loss", 3)
-
-
-def test_lightning_ckpt_path_of_an_older_epoch_forks(client, tmp_path) -> None:
-    pytest.importorskip("lightning")
-    torch = pytest.importorskip("torch")
-    import lightning as L
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from mltrail.integrations.lightning import TrailCallback
-
-    class Tiny(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Linear(3, 1)
-
-        def training_step(self, batch, batch_idx):
-            loss = torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
-            self.log("train_loss", loss, on_epoch=True, on_step=False)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    generator = torch.Generator().manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(16, 3, generator=generator), torch.randn(16, 1)))
-    folder = tmp_path / "ckpt"
-
-    def fit(epochs: int, ckpt_path=None) -> TrailCallback:
-        callback = TrailCallback(experiment="lightning-fork", log_model=False, **LIGHT)
-        saver = L.pytorch.callbacks.ModelCheckpoint(folder, "{epoch}", save_top_k=-1)
-        trainer = L.Trainer(
-            max_epochs=epochs,
-            limit_train_batches=2,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[callback, saver],
-            default_root_dir=str(tmp_path),
-        )
-        trainer.fit(Tiny(), data, ckpt_path=ckpt_path)
-        return callback
-
-    first = fit(4)
-    older = folder / "epoch=1.ckpt"  # saved at the end of epoch 1: training restarts at 2
-    again = fit(3, ckpt_path=str(older))
-    assert_forked(client, again.run_id, first.run_id, 1, "train_loss", 3)
-    assert client.get_run(again.run_id).data.tags["mltrail.resumed_from"] == str(older)
+# Each adapter that resumes (Lightning ckpt_path, Keras initial_epoch, XGBoost xgb_model=,
+# LightGBM init_model=) has its fork or rewind test next to its other tests in
+# tests/integrations/, where its framework is imported anyway.

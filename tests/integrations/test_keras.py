@@ -411,3 +411,24 @@ def test_subclassed_model_gets_weights_checkpoints_and_a_loadable_model(client, 
     assert_weights(rebuilt, [np.array(w) for w in net.get_weights()])
     warned = [r.getMessage() for r in caplog.records if "get_config" in r.getMessage()]
     assert len(warned) == 1 and "model.weights.h5" in warned[0]
+
+
+def test_fit_into_run_id_at_an_older_initial_epoch_forks_the_run(client):
+    x, y = data(32)
+    net = model()
+    first = TrailCallback(experiment=EXPERIMENT, checkpoints="none", log_model=False)
+    net.fit(x, y, epochs=4, verbose=0, callbacks=[first])
+    # The weights after epoch 1, trained on from epoch 2 into the first run: a fork at step 1.
+    again = TrailCallback(run_id=first.run_id, checkpoints="none", log_model=False)
+    net.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=[again])
+    assert again.run_id != first.run_id
+    tags = client.get_run(again.run_id).data.tags
+    assert (tags["mltrail.forked_from"], tags["mltrail.forked_at_step"]) == (first.run_id, "1")
+    parent = [
+        (m.step, m.value, m.timestamp) for m in client.get_metric_history(first.run_id, "loss")
+    ]
+    forked = [
+        (m.step, m.value, m.timestamp) for m in client.get_metric_history(again.run_id, "loss")
+    ]
+    assert [s for s, _, _ in forked] == [0, 1, 2] and forked[:2] == parent[:2]
+    assert [s for s, _, _ in parent] == [0, 1, 2, 3]  # the parent is untouched

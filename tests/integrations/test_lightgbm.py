@@ -201,3 +201,22 @@ def test_autolog_records_each_training_once(client, data) -> None:
     assert [r.data.tags["mltrail.lightgbm.api"] for r in runs] == ["sklearn", "train"]
     assert {r.data.tags["mltrail.framework"] for r in runs} == {"lightgbm"}
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_continued_training_with_fork_false_rewinds_the_run(client, data) -> None:
+    from mltrail.recording.restart import current_history
+
+    train, val = datasets(data)
+    first = TrailCallback(**LIGHT)
+    booster = lgb.train(PARAMS, train, 4, valid_sets=[val], callbacks=[first])
+    older = lgb.Booster(model_str=booster.model_to_string(num_iteration=2))
+    again = TrailCallback(run_id=first.run_id, fork=False, **LIGHT)
+    train, val = datasets(data)
+    lgb.train(PARAMS, train, 3, valid_sets=[val], init_model=older, callbacks=[again])
+    settled()
+    assert again.run_id == first.run_id
+    run = client.get_run(first.run_id)
+    assert run.data.tags["mltrail.rewound_to_step"] == "1"
+    points = client.get_metric_history(first.run_id, "valid_0-binary_logloss")
+    assert len(points) == 7  # MLflow keeps the superseded steps 2 and 3...
+    assert [m.step for m in current_history(run, points)] == [0, 1, 2, 3, 4]  # ...mltrail not

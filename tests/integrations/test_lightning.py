@@ -450,3 +450,29 @@ def test_import_without_lightning_names_the_extra(monkeypatch, missing):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     with pytest.raises(ImportError, match=r'pip install "mltrail\[lightning\]"'):
         importlib.import_module("mltrail.integrations.lightning")
+
+
+def test_resume_from_an_older_checkpoint_forks_the_run(client, tmp_path):
+    folder = tmp_path / "ckpt"
+
+    def fit(max_epochs: int, ckpt_path: str | None = None) -> TrailCallback:
+        callback = TrailCallback(experiment="lightning-fork", log_model=False)
+        saver = ModelCheckpoint(dirpath=folder, filename="{epoch}", save_top_k=-1)
+        trainer(tmp_path, max_epochs=max_epochs, callbacks=[callback, saver]).fit(
+            Regressor(), loader(), loader(32, seed=1), ckpt_path=ckpt_path
+        )
+        return callback
+
+    first = fit(4)
+    older = folder / "epoch=1.ckpt"  # saved after epoch 1: the training restarts at epoch 2
+    second = fit(3, ckpt_path=str(older))
+    assert second.run_id != first.run_id
+    tags = client.get_run(second.run_id).data.tags
+    assert (tags["mltrail.forked_from"], tags["mltrail.forked_at_step"]) == (first.run_id, "1")
+    assert tags["mltrail.resumed_from"] == str(older)
+    parent = client.get_metric_history(first.run_id, "val_loss")
+    forked = client.get_metric_history(second.run_id, "val_loss")
+    assert sorted(m.step for m in forked) == [0, 1, 2]
+    copied = sorted((m.step, m.value, m.timestamp) for m in forked)[:2]
+    assert copied == sorted((m.step, m.value, m.timestamp) for m in parent)[:2]
+    assert steps(client, first.run_id, "val_loss") == [0, 1, 2, 3]

@@ -519,3 +519,30 @@ def test_import_without_xgboost_names_the_extra(monkeypatch) -> None:
     monkeypatch.delitem(sys.modules, "mltrail.integrations.xgboost")
     with pytest.raises(ImportError, match=r'pip install "mltrail\[xgboost\]"'):
         importlib.import_module("mltrail.integrations.xgboost")
+
+
+def test_continued_training_into_run_id_from_an_older_booster_forks(client, dtrain, dval) -> None:
+    first = TrailCallback(experiment="xgb-fork", **LIGHT)
+    booster = xgb.train(
+        PARAMS, dtrain, 5, evals=[(dval, "val")], verbose_eval=False, callbacks=[first]
+    )
+    # The booster after round 2 (3 rounds), trained on into the first run: a fork at step 2.
+    again = TrailCallback(run_id=first.run_id, **LIGHT)
+    xgb.train(
+        PARAMS,
+        dtrain,
+        3,
+        evals=[(dval, "val")],
+        verbose_eval=False,
+        xgb_model=booster[:3],
+        callbacks=[again],
+    )
+    assert again.run_id != first.run_id
+    tags = client.get_run(again.run_id).data.tags
+    assert (tags["mltrail.forked_from"], tags["mltrail.forked_at_step"]) == (first.run_id, "2")
+    assert steps(client, again.run_id, "val-logloss") == [0, 1, 2, 3, 4, 5]
+    assert (
+        history(client, again.run_id, "val-logloss")[:3]
+        == history(client, first.run_id, "val-logloss")[:3]
+    )
+    assert steps(client, first.run_id, "val-logloss") == [0, 1, 2, 3, 4]
