@@ -20,10 +20,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import torch
+import transformers
 
-from mltrail.integrations.transformers import TrailCallback  # noqa: E402
+from mltrail.integrations.transformers import TrailCallback
 
 WORDS = [f"w{i}" for i in range(60)]
 
