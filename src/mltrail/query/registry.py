@@ -179,10 +179,10 @@ def _latest_version(client: Any, uri: str, name: str) -> Any:
 
 
 def _logged_model(client: Any, uri: str, text: str, model_id: str) -> ModelRef:
-    try:
-        found = _read(lambda: client.get_logged_model(model_id), uri, "reading the logged model")
-    except AttributeError:  # MLflow 2
-        raise MltrailError(f"{text.strip()}: a LoggedModel URI needs MLflow 3.") from None
+    getter = getattr(client, "get_logged_model", None)
+    if getter is None:  # MLflow 2
+        raise MltrailError(f"{text.strip()}: a LoggedModel URI needs MLflow 3.")
+    found = _read(lambda: getter(model_id), uri, "reading the logged model")
     if found is None:
         hint = "" if _LOGGED_MODEL_ID.match(model_id) else " (for a registered model: NAME/VERSION)"
         raise MltrailError(f"There is no model {text.strip()} in {describe_uri(uri)}{hint}.")
@@ -295,11 +295,13 @@ def pick_checkpoint(index: dict[str, Any] | None, which: str, run_id: str) -> Ch
 
 def final_model_id(client: Any, uri: str, run: Any, index: dict[str, Any] | None) -> str | None:
     """The LoggedModel id of the run's final model (MLflow 3), or None when it has none: the
-    run's tag :data:`MODEL_ID_TAG`, else the run's logged models less its checkpoints', the one
-    logged last."""
+    run's tag :data:`MODEL_ID_TAG`, else the run's logged models less its checkpoints' (those
+    of ``index`` and those named ``checkpoint-<step>``), the one logged last."""
     if run.data.tags.get(MODEL_ID_TAG):
         return run.data.tags[MODEL_ID_TAG]
     checkpoint_ids = {c.model_id for c in checkpoints(index) if c.model_id}
+    for entry in ((index or {}).get("dropped") or {}).values():
+        checkpoint_ids.add(entry.get("model_id") if isinstance(entry, dict) else None)
     run_id = run.info.run_id
 
     def search() -> list[Any]:
@@ -310,14 +312,18 @@ def final_model_id(client: Any, uri: str, run: Any, index: dict[str, Any] | None
             )
         )
 
+    if getattr(client, "search_logged_models", None) is None:  # MLflow 2: no LoggedModels
+        return None
     try:
         models = query.store_call(search, uri, "searching logged models")
     except MltrailError as error:
         logger.debug("no logged models for run %s: %s", run_id, error)
         return None
-    except AttributeError:  # MLflow 2: no LoggedModels
-        return None
-    finals = [m for m in models if m.model_id not in checkpoint_ids]
+    finals = [
+        m
+        for m in models
+        if m.model_id not in checkpoint_ids and not (m.name or "").startswith("checkpoint-")
+    ]
     finals.sort(key=lambda m: (m.name == MODEL_FOLDER, m.creation_timestamp or 0))
     return finals[-1].model_id if finals else None
 
