@@ -99,6 +99,7 @@ MODULES = {
     "lightning": "lightning",
     "lightgbm": "lightgbm",
     "optuna": "optuna",
+    "transformers": "transformers",
 }
 # What each script records: experiment's run count, one metric with its epoch/round steps.
 EXPECTED = {
