@@ -46,6 +46,7 @@ from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     EXAMPLE_ROWS,
     BestTracker,
+    CheckpointModel,
     EarlyStop,
     EpochLog,
     RunSession,
@@ -64,6 +65,20 @@ from mltrail.adapters import (
 )
 
 logger = logging.getLogger("mltrail.xgboost")
+
+
+def _load_booster(path: Any) -> Any:
+    booster = xgboost.Booster()
+    booster.load_model(str(path))
+    return booster
+
+
+# A checkpoint is a saved Booster: loaded as one, it is a model in MLflow's XGBoost flavor.
+_AS_MODEL = CheckpointModel(
+    "xgboost",
+    _load_booster,
+    {"model_format": "ubj", "pip_requirements": pinned_requirements("xgboost")},
+)
 
 __all__ = ["TrailCallback", "autolog_patches"]
 
@@ -177,7 +192,7 @@ class TrailCallback(TrainingCallback):
                 self._best.monitor, self._best.mode = self._monitor()
             best = self._best.update(metrics, step)
             aliases = ("best", "latest") if best else ("latest",)
-            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases)
+            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases, model=_AS_MODEL)
         return False  # True would stop the training
 
     def after_training(self, model: Any) -> Any:

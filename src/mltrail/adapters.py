@@ -15,6 +15,8 @@ framework's configuration; that is all:
   runs that go on continue their steps);
 - :class:`BestTracker`, :class:`FileWatch`, :func:`stable_copy`, :data:`CHECKPOINT_POLICIES`:
   checkpoints (which is best, which files changed, a copy that uploads safely);
+  :class:`CheckpointModel`: how a checkpoint loads as a model (checkpoints as MLflow 3
+  LoggedModels);
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
   stopping under one set of names;
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
@@ -69,6 +71,7 @@ from mltrail.recording.callsite import LIBRARY_PACKAGES, called_by_library, call
 from mltrail.recording.checkpoints import (
     CHECKPOINT_POLICIES,
     BestTracker,
+    CheckpointModel,
     FileWatch,
     check_policy,
     mode_for,
@@ -117,6 +120,7 @@ __all__ = [
     "STEP_PREFIX",
     "BestTracker",
     "Candidate",
+    "CheckpointModel",
     "EarlyStop",
     "EpochLog",
     "FileWatch",

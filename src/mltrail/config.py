@@ -41,6 +41,13 @@ class Options:
             "error" or "ignore".
         end_in_background: adapters end their runs on a thread of their own, so that ``fit``
             returns at once; interpreter exit (or ``mltrail.wait()``) waits for them.
+        checkpoints_as_models: each uploaded checkpoint is also an MLflow 3 LoggedModel (its
+            step and metrics linked): True, False, or "auto" (on MLflow 3, for the checkpoints
+            an adapter can load as a model).
+        keep_checkpoints: which uploaded checkpoints stay in the store: "all", "best_and_last"
+            (those the ``best`` and ``latest`` aliases name), or N (the N latest and the best);
+            superseded ones are deleted from the store (never the local files) and listed
+            under ``dropped`` in ``checkpoints/index.json``.
         fork: resuming a run from a checkpoint older than its last logged step starts a new
             run forked from it (``mltrail.forked_from``); False continues the old run and
             records the rewind (``mltrail.rewound_to_step``). See :mod:`mltrail.recording.restart`.
@@ -62,6 +69,8 @@ class Options:
     heartbeat_interval: float = 60.0
     already_run: str = "warn"
     end_in_background: bool = True
+    checkpoints_as_models: str = "auto"
+    keep_checkpoints: str = "all"
     fork: bool = True
 
     @classmethod
@@ -80,11 +89,32 @@ class Options:
                 setattr(options, name, _convert(name, env, field))
         if options.nonfinite not in {"log", "skip"}:
             raise MltrailError(f"nonfinite must be 'log' or 'skip', not {options.nonfinite!r}.")
+        options.checkpoints_as_models = _as_models(options.checkpoints_as_models)
+        options.keep_checkpoints = _keep(options.keep_checkpoints)
         if options.already_run not in {"warn", "error", "ignore"}:
             raise MltrailError(
                 f"already_run must be 'warn', 'error' or 'ignore', not {options.already_run!r}."
             )
         return options
+
+
+def _as_models(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+        return "true" if is_true(text) else "false"
+    raise MltrailError(f"checkpoints_as_models must be True, False or 'auto', not {value!r}.")
+
+
+def _keep(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text in {"all", "best_and_last"} or (text.isdigit() and int(text) > 0):
+        return text
+    raise MltrailError(
+        f"keep_checkpoints must be 'all', 'best_and_last' or a number of checkpoints (1 or "
+        f"more), not {value!r}."
+    )
 
 
 def _convert(name: str, value: Any, field: dataclasses.Field[Any]) -> Any:

@@ -2,15 +2,17 @@
 stable copy of each that the background upload can read while training goes on.
 
 The upload itself, ``checkpoints/index.json`` and the ``best``/``latest`` aliases are
-:meth:`mltrail.Trail.log_checkpoint`'s.
+:meth:`mltrail.Trail.log_checkpoint`'s; so are a checkpoint as a LoggedModel (an adapter says
+how to load it: :class:`CheckpointModel`) and retention (:func:`superseded`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,41 @@ def mode_for(metric: str, mode: str = "auto") -> str:
     if any(word in name for word in _MINIMIZED):
         return "min"
     return "max" if any(word in name for word in _MAXIMIZED) else "min"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointModel:
+    """How a checkpoint file becomes an MLflow Model, for checkpoints as LoggedModels: the
+    adapter's ``load(path)`` returns the model it holds, saved in MLflow's ``flavor`` with
+    ``kwargs`` (``pip_requirements`` and flavor arguments, as for
+    :meth:`mltrail.Trail.log_model`). ``signature_from`` and ``output_example``: a few rows of
+    input and the model's output on them, for the signature and input example."""
+
+    flavor: str
+    load: Callable[[Path], Any]
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    signature_from: Any = None
+    output_example: Any = None
+
+
+def superseded(files: Mapping[str, Any], aliases: Mapping[str, str], keep: str | int) -> list[str]:
+    """The checkpoints that retention drops from the store, oldest first.
+
+    Args:
+        files: the uploaded checkpoints still kept, in upload order.
+        aliases: alias -> checkpoint (``best``, ``latest``, ...).
+        keep: "all" (none dropped), "best_and_last" (keep what ``best`` and ``latest`` name),
+            or N (keep the N latest and the one ``best`` names).
+    """
+    keep = str(keep)
+    if keep == "all":
+        return []
+    names = list(files)
+    if keep == "best_and_last":
+        kept = {aliases.get("best"), aliases.get("latest"), names[-1] if names else None}
+    else:
+        kept = {*names[-int(keep) :], aliases.get("best")}
+    return [name for name in names if name not in kept]
 
 
 class BestTracker:

@@ -250,6 +250,9 @@ class _Target:
         elif kind == "artifact" and not Path(record["path"]).exists():
             result.problems.append(f"artifact {record['path']} no longer exists")
             return
+        elif kind == "logged_model" and not Path(record["data"]["path"]).exists():
+            result.problems.append(f"model folder {record['data']['path']} no longer exists")
+            return
         elif kind == "child_run":
             # In the experiment of the run it is replayed into: an offline run's has no id
             # until now.

@@ -23,7 +23,8 @@ from typing import Any
 from mltrail.config import Options
 from mltrail.digest import file_sha256, tree_sha256
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
-from mltrail.recording import distributed, lifecycle, scopes
+from mltrail.recording import distributed, lifecycle, logged_models, scopes
+from mltrail.recording.checkpoints import CheckpointModel, superseded
 from mltrail.recording.sanitize import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -162,6 +163,11 @@ class Trail:
         self._tmp: Path | None = None
         self._remove_at_close: list[Path] = []  # adapters' temporary folders, see remove_at_close
         self._checkpoints: dict[str, Any] = {"files": {}, "aliases": {}}
+        # Metric points the models are linked to, the dataset inputs they were evaluated on,
+        # and the checkpoints' LoggedModels: id -> (step, points linked so far).
+        self._points = logged_models.MetricPoints()
+        self._datasets: list[dict[str, Any]] = []
+        self._checkpoint_models: dict[str, tuple[int, int]] = {}
         self._monitor: Any = None
         self._ended = threading.Event()
         self._repair: threading.Thread | None = None  # crashed runs found at start
@@ -457,6 +463,7 @@ class Trail:
             if epoch is not None:
                 at = step if step is not None else epoch
                 items.append(("epoch", float(epoch), ts, int(at)))
+            self._points.add(items)
             self._writer.add_metrics(items)  # type: ignore[union-attr]
         except Exception as error:
             if strict_mode():
@@ -579,6 +586,7 @@ class Trail:
             return
         specs = [dict(d) for d in datasets]
         if specs:
+            self._datasets.extend(specs)  # for the metrics of models: which data they were on
             self._writer.add("inputs", specs)  # type: ignore[union-attr]
 
     @guard("logging child runs")
@@ -641,6 +649,7 @@ class Trail:
         aliases: Iterable[str] = ("latest",),
         source: str | os.PathLike[str] | None = None,
         sha256: str | None = None,
+        model: CheckpointModel | None = None,
     ) -> None:
         """Upload a checkpoint file (or folder) in the background under ``checkpoints/``.
 
@@ -651,6 +660,13 @@ class Trail:
         link or copy of it; ``sha256`` its digest when already known (computed while copying),
         so the file is not read once more. A folder (a Transformers ``checkpoint-N``) goes to
         ``checkpoints/<name>/``, its sha256 taken over its files (:func:`tree_sha256`).
+
+        ``model`` says how the adapter loads the checkpoint as a model: with the option
+        ``checkpoints_as_models`` (default "auto": on MLflow 3), the checkpoint is also a
+        LoggedModel named ``checkpoint-<step>``, linked to the run at ``step`` with the metrics
+        logged at that step, and its id is the entry's ``model_id`` in the index. The option
+        ``keep_checkpoints`` deletes superseded checkpoints from the store (never the local
+        files) and lists them under ``dropped`` in the index.
         """
         if not self.enabled:
             return
@@ -666,32 +682,128 @@ class Trail:
         aliases = tuple(aliases)
         values = {k: metric_value(v) for k, v in (metrics or {}).items()}
 
-        def upload() -> None:
-            digest = sha256 or (tree_sha256(path) if folder else file_sha256(path))
-            self._writer.upload_now(path, target, "uploading a checkpoint")  # type: ignore[union-attr]
+        name = f"checkpoints/{path.name}"
+
+        def enter(digest: str, extra: dict[str, Any]) -> tuple[dict[str, str], Any]:
+            """Enter the checkpoint in the index; the tags and the index that name it."""
             files = [f for f in path.rglob("*") if f.is_file()] if folder else [path]
-            name = f"checkpoints/{path.name}"
+            entry = {
+                "step": step,
+                "metrics": values,
+                "sha256": digest,
+                "size": sum(f.stat().st_size for f in files),
+                "source": str(source or path),
+                **extra,
+            }
             with self._lock:
-                self._checkpoints["files"][name] = {
-                    "step": step,
-                    "metrics": values,
-                    "sha256": digest,
-                    "size": sum(f.stat().st_size for f in files),
-                    "source": str(source or path),
-                }
+                self._checkpoints["files"][name] = entry
                 for alias in aliases:
                     self._checkpoints["aliases"][alias] = name
+                dropped = self._drop_superseded()
                 index = json.loads(json.dumps(self._checkpoints, default=str))
             tags = {f"mltrail.checkpoint.{a}": name for a in aliases}
-            self.set_tags({**tags, SHA256_TAG_PREFIX + digest[:16]: name})
-            self.log_dict(index, "checkpoints/index.json")
+            if dropped:
+                tags["mltrail.checkpoints.dropped"] = str(len(self._checkpoints["dropped"]))
+            return {**tags, SHA256_TAG_PREFIX + digest[:16]: name}, index
+
+        def upload() -> None:
+            digest = sha256 or (tree_sha256(path) if folder else file_sha256(path))
+            uploaded = self._writer.upload_now(path, target, "uploading a checkpoint")  # type: ignore[union-attr]
+            extra = {}
+            if model is not None and self._checkpoints_as_models():
+                with guarded("logging a checkpoint as a model", self._errors):
+                    extra["model_id"] = self._checkpoint_model(path, name, step, model)
+            tags, index = enter(digest, extra)
+            if uploaded:
+                self.set_tags(tags)
+                self.log_dict(index, "checkpoints/index.json")
+            else:  # journaled: its tags and index follow it, never name it before it is stored
+                for record in self._index_records(tags, index):
+                    self._writer.journal(record)  # type: ignore[union-attr]
+
+        def fallback() -> list[dict[str, Any]]:
+            kept = self._writer.artifact_for_spool(  # type: ignore[union-attr]
+                {"kind": "artifact", "path": str(path), "artifact_path": target}
+            )
+            digest = sha256 or (tree_sha256(path) if folder else file_sha256(path))
+            return [kept, *self._index_records(*enter(digest, {}))]
 
         upload.kind = "uploading a checkpoint"  # type: ignore[attr-defined]
-        # At an exit that cannot wait for the upload: keep a copy of the file for `mltrail sync`.
-        upload.fallback = lambda: self._writer.artifact_for_spool(  # type: ignore[attr-defined,union-attr]
-            {"kind": "artifact", "path": str(path), "artifact_path": target}
-        )
+        # At an exit that cannot wait for the upload: keep a copy of the file, and its tags and
+        # index behind it, for `mltrail sync`.
+        upload.fallback = fallback  # type: ignore[attr-defined]
         self._writer.add_job(upload)  # type: ignore[union-attr]
+
+    def _index_records(self, tags: dict[str, str], index: Any) -> list[dict[str, Any]]:
+        """The journal records of a checkpoint's tags and ``checkpoints/index.json``."""
+        path = self._temp_file("checkpoints/index.json")
+        path.write_text(json.dumps(index, indent=2, sort_keys=True, default=str))
+        kept = self._writer.artifact_for_spool(  # type: ignore[union-attr]
+            {"kind": "artifact", "path": str(path), "artifact_path": "checkpoints", "owned": True}
+        )
+        return [{"kind": "tags", "data": tags}, kept]
+
+    def _checkpoints_as_models(self) -> bool:
+        choice = self.options.checkpoints_as_models
+        return choice != "false" and logged_models.supported()
+
+    def _checkpoint_model(
+        self, path: Path, name: str, step: int | None, spec: CheckpointModel
+    ) -> str | None:
+        """Save checkpoint ``path`` as an MLflow Model and send it as a LoggedModel; its id,
+        or None when journaled for ``mltrail sync`` (the store is away)."""
+        folder = self._save_flavor(
+            spec.load(path), spec.flavor, spec.signature_from, spec.output_example, spec.kwargs
+        )
+        try:
+            points = self._points.at_step(step) if step is not None else []
+            data = logged_models.model_record(
+                f"checkpoint-{step}" if step is not None else Path(name).stem,
+                str(folder),
+                step=step or 0,
+                metrics=logged_models.linked_metrics(points, self._datasets),
+                tags={
+                    logged_models.KIND_TAG: "checkpoint",
+                    logged_models.CHECKPOINT_TAG: name,
+                    "mltrail.model.flavor": spec.flavor,
+                },
+                experiment_id=self.experiment_id,
+            )
+            state = self._writer.send_now(  # type: ignore[union-attr]
+                {"kind": "logged_model", "data": data}, "logging a checkpoint as a model"
+            )
+        finally:
+            shutil.rmtree(folder.parent, ignore_errors=True)
+        if state != "sent":
+            return None
+        with self._lock:
+            self._checkpoint_models[data["model_id"]] = (step or 0, len(points))
+        return data["model_id"]
+
+    def _drop_superseded(self) -> list[str]:
+        """Retention (``keep_checkpoints``): move superseded checkpoints from the index's files
+        to its ``dropped`` ones and queue their deletion from the store. Under ``self._lock``."""
+        files = self._checkpoints["files"]
+        dropped = superseded(files, self._checkpoints["aliases"], self.options.keep_checkpoints)
+        now = int(time.time())
+        for name in dropped:
+            entry = files.pop(name)
+            self._checkpoints.setdefault("dropped", {})[name] = {**entry, "dropped_at": now}
+            self._writer.add(  # type: ignore[union-attr]
+                "drop_checkpoint", {"path": name, "model_id": entry.get("model_id")}
+            )
+        return dropped
+
+    def _link_late_metrics(self) -> None:
+        """Link the checkpoints' LoggedModels to metrics of their step that were logged after
+        the checkpoint was (a framework that saves before it reports the epoch's values)."""
+        with self._lock:
+            models = dict(self._checkpoint_models)
+        for model_id, (step, linked) in models.items():
+            points = self._points.at_step(step)
+            if len(points) > linked:
+                rows = logged_models.linked_metrics(points, self._datasets)
+                self._writer.add("model_metrics", {"model_id": model_id, "metrics": rows})  # type: ignore[union-attr]
 
     @guard("logging the model")
     def log_model(
@@ -734,6 +846,54 @@ class Trail:
         registered_model_name: str | None,
         flavor_kwargs: dict[str, Any],
     ) -> None:
+        target = self._save_flavor(model, flavor, example, output, flavor_kwargs)
+        files = [
+            f for f in sorted(target.rglob("*")) if f.is_file() and f.name not in _MODEL_METADATA
+        ]
+        hashes = {
+            SHA256_TAG_PREFIX + file_sha256(f)[:16]: f"model/{f.relative_to(target).as_posix()}"
+            for f in files
+        }
+        try:
+            uploaded = self._writer.upload_now(target, "model", "logging the model")  # type: ignore[union-attr]
+            state = "unsupported"
+            if logged_models.supported():
+                data = logged_models.model_record(
+                    logged_models.FINAL_MODEL_NAME,
+                    str(target),
+                    step=self._points.last_step(),
+                    metrics=logged_models.linked_metrics(
+                        self._points.final_and_best(), self._datasets
+                    ),
+                    tags={logged_models.KIND_TAG: "model", "mltrail.model.flavor": flavor},
+                    experiment_id=self.experiment_id,
+                    register=registered_model_name,
+                    final=True,
+                )
+                state = self._writer.send_now(  # type: ignore[union-attr]
+                    {"kind": "logged_model", "data": data}, "logging the model"
+                )
+        finally:
+            shutil.rmtree(target.parent, ignore_errors=True)
+        self.set_tags({"mltrail.model.flavor": flavor, **dict(list(hashes.items())[:100])})
+        if registered_model_name and state == "unsupported":  # MLflow 2: the run's model/
+            register = {"name": registered_model_name, "artifact_path": "model"}
+            if uploaded:
+                self._writer.add("register", register)  # type: ignore[union-attr]
+            else:
+                # The model waits in the spool: register it behind it, once sync uploaded it.
+                self._writer.journal({"kind": "register", "data": register})  # type: ignore[union-attr]
+
+    def _save_flavor(
+        self,
+        model: Any,
+        flavor: str,
+        example: Any,
+        output: Any,
+        flavor_kwargs: Mapping[str, Any],
+    ) -> Path:
+        """Save ``model`` as an MLflow Model in ``flavor`` (signature and input example from
+        ``example`` and ``output``) into a temporary folder, which the caller removes."""
         try:
             module = importlib.import_module(f"mlflow.{flavor}")
         except ImportError as error:
@@ -757,23 +917,7 @@ class Trail:
                 kwargs["pip_requirements"] = defaults()
         with _SAVING:
             module.save_model(model, str(target), signature=signature, **kwargs)
-        files = [
-            f for f in sorted(target.rglob("*")) if f.is_file() and f.name not in _MODEL_METADATA
-        ]
-        hashes = {
-            SHA256_TAG_PREFIX + file_sha256(f)[:16]: f"model/{f.relative_to(target).as_posix()}"
-            for f in files
-        }
-        uploaded = self._writer.upload_now(target, "model", "logging the model")  # type: ignore[union-attr]
-        shutil.rmtree(target.parent, ignore_errors=True)
-        self.set_tags({"mltrail.model.flavor": flavor, **dict(list(hashes.items())[:100])})
-        if registered_model_name:
-            register = {"name": registered_model_name, "artifact_path": "model"}
-            if uploaded:
-                self._writer.add("register", register)  # type: ignore[union-attr]
-            else:
-                # The model waits in the spool: register it behind it, once sync uploaded it.
-                self._writer.journal({"kind": "register", "data": register})  # type: ignore[union-attr]
+        return target
 
     # --- ending --------------------------------------------------------------------------------
 
@@ -819,6 +963,7 @@ class Trail:
                     with guarded("finishing provenance", self._errors):
                         self.provenance.finish(self)
                 self._write_summary_artifacts()
+                self._link_late_metrics()
                 if self._repair is not None:
                     # Usually done in a moment; a later end goes to the spool (Writer.add).
                     self._repair.join(min(REPAIR_WAIT, self.options.flush_timeout))

@@ -626,7 +626,8 @@ class Writer:
             if isinstance(item, dict):
                 leftover.append(self.artifact_for_spool(item))
             elif getattr(item, "fallback", None) is not None:
-                leftover.append(item.fallback())  # type: ignore[union-attr]
+                kept = item.fallback()  # type: ignore[union-attr]
+                leftover.extend(kept if isinstance(kept, list) else [kept])
             elif item is not self._uploading:
                 dropped.append(getattr(item, "kind", "background job"))
         # The stop marker goes in after the drain above, which would otherwise swallow it and
