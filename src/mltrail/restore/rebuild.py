@@ -264,6 +264,11 @@ def given(path: str | os.PathLike[str], record: Any) -> Environment:
         MltrailError: when PATH holds no Python, or one that cannot import mltrail.
     """
     folder = Path(path).expanduser().absolute()
+    if not folder.exists():
+        raise MltrailError(
+            f"--env {path}: neither rebuild, current, nor an existing environment folder or "
+            "Python executable."
+        )
     python = folder if folder.is_file() else folder / "bin" / "python"
     if not python.is_file() and (folder / "Scripts" / "python.exe").is_file():
         python = folder / "Scripts" / "python.exe"
