@@ -122,8 +122,9 @@ def register_command(args: argparse.Namespace) -> int:
     alias = f" (alias {', '.join(aliases)})" if aliases else ""
     print(f"Registered {what} of run {run_id} as models:/{name}/{version}{alias}.")
     if model_id:
-        print(f"  model        models:/{model_id} (logged model)")
-    print(f"  source       {source}")
+        print(f"  model        {source} (logged model)")
+    else:
+        print(f"  source       {source}")
     print("\n".join(registry.format_provenance(summary)))
     return 0
 
