@@ -72,7 +72,9 @@ class ErrorCounter:
         with self._lock:
             self.counts[kind] += 1
             first = self.counts[kind] == 1
-        message = redact_text(f"mltrail: {kind} failed ({type(error).__name__}: {error})")
+        message = redact_text(
+            f"mltrail: {kind} failed ({type(error).__name__}: {error}){storage_hint(error)}"
+        )
         if first:
             text = message + "; training continues, later errors of this kind are counted."
             try:
@@ -84,6 +86,45 @@ class ErrorCounter:
 
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+# Object-store (S3) error codes and messages -> what the user fixes. Matched in the text, since
+# boto3 wraps a failed transfer's ClientError into an S3UploadFailedError that only quotes it.
+_STORAGE_HINTS = (
+    (
+        ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+         "TokenRefreshRequired", "RequestExpired", "Unable to locate credentials",
+         "Partial credentials"),
+        "the object store refused the credentials: set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or AWS_PROFILE and "
+        "~/.aws/credentials, to a valid key (with --artifacts-destination, the tracking "
+        "server's)",
+    ),
+    (
+        ("AccessDenied",),
+        "the object store's credentials may not write there: grant the key s3:PutObject on the "
+        "bucket, or use another key",
+    ),
+    (
+        ("NoSuchBucket",),
+        "the bucket does not exist: create it, or point the experiment's artifact location "
+        "(the server's --default-artifact-root or --artifacts-destination) at one that does",
+    ),
+    (
+        ("Could not connect to the endpoint URL", "Read timeout on endpoint URL",
+         "Connect timeout on endpoint URL"),
+        "the object store is unreachable: check MLFLOW_S3_ENDPOINT_URL and the network",
+    ),
+)  # fmt: skip
+
+
+def storage_hint(error: BaseException) -> str:
+    """``"; <what to fix>; ..."`` for an object-store (S3) error, else ``""``."""
+    text = f"{type(error).__name__}: {error}"
+    for needles, hint in _STORAGE_HINTS:
+        if any(needle in text for needle in needles):
+            return f"; {hint}; what was not uploaded is journaled, `mltrail sync` sends it"
+    return ""
 
 
 #: Process-wide counter for errors that happen outside any run (autolog patches, plugin).
