@@ -1,4 +1,5 @@
-"""Fixtures of the reliability suite: a switchable fault proxy, PostgreSQL, subprocess helpers."""
+"""Fixtures of the reliability suite: a switchable fault proxy, PostgreSQL, an S3-compatible
+object store, subprocess helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import glob
 import http.client
 import http.server
+import json
 import os
 import pwd
 import shutil
@@ -16,9 +18,13 @@ import tempfile
 import textwrap
 import threading
 import time
+import types
 import urllib.request
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +46,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, template_db: Path):
 
 # --- a loopback HTTP proxy that can be switched to fail ---------------------------------------
 
-MODES = ("pass", "down", "hang", "429", "503")
+MODES = ("pass", "down", "hang", "slow", "429", "503")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -74,6 +80,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             proxy.closed.wait()
             self.close_connection = True
             return
+        if mode == "slow":  # forwarded, after a while
+            time.sleep(proxy.delay)
         if mode in {"429", "503"}:
             payload = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "try later"}'
             self.send_response(int(mode))
@@ -115,8 +123,9 @@ class FaultProxy:
     """A proxy on 127.0.0.1 in front of a real ``mlflow server``, switchable between modes.
 
     ``pass`` forwards every request; ``down`` closes the port (connections are refused);
-    ``hang`` accepts and reads each request and never answers; ``429``/``503`` answer every
-    request with that status. ``seen`` counts the requests each mode handled.
+    ``hang`` accepts and reads each request and never answers; ``slow`` forwards each request
+    after ``delay`` seconds; ``429``/``503`` answer every request with that status. ``seen``
+    counts the requests each mode handled.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -124,6 +133,7 @@ class FaultProxy:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.mode = "pass"
+        self.delay = 5.0
         self.seen: Counter[str] = Counter()
         self.closed = threading.Event()
         self._server: _ProxyServer | None = None
@@ -319,3 +329,157 @@ def wait_http(url: str, timeout: float = 120, process: subprocess.Popen | None =
 def socket_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+# --- an S3-compatible object store -------------------------------------------------------------
+
+S3_BUCKET = "mltrail-team"
+S3_REGION = "us-east-1"
+_ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+# IAM calls that set the server up before it starts checking credentials (see S3Server.start).
+_SETUP_ACTIONS = 3
+
+
+class S3Server:
+    """``moto_server`` on 127.0.0.1: an in-memory S3 that checks credentials like AWS does.
+
+    After the first ``_SETUP_ACTIONS`` requests (which create the IAM user ``trainer`` with an
+    allow-all policy and its access key), every request must be signed with a key it knows:
+    a wrong secret gets ``SignatureDoesNotMatch``, an unknown key ``InvalidAccessKeyId``.
+    ``access_key``/``secret_key`` are the user's; the bucket ``S3_BUCKET`` exists.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.access_key = self.secret_key = ""
+
+    def start(self, timeout: float = 60) -> None:
+        moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        if moto is None:
+            raise FileNotFoundError("moto_server")
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)}
+        with open(self.folder / "moto.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [moto, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log, stderr=log, env=env, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.time() + timeout
+        while socket_free(self.port):
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError((self.folder / "moto.log").read_text()[-2000:])
+            time.sleep(0.1)
+        iam = self.client("iam", "setup", "setup")
+        iam.create_user(UserName="trainer")
+        iam.put_user_policy(UserName="trainer", PolicyName="all", PolicyDocument=_ALLOW_ALL)
+        key = iam.create_access_key(UserName="trainer")["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self.client().create_bucket(Bucket=S3_BUCKET)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def client(self, service: str = "s3", access_key: str = "", secret_key: str = "") -> Any:
+        """A boto3 client of this server (with the trainer's key unless given another)."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=S3_REGION,
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+        )
+
+    def env(self, endpoint: str | None = None) -> dict[str, str]:
+        """What a machine that writes to the store directly sets: the usual ``AWS_*`` variables
+        and MLflow's endpoint (``endpoint`` to go through a :class:`FaultProxy`)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": S3_REGION,
+            "MLFLOW_S3_ENDPOINT_URL": endpoint or self.endpoint,
+        }
+
+    def keys(self, prefix: str = "", bucket: str = S3_BUCKET) -> dict[str, dict[str, Any]]:
+        """Every object under ``prefix``: key -> ``{"size", "etag"}``."""
+        found = {}
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                found[item["Key"]] = {"size": item["Size"], "etag": item["ETag"].strip('"')}
+        return found
+
+    def read(self, key: str, bucket: str = S3_BUCKET) -> bytes:
+        return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def delete(self, prefix: str, bucket: str = S3_BUCKET) -> None:
+        """Free the memory of the objects under ``prefix`` (moto keeps them in memory)."""
+        s3 = self.client()
+        for key in self.keys(prefix, bucket):
+            s3.delete_object(Bucket=bucket, Key=key)
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """An :class:`S3Server` for the module; skipped, with the reason, only when moto's server
+    cannot be started (``pip install "moto[server]"``)."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        pytest.skip('S3 tests need boto3 and moto (pip install "moto[server]" boto3)')
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        server.stop()
+        pytest.skip(f"could not start moto_server, an S3-compatible server: {error}")
+    yield server
+    server.stop()
+
+
+@contextlib.contextmanager
+def team_mlflow_server(
+    admin_uri: str, folder: Path, artifacts: list[str], env: dict[str, str] | None = None
+) -> Iterator[types.SimpleNamespace]:
+    """``mlflow server`` on 127.0.0.1 on a new PostgreSQL database of ``admin_uri``.
+
+    Args:
+        admin_uri: the PostgreSQL server (see ``postgres_server``).
+        folder: for the server's log.
+        artifacts: the artifact options, e.g. ``["--artifacts-destination", "s3://b/mlflow"]``.
+        env: added to the server's environment (its storage credentials).
+
+    Yields:
+        A namespace with ``uri``, ``folder`` and ``database``.
+    """
+    name = f"mltrail_team_{uuid.uuid4().hex[:8]}"
+    with postgres_database(admin_uri, name) as database:
+        port = free_port()
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the pinned driver is psycopg2
+            "--backend-store-uri", database.replace("postgresql://", "postgresql+psycopg2://"),
+            *artifacts, "--workers", "2",
+        ]  # fmt: skip
+        with open(folder / "server.log", "ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=log, start_new_session=True, cwd=folder,
+                env={**os.environ, **(env or {})},
+            )  # fmt: skip
+        try:
+            uri = f"http://127.0.0.1:{port}"
+            wait_http(uri + "/health", timeout=240, process=process)
+            yield types.SimpleNamespace(uri=uri, folder=folder, database=database)
+        finally:
+            os.killpg(process.pid, 9)
+            process.wait(timeout=30)

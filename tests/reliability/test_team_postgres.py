@@ -8,12 +8,9 @@ Needs PostgreSQL (see the ``postgres_server`` fixture): skipped, with the reason
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import types
-import uuid
 from pathlib import Path
 
 import mlflow
@@ -22,8 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mltrail.cli import main as cli
-from tests.conftest import free_port, git
-from tests.reliability.conftest import postgres_database, python_env, wait_http
+from tests.conftest import git
+from tests.reliability.conftest import python_env, team_mlflow_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.server]
 
@@ -90,27 +87,9 @@ xgb.train({"objective": "binary:logistic", "max_depth": 2}, data, 3, evals=[(dat
 def team_server(postgres_server: str, tmp_path_factory: pytest.TempPathFactory):
     """``mlflow server`` on 127.0.0.1: PostgreSQL backend store, proxied artifact storage."""
     folder = tmp_path_factory.mktemp("team-server")
-    name = f"mltrail_team_{uuid.uuid4().hex[:8]}"
-    with postgres_database(postgres_server, name) as database:
-        port = free_port()
-        command = [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-            # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the pinned driver is psycopg2
-            "--backend-store-uri", database.replace("postgresql://", "postgresql+psycopg2://"),
-            "--artifacts-destination", str(folder / "artifacts"),
-            "--workers", "2",
-        ]  # fmt: skip
-        with open(folder / "server.log", "ab") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=log, start_new_session=True, cwd=folder
-            )
-        try:
-            uri = f"http://127.0.0.1:{port}"
-            wait_http(uri + "/health", timeout=240, process=process)
-            yield types.SimpleNamespace(uri=uri, folder=folder, database=database)
-        finally:
-            os.killpg(process.pid, 9)
-            process.wait(timeout=30)
+    artifacts = ["--artifacts-destination", str(folder / "artifacts")]
+    with team_mlflow_server(postgres_server, folder, artifacts) as server:
+        yield server
 
 
 def test_processes_with_every_adapter_share_one_server(
