@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src integrations tests examples benchmarks
 
 test: lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	MLTRAIL_STRICT=0 $(PY) examples/demo.py $(DEMO_ARGS)
