@@ -62,8 +62,11 @@ OVERLAY_VARIABLE = "MLTRAIL_ENV_OVERLAY"
 #: Seconds one installer call may take (a large package list from a slow registry).
 INSTALL_TIMEOUT = 3600.0
 _PTH = "_mltrail_overlay.pth"
-#: pip's words for a requirement that no index has (the name is what follows).
-_NOT_FOUND = r"(?:satisfies the requirement|No matching distribution found for) ([A-Za-z0-9._-]+)"
+#: pip's and uv's words for a requirement that no index has (the group is its name).
+_NOT_FOUND = (
+    r"(?:satisfies the requirement|No matching distribution found for) ([A-Za-z0-9._-]+)"
+    r"|Because ([A-Za-z0-9._-]+) was not found in the package registry"
+)
 _PROBE = (
     "import json, sys, sysconfig\n"
     "from importlib import metadata\n"
@@ -447,7 +450,7 @@ def _install_all(
         error = _install(env.python, ["--no-deps", "-r", str(listing)])
         if error is None:
             return remaining
-        named = {canonical(n) for n in re.findall(_NOT_FOUND, error)}
+        named = {canonical(m.group(1) or m.group(2)) for m in re.finditer(_NOT_FOUND, error)}
         missing = [line for line in remaining if _name(line) in named]
         if not missing or len(remaining) == 1:
             break
@@ -520,10 +523,12 @@ def _check_pip() -> None:
 
 
 def _last_line(done: subprocess.CompletedProcess[str]) -> str:
-    lines = [line.strip() for line in (done.stderr or done.stdout or "").splitlines()]
+    """The installer's most telling line: a package not found, else its first error."""
+    lines = [line.strip(" ╰─▶×") for line in (done.stderr or done.stdout or "").splitlines()]
+    missing = [line for line in lines if re.search(_NOT_FOUND, line)]
     errors = [line for line in lines if line.startswith("ERROR") or "error:" in line.lower()]
-    text = (errors or [line for line in lines if line] or [f"exit code {done.returncode}"])[0]
-    return redact_text(text)[:300]
+    found = missing or errors or [line for line in lines if line]
+    return redact_text((found or [f"exit code {done.returncode}"])[0])[:300]
 
 
 def _venv_python(venv: Path) -> Path:
