@@ -41,6 +41,7 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     BestTracker,
+    CheckpointModel,
     EarlyStop,
     EpochLog,
     RunSession,
@@ -61,6 +62,12 @@ from mltrail.adapters import (
 __all__ = ["TrailCallback", "autolog_patches"]
 
 _CV_ARGS = ("nfold", "stratified", "shuffle", "seed")
+# A checkpoint is a saved Booster: loaded as one, it is a model in MLflow's LightGBM flavor.
+_AS_MODEL = CheckpointModel(
+    "lightgbm",
+    lambda path: lightgbm.Booster(model_file=str(path)),
+    {"pip_requirements": pinned_requirements("lightgbm")},
+)
 
 
 @exception_safe(hooks=("__call__", "after_iteration"))
@@ -178,7 +185,7 @@ class TrailCallback:
             if self._best.monitor is None:
                 self._best.monitor, self._best.mode = _monitor(env)
             aliases = ("best", "latest") if self._best.update(metrics, step) else ("latest",)
-            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases)
+            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases, model=_AS_MODEL)
 
     def _end(self, env: Any, stop: Any = None, error: BaseException | None = None) -> None:
         if self._session.trail is None:

@@ -164,10 +164,11 @@ class Trail:
         self._remove_at_close: list[Path] = []  # adapters' temporary folders, see remove_at_close
         self._checkpoints: dict[str, Any] = {"files": {}, "aliases": {}}
         # Metric points the models are linked to, the dataset inputs they were evaluated on,
-        # and the checkpoints' LoggedModels: id -> (step, points linked so far).
+        # and the LoggedModels sent: id -> (a checkpoint's step or None for the final model,
+        # points linked so far).
         self._points = logged_models.MetricPoints()
         self._datasets: list[dict[str, Any]] = []
-        self._checkpoint_models: dict[str, tuple[int, int]] = {}
+        self._linked_models: dict[str, tuple[int | None, int]] = {}
         self._monitor: Any = None
         self._ended = threading.Event()
         self._repair: threading.Thread | None = None  # crashed runs found at start
@@ -777,7 +778,7 @@ class Trail:
         if state != "sent":
             return None
         with self._lock:
-            self._checkpoint_models[data["model_id"]] = (step or 0, len(points))
+            self._linked_models[data["model_id"]] = (step or 0, len(points))
         return data["model_id"]
 
     def _drop_superseded(self) -> list[str]:
@@ -795,12 +796,14 @@ class Trail:
         return dropped
 
     def _link_late_metrics(self) -> None:
-        """Link the checkpoints' LoggedModels to metrics of their step that were logged after
-        the checkpoint was (a framework that saves before it reports the epoch's values)."""
+        """Link the LoggedModels to metrics logged after they were sent: a checkpoint's to the
+        values of its step a framework reported after saving it, the final model's to values
+        logged after it (early stopping's summary). Runs on the uploader thread, behind the
+        checkpoint uploads still queued at the end."""
         with self._lock:
-            models = dict(self._checkpoint_models)
+            models = dict(self._linked_models)
         for model_id, (step, linked) in models.items():
-            points = self._points.at_step(step)
+            points = self._points.final_and_best() if step is None else self._points.at_step(step)
             if len(points) > linked:
                 rows = logged_models.linked_metrics(points, self._datasets)
                 self._writer.add("model_metrics", {"model_id": model_id, "metrics": rows})  # type: ignore[union-attr]
@@ -873,6 +876,9 @@ class Trail:
                 state = self._writer.send_now(  # type: ignore[union-attr]
                     {"kind": "logged_model", "data": data}, "logging the model"
                 )
+                if state == "sent":
+                    with self._lock:
+                        self._linked_models[data["model_id"]] = (None, len(data["metrics"]))
         finally:
             shutil.rmtree(target.parent, ignore_errors=True)
         self.set_tags({"mltrail.model.flavor": flavor, **dict(list(hashes.items())[:100])})
@@ -963,7 +969,12 @@ class Trail:
                     with guarded("finishing provenance", self._errors):
                         self.provenance.finish(self)
                 self._write_summary_artifacts()
-                self._link_late_metrics()
+
+                def late() -> None:  # behind the checkpoint uploads still queued
+                    self._link_late_metrics()
+
+                late.kind = "linking metrics to models"  # type: ignore[attr-defined]
+                self._writer.add_job(late)  # type: ignore[union-attr]
                 if self._repair is not None:
                     # Usually done in a moment; a later end goes to the spool (Writer.add).
                     self._repair.join(min(REPAIR_WAIT, self.options.flush_timeout))
