@@ -233,3 +233,18 @@ def test_env_writes_the_run_requirements(original: dict, capsys, tmp_path: Path)
         "editable"
     ]
     assert main(["env", "0123456789abcdef"]) == 2
+
+
+def test_a_run_without_an_environment_record_cannot_be_rebuilt(capsys) -> None:
+    import mltrail
+
+    with mltrail.start_run(
+        experiment="reproduce-env-none", system_metrics=False, capture=False
+    ) as trail:
+        trail.log_metrics({"acc": 1.0})
+    assert main(["reproduce", trail.run_id, "--env", "rebuild"]) == 2
+    assert (
+        "recorded no Python version: its environment cannot be rebuilt" in capsys.readouterr().err
+    )
+    assert main(["env", trail.run_id]) == 2
+    assert "recorded no package list" in capsys.readouterr().err
