@@ -143,7 +143,7 @@ def test_resume_from_a_checkpoint_continues_the_run_without_duplicate_steps(
     torch.manual_seed(0)
     args = arguments(tmp_path / "out", max_steps=4, logging_steps=1, save_steps=2,
                      save_strategy="steps")  # fmt: skip
-    first = TrailCallback(experiment="tf-resume")
+    first = TrailCallback(experiment="tf-resume", log_model=False)
     transformers.Trainer(
         model=gpt2(), args=args, train_dataset=CausalTokens(32), callbacks=[first]
     ).train()
@@ -172,7 +172,9 @@ def test_resume_from_a_checkpoint_continues_the_run_without_duplicate_steps(
 
 
 def test_autolog_beside_report_to_mlflow_gives_one_run(client, tmp_path) -> None:
-    args = arguments(tmp_path / "out", max_steps=2, logging_steps=1, report_to="mlflow")
+    args = arguments(
+        tmp_path / "out", num_train_epochs=2, logging_strategy="epoch", report_to="mlflow"
+    )
     mltrail.autolog(frameworks=["transformers"], experiment="tf-auto", log_model=False, silent=True)
     try:
         trainer = transformers.Trainer(model=gpt2(), args=args, train_dataset=CausalTokens(16))
@@ -185,6 +187,9 @@ def test_autolog_beside_report_to_mlflow_gives_one_run(client, tmp_path) -> None
     experiment = client.get_experiment_by_name("tf-auto")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.tags["mltrail.framework"] == "transformers"
-    assert steps(client, run.info.run_id, "step/loss") == [1, 2]
-    assert "loss" not in run.data.metrics  # Transformers' MLflowCallback was off for it
-    assert run.data.params["max_steps"] == "2"
+    # Per-epoch training logs at step = epoch, by mltrail only: MLflowCallback would have logged
+    # them at the global steps 2 and 4, in a run of its own in the default experiment.
+    assert steps(client, run.info.run_id, "loss") == [0, 1]
+    assert "step/loss" not in run.data.metrics
+    assert client.search_runs(["0"]) == []
+    assert run.data.params["logging_strategy"] == "epoch"
