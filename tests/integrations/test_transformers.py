@@ -193,3 +193,21 @@ def test_autolog_beside_report_to_mlflow_gives_one_run(client, tmp_path) -> None
     assert "step/loss" not in run.data.metrics
     assert client.search_runs(["0"]) == []
     assert run.data.params["logging_strategy"] == "epoch"
+
+
+def test_beside_transformers_mlflow_callback_one_run_with_its_metrics(client, tmp_path) -> None:
+    args = arguments(tmp_path / "out", max_steps=2, logging_steps=1, report_to="mlflow")
+    callback = TrailCallback(experiment="tf-beside", log_model=False)
+    transformers.Trainer(
+        model=gpt2(), args=args, train_dataset=CausalTokens(16), callbacks=[callback]
+    ).train()
+    mltrail.wait()
+    # MLflowCallback's run (in MLflow's current experiment) is the one run: mltrail records its
+    # params, provenance and files into it and leaves the metrics to MLflowCallback.
+    assert client.get_experiment_by_name("tf-beside") is None
+    run = client.get_run(callback.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.framework"] == "transformers"
+    assert run.data.params["model.n_layer"] == "2"
+    assert steps(client, run.info.run_id, "loss") == [1, 2]  # MLflowCallback's convention
+    assert "step/loss" not in run.data.metrics and "mltrail.errors" not in run.data.tags
