@@ -209,11 +209,16 @@ def fresh_output(output: Path) -> None:
 
 
 def create_experiment(uri: str, artifacts: Path) -> None:
-    """The experiment keeps its artifacts in demo-output/, out of the git workspace."""
+    """The experiment keeps its artifacts in demo-output/, out of the git workspace; it is a
+    model-training experiment, as those mltrail creates are."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-creation chatter
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(uri).create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
+    from mltrail.store import EXPERIMENT_TAGS
+
+    MlflowClient(uri).create_experiment(
+        EXPERIMENT, artifact_location=artifacts.as_uri(), tags=EXPERIMENT_TAGS
+    )
 
 
 def write_dataset(path: Path, rows: int, seed: int) -> None:

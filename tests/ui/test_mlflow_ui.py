@@ -253,3 +253,43 @@ def test_run_page_shows_commit_dirty_flag_datasets_and_metric_charts(
     screenshots.append(charts)
     assert all(p.stat().st_size > 10_000 for p in screenshots)  # real pictures, not blanks
     print("screenshots:", *screenshots)
+
+
+def test_run_page_lists_the_logged_model_and_who_created_the_run(
+    demo, server, browser, tmp_path
+) -> None:
+    """MLflow 3's run page: the final model under "Logged models", "Created by" the user, in an
+    experiment created as a model-training one."""
+    run, client = demo["run"], demo["client"]
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    model_id = run.data.tags["mltrail.model.id"]
+    user = run.data.tags["mlflow.user"]
+    assert user and user != "unknown"
+    # MLflow 3.17's UI takes its mode from the GenAI / Model training switch (remembered by the
+    # browser); a fresh browser starts on GenAI, whose run page has no model section.
+    page = (
+        f"{server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        "?workflowType=machine_learning"
+    )
+    browser.open(page)
+    text = wait_for(
+        lambda: (t := browser.text()) and "Logged models (1)" in t and "Created by" in t and t,
+        90,
+        "the run page's logged models",
+    )
+    assert re.search(r"Created by\s+" + re.escape(user) + r"\s", text)
+    section = text[text.index("Logged models (") :]
+    assert section.startswith("Logged models (1)")
+    assert re.search(r"\bmodel\s+Ready\b", section), section[:400]
+    # the row links to the LoggedModel's own page
+    links = browser.js(
+        "return Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href'))"
+    )
+    assert any(model_id in (href or "") for href in links), links
+    _close_assistant(browser)
+    time.sleep(1)
+    browser.js("window.scrollTo(0, document.body.scrollHeight)")
+    shot = tmp_path / "mlflow-logged-models.png"
+    browser.screenshot(shot)
+    assert shot.stat().st_size > 10_000

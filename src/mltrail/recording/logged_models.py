@@ -35,6 +35,8 @@ CHECKPOINT_TAG = "mltrail.checkpoint"
 # Metric keys recorded per step (one point per optimizer step) or sampled from the machine:
 # not a model's metrics.
 _NOT_MODEL_METRICS = ("system/", "step/")
+#: Steps per metric key that :class:`MetricPoints` keeps (besides each key's best point).
+WINDOW = 256
 # Dataset roles, by the prefix of the metric keys evaluated on them.
 _ROLE_PREFIXES = {
     "val": ("validation", "val", "valid", "eval"),
@@ -63,20 +65,36 @@ def supported() -> bool:
 
 
 class MetricPoints:
-    """The epoch-level metric points of a run as logged, with their timestamps: a model is
-    linked to points the run already holds (same key, step, timestamp and value), which the
-    store keeps once, so linking adds no second point to the run's history."""
+    """The metric points of a run as logged, with their timestamps: a model is linked to points
+    the run already holds (same key, step, timestamp and value), which the store keeps once, so
+    linking adds no second point to the run's history.
+
+    Memory stays bounded: per key, the points of the latest :data:`WINDOW` steps (a checkpoint
+    is linked to the step just logged) and the best point so far."""
 
     def __init__(self) -> None:
         self._by_key: dict[str, dict[int, tuple[float, int]]] = {}
+        self._best: dict[str, tuple[float, int, int]] = {}
+        self._larger: dict[str, bool] = {}  # per key: is larger better
         self._lock = threading.Lock()  # added to by the training, read by the uploader
 
     def add(self, items: Iterable[tuple[str, float, int, int]]) -> None:
         """Remember ``(key, value, timestamp_ms, step)`` points (the last one of a step wins)."""
         with self._lock:
             for key, value, ts, step in items:
-                if not key.startswith(_NOT_MODEL_METRICS):
-                    self._by_key.setdefault(key, {})[step] = (value, ts)
+                if key.startswith(_NOT_MODEL_METRICS):
+                    continue
+                steps = self._by_key.get(key)
+                if steps is None:
+                    steps = self._by_key[key] = {}
+                    self._larger[key] = mode_for(key) == "max"
+                steps[step] = (value, ts)
+                if len(steps) > WINDOW:
+                    del steps[next(iter(steps))]  # the oldest step logged
+                if value == value:  # NaN is never best
+                    best = self._best.get(key)
+                    if best is None or (value > best[0] if self._larger[key] else value < best[0]):
+                        self._best[key] = (value, ts, step)
 
     def last_step(self) -> int:
         """The largest step any model metric was logged at (0 before any)."""
@@ -94,21 +112,16 @@ class MetricPoints:
 
     def final_and_best(self) -> list[tuple[str, float, int, int]]:
         """Each key's last point and, when another, its best one (by :func:`mode_for`)."""
-        with self._lock:
-            copied = {key: dict(steps) for key, steps in self._by_key.items()}
         found = []
-        for key, steps in copied.items():
-            if not steps:
-                continue
-            last = max(steps)
-            found.append((key, steps[last][0], steps[last][1], last))
-            finite = [(v, s) for s, (v, _) in steps.items() if v == v]
-            if not finite:
-                continue
-            pick = min if mode_for(key) == "min" else max
-            _, best = pick(finite)
-            if best != last:
-                found.append((key, steps[best][0], steps[best][1], best))
+        with self._lock:
+            for key, steps in self._by_key.items():
+                if not steps:
+                    continue
+                last = max(steps)
+                found.append((key, steps[last][0], steps[last][1], last))
+                best = self._best.get(key)
+                if best is not None and best[2] != last:
+                    found.append((key, best[0], best[1], best[2]))
         return found
 
 
