@@ -556,8 +556,9 @@ def push_snapshots(path: Path, remote: str | None = None) -> tuple[Path, str, li
     name = choose_remote(root, None, remote)
     if name is None:
         raise MltrailError(f"{root} has no git remote; add one with `git remote add origin URL`.")
-    refs = _lines(git(root, "for-each-ref", "--format=%(refname)%00%(objectname)", REF_PREFIX))
-    commits = [line for i, line in enumerate(refs) if i % 2]
+    # One line per ref; runs made on the same tree share a snapshot commit.
+    listing = git(root, "for-each-ref", "--format=%(objectname)", REF_PREFIX)
+    commits = list(dict.fromkeys(listing.split()))
     if commits:
         git(root, "push", "--quiet", "--no-verify", name, "refs/mltrail/*:refs/mltrail/*",
             timeout=NETWORK_TIMEOUT)  # fmt: skip
