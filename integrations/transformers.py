@@ -131,7 +131,12 @@ class TrailCallback(TrainerCallback, ExportableState):
         trail = None
         if state.global_step and resume_id and self._session.given is None:
             try:
-                trail = self._session.open(run_id=resume_id, tags=tags)
+                trail = self._session.open(
+                    run_id=resume_id,
+                    tags=tags,
+                    restart_step=math.floor(state.epoch + 1e-6),  # the first epoch it logs
+                    global_step=state.global_step,
+                )
             except MltrailError as error:
                 self._session.report("resuming the checkpoint's run", error)
         trail = trail or self._session.open(tags=tags)
@@ -139,7 +144,9 @@ class TrailCallback(TrainerCallback, ExportableState):
         self._metrics_elsewhere = (
             not trail.owned and "mlflow" in (args.report_to or []) and not self._paused_mlflow
         )
-        self._skip_to = int(trail.attached_tags.get(_STEP_TAG, 0)) if trail.resumed else 0
+        # A continued run has values up to its last logged step; a rewound one logs them again.
+        continued = trail.resumed and trail.restart != "rewind"
+        self._skip_to = int(trail.attached_tags.get(_STEP_TAG, 0)) if continued else 0
         self._offset = 0 if state.global_step else _next_global.get(trail.run_id, 0)
         self._summary, self._last, self._best = {}, {}, _tracker(args)
         self._epochs = EpochLog(self._session)

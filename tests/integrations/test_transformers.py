@@ -137,28 +137,35 @@ def test_training_records_args_config_epochs_checkpoints_model_and_evaluation(
     assert run.data.tags["mltrail.model.flavor"] == "transformers"
 
 
-def test_resume_from_a_checkpoint_continues_the_run_without_duplicate_steps(
+def test_resume_continues_from_the_last_checkpoint_and_forks_from_an_older_one(
     client, tmp_path
 ) -> None:
     torch.manual_seed(0)
-    args = arguments(tmp_path / "out", max_steps=4, logging_steps=1, save_steps=2,
-                     save_strategy="steps")  # fmt: skip
+    saving = {"logging_steps": 1, "save_steps": 2, "save_strategy": "steps"}
     first = TrailCallback(experiment="tf-resume", log_model=False)
     transformers.Trainer(
-        model=gpt2(), args=args, train_dataset=CausalTokens(32), callbacks=[first]
+        model=gpt2(),
+        args=arguments(tmp_path / "out", max_steps=4, **saving),
+        train_dataset=CausalTokens(32),
+        callbacks=[first],
     ).train()
     state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["stateful_callbacks"]["TrailCallback"]["attributes"]["_resume_id"] == first.run_id
-    # A new process would build everything again: a fresh callback, model and trainer that
-    # goes on from checkpoint-2 to step 6. Steps 3 and 4 are in the run already.
-    second = TrailCallback(experiment="tf-resume")
-    longer = arguments(tmp_path / "out", max_steps=6, logging_steps=1, save_steps=2,
-                       save_strategy="steps")  # fmt: skip
-    trainer = transformers.Trainer(
-        model=gpt2(), args=longer, train_dataset=CausalTokens(32), callbacks=[second]
-    )
-    trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
-    mltrail.wait()
+
+    def resume(checkpoint: str, folder: str) -> TrailCallback:
+        # A new process would build everything again: a fresh callback, model and trainer.
+        callback = TrailCallback(experiment="tf-resume")
+        transformers.Trainer(
+            model=gpt2(),
+            args=arguments(tmp_path / folder, max_steps=6, **saving),
+            train_dataset=CausalTokens(32),
+            callbacks=[callback],
+        ).train(resume_from_checkpoint=str(tmp_path / "out" / checkpoint))
+        mltrail.wait()
+        return callback
+
+    # From the last checkpoint (the end of epoch 0): the same run goes on to step 6.
+    second = resume("checkpoint-4", "out")
     assert second.run_id == first.run_id
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED"
@@ -167,8 +174,19 @@ def test_resume_from_a_checkpoint_continues_the_run_without_duplicate_steps(
     index = artifact_json(client, run.info.run_id, "checkpoints/index.json")
     assert sorted(index["files"]) == [f"checkpoints/checkpoint-{n}" for n in (2, 4, 6)]
     assert index["aliases"]["latest"] == "checkpoints/checkpoint-6"
-    # No tokenizer: the model in the PyTorch flavor.
-    assert run.data.tags["mltrail.model.flavor"] == "pytorch"
+    assert run.data.tags["mltrail.model.flavor"] == "pytorch"  # no tokenizer: PyTorch flavor
+
+    # From an older checkpoint (step 2, inside epoch 0, which the run has values of): a fork
+    # with the parent's values up to step 2; the parent keeps one point per step.
+    fork = resume("checkpoint-2", "fork")
+    assert fork.run_id != first.run_id
+    forked = client.get_run(fork.run_id)
+    assert forked.data.tags["mltrail.forked_from"] == first.run_id
+    assert forked.info.status == "FINISHED"
+    assert steps(client, fork.run_id, "step/loss") == [1, 2, 3, 4, 5, 6]
+    parent = history(client, first.run_id, "step/loss")
+    assert steps(client, first.run_id, "step/loss") == [1, 2, 3, 4, 5, 6]
+    assert history(client, fork.run_id, "step/loss")[:2] == parent[:2]  # copied, not retrained
 
 
 def test_autolog_beside_report_to_mlflow_gives_one_run(client, tmp_path) -> None:

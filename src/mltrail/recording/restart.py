@@ -92,13 +92,13 @@ def open_resumed(
     how = decide(last_epoch_step(run), restart_step, fork)
     at = restart_step - 1
     if how == "continue":
-        return start_run(run_id=run_id, tags=tags, **kwargs)
+        return _restarted(start_run(run_id=run_id, tags=tags, **kwargs), how)
     if how == "rewind":
         rewinds = _rewinds(run.data.tags)
         rewinds.append([at, int(time.time() * 1000)])
         tags.update({REWOUND_TO: str(at), REWINDS: json.dumps(rewinds)})
         logger.info("mltrail: run %s rewound to step %d (fork=False)", run_id, at)
-        return start_run(run_id=run_id, tags=tags, **kwargs)
+        return _restarted(start_run(run_id=run_id, tags=tags, **kwargs), how)
     tags.update({FORKED_FROM: run_id, FORKED_AT: str(at)})
     kwargs.pop("experiment", None)
     kwargs.pop("run_name", None)
@@ -109,6 +109,13 @@ def open_resumed(
         trail.log_params(run.data.params)
         trail.log_metric_history(_history_until(client, run, restart_step, global_step))
     logger.info("mltrail: run %s forked from %s at step %d", trail.run_id, run_id, at)
+    return _restarted(trail, how)
+
+
+def _restarted(trail: Trail, how: str) -> Trail:
+    """``trail`` marked with how its training restarted (adapters that skip values the run
+    already has must not skip them after a rewind)."""
+    trail.restart = how
     return trail
 
 

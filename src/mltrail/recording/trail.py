@@ -145,6 +145,8 @@ class Trail:
         self.enabled = False
         self.offline = False
         self.resumed = False
+        # How a resume from a checkpoint went: "continue", "fork" or "rewind" (restart.py).
+        self.restart: str | None = None
         self.resume_count = 0
         self.status: str | None = None
         self.client: Any = None
