@@ -653,8 +653,12 @@ def test_soak_eight_trainers_store_every_point_and_checkpoint(
         results.append(json.loads(line[len("result ") :]))
     journaled = list((tmp_path / "spool-proxied").glob("*/journal.jsonl"))
     if journaled:  # what a busy server did not take in time, sync uploads
-        assert cli(["sync", "--spool-dir", str(tmp_path / "spool-proxied"),
-                    "--tracking-uri", team["proxied"].uri]) == 0  # fmt: skip
+        sync = subprocess.run(
+            [sys.executable, "-m", "mltrail.cli", "sync", "--spool-dir",
+             str(tmp_path / "spool-proxied")],
+            env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert sync.returncode == 0, sync.stdout + sync.stderr
 
     client = MlflowClient(team["proxied"].uri)
     growth = []
@@ -672,13 +676,22 @@ def test_soak_eight_trainers_store_every_point_and_checkpoint(
         memory = result["memory"][len(result["memory"]) // 4 :]
         third = max(1, len(memory) // 3)
         growth.append((np.median(memory[-third:]) - np.median(memory[:third])) / 2**20)
-    latencies = [x for result in results for x in result["latencies"]]
-    p50, p99, slowest = (percentile(latencies, q) for q in (0.5, 0.99, 1.0))
+    # Rounds that save a checkpoint also serialise the model on the training's thread (the
+    # framework's save_model); the others only enqueue their metrics.
+    logging, saving = [], []
+    for result in results:
+        for index, spent in enumerate(result["latencies"]):
+            (saving if (index + 1) % CHECKPOINT_EVERY == 0 else logging).append(spent)
+
+    def summary(values: list[float]) -> str:
+        p50, p99, slowest = (percentile(values, q) * 1e3 for q in (0.5, 0.99, 1.0))
+        return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {slowest:.1f} ms"
+
     print(
         f"\nteam soak: {len(TRAINERS)} trainers (xgboost, lightgbm) x {rounds} rounds, a "
         f"checkpoint every {CHECKPOINT_EVERY}: every point and checkpoint stored"
-        f"{' (after sync)' if journaled else ''}; per-round hook p50 {p50 * 1e3:.2f} ms, "
-        f"p99 {p99 * 1e3:.2f} ms, max {slowest * 1e3:.1f} ms; memory growth after warm-up "
+        f"{' (after sync)' if journaled else ''}; hook of a logging round {summary(logging)}; "
+        f"of a checkpoint round {summary(saving)}; memory growth after warm-up "
         f"{max(growth):.1f} MiB"
     )
     assert max(growth) < 32, growth
