@@ -30,7 +30,7 @@ def final_model_uri(client, run_id: str) -> str:
     found = client.search_logged_models(
         [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
-    found = [m for m in found if m.name == "model"]
+    found = [m for m in found if m.name == "final-model"]
     return f"models:/{found[-1].model_id}" if found else f"runs:/{run_id}/model"
 
 

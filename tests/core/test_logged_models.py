@@ -72,7 +72,7 @@ def boosted(module_store: str, data, tmp_path_factory) -> dict[str, Any]:
 def test_the_final_model_is_a_logged_model_of_the_run(boosted, data) -> None:
     run, client, uri = boosted["run"], boosted["client"], boosted["uri"]
     experiment = run.info.experiment_id
-    (model,) = logged_models(uri, experiment, filter_string="name = 'model'")
+    (model,) = logged_models(uri, experiment, filter_string="name = 'final-model'")
     assert model.source_run_id == run.info.run_id
     assert run.data.tags["mltrail.model.id"] == model.model_id
     assert model.tags["mltrail.kind"] == "model"

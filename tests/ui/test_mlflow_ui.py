@@ -281,7 +281,7 @@ def test_run_page_lists_the_logged_model_and_who_created_the_run(
     assert re.search(r"Created by\s+" + re.escape(user) + r"\s", text)
     section = text[text.index("Logged models (") :]
     assert section.startswith("Logged models (1)")
-    assert re.search(r"\bmodel\s+Ready\b", section), section[:400]
+    assert re.search(r"\bfinal-model\s+Ready\b", section), section[:400]
     # the row links to the LoggedModel's own page
     links = browser.js(
         "return Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href'))"

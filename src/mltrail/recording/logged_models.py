@@ -24,8 +24,11 @@ from mltrail.recording.checkpoints import mode_for
 
 logger = logging.getLogger("mltrail.logged_models")
 
-#: Name of the final model's LoggedModel; ``runs:/<run_id>/model`` resolves to it on MLflow 3.
-FINAL_MODEL_NAME = "model"
+#: Name of the final model's LoggedModel. Not ``model``: MLflow 3 lists a run's LoggedModel
+#: named like one of its artifact folders inside that folder, so ``list_artifacts(run, "model")``
+#: would give every file of ``model/`` twice (and fail where the client's store is not the
+#: default one, as MLflow looks the model up there).
+FINAL_MODEL_NAME = "final-model"
 #: Run tag holding the final model's LoggedModel id.
 MODEL_ID_TAG = "mltrail.model.id"
 #: LoggedModel tags mltrail sets: what the model is (``model`` or ``checkpoint``), and for a
