@@ -95,6 +95,7 @@ def runner(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, 3 repeats")
+    parser.add_argument("--smoke", action="store_true", help="300 rows, 1 repeat, no autolog")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads (all)")
@@ -103,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    rows = args.rows or (2_000 if args.quick else 10_000)
-    repeats = args.repeats or (3 if args.quick else 5)
-    trees, folds = (20, 3) if args.quick else (100, 5)
+    rows = args.rows or (300 if args.smoke else 2_000 if args.quick else 10_000)
+    repeats = args.repeats or (1 if args.smoke else 3 if args.quick else 5)
+    trees, folds = (20, 3) if args.quick or args.smoke else (100, 5)
     options = {} if args.max_child_runs is None else {"max_child_runs": args.max_child_runs}
 
     limits: Any = contextlib.nullcontext()
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     modules = {"mlflow_autolog": "mlflow.sklearn", "mltrail": "mltrail.integrations.sklearn"}
     skipped = {v: why for v in VARIANTS if (why := common.unavailable(v, modules))}
+    if args.smoke:  # it only checks that the case runs: MLflow's autologged search takes long
+        skipped.setdefault("mlflow_autolog", "left out of --smoke")
     variants = [v for v in VARIANTS if v not in skipped]
     times: dict[str, dict[str, list[float]]] = {}
     with limits, common.scratch("bench-sklearn-") as root:

@@ -185,7 +185,7 @@ CASES: dict[str, tuple[str, dict[str, list[str]]]] = {
     ),
     "sklearn": (
         "bench_sklearn.py",
-        {"full": [], "quick": ["--quick"], "smoke": ["--quick", "--rows", "300", "--repeats", "1"]},
+        {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]},
     ),
     "checkpoints": (
         "bench_checkpoints.py",
