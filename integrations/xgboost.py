@@ -52,6 +52,7 @@ from mltrail.adapters import (
     RunSession,
     check_every,
     data_digest,
+    digest_once,
     early_stopping_metrics,
     early_stopping_params,
     exception_safe,
@@ -429,9 +430,14 @@ def _dmatrix_digest(data: Any) -> str:
     when it is large; "unknown" when its data cannot be read back (a QuantileDMatrix)."""
     try:
         rows, size = data.num_row(), data.num_row() * max(data.num_col(), 1) * 4
+        sample = data
         if size > _FULL_DIGEST_BYTES:
-            data = data.slice(list(range(0, rows, -(-size // _FULL_DIGEST_BYTES))))
-        return data_digest(data.get_data(), data.get_label(), data.get_weight(), rows)
+            sample = data.slice(list(range(0, rows, -(-size // _FULL_DIGEST_BYTES))))
+        # Values are fixed once built (labels and weights are not): read once per DMatrix.
+        values = digest_once(data, lambda: data_digest(sample.get_data()))
+        if values == "unknown":
+            return values
+        return data_digest(values, sample.get_label(), sample.get_weight(), rows)
     except Exception:  # a QuantileDMatrix cannot give its data back
         return "unknown"
 

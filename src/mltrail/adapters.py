@@ -23,6 +23,7 @@ framework's configuration; that is all:
   :meth:`mltrail.Trail.log_model` needs besides the model; :func:`example_io` (input example
   and output), :func:`packages_of` (the packages a model is made of);
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
+  :func:`digest_once`: a digest of an immutable input (a ``DMatrix``) computed once;
   :func:`fit_arguments`: the data among a patched training call's arguments;
 - :func:`importance_plot`, :func:`preload_matplotlib`: plots logged as images;
   :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
@@ -81,6 +82,7 @@ from mltrail.recording.datasets import (
     data_digest,
     dataset_input,
     describe,
+    digest_once,
     fingerprint,
     fit_arguments,
     shape_of,
@@ -137,6 +139,7 @@ __all__ = [
     "data_digest",
     "dataset_input",
     "describe",
+    "digest_once",
     "early_stopping_metrics",
     "early_stopping_names",
     "early_stopping_params",

@@ -8,11 +8,14 @@ ones from evenly spaced rows, so that a training on the same data has the same d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import math
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +99,26 @@ def data_digest(*parts: Any) -> str:
         return fingerprint(*parts)
     except Exception:
         return "unknown"
+
+
+_DIGESTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_DIGESTS_LOCK = threading.Lock()
+
+
+def digest_once(data: Any, compute: Callable[[], str]) -> str:
+    """``compute()`` for ``data``, once per object while it lives: for training inputs whose
+    content cannot change after they are built (an XGBoost ``DMatrix``, a LightGBM
+    ``Dataset``), which a loop of trainings passes again and again. Never for arrays."""
+    try:
+        with _DIGESTS_LOCK:
+            known = _DIGESTS.get(data)
+    except TypeError:  # not weakly referable
+        return compute()
+    if known is None:
+        known = compute()
+        with contextlib.suppress(TypeError), _DIGESTS_LOCK:
+            _DIGESTS[data] = known
+    return known
 
 
 def hash_into(digest: Any, data: Any) -> None:

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,7 @@ _MODEL_METADATA = {
     "registered_model_meta",
 }
 _STATUSES = {"FINISHED", "FAILED", "KILLED"}
-#: One model serialised at a time: MLflow fills its map of installed packages on the first save
-#: (seconds), and saves that start together would each fill it while it is empty.
+#: One model serialised at a time: MLflow's saves share module state (see _unchecked_pins).
 _SAVING = threading.Lock()
 #: Seconds ``end()`` waits for the crashed-run repair started with the run to queue its records.
 REPAIR_WAIT = 2.0
@@ -923,7 +922,7 @@ class Trail:
             defaults = getattr(module, "get_default_pip_requirements", None)
             if defaults is not None:
                 kwargs["pip_requirements"] = defaults()
-        with _SAVING:
+        with _SAVING, _unchecked_pins():
             module.save_model(model, str(target), signature=signature, **kwargs)
         return target
 
@@ -1209,3 +1208,24 @@ def _user_active_run(tracking_uri: str) -> str | None:
         return run.info.run_id
     except Exception:
         return None
+
+
+@contextlib.contextmanager
+def _unchecked_pins() -> Iterator[None]:
+    """Skip MLflow's check that the model's pip pins match the installed packages.
+
+    The pins are the flavor's own, read from this very environment, so the check cannot fail;
+    but its first call maps every installed file to its package (seconds with a large
+    environment, holding the GIL while the training runs). Only during mltrail's own save.
+    """
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
