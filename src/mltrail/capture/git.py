@@ -331,6 +331,7 @@ class GitInfo:
     read_from: str = "git"  # "git", or "files" when the commit was read without git
     status_timed_out: bool = False  # `git status` was too slow: see :func:`refresh`
     status_deferred: bool = False  # the status was read by :func:`refresh`
+    status_pending: bool = False  # not read yet: :func:`refresh` reads it (inspect(status=False))
     seconds: float = 0.0
 
     @property
@@ -378,6 +379,7 @@ def inspect(
     *,
     dirs: list[tuple[str, Path]] | None = None,
     timeout: float = GIT_TIMEOUT,
+    status: bool = True,
 ) -> GitInfo:
     """Read the git state of the code: the entry script's repository, else the cwd's.
 
@@ -389,6 +391,8 @@ def inspect(
             files when it lives inside the repository).
         dirs: where to look (default: :func:`start_dirs`).
         timeout: seconds each git call may take.
+        status: False leaves the dirty state unknown (``status_pending``) for :func:`refresh`
+            to read on another thread: the process that calls this is training.
 
     Returns:
         The state. Never raises for a missing repository or git: the reason is in
@@ -408,8 +412,10 @@ def inspect(
         with repo:
             _read_repository(info, repo)
             info.found_from, info.start_dir = origin, str(directory)
+            info.status_pending = not status
             try:
-                _status(info, timeout, [Path(p) for p in exclude])
+                if status:
+                    _status(info, timeout, [Path(p) for p in exclude])
             except GitTimeout as error:
                 info.status_timed_out = True
                 reasons.append(str(error))
@@ -434,7 +440,8 @@ def inspect(
 
 
 def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -> None:
-    """Read the status again with a longer timeout, after :func:`inspect` timed out on it.
+    """Read the status again with a longer timeout, after :func:`inspect` timed out on it
+    or was asked not to read it.
 
     Args:
         info: the state :func:`inspect` returned; updated in place.
@@ -444,7 +451,7 @@ def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -
     assert info.root is not None
     info.changed, info.untracked, info.excluded = [], [], []
     info.unavailable = None
-    info.status_timed_out = False
+    info.status_timed_out = info.status_pending = False
     info.status_deferred = True
     try:
         _status(info, timeout, [Path(p) for p in exclude])
@@ -506,15 +513,21 @@ def _status(info: GitInfo, timeout: float, exclude: list[Path]) -> None:
     """The dirty state from ``git status``; its branch lines are git's own view of HEAD and
     take precedence over what GitPython read (they cover a reftable repository too)."""
     assert info.root is not None
-    args = ["status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all"]
-    raw = run_git(args, info.root, timeout=timeout).stdout.decode("utf-8", "surrogateescape")
     root = Path(info.root)
     skip = set()
     for path in exclude:
         try:
-            skip.add(path.resolve().relative_to(root.resolve()).as_posix())
+            relative = path.resolve().relative_to(root.resolve()).as_posix()
         except (ValueError, OSError):
             continue
+        if relative != ".":
+            skip.add(relative)
+    args = ["status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all"]
+    # git does not walk the store's folders at all (an mlruns/ of thousands of files);
+    # what is there is listed once, by the path left out.
+    args += ["--", ".", *(f":(exclude,literal,top){path}" for path in sorted(skip))]
+    raw = run_git(args, info.root, timeout=timeout).stdout.decode("utf-8", "surrogateescape")
+    info.excluded = sorted(path for path in skip if os.path.lexists(root / path))
     fields = raw.split("\0")
     i = 0
     while i < len(fields):
@@ -540,11 +553,7 @@ def _status(info: GitInfo, timeout: float, exclude: list[Path]) -> None:
             info.changed.append({"status": parts[1], "path": parts[-1], "from": fields[i]})
             i += 1
         elif entry.startswith("? "):
-            path = entry[2:]
-            if any(path == s or path.startswith(s + "/") for s in skip):
-                info.excluded.append(path)
-            else:
-                info.untracked.append(path)
+            info.untracked.append(entry[2:])
     info.dirty = bool(info.changed or info.untracked)
 
 

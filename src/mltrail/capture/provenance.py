@@ -203,7 +203,10 @@ class RunProvenance:
         began = time.perf_counter()
         self._exclude = store_paths(trail)
         dirs = self._frameworks(trail)
-        self.git = git_capture.inspect(self._exclude, dirs=dirs, timeout=CALLING_TIMEOUT)
+        # HEAD and the branch now (files only); `git status` on the background thread.
+        self.git = git_capture.inspect(
+            self._exclude, dirs=dirs, timeout=CALLING_TIMEOUT, status=False
+        )
         start = Path(self.git.start_dir) if self.git.start_dir else Path.cwd()
         git_root = self.git.root if self.git.read_from == "git" else None
         self.dvc = dvc_capture.inspect(start, git_root, timeout=CALLING_TIMEOUT)
@@ -291,7 +294,7 @@ class RunProvenance:
 
     def _background(self) -> None:
         began = time.perf_counter()
-        if self.git.status_timed_out:
+        if self.git.status_timed_out or self.git.status_pending:
             self._step("reading the git status", self._refresh_status)
         if self.git.usable and self.git.dirty:
             self._step("git diff", self._capture_diff)
