@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import logging
 import sys
 import threading
@@ -43,6 +42,7 @@ from mltrail import MltrailError, Trail, start_run
 from mltrail.adapters import (
     RunSession,
     exception_safe,
+    history_plot,
     importance_plot,
     options_for,
     preload_matplotlib,
@@ -197,10 +197,10 @@ class TrailCallback:
         if len(study.directions) == 1:  # plots are drawn on the background thread
             trail.log_image(
                 functools.partial(
-                    _history_plot,
-                    study.direction == optuna.study.StudyDirection.MAXIMIZE,
-                    study.study_name,
+                    history_plot,
                     [(t.number, t.value) for t in done],
+                    title=f"Optimization history of {study.study_name}",
+                    maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE,
                 ),
                 "optuna/optimization_history.png",
                 what="optuna: plotting the optimization history",
@@ -298,23 +298,6 @@ class TrailCallback:
 
     def __repr__(self) -> str:
         return f"TrailCallback(run={self.run_id!r})"
-
-
-def _history_plot(maximize: bool, name: str, points: list[tuple[int, float]], path: Any) -> None:
-    """Each complete trial's value and the best so far, by trial number (as Optuna plots it)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    numbers, values = [n for n, _ in points], [v for _, v in points]
-    better = max if maximize else min
-    figure = Figure(figsize=(7, 4))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.scatter(numbers, values, s=14, label="value")
-    axes.step(numbers, list(itertools.accumulate(values, better)), "C1", where="post", label="best")
-    axes.set(xlabel="trial", ylabel="value", title=f"Optimization history of {name}")
-    axes.legend()
-    figure.savefig(path, dpi=100)
 
 
 def _value_names(study: Any) -> list[str]:

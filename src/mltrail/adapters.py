@@ -25,7 +25,8 @@ framework's configuration; that is all:
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
   :func:`digest_once`: a digest of an immutable input (a ``DMatrix``) computed once;
   :func:`fit_arguments`: the data among a patched training call's arguments;
-- :func:`importance_plot`, :func:`preload_matplotlib`: plots logged as images;
+- :func:`importance_plot`, :func:`history_plot`: plots logged as images (PNGs drawn with
+  Pillow in milliseconds; :func:`preload_matplotlib`, a historical name, prepares them);
   :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
 - :class:`Candidate`, :func:`log_candidates`, :func:`results_csv`: a hyperparameter search's
   candidates as child runs, the best first, and its results table;
@@ -104,6 +105,7 @@ from mltrail.recording.models import (
 )
 from mltrail.recording.plots import (
     confusion_matrix_plot,
+    history_plot,
     importance_plot,
     preload_matplotlib,
     residual_plot,
@@ -149,6 +151,7 @@ __all__ = [
     "fingerprint",
     "fit_arguments",
     "head_rows",
+    "history_plot",
     "importance_plot",
     "in_patched_call",
     "live_patch",
