@@ -98,10 +98,56 @@ def _xgboost(options: dict[str, Any]) -> None:
               callbacks=[TrailCallback(checkpoint_every=1, **options)])  # fmt: skip
 
 
+def _transformers(options: dict[str, Any]) -> None:
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from mltrail.integrations.transformers import TrailCallback
+
+    class Rows(torch.utils.data.Dataset):  # X's signs as token ids: nothing to download
+        def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+            self.ids = torch.from_numpy((x > 0).astype("int64") + 2 * np.arange(4))
+            self.labels = torch.from_numpy(y.astype("int64"))
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+        intermediate_size=8, max_position_embeddings=4, num_labels=2,
+    )  # fmt: skip
+    args = transformers.TrainingArguments(
+        output_dir="checkpoints", num_train_epochs=EPOCHS, per_device_train_batch_size=32,
+        learning_rate=0.1, eval_strategy="epoch", save_strategy="epoch",
+        logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="loss",
+        report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    transformers.Trainer(
+        model=transformers.BertForSequenceClassification(config), args=args,
+        train_dataset=Rows(X[:64], Y[:64]), eval_dataset=Rows(X[64:], Y[64:]),
+        callbacks=[transformers.EarlyStoppingCallback(early_stopping_patience=1),
+                   TrailCallback(**options)],
+    ).train()  # fmt: skip
+
+
 ADAPTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "keras": _keras,
     "lightning": _lightning,
+    "transformers": _transformers,
     "xgboost": _xgboost,
+}
+# A checkpoint's step is its epoch; the Trainer's checkpoint-N is at its global step N, here
+# the end of an epoch of two batches.
+CHECKPOINT_STEPS = {"transformers": range(2, 2 * EPOCHS + 1, 2)}
+# What an adapter does not record yet (its case is an expected failure, and fails once the
+# adapter records it, until it is taken out of here).
+KNOWN_GAPS = {
+    "transformers": "the Transformers adapter records no EarlyStoppingCallback settings or "
+    "outcome (early_stopping.*)",
 }
 
 
@@ -147,9 +193,10 @@ def test_same_scenario_same_record(
     assert tags["mltrail.framework"] == framework
     assert tags["mltrail.errors"] == "1"
     assert tags["mltrail.offline_run_id"]
-    assert {"early_stopping.monitor", "early_stopping.patience"} <= set(params)
-    assert "early_stopping.best_score" in run.data.metrics
-    assert not any(k.startswith(("early_stopping0", "early_stopping1")) for k in params)
+    # The final model, journaled while offline, is a LoggedModel of the run once synced.
+    model = client.get_logged_model(tags["mltrail.model.id"])
+    assert (model.name, model.source_run_id) == ("final-model", run.info.run_id)
+    assert str(model.status) == "READY" and model.tags["mltrail.kind"] == "model"
 
     folder = tmp_path / "downloaded"
     client.download_artifacts(run.info.run_id, "checkpoints", str(folder))
@@ -158,17 +205,30 @@ def test_same_scenario_same_record(
     assert {"best", "latest"} <= set(index["aliases"])
     for alias, name in index["aliases"].items():
         assert name in index["files"] and tags[f"mltrail.checkpoint.{alias}"] == name
-        assert (folder / name).is_file()
+        assert (folder / name).exists()  # a file, or a folder (Transformers' checkpoint-N)
     for name, entry in index["files"].items():
         assert {"step", "metrics", "sha256", "size", "source"} <= set(entry), name
         assert entry["sha256"] == _sha256(folder / name)
-        assert 0 <= entry["step"] < EPOCHS
+        assert entry["step"] in CHECKPOINT_STEPS.get(framework, range(EPOCHS)), name
+
+    stopping = {"early_stopping.monitor", "early_stopping.patience"} <= set(params)
+    if framework in KNOWN_GAPS:  # everything above holds for it; this part does not yet
+        assert not stopping, f"{framework} records early stopping now: drop it from KNOWN_GAPS"
+        pytest.xfail(KNOWN_GAPS[framework])
+    assert stopping
+    assert "early_stopping.best_score" in run.data.metrics
+    assert not any(k.startswith(("early_stopping0", "early_stopping1")) for k in params)
 
 
 def _sha256(path: Path) -> str:
+    """A file's sha256; a folder's is that of its files' relative paths and sha256s."""
     import hashlib
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    listing = "".join(f"{name}\0{_sha256(path / name)}\n" for name in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def test_sklearn_offline_fit_with_an_internal_error(

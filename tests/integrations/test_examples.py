@@ -127,6 +127,29 @@ def test_lightning_example(client, tmp_path) -> None:
     assert "checkpoints/last.ckpt" in artifacts(client, run.info.run_id)
 
 
+def test_transformers_example(client, tmp_path) -> None:
+    pytest.importorskip("transformers")
+    out = run_example(
+        sys.executable, str(EXAMPLES / "transformers_example.py"), "--quick",
+        "--experiment", "ex-transformers", cwd=tmp_path,
+    )  # fmt: skip
+    run = client.get_run(printed_run(out))
+    tags, params = run.data.tags, run.data.params
+    assert run.info.status == "FINISHED"
+    assert tags["mltrail.framework"] == "transformers"
+    assert (params["num_train_epochs"], params["model.hidden_size"]) == ("2", "32")
+    assert params["model.architectures"] == "BertForSequenceClassification"
+    # 32 rows in batches of 16: evaluation per epoch, the training loss at each global step;
+    # the evaluate() after the training adds its value at the last epoch's step.
+    assert steps(client, run.info.run_id, "eval_loss") == [0, 1, 1]
+    assert steps(client, run.info.run_id, "step/loss") == [1, 2, 3, 4]
+    evaluated = float(re.search(r"eval_loss (\S+), run", out).group(1))
+    assert run.data.metrics["eval_loss"] == pytest.approx(evaluated, abs=1e-4)
+    # The example's code is this repository's: its commit and whether it was dirty.
+    assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
+    assert tags["mltrail.git.dirty"] in ("true", "false")
+
+
 def test_plain_script_with_mltrail_run(client, tmp_path) -> None:
     pytest.importorskip("sklearn")
     script = EXAMPLES / "plain_train.py"
