@@ -565,8 +565,9 @@ class Trail:
     ) -> None:
         """Log the picture that ``draw(path)`` saves to ``path`` as ``artifact_file``.
 
-        Drawing (matplotlib takes a good part of a second) runs on the background thread, so
-        the training returns first; an error in ``draw`` is counted as ``what``, not raised.
+        Drawing (milliseconds for the plots of :mod:`mltrail.recording.plots`) runs on the
+        background thread, so the training returns first; an error in ``draw`` is counted as
+        ``what``, not raised.
         """
         if not self.enabled:
             return
