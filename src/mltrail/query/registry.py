@@ -18,11 +18,9 @@ runs by the metric it was saved with (:func:`best_run`, :func:`best_checkpoint`)
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import re
-import tempfile
 from typing import Any
 
 from mltrail.errors import MltrailError
@@ -202,18 +200,7 @@ def _logged_model(client: Any, uri: str, text: str, model_id: str) -> ModelRef:
 
 def checkpoint_index(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
     """The run's ``checkpoints/index.json``, or None when it logged no checkpoint."""
-
-    def download() -> dict[str, Any] | None:
-        folder = CHECKPOINT_INDEX.rpartition("/")[0]
-        if not any(f.path == CHECKPOINT_INDEX for f in client.list_artifacts(run_id, folder)):
-            return None
-        with tempfile.TemporaryDirectory(prefix="mltrail-") as tmp:
-            path = client.download_artifacts(run_id, CHECKPOINT_INDEX, tmp)
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        return data if isinstance(data, dict) else None
-
-    return query.store_call(download, uri, "reading checkpoints/index.json")
+    return query.run_json(client, uri, run_id, CHECKPOINT_INDEX)
 
 
 @dataclasses.dataclass

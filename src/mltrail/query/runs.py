@@ -627,21 +627,40 @@ MIN_METRICS = 24
 # --- show ----------------------------------------------------------------------------------------
 
 
-def load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
-    """The run's ``mltrail/provenance.json`` record, or None when it has none."""
-    from mltrail.capture.provenance import PROVENANCE_ARTIFACT
+def run_json(client: Any, tracking_uri: str, run_id: str, artifact: str) -> dict[str, Any] | None:
+    """A JSON object the run logged as ``artifact`` (a path in the run's artifacts).
+
+    Args:
+        client: an ``MlflowClient`` (or :class:`mltrail.query.client.LocalClient`) of the store.
+        tracking_uri: the store's URI, for the error message.
+        run_id: the run.
+        artifact: the artifact's path, e.g. ``"mltrail/provenance.json"``.
+
+    Returns:
+        The parsed object, or None when the run has no such artifact or it holds no JSON object.
+
+    Raises:
+        MltrailError: when the store cannot be read (see :func:`store_call`).
+    """
 
     def download() -> dict[str, Any] | None:
-        folder = PROVENANCE_ARTIFACT.rpartition("/")[0]
-        if not any(f.path == PROVENANCE_ARTIFACT for f in client.list_artifacts(run_id, folder)):
+        folder = artifact.rpartition("/")[0] or None
+        if not any(f.path == artifact for f in client.list_artifacts(run_id, folder)):
             return None
-        with tempfile.TemporaryDirectory(prefix="mltrail-show-") as tmp:
-            path = client.download_artifacts(run_id, PROVENANCE_ARTIFACT, tmp)
+        with tempfile.TemporaryDirectory(prefix="mltrail-") as tmp:
+            path = client.download_artifacts(run_id, artifact, tmp)
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
         return data if isinstance(data, dict) else None
 
-    return store_call(download, uri, "reading provenance.json")
+    return store_call(download, tracking_uri, f"reading {artifact}")
+
+
+def load_provenance(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
+    """The run's ``mltrail/provenance.json`` record, or None when it has none."""
+    from mltrail.capture.provenance import PROVENANCE_ARTIFACT
+
+    return run_json(client, uri, run_id, PROVENANCE_ARTIFACT)
 
 
 def resolve_run_id(client: Any, uri: str, text: str) -> str:
