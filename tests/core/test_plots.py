@@ -145,7 +145,7 @@ def test_confusion_matrix_counts_are_written_up_to_twenty_labels(tmp_path: Path)
     assert text_in_cells(21) == 0
 
 
-@pytest.mark.parametrize("size", [0, 1, 300])
+@pytest.mark.parametrize("size", [0, 1, 300, 1000])  # 1000: more labels than pixels
 def test_confusion_matrix_sizes(tmp_path: Path, size: int) -> None:
     path = tmp_path / "cm.png"
     rng = np.random.default_rng(0)

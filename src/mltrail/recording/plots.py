@@ -174,11 +174,14 @@ def confusion_matrix_plot(matrix: Any, labels: Sequence[Any], path: Path) -> Non
         canvas.text_at(left + side / 2, top_edge + side / 2, "no labels", font, _MUTED, "mm")
         canvas.save(path)
         return
-    colors = _ramp(level, _BLUES)
     from PIL import Image
 
-    resample = Image.Resampling.NEAREST if side >= size else Image.Resampling.BOX
-    heat = Image.fromarray(colors).resize((side, side), resample)
+    if size > side:  # more labels than pixels: each pixel shows the mean of its block
+        edges = np.linspace(0, size, side + 1).astype(int)[:-1]
+        blocks = np.add.reduceat(np.add.reduceat(level, edges, axis=0), edges, axis=1)
+        sizes = np.diff(np.append(edges, size))
+        level = blocks / np.outer(sizes, sizes)
+    heat = Image.fromarray(_ramp(level, _BLUES)).resize((side, side), Image.Resampling.NEAREST)
     canvas.image.paste(heat, (left, top_edge))
     if cell:
         texts = [[_count_text(count) for count in row] for row in counts]
