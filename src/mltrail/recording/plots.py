@@ -502,7 +502,8 @@ class _Axes:
         cy = (y_high - ys) / (y_high - y_low) * (bottom - top) - 1
         ix, iy = np.floor(cx).astype(np.int64), np.floor(cy).astype(np.int64)
         fx, fy = cx - ix, cy - iy
-        reach = np.arange(-math.ceil(radius + 0.5), math.ceil(radius + 0.5) + 2)
+        edge = math.floor(radius + 0.5)  # pixels up to radius + 0.5 from a point are touched
+        reach = np.arange(-edge, edge + 2)
         dx, dy = reach[None, :, None], reach[None, None, :]  # (point, dx, dy) below
         fx, fy = fx[:, None, None], fy[:, None, None]
         cover = np.clip(radius + 0.5 - np.hypot(dx - fx, dy - fy), 0.0, 1.0) * min(alpha, 0.999)
@@ -608,10 +609,12 @@ def _finite_scores(scores: Mapping[str, Any]) -> tuple[dict[str, float], int]:
 
 def _span(values: Any, *, integer: bool = False) -> tuple[float, float]:
     """A padded range showing all ``values`` (0..1 when there are none)."""
-    values = [float(v) for v in values]
-    if not values:
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if not values.size:
         return (0.0, 1.0)
-    low, high = min(values), max(values)
+    low, high = float(values.min()), float(values.max())
     if high == low:
         pad = 1.0 if integer or low == 0 else abs(low) * 0.1
         return (low - pad, high + pad)
