@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("PIL")  # the extras that log plots install Pillow (MLflow does too)
+
 from PIL import Image
 
 from mltrail.recording.plots import (
