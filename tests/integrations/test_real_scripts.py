@@ -119,6 +119,13 @@ def test_custom_objective_and_continued_booster_are_params(client, data) -> None
     continued = client.get_run(second.run_id).data.params
     assert continued["xgb_model"].startswith("booster:")
     assert "xgb_model" not in params
+    # The same DMatrix is the same data (its values are read once); new labels make it other data.
+    assert continued["data.train.digest"] == params["data.train.digest"] != "unknown"
+    dtrain.set_label(1 - y)
+    third = TrailCallback(experiment="custom", system_metrics=False)
+    xgb.train({"max_depth": 2}, dtrain, 2, callbacks=[third])
+    relabelled = client.get_run(third.run_id).data.params["data.train.digest"]
+    assert relabelled not in ("unknown", params["data.train.digest"])
 
 
 def test_unidentified_data_is_said_so(client, caplog, git_repo, monkeypatch) -> None:
