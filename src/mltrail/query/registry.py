@@ -37,6 +37,8 @@ CHECKPOINT_INDEX = "checkpoints/index.json"
 MODEL_FOLDER = "model"
 #: The run tag naming the LoggedModel of the run's final model (MLflow 3).
 MODEL_ID_TAG = "mltrail.model.id"
+#: The LoggedModel tag naming the checkpoint (its artifact path) a model was made from.
+CHECKPOINT_TAG = "mltrail.checkpoint"
 #: How many runs ``mltrail best`` reads at most, newest first.
 BEST_LIMIT = 10_000
 #: How many runs' checkpoint indexes ``mltrail best --checkpoints`` reads at most, newest first.
@@ -199,8 +201,47 @@ def _logged_model(client: Any, uri: str, text: str, model_id: str) -> ModelRef:
 
 
 def checkpoint_index(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
-    """The run's ``checkpoints/index.json``, or None when it logged no checkpoint."""
-    return query.run_json(client, uri, run_id, CHECKPOINT_INDEX)
+    """The run's ``checkpoints/index.json``, or None when it logged no checkpoint.
+
+    An entry without a ``model_id`` gets the id of the run's LoggedModel made from that
+    checkpoint, where there is one: a run journaled while the store was away has its index
+    written before ``mltrail sync`` made the checkpoints' LoggedModels (in whichever store it
+    was synced to)."""
+    index = query.run_json(client, uri, run_id, CHECKPOINT_INDEX)
+    files = (index or {}).get("files") or {}
+    missing = [p for p, e in files.items() if isinstance(e, dict) and not e.get("model_id")]
+    if missing:
+        made = _checkpoint_models(client, uri, run_id)
+        for path in missing:
+            if path in made:
+                files[path]["model_id"] = made[path]
+    return index
+
+
+def _checkpoint_models(client: Any, uri: str, run_id: str) -> dict[str, str]:
+    """The run's READY checkpoint LoggedModels by their checkpoint's path (MLflow 3)."""
+    if getattr(client, "search_logged_models", None) is None:  # MLflow 2: no LoggedModels
+        return {}
+
+    def search() -> list[Any]:
+        experiment_id = client.get_run(run_id).info.experiment_id
+        return list(
+            client.search_logged_models(
+                experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
+            )
+        )
+
+    try:
+        models = query.store_call(search, uri, "searching logged models")
+    except MltrailError as error:
+        logger.debug("no logged models for run %s: %s", run_id, error)
+        return {}
+    made = {}
+    for model in sorted(models, key=lambda m: m.creation_timestamp or 0):  # the latest wins
+        path = (model.tags or {}).get(CHECKPOINT_TAG)
+        if path and str(getattr(model.status, "name", model.status)) == "READY":
+            made[path] = model.model_id
+    return made
 
 
 @dataclasses.dataclass
