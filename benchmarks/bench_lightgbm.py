@@ -54,44 +54,15 @@ PARAMS = {
 
 def trainer(variant: str, root: Path, dtrain: lgb.Dataset, dval: lgb.Dataset, rounds: int):
     """A function that runs one training the way a user of ``variant`` would."""
-    uri = f"sqlite:///{root / variant / 'mlflow.db'}"
-    (root / variant).mkdir(parents=True, exist_ok=True)
 
     def plain(callbacks: list[Any]) -> lgb.Booster:
         return lgb.train(
             PARAMS, dtrain, rounds, valid_sets=[dval], valid_names=["val"], callbacks=callbacks
         )
 
-    if variant == "none":
-        return lambda: plain([])
-    if variant == "mltrail":
-        from mltrail.integrations.lightgbm import TrailCallback
-
-        return lambda: plain([TrailCallback(experiment="bench", tracking_uri=uri)])
-    if variant == "mlflow_autolog":
-        import mlflow
-
-        def autologged() -> lgb.Booster:
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_experiment("bench")
-            mlflow.lightgbm.autolog(silent=True)
-            try:
-                return plain([])
-            finally:
-                mlflow.lightgbm.autolog(disable=True)
-
-        return autologged
-    if variant == "dvclive":
-        from dvclive.lgbm import DVCLiveCallback
-
-        counter = iter(range(10**6))
-
-        def live() -> lgb.Booster:
-            folder = root / variant / f"run{next(counter)}"
-            return plain([DVCLiveCallback(dir=str(folder), save_dvc_exp=False)])
-
-        return live
-    raise ValueError(variant)
+    return common.callback_trainer(
+        variant, root, plain, framework="lightgbm", dvclive="dvclive.lgbm"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         times = common.interleaved(runs, repeats, common.timed)
 
     summary = common.against(times, "none")
-    ratios = summary["ratio_to_none"]
-    checks = {}
-    if "mltrail" in ratios:
-        checks["mltrail_within_3pct_of_none"] = ratios["mltrail"] <= 1.03
-    checks |= common.faster_than(summary["median_seconds"], "mltrail", CONTENDERS)
+    checks = common.overhead_checks(summary, 0.03, CONTENDERS)
     return common.emit(
         {
             "benchmark": "lightgbm",

@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         times = common.interleaved(runs, repeats, common.timed)
 
     summary = common.against(times, "none")
-    ratios = summary["ratio_to_none"]
-    checks = {}
-    if "mltrail" in ratios:
-        checks["mltrail_within_3pct_of_none"] = ratios["mltrail"] <= 1.03
-    checks |= common.faster_than(summary["median_seconds"], "mltrail", CONTENDERS)
+    checks = common.overhead_checks(summary, 0.03, CONTENDERS)
     return common.emit(
         {
             "benchmark": "transformers",

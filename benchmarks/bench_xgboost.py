@@ -53,44 +53,13 @@ PARAMS = {
 def trainer(variant: str, root: Path, dtrain: xgb.DMatrix, dval: xgb.DMatrix, rounds: int):
     """A function that runs one training the way a user of ``variant`` would."""
     evals = [(dval, "val")]
-    uri = f"sqlite:///{root / variant / 'mlflow.db'}"
-    (root / variant).mkdir(parents=True, exist_ok=True)
 
     def plain(callbacks: list[Any]) -> xgb.Booster:
         return xgb.train(
             PARAMS, dtrain, rounds, evals=evals, verbose_eval=False, callbacks=callbacks
         )
 
-    if variant == "none":
-        return lambda: plain([])
-    if variant == "mltrail":
-        from mltrail.integrations.xgboost import TrailCallback
-
-        return lambda: plain([TrailCallback(experiment="bench", tracking_uri=uri)])
-    if variant == "mlflow_autolog":
-        import mlflow
-
-        def autologged() -> xgb.Booster:
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_experiment("bench")
-            mlflow.xgboost.autolog(silent=True)
-            try:
-                return plain([])
-            finally:
-                mlflow.xgboost.autolog(disable=True)
-
-        return autologged
-    if variant == "dvclive":
-        from dvclive.xgb import DVCLiveCallback
-
-        counter = iter(range(10**6))
-
-        def live() -> xgb.Booster:
-            folder = root / variant / f"run{next(counter)}"
-            return plain([DVCLiveCallback(dir=str(folder), save_dvc_exp=False)])
-
-        return live
-    raise ValueError(variant)
+    return common.callback_trainer(variant, root, plain, framework="xgboost", dvclive="dvclive.xgb")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         times = common.interleaved(runs, repeats, common.timed)
 
     summary = common.against(times, "none")
-    ratios = summary["ratio_to_none"]
-    checks = {}
-    if "mltrail" in ratios:
-        checks["mltrail_within_5pct_of_none"] = ratios["mltrail"] <= 1.05
-    checks |= common.faster_than(summary["median_seconds"], "mltrail", CONTENDERS)
+    checks = common.overhead_checks(summary, 0.05, CONTENDERS)
     return common.emit(
         {
             "benchmark": "xgboost",

@@ -117,6 +117,67 @@ def faster_than(medians: dict[str, float], mine: str, others: tuple[str, ...]) -
     }
 
 
+def overhead_checks(
+    summary: dict[str, Any], within: float, contenders: tuple[str, ...], base: str = "none"
+) -> dict[str, bool]:
+    """The targets of a framework benchmark: mltrail within ``within`` (0.03: 3%) of ``base``,
+    and faster than each contender that was measured."""
+    checks = {}
+    ratio = summary[f"ratio_to_{base}"].get("mltrail")
+    if ratio is not None:
+        checks[f"mltrail_within_{round(within * 100)}pct_of_{base}"] = ratio <= 1 + within
+    return checks | faster_than(summary["median_seconds"], "mltrail", contenders)
+
+
+def callback_trainer(
+    variant: str,
+    root: Path,
+    train: Callable[[list[Any]], T],
+    *,
+    framework: str,
+    dvclive: str,
+) -> Callable[[], T]:
+    """One training the way a user of ``variant`` would run it, for a framework whose training
+    takes a list of callbacks (``train(callbacks)``): ``none``, ``mltrail`` (the adapter's
+    TrailCallback), ``mlflow_autolog`` (``mlflow.<framework>.autolog``) or ``dvclive`` (the
+    ``DVCLiveCallback`` of module ``dvclive``). Each variant has a store of its own in ``root``.
+    """
+    import importlib
+
+    uri = f"sqlite:///{root / variant / 'mlflow.db'}"
+    (root / variant).mkdir(parents=True, exist_ok=True)
+    if variant == "none":
+        return lambda: train([])
+    if variant == "mltrail":
+        callback = importlib.import_module(f"mltrail.integrations.{framework}").TrailCallback
+        return lambda: train([callback(experiment="bench", tracking_uri=uri)])
+    if variant == "mlflow_autolog":
+        import mlflow
+
+        flavor = importlib.import_module(f"mlflow.{framework}")
+
+        def autologged() -> T:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_experiment("bench")
+            flavor.autolog(silent=True)
+            try:
+                return train([])
+            finally:
+                flavor.autolog(disable=True)
+
+        return autologged
+    if variant == "dvclive":
+        live_callback = importlib.import_module(dvclive).DVCLiveCallback
+        counter = iter(range(10**6))
+
+        def live() -> T:
+            folder = root / variant / f"run{next(counter)}"
+            return train([live_callback(dir=str(folder), save_dvc_exp=False)])
+
+        return live
+    raise ValueError(variant)
+
+
 def environment(**versions: str) -> dict[str, Any]:
     """The machine a result was measured on, with the versions of the libraries it measured."""
     return {
