@@ -200,17 +200,19 @@ def _logged_model(client: Any, uri: str, text: str, model_id: str) -> ModelRef:
 # --- a run's models and checkpoints --------------------------------------------------------------
 
 
-def checkpoint_index(client: Any, uri: str, run_id: str) -> dict[str, Any] | None:
+def checkpoint_index(
+    client: Any, uri: str, run_id: str, *, model_ids: bool = True
+) -> dict[str, Any] | None:
     """The run's ``checkpoints/index.json``, or None when it logged no checkpoint.
 
-    An entry without a ``model_id`` gets the id of the run's LoggedModel made from that
-    checkpoint, where there is one: a run journaled while the store was away has its index
-    written before ``mltrail sync`` made the checkpoints' LoggedModels (in whichever store it
-    was synced to)."""
+    With ``model_ids``, an entry without a ``model_id`` gets the id of the run's LoggedModel made
+    from that checkpoint, where there is one: a run journaled while the store was away has its
+    index written before ``mltrail sync`` made the checkpoints' LoggedModels (in whichever store
+    it was synced to)."""
     index = query.run_json(client, uri, run_id, CHECKPOINT_INDEX)
     files = (index or {}).get("files") or {}
     missing = [p for p, e in files.items() if isinstance(e, dict) and not e.get("model_id")]
-    if missing:
+    if missing and model_ids:
         made = _checkpoint_models(client, uri, run_id)
         for path in missing:
             if path in made:
@@ -455,7 +457,8 @@ def best_checkpoint(
     best: tuple[float, Any, Checkpoint] | None = None
     count = 0
     for run in runs:
-        for checkpoint in checkpoints(checkpoint_index(client, uri, run.info.run_id)):
+        index = checkpoint_index(client, uri, run.info.run_id, model_ids=False)
+        for checkpoint in checkpoints(index):
             value = checkpoint.metrics.get(metric)
             if not _finite(value):
                 continue
@@ -465,6 +468,8 @@ def best_checkpoint(
     if best is None:
         return None
     value, run, checkpoint = best
+    if checkpoint.model_id is None:  # one search for the winner, not one per run
+        checkpoint.model_id = _checkpoint_models(client, uri, run.info.run_id).get(checkpoint.path)
     return Best(run=run, value=value, candidates=count, checkpoint=checkpoint)
 
 
