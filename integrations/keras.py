@@ -23,6 +23,7 @@ import re
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 try:
@@ -42,6 +43,7 @@ import numpy as np
 from mltrail import Trail
 from mltrail.adapters import (
     BestTracker,
+    CheckpointModel,
     EarlyStop,
     EpochLog,
     FileWatch,
@@ -136,6 +138,7 @@ class TrailCallback(keras.callbacks.Callback):
         self._fit_started = self._save_seconds = 0.0
         self._save_cost = 0.05  # a guess until the first save is timed
         self._pending: dict[str, Any] | None = None  # a better epoch not written yet
+        self._as_model: CheckpointModel | None = None  # how a .keras checkpoint is a model
 
     @property
     def trail(self) -> Trail | None:
@@ -152,6 +155,7 @@ class TrailCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = self._first_epoch = True
         self._fit_started, self._pending = time.monotonic(), None
+        self._as_model = None  # this fit's input example
         session = self._session
         # A later fit of the same callback resumes its run (a given Trail is used as it is).
         # A first fit into run_id= at initial_epoch=k+1 resumes a checkpoint of epoch k: the
@@ -181,8 +185,16 @@ class TrailCallback(keras.callbacks.Callback):
         if self._first_epoch:  # a fit that starts at epoch 0 again continues the run's steps
             self._first_epoch = False
             self._epochs.start(epoch)
+        elif self._uploading() and self._epochs.last_step is not None:
+            # The user's ModelCheckpoints wrote the last epoch's files by now, whether they run
+            # before or after this callback: uploaded with that epoch's step.
+            self._upload_user_checkpoints(self._epochs.last_step)
         if self._every is not None:
             self._epoch_start = _int(self.model.optimizer.iterations)
+
+    def _uploading(self) -> bool:
+        trail = self._session.trail
+        return self._policy != "none" and trail is not None and trail.enabled
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._every is None or not logs:
@@ -209,7 +221,6 @@ class TrailCallback(keras.callbacks.Callback):
         elif improved:
             self._pending = {"step": step, "metrics": logs, "state": None}
         self._write_pending(force=False)
-        self._upload_user_checkpoints(step)
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         session = self._session
@@ -361,9 +372,31 @@ class TrailCallback(keras.callbacks.Callback):
             self.model.save(str(path))
         self._save_cost = time.monotonic() - started
         self._save_seconds += self._save_cost
+        model = None if name.endswith(".weights.h5") else self._checkpoint_model()
         self._session.trail.log_checkpoint(  # type: ignore[union-attr]
-            path, step=step, metrics=metrics, aliases=aliases
+            path, step=step, metrics=metrics, aliases=aliases, model=model
         )
+
+    def _checkpoint_model(self) -> CheckpointModel:
+        """How a ``.keras`` checkpoint is a LoggedModel in MLflow's Keras flavor: the file
+        Keras wrote is the flavor's model file (never saved a second time), with the signature
+        of this fit's input (taken once per fit)."""
+        if self._as_model is None:
+            example = output = None
+            with self._session.guarded("taking an input example"):
+                example = _example(self._fit.get("x"))
+                if example is not None:
+                    output = _numpy(self.model(example, training=False))
+            pins = pinned_requirements("keras", keras.backend.backend(), "numpy")
+            self._as_model = CheckpointModel(
+                "keras",
+                lambda path: _SAVED,
+                {"pip_requirements": pins},
+                signature_from=example,
+                output_example=output,
+                model_file="data/model.keras",
+            )
+        return self._as_model
 
     def _user_checkpoints(self) -> Iterator[str]:
         """The files matching the paths of the user's ModelCheckpoint callbacks."""
@@ -375,9 +408,21 @@ class TrailCallback(keras.callbacks.Callback):
         for path in self._user_files.changed(self._user_checkpoints()):
             # Keras rewrites its files in place: a copy (not a link) keeps the upload whole.
             copy, digest = stable_copy(path, self._session.temp_dir(), link=False)
+            model = self._checkpoint_model() if path.endswith(".keras") else None
             self._session.trail.log_checkpoint(  # type: ignore[union-attr]
-                copy, step=step, aliases=(), source=path, sha256=digest
+                copy, step=step, aliases=(), source=path, sha256=digest, model=model
             )
+
+
+class _SavedFile:
+    """What MLflow's Keras flavor saves for a checkpoint: an empty file, whose place the
+    checkpoint's own ``.keras`` file then takes (:class:`CheckpointModel` ``model_file``)."""
+
+    def save(self, path: str, **kwargs: Any) -> None:
+        Path(path).touch()
+
+
+_SAVED = _SavedFile()
 
 
 # --- reading Keras ------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ except ImportError as _error:
 
 from mltrail import MltrailError, Trail
 from mltrail import adapters as kernel
+from mltrail.integrations import lightning_checkpoint
 
 logger = logging.getLogger("mltrail.lightning")
 
@@ -387,8 +388,9 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         changed = self._files.changed(found)  # oldest first: the last one is the latest
         primary = trainer.checkpoint_callback
         best = getattr(primary, "best_model_path", "") if getattr(primary, "monitor", None) else ""
+        model = _checkpoint_model(trainer)
         for path in changed:
-            monitor, score = found[path]
+            monitor, score, weights_only = found[path]
             marks = (("best", path == best), ("latest", path == changed[-1]))
             # A hard link: Lightning replaces files by writing and renaming, never in place.
             pinned, digest = kernel.stable_copy(path, self._session.temp_dir(), link=True)
@@ -399,7 +401,15 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
                 aliases=[alias for alias, hit in marks if hit],
                 source=path,
                 sha256=digest,
+                model=None if weights_only else model,  # a weights-only file names no class
             )
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        # The module's class, in every full checkpoint: so the file loads as an MLflow PyTorch
+        # model without a second copy of its weights (see lightning_checkpoint).
+        path = lightning_checkpoint.class_path(type(pl_module))
+        if self._checkpoints != "none" and path is not None:
+            checkpoint[lightning_checkpoint.CHECKPOINT_KEY] = {"module_class": path}
 
     def _save_last_checkpoint(self, trainer: Any) -> None:
         """No ModelCheckpoint: keep the final state (a collective call: every rank runs it)."""
@@ -411,7 +421,8 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         trail = self.trail
         if trail is not None and os.path.isfile(path):
             step = self._epochs.step(_last_epoch(trainer))
-            trail.log_checkpoint(path, step=step, aliases=("latest",))
+            model = _checkpoint_model(trainer)
+            trail.log_checkpoint(path, step=step, aliases=("latest",), model=model)
 
     def _log_final_model(self, trail: Trail, trainer: Any, pl_module: Any) -> None:
         options = {
@@ -474,10 +485,10 @@ def _model_checkpoints(trainer: Any) -> list[Any]:
     return [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, kinds)]
 
 
-def _checkpoint_files(trainer: Any, policy: str) -> dict[str, tuple[str | None, Any]]:
+def _checkpoint_files(trainer: Any, policy: str) -> dict[str, tuple[str | None, Any, bool]]:
     """The files of the user's ModelCheckpoints that ``policy`` uploads: path -> (the metric
-    its callback monitors, its score)."""
-    found: dict[str, tuple[str | None, Any]] = {}
+    its callback monitors, its score, whether it holds the weights only)."""
+    found: dict[str, tuple[str | None, Any, bool]] = {}
     for callback in _model_checkpoints(trainer):
         paths = [callback.best_model_path]
         if policy in ("best_and_last", "all"):
@@ -489,8 +500,30 @@ def _checkpoint_files(trainer: Any, policy: str) -> dict[str, tuple[str | None, 
                 score = callback.best_k_models.get(path)
                 if score is None and path == callback.best_model_path:
                     score = callback.best_model_score
-                found[path] = (callback.monitor, score)
+                found[path] = (callback.monitor, score, bool(callback.save_weights_only))
     return found
+
+
+def _checkpoint_model(trainer: Any) -> kernel.CheckpointModel | None:
+    """How a full checkpoint of the trainer's module is a LoggedModel: MLflow's PyTorch flavor
+    with the ``.ckpt`` file as its ``data/model.pth``, unpickled by
+    :mod:`~mltrail.integrations.lightning_checkpoint` into the module (its class tagged); None
+    for a class that cannot be imported by name."""
+    path = lightning_checkpoint.class_path(type(trainer.lightning_module))
+    if path is None:
+        return None
+    namespace = _namespace_of(trainer).__name__.split(".")[0]
+    return kernel.CheckpointModel(
+        "pytorch",
+        lambda _: torch.nn.Module(),  # a stand-in, whose file the checkpoint replaces
+        {
+            **kernel.pytorch_flavor_kwargs(),
+            "pickle_module": lightning_checkpoint,
+            "pip_requirements": kernel.pinned_requirements("torch", namespace, "mltrail"),
+        },
+        model_file="data/model.pth",
+        tags={"mltrail.lightning.module_class": path},
+    )
 
 
 def _early_stops(trainer: Any) -> list[kernel.EarlyStop]:

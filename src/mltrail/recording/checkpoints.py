@@ -59,13 +59,21 @@ class CheckpointModel:
     adapter's ``load(path)`` returns the model it holds, saved in MLflow's ``flavor`` with
     ``kwargs`` (``pip_requirements`` and flavor arguments, as for
     :meth:`mltrail.Trail.log_model`). ``signature_from`` and ``output_example``: a few rows of
-    input and the model's output on them, for the signature and input example."""
+    input and the model's output on them, for the signature and input example.
+
+    ``model_file``: where the flavor keeps the serialised model in an MLflow Model folder
+    (``data/model.keras``), when the checkpoint file is that serialisation itself. ``load`` then
+    returns a stand-in that the flavor saves at no cost, and the checkpoint file takes the
+    stand-in's place (a hard link where the file system allows): the checkpoint is neither
+    loaded nor serialised again. ``tags``: more tags of the LoggedModel (how to load it)."""
 
     flavor: str
     load: Callable[[Path], Any]
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     signature_from: Any = None
     output_example: Any = None
+    model_file: str | None = None
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def superseded(files: Mapping[str, Any], aliases: Mapping[str, str], keep: str | int) -> list[str]:

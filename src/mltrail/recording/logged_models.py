@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from mltrail.recording.checkpoints import mode_for
@@ -126,6 +129,37 @@ class MetricPoints:
                 if best is not None and best[2] != last:
                     found.append((key, best[0], best[1], best[2]))
         return found
+
+
+def adopt_model_file(checkpoint: Path, folder: Path, model_file: str) -> None:
+    """Put checkpoint file ``checkpoint`` in place of the stand-in serialisation at
+    ``model_file`` of the MLflow Model ``folder`` (see
+    :class:`~mltrail.recording.checkpoints.CheckpointModel`): a hard link
+    where the file system allows, else a copy; the MLmodel's size follows.
+
+    Raises:
+        RuntimeError: when the flavor wrote no ``model_file`` (its layout changed); counted as
+            an error of the run, the checkpoint stays a file.
+    """
+    target = folder / model_file
+    if not target.is_file():
+        raise RuntimeError(
+            f"MLflow's model folder has no {model_file}: this MLflow version lays its flavor "
+            "out otherwise, so the checkpoint stays a file (checkpoints_as_models=false hides "
+            "this warning)."
+        )
+    target.unlink()
+    try:
+        os.link(checkpoint, target)
+    except OSError:
+        shutil.copy2(checkpoint, target)
+    from mlflow.models import Model
+
+    meta = folder / "MLmodel"
+    model = Model.load(str(meta))
+    if getattr(model, "model_size_bytes", None) is not None:
+        model.model_size_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        model.save(str(meta))
 
 
 def dataset_for(key: str, datasets: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:

@@ -173,6 +173,7 @@ class Trail:
         self._monitor: Any = None
         self._ended = threading.Event()
         self._repair: threading.Thread | None = None  # crashed runs found at start
+        self._model_journaled = False  # the end journaled the final model (see _journal_model)
         self.provenance: Any = None
         self.attached_tags: dict[str, str] = {}  # tags of a run joined or resumed, at attach
 
@@ -699,6 +700,14 @@ class Trail:
                 **extra,
             }
             with self._lock:
+                before = self._checkpoints["files"].get(name) or {}
+                if extra.get("model_id") and before.get("model_id"):
+                    # The file was uploaded again under its name (best.keras, last.ckpt): the
+                    # LoggedModel of its former content goes, as the run's artifact did.
+                    self._writer.add(  # type: ignore[union-attr]
+                        "drop_checkpoint", {"path": None, "model_id": before["model_id"]}
+                    )
+                    self._linked_models.pop(before["model_id"], None)
                 self._checkpoints["files"][name] = entry
                 for alias in aliases:
                     self._checkpoints["aliases"][alias] = name
@@ -759,6 +768,8 @@ class Trail:
             spec.load(path), spec.flavor, spec.signature_from, spec.output_example, spec.kwargs
         )
         try:
+            if spec.model_file:  # the checkpoint is the flavor's model file: no second save
+                logged_models.adopt_model_file(path, folder, spec.model_file)
             points = self._points.at_step(step) if step is not None else []
             data = logged_models.model_record(
                 f"checkpoint-{step}" if step is not None else Path(name).stem,
@@ -769,6 +780,7 @@ class Trail:
                     logged_models.KIND_TAG: "checkpoint",
                     logged_models.CHECKPOINT_TAG: name,
                     "mltrail.model.flavor": spec.flavor,
+                    **spec.tags,
                 },
                 experiment_id=self.experiment_id,
             )
@@ -826,71 +838,192 @@ class Trail:
         "sklearn", "xgboost", ...), with a signature and input example from ``signature_from``.
 
         Serialisation runs on the background thread (``background=False`` runs it now);
-        ``registered_model_name`` also registers it in the Model Registry.
+        ``registered_model_name`` also registers it in the Model Registry. A model the store has
+        not taken when the run ends within ``flush_timeout`` (a busy or unreachable store) is
+        saved if it is not yet and journaled, with the run's end behind it, for ``mltrail sync``.
         """
         if not self.enabled:
             return
+        job = _FinalModel(
+            model, flavor, signature_from, output_example, registered_model_name, flavor_kwargs
+        )
 
         def save() -> None:
-            self._save_model(
-                model, flavor, signature_from, output_example, registered_model_name, flavor_kwargs
-            )
+            self._save_model(job)
+
+        def fallback() -> list[dict[str, Any]]:
+            return self._journal_model(job)
 
         save.kind = "logging the model"  # type: ignore[attr-defined]
+        # At an exit that cannot wait for it: the model, its LoggedModel and its tags go to the
+        # journal, for `mltrail sync`.
+        save.fallback = fallback  # type: ignore[attr-defined]
         if background:
             self._writer.add_job(save)  # type: ignore[union-attr]
         else:
             save()
 
-    def _save_model(
-        self,
-        model: Any,
-        flavor: str,
-        example: Any,
-        output: Any,
-        registered_model_name: str | None,
-        flavor_kwargs: dict[str, Any],
-    ) -> None:
-        target = self._save_flavor(model, flavor, example, output, flavor_kwargs)
+    def _save_model(self, job: _FinalModel) -> None:
+        """Save the final model and send it: ``model/``, its LoggedModel (MLflow 3), its tags
+        and registration; what fails is journaled. Once the writer's close has taken the model
+        over (:meth:`_journal_model`), the step under way is the last."""
+        with job.lock:
+            if job.journaled:
+                return
+            job.stage = "saving"
+            job.running = True
+        try:
+            try:
+                self._save_final(job)
+            finally:
+                job.saved.set()
+            self._send_model(job)
+        finally:
+            with job.lock:
+                job.running = False
+                remove = not job.journaled or job.copied
+            if remove and job.folder is not None:
+                shutil.rmtree(job.folder.parent, ignore_errors=True)
+
+    def _save_final(self, job: _FinalModel) -> None:
+        saved = self._save_flavor(job.model, job.flavor, job.example, job.output, job.kwargs)
+        # A folder of its own, not in the run's temporary folder that the end removes: an upload
+        # cut by the exit deadline may still read it.
+        folder = Path(tempfile.mkdtemp(prefix="mltrail-model-")) / "model"
+        shutil.move(saved, folder)
+        shutil.rmtree(saved.parent, ignore_errors=True)
         files = [
-            f for f in sorted(target.rglob("*")) if f.is_file() and f.name not in _MODEL_METADATA
+            f for f in sorted(folder.rglob("*")) if f.is_file() and f.name not in _MODEL_METADATA
         ]
-        hashes = {
-            SHA256_TAG_PREFIX + file_sha256(f)[:16]: f"model/{f.relative_to(target).as_posix()}"
+        job.hashes = {
+            SHA256_TAG_PREFIX + file_sha256(f)[:16]: f"model/{f.relative_to(folder).as_posix()}"
             for f in files
         }
-        try:
-            uploaded = self._writer.upload_now(target, "model", "logging the model")  # type: ignore[union-attr]
-            state = "unsupported"
-            if logged_models.supported():
-                data = logged_models.model_record(
-                    logged_models.FINAL_MODEL_NAME,
-                    str(target),
-                    step=self._points.last_step(),
-                    metrics=logged_models.linked_metrics(
-                        self._points.final_and_best(), self._datasets
-                    ),
-                    tags={logged_models.KIND_TAG: "model", "mltrail.model.flavor": flavor},
-                    experiment_id=self.experiment_id,
-                    register=registered_model_name,
-                    final=True,
+        job.folder = folder
+
+    def _final_model_record(self, job: _FinalModel) -> dict[str, Any]:
+        """The ``logged_model`` record of the final model, linked to the run's last and best
+        metric points."""
+        return logged_models.model_record(
+            logged_models.FINAL_MODEL_NAME,
+            str(job.folder),
+            step=self._points.last_step(),
+            metrics=logged_models.linked_metrics(self._points.final_and_best(), self._datasets),
+            tags={logged_models.KIND_TAG: "model", "mltrail.model.flavor": job.flavor},
+            experiment_id=self.experiment_id,
+            register=job.registered_model_name,
+            final=True,
+        )
+
+    def _model_tags(self, job: _FinalModel) -> dict[str, str]:
+        return {"mltrail.model.flavor": job.flavor, **dict(list(job.hashes.items())[:100])}
+
+    def _send_model(self, job: _FinalModel) -> None:
+        writer: Writer = self._writer  # type: ignore[assignment]
+        folder = job.folder
+        assert folder is not None
+        with job.lock:
+            if job.journaled:
+                return
+            job.stage = "sending"
+        uploaded = writer.upload_now(folder, "model", "logging the model", journal=False)
+        with job.lock:
+            if job.journaled:
+                return
+            job.uploaded = uploaded
+            if not uploaded:
+                kept = writer.artifact_for_spool(
+                    {"kind": "artifact", "path": str(folder), "artifact_path": "model"}
                 )
-                state = self._writer.send_now(  # type: ignore[union-attr]
-                    {"kind": "logged_model", "data": data}, "logging the model"
-                )
-                if state == "sent":
-                    with self._lock:
-                        self._linked_models[data["model_id"]] = (None, len(data["metrics"]))
-        finally:
-            shutil.rmtree(target.parent, ignore_errors=True)
-        self.set_tags({"mltrail.model.flavor": flavor, **dict(list(hashes.items())[:100])})
-        if registered_model_name and state == "unsupported":  # MLflow 2: the run's model/
-            register = {"name": registered_model_name, "artifact_path": "model"}
+                writer.journal(kept)
+                job.kept = kept["path"]
+        state = "unsupported"
+        if logged_models.supported():
+            data = self._final_model_record(job)
+            with job.lock:
+                job.record = data
+            state = writer.send_now(
+                {"kind": "logged_model", "data": data}, "logging the model", journal=False
+            )
+            with job.lock:
+                if job.journaled:
+                    return
+                if state == "failed":
+                    writer.journal({"kind": "logged_model", "data": self._kept_record(job, data)})
+                    state = "journaled"
+                job.state = state
+            if state == "sent":
+                with self._lock:
+                    self._linked_models[data["model_id"]] = (None, len(data["metrics"]))
+        name = job.registered_model_name
+        register = {"name": name, "artifact_path": "model"}
+        with job.lock:
+            if job.journaled:
+                return
+            job.stage = "done"
             if uploaded:
-                self._writer.add("register", register)  # type: ignore[union-attr]
+                self.set_tags(self._model_tags(job))
+                if name and state == "unsupported":  # MLflow 2: the run's model/
+                    writer.add("register", register)
             else:
-                # The model waits in the spool: register it behind it, once sync uploaded it.
-                self._writer.journal({"kind": "register", "data": register})  # type: ignore[union-attr]
+                # The model waits in the journal: its tags and registration follow it there.
+                writer.journal({"kind": "tags", "data": self._model_tags(job)})
+                if name and state == "unsupported":
+                    writer.journal({"kind": "register", "data": register})
+
+    def _kept_record(self, job: _FinalModel, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` of a ``logged_model`` record, pointing at the model's copy in the journal
+        (the one ``model/`` was journaled with, else a new one)."""
+        kept = job.kept or self._writer.spool.keep_copy(job.folder)  # type: ignore[union-attr]
+        job.kept = str(kept) if kept is not None else None
+        return {**data, "path": job.kept or data["path"]}
+
+    def _journal_model(self, job: _FinalModel) -> list[dict[str, Any]]:
+        """The journal records of a final model the run's end could not wait for (the writer's
+        close calls this): the model is saved now if its job has not started, waited for while
+        it is being saved, and then journaled where its sending stopped, with its tags and
+        registration behind it."""
+        with job.lock:
+            stage = job.stage
+            job.journaled = True
+        if stage == "done":
+            return []
+        if stage == "queued":
+            with guarded("logging the model", self._errors):
+                self._save_final(job)
+        else:
+            job.saved.wait()  # local work, and the model is what the training was for
+        if job.folder is None:  # the save failed, which is counted as an error
+            return []
+        records: list[dict[str, Any]] = []
+        try:
+            with job.lock:
+                if not job.uploaded and job.kept is None:
+                    records.append(
+                        self._writer.artifact_for_spool(  # type: ignore[union-attr]
+                            {"kind": "artifact", "path": str(job.folder), "artifact_path": "model"}
+                        )
+                    )
+                    job.kept = records[-1]["path"]
+                # Without LoggedModels (MLflow 2, or a server without them) the run's model/
+                # is the model, registered as such.
+                plain = not logged_models.supported() or job.state == "unsupported"
+                if not plain and job.state not in {"sent", "journaled"}:
+                    # The record the job was sending, with the model_id it got if it did.
+                    data = dict(job.record or self._final_model_record(job))
+                    records.append({"kind": "logged_model", "data": self._kept_record(job, data)})
+                records.append({"kind": "tags", "data": self._model_tags(job)})
+                if plain and job.registered_model_name:
+                    register = {"name": job.registered_model_name, "artifact_path": "model"}
+                    records.append({"kind": "register", "data": register})
+        finally:
+            with job.lock:
+                job.copied = True
+                remove = not job.running
+            if remove:
+                shutil.rmtree(job.folder.parent, ignore_errors=True)
+        self._model_journaled = True
+        return records
 
     def _save_flavor(
         self,
@@ -1024,6 +1157,17 @@ class Trail:
                     self.options.flush_timeout,
                     ", ".join(summary["dropped_jobs"]),
                 )
+            if summary.get("spool_path") and self._model_journaled:
+                logger.warning(
+                    "mltrail: the final model of run %s was still being sent to %s when "
+                    "flush_timeout (%g s) passed; it is journaled%s, and `mltrail sync` uploads it.",
+                    self.run_id,
+                    describe_uri(self.tracking_uri),
+                    self.options.flush_timeout,
+                    " with the run's end behind it (the run shows RUNNING until then)"
+                    if self.owned
+                    else "",
+                )
             if summary.get("spool_path"):
                 logger.warning(
                     "mltrail: %d record(s) of run %s could not be sent to %s and are kept in %s; "
@@ -1136,6 +1280,31 @@ class Trail:
 
     def __repr__(self) -> str:
         return f"Trail(run_id={self.run_id!r}, status={self.status!r})"
+
+
+@dataclasses.dataclass(eq=False)
+class _FinalModel:
+    """A final model on its way to the store, shared by the job that saves and sends it and the
+    writer's close, which journals it when the run's end cannot wait for it any longer."""
+
+    model: Any
+    flavor: str
+    example: Any
+    output: Any
+    registered_model_name: str | None
+    kwargs: dict[str, Any]
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    saved: threading.Event = dataclasses.field(default_factory=threading.Event)
+    stage: str = "queued"  # then saving, sending, done
+    running: bool = False  # the job is under way (it removes the folder when it ends)
+    journaled: bool = False  # taken over by the close: the job stops after its current step
+    copied: bool = False  # the close has its copy (it removes the folder when the job ended)
+    folder: Path | None = None
+    hashes: dict[str, str] = dataclasses.field(default_factory=dict)
+    uploaded: bool = False  # model/ is in the run's artifacts
+    kept: str | None = None  # the model's copy in the journal
+    record: dict[str, Any] | None = None  # the LoggedModel being sent (its model_id once made)
+    state: str | None = None  # how sending it went: sent, journaled, unsupported
 
 
 def _previous_checkpoints(client: Any, run_id: str) -> dict[str, Any] | None:

@@ -382,7 +382,8 @@ def _drop_checkpoint(client: Any, run_id: str, data: dict[str, Any]) -> None:
         except TypeError:  # MLflow 2 takes the URI alone
             return get_artifact_repository(uri)
 
-    repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(data["path"])
+    if data.get("path"):  # None: a file uploaded again under its name, its model alone goes
+        repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(data["path"])
     model_id = data.get("model_id")
     if model_id:
         repository(client.get_logged_model(model_id).artifact_location).delete_artifacts()
@@ -621,6 +622,9 @@ class Writer:
                 pending.append(self._uploads.get_nowait())
             except queue.Empty:
                 break
+        # The run's end goes behind everything else, the uploads journaled below included.
+        ends = [r for r in leftover if r["kind"] == "status"]
+        leftover = [r for r in leftover if r["kind"] != "status"]
         dropped = []
         for item in pending:
             if isinstance(item, dict):
@@ -633,6 +637,7 @@ class Writer:
         # The stop marker goes in after the drain above, which would otherwise swallow it and
         # leave the uploader waiting until the join below times out.
         self._uploads.put(None)
+        leftover += ends
         if leftover:
             self._spool_records(leftover)
         self._sender.join(timeout=0.5 if not flushed else 5)
@@ -670,7 +675,14 @@ class Writer:
             # Params and tags before metrics: a batch that names the run's config comes first.
             batch = [r for r in _coalesce(ops) if r["kind"] != "status"]
             batch += [{"kind": "metrics", "data": metrics}] if metrics else []
-            batch += [r for r in ops if r["kind"] == "status"]
+            ends = [r for r in ops if r["kind"] == "status"]
+            if ends and self._uploads_pending:
+                # The run's end waits for the uploads still under way (the model, a
+                # checkpoint): a run never shows complete without them, and when the exit
+                # deadline cuts them, close() journals the end behind them.
+                self._ops.extend(ends)
+                ends = []
+            batch += ends
             self._unsent = batch
             self._inflight = len(batch)
         try:
@@ -768,10 +780,13 @@ class Writer:
                 self._errors.report("uploading artifacts", error)
         self._spool_records([self.artifact_for_spool(record)])
 
-    def upload_now(self, path: Path, artifact_path: str | None, kind: str) -> bool:
+    def upload_now(
+        self, path: Path, artifact_path: str | None, kind: str, *, journal: bool = True
+    ) -> bool:
         """Upload a file or folder from the uploader thread (in a background job); when the
         store is unreachable, journal it with a copy, which the user may delete or rotate
-        before ``mltrail sync`` runs. Returns True when uploaded."""
+        before ``mltrail sync`` runs (``journal=False``: the caller does). Returns True when
+        uploaded."""
         record: Record = {"kind": "artifact", "path": str(path), "artifact_path": artifact_path}
         if not self.is_offline():
             try:
@@ -779,17 +794,19 @@ class Writer:
                 return True
             except Exception as error:
                 self._errors.report(kind, error)
-        self._spool_records([self.artifact_for_spool(record)])
+        if journal:
+            self._spool_records([self.artifact_for_spool(record)])
         return False
 
-    def send_now(self, record: Record, what: str) -> str:
+    def send_now(self, record: Record, what: str, *, journal: bool = True) -> str:
         """Send a ``logged_model`` record from the uploader thread (in a background job); when
         the store is unreachable, journal it with a copy of its model folder for ``mltrail
-        sync``.
+        sync`` (``journal=False``: the caller does).
 
         Returns:
-            "sent" (the record's data then holds the ``model_id``), "journaled", or
-            "unsupported" (a server without LoggedModels: the run's artifacts are the model).
+            "sent" (the record's data then holds the ``model_id``), "journaled" ("failed" with
+            ``journal=False``), or "unsupported" (a server without LoggedModels: the run's
+            artifacts are the model).
         """
         if not self.is_offline():
             try:
@@ -802,6 +819,8 @@ class Writer:
                 if strict_mode():
                     raise
                 self._errors.report(what, error)
+        if not journal:
+            return "failed"
         data = dict(record["data"])
         kept = self.spool.keep_copy(Path(data["path"]))
         if kept is not None:
