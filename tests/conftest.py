@@ -206,3 +206,42 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, template_db: Path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`make demo` run once for the session (10 boosting rounds, a free UI port), as a user
+    runs it: the story's test, the printed commands' test and the UI test all read it."""
+    pytest.importorskip("xgboost")
+    pytest.importorskip("dvc")
+    output = tmp_path_factory.getbasetemp() / "demo-output"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLTRAIL_"))}
+    env.update(
+        {
+            "MLTRAIL_STRICT": "0",
+            "MLTRAIL_SYSTEM_METRICS": "false",
+            "MLTRAIL_SPOOL_DIR": str(tmp_path_factory.mktemp("demo-spool")),
+        }
+    )
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+    options = ["--output", str(output), "--rounds", "10", "--ui-port", str(port)]
+    done = subprocess.run(
+        [sys.executable, str(demo), *options],
+        cwd=tmp_path_factory.mktemp("demo-cwd"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    lines = done.stdout.splitlines()
+    first, second = (line.split()[1] for line in lines if line.strip().startswith("run "))
+    return {
+        "output": output,
+        "stdout": done.stdout,
+        "lines": lines,
+        "port": port,
+        "first": first,
+        "second": second,
+    }

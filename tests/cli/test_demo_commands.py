@@ -6,13 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port
 
 pytest.importorskip("xgboost")
 pytest.importorskip("pandas")
@@ -44,24 +42,9 @@ def block_after(lines: list[str], header: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run the demo once, quickly (few boosting rounds), as `make demo` does."""
-    base = tmp_path_factory.mktemp("demo")
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLTRAIL_"))}
-    environ.update({"MLTRAIL_STRICT": "0", "MLTRAIL_SPOOL_DIR": str(base / "spool")})
-    options = ["--output", str(base / "out"), "--rounds", "3", "--ui-port", str(port)]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "demo.py"), *options],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    first, second = (line.split()[1] for line in lines if line.strip().startswith("run "))
-    return {"base": base, "lines": lines, "port": port, "first": first, "second": second}
+def demo(demo_run: dict) -> dict:
+    """The session's `make demo` run (tests/conftest.py)."""
+    return demo_run
 
 
 def test_printed_paths_are_normalised(demo: dict) -> None:
@@ -82,7 +65,7 @@ def test_checkout_runs_as_printed_in_a_fresh_shell(demo: dict, tmp_path: Path) -
         timeout=240,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    v1 = demo["base"] / "out" / "v1"
+    v1 = demo["output"] / "v1"
     assert len((v1 / "data" / "dataset.csv").read_text().splitlines()) == 401  # data v1 rows
     assert "/../" not in done.stdout + done.stderr
 

@@ -166,20 +166,14 @@ def test_plain_script_with_mltrail_run(client, tmp_path) -> None:
     assert run.data.metrics["train/accuracy"] > 0.9
 
 
-def test_demo_tells_the_end_to_end_story(tmp_path_factory) -> None:
+def test_demo_tells_the_end_to_end_story(demo_run: dict) -> None:
     """What `make demo` runs: two trainings on two DVC data versions, found and compared."""
-    pytest.importorskip("xgboost")
-    pytest.importorskip("dvc")
     from mlflow.tracking import MlflowClient
 
-    output = tmp_path_factory.getbasetemp() / "demo-output"  # the UI test reuses it
-    out = run_example(
-        sys.executable, str(EXAMPLES / "demo.py"), "--output", str(output), "--rounds", "10",
-        cwd=tmp_path_factory.mktemp("demo-cwd"), timeout=600,
-    )  # fmt: skip
+    output, out = demo_run["output"], demo_run["stdout"]
     first, second = re.search(r"Runs (\w+) \(data v1\) and (\w+) \(data v2\)", out).groups()
     uri = f"sqlite:///{output / 'mlflow.db'}"
-    assert f"mlflow ui --backend-store-uri {uri} --port 5000" in out
+    assert f"mlflow ui --backend-store-uri {uri} --port {demo_run['port']}" in out
     assert "$ mltrail runs --commit HEAD~1" in out and f"$ mltrail show {second}" in out
 
     client = MlflowClient(uri)

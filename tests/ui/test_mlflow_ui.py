@@ -120,24 +120,14 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The demo's store: the one the examples' test filled in this session, else a new one."""
+def demo(demo_run: dict) -> dict[str, Any]:
+    """The store of the session's `make demo` run (tests/conftest.py)."""
     from mlflow.tracking import MlflowClient
 
-    output = tmp_path_factory.getbasetemp() / "demo-output"
-    uri = f"sqlite:///{output / 'mlflow.db'}"
-    runs = _demo_runs(uri) if (output / "mlflow.db").exists() else []
-    if len(runs) < 2:
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "demo.py"), "--output", str(output)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "MLTRAIL_SYSTEM_METRICS": "false"},
-        )
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        runs = _demo_runs(uri)
-    return {"output": output, "run": runs[-1], "client": MlflowClient(uri)}
+    uri = f"sqlite:///{demo_run['output'] / 'mlflow.db'}"
+    runs = _demo_runs(uri)
+    assert len(runs) >= 2
+    return {"output": demo_run["output"], "run": runs[-1], "client": MlflowClient(uri)}
 
 
 def _demo_runs(uri: str) -> list[Any]:
