@@ -209,7 +209,7 @@ def test_history_plot_best_so_far(tmp_path: Path) -> None:
         first = np.nonzero(line[:, cols.min()])[0].mean()
         last = np.nonzero(line[:, cols.max()])[0].mean()
         assert bool(last > first) == falls  # image rows grow downwards
-    for points in ([], [(0, float("inf"))], [(3, 1.0)]):
+    for points in ([], [(0, float("inf"))], [(3, 1.0)], [(0, None), (1, 2.0)]):
         path = tmp_path / "edge.png"
         history_plot(points, path, "t")
         opened(path)

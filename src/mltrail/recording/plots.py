@@ -1,6 +1,6 @@
 """Plots that adapters log as images, drawn once for every framework.
 
-The PNGs are drawn directly with Pillow (a few milliseconds each, no figure machinery): bars,
+The PNGs are drawn directly with Pillow (milliseconds each, no figure machinery): bars,
 cells, points and text on an RGB image, with the axes, ticks and legends a reader needs. Nothing
 here imports matplotlib, so an adapter never changes the user's backend or figure state, and
 recording never pays for its import. The text uses Pillow's built-in scalable font (FreeType);
@@ -258,14 +258,17 @@ def history_plot(
         maximize: whether higher values are better.
     """
     pairs = list(points)
-    kept = [(float(n), float(v)) for n, v in pairs if math.isfinite(float(v))]
+    kept = [
+        (float(n), v) for n, v in ((n, _number_or_nan(v)) for n, v in pairs) if math.isfinite(v)
+    ]
     skipped = len(pairs) - len(kept)
     numbers, values = [n for n, _ in kept], [v for _, v in kept]
     best = list(itertools.accumulate(values, max if maximize else min))
     if skipped:
         title += f" ({skipped} not finite, left out)"
     legend = [("value", _COLORS[0]), ("best so far", _COLORS[1])] if kept else []
-    canvas, axes = _chart(title, _span(numbers, integer=True), _span(values), 680, 440, legend)
+    x_range = _span(numbers, integer=True)
+    canvas, axes = _chart(title, x_range, _span(values), 680, 440, legend, integer_x=True)
     axes.scatter(numbers, values, _COLORS[0], radius=3.0, alpha=0.8)
     if best:
         xs = [*numbers, axes.x_range[1]]
@@ -543,6 +546,8 @@ def _chart(
     width: int,
     height: int,
     legend: Sequence[tuple[str, Any]] = (),
+    *,
+    integer_x: bool = False,
 ) -> tuple[_Canvas, _Axes]:
     """A canvas with a title, a ``legend`` row under it and a grid-lined plot area, its left
     margin fitting the y tick labels."""
@@ -557,7 +562,8 @@ def _chart(
         canvas.legend(legend, left, 36, _font(_TEXT))
         top = 60
     axes = _Axes(canvas, (left, top, width - 20, height - 52), x_range, y_range)
-    axes.grid_x(_ticks(*x_range, 6))  # first: the points and lines go over the grid
+    x_ticks = [t for t in _ticks(*x_range, 6) if not integer_x or t == int(t)]
+    axes.grid_x(x_ticks)  # first: the points and lines go over the grid
     axes.grid_y(y_ticks)
     return canvas, axes
 
@@ -597,14 +603,18 @@ def _finite_scores(scores: Mapping[str, Any]) -> tuple[dict[str, float], int]:
     """``scores`` as floats, those that are not finite numbers as 0, and how many there were."""
     clean, dropped = {}, 0
     for name, score in scores.items():
-        try:
-            value = float(score)
-        except (TypeError, ValueError):
-            value = math.nan
+        value = _number_or_nan(score)
         if not math.isfinite(value):
             value, dropped = 0.0, dropped + 1
         clean[name] = value
     return clean, dropped
+
+
+def _number_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _span(values: Any, *, integer: bool = False) -> tuple[float, float]:
