@@ -65,14 +65,16 @@ def trainer(variant: str, root: Path, dtrain: xgb.DMatrix, dval: xgb.DMatrix, ro
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, 3 repeats")
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="5 rounds, 500 rows, 1 repeat")
+    parser.add_argument("--rounds", type=int, default=None, help="boosting rounds (200)")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="XGBoost nthread (all cores)")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    rows = args.rows or (3_000 if args.quick else 500_000)
-    repeats = args.repeats or (3 if args.quick else 5)
+    rounds = args.rounds or (5 if args.smoke else 200)
+    rows = args.rows or (500 if args.smoke else 3_000 if args.quick else 500_000)
+    repeats = args.repeats or (1 if args.smoke else 3 if args.quick else 5)
 
     if args.threads:
         PARAMS["nthread"] = args.threads
@@ -80,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     dtrain, dval = make_data(rows)
     modules = {"mlflow_autolog": "mlflow", "dvclive": "dvclive.xgb", "mltrail": "mltrail"}
     skipped = {v: why for v in VARIANTS if (why := common.unavailable(v, modules))}
+    if args.smoke:  # it only checks that the case runs: MLflow's model logging takes seconds
+        skipped.setdefault("mlflow_autolog", "left out of --smoke")
     variants = [v for v in VARIANTS if v not in skipped]
     with common.scratch("bench-xgboost-") as root:
-        runs = {v: trainer(v, root, dtrain, dval, args.rounds) for v in variants}
+        runs = {v: trainer(v, root, dtrain, dval, rounds) for v in variants}
         times = common.interleaved(runs, repeats, common.timed)
 
     summary = common.against(times, "none")
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     return common.emit(
         {
             "benchmark": "xgboost",
-            "rounds": args.rounds,
+            "rounds": rounds,
             "rows": rows,
             "features": 20,
             "metrics": PARAMS["eval_metric"],

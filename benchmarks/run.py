@@ -171,7 +171,7 @@ CASES: dict[str, tuple[str, dict[str, list[str]]]] = {
         {
             "full": [],
             "quick": ["--quick"],
-            "smoke": ["--rounds", "5", "--rows", "500", "--repeats", "1"],
+            "smoke": ["--smoke"],
         },
     ),
     "lightgbm": (
