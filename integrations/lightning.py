@@ -8,8 +8,10 @@ A fit records, through one :class:`~mltrail.Trail`:
 - metrics: ``trainer.callback_metrics`` once per epoch at ``step = epoch`` (validation values
   when validation ran in that epoch, never the sanity check), each optimizer's learning rate,
   test metrics after ``trainer.test``, optionally step-level values under ``step/``;
-- artifacts: the checkpoints the user's ``ModelCheckpoint`` writes (uploaded in the background),
-  the final model as an MLflow PyTorch model with a signature, the model summary;
+- artifacts: the checkpoints the user's ``ModelCheckpoint`` writes (uploaded in the background;
+  on MLflow 3 each full one also a LoggedModel that MLflow's PyTorch flavor loads, see
+  :mod:`mltrail.integrations.lightning_checkpoint`), the final model as an MLflow PyTorch model
+  with a signature, the model summary;
 - the status: FINISHED, FAILED on an exception (which propagates unchanged), KILLED on Ctrl-C.
 
 The callback derives from the ``Callback`` class of every Lightning namespace installed
