@@ -14,7 +14,7 @@ package list) runs on a daemon thread and lands on the run through the same :cla
 - ``git``: ``available``, ``unavailable``, ``root``, ``found_from`` ("script" or "cwd"),
   ``commit``, ``branch``, ``detached``, ``unborn``, ``shallow``, ``worktree``, ``remote``,
   ``repo_url``, ``dirty``, ``changed`` ([{path, status}]), ``untracked`` (paths),
-  ``excluded`` (the MLflow store's own files), ``untracked_sha256``, ``diff`` ({artifact,
+  ``excluded`` (the MLflow store's own paths, a folder once), ``untracked_sha256``, ``diff`` ({artifact,
   sha256, bytes, truncated, files, binary_files, insertions, deletions}) and ``snapshot``
   ({commit, tree, ref, parent, skipped}) when dirty.
 - ``dvc``: ``available``, ``unavailable``, ``root``, ``default_remote``, ``remotes``
