@@ -4,7 +4,7 @@ On MLflow 3 the final model of a run, and each checkpoint an adapter can load as
 also a LoggedModel linked to the run: the run page lists it under "Logged models",
 ``mlflow.search_logged_models`` finds and ranks it by its metrics, and ``models:/<model_id>``
 loads it. The run's own ``model/`` and ``checkpoints/`` artifacts stay (MLflow 2, ``mltrail
-push``, ``mltrail which``, the registry of an MLflow 2 server).
+which``, the registry of an MLflow 2 server).
 
 This module is the training thread's half: whether the installed MLflow has LoggedModels, the
 metric points a model is linked to, and the record that the writer sends (kind
