@@ -28,6 +28,7 @@ from typing import Any
 from mltrail.errors import MltrailError
 from mltrail.recording import spool as spool_module
 from mltrail.recording.lifecycle import pid_alive
+from mltrail.recording.logged_models import MODEL_ID_TAG
 from mltrail.recording.spool import pending_spools, read_journal, read_meta, write_json_atomic
 from mltrail.recording.writer import apply_record
 from mltrail.store import experiment_id, make_client
@@ -253,6 +254,8 @@ class _Target:
         elif kind == "logged_model" and not Path(record["data"]["path"]).exists():
             result.problems.append(f"model folder {record['data']['path']} no longer exists")
             return
+        elif kind == "logged_model" and self._final_model_stored(record["data"]):
+            return
         elif kind == "child_run":
             # In the experiment of the run it is replayed into: an offline run's has no id
             # until now.
@@ -260,6 +263,16 @@ class _Target:
         elif kind == "crashed_run" and not self._still_crashed(record["data"]):
             return
         apply_record(self.client, self.run_id, record, lambda: save_partial(record["data"]))
+
+    def _final_model_stored(self, data: dict[str, Any]) -> bool:
+        """True for a final model that its run's process went on sending after the exit
+        deadline journaled it (a LoggedModel already made, its upload still running): the run's
+        tag names it, and it is registered where that was asked for."""
+        if not (data.get("final") and data.get("model_id")):
+            return False
+        tags = self.client.get_run(self.run_id).data.tags
+        registered = not data.get("register") or "mltrail.model.registered" in tags
+        return tags.get(MODEL_ID_TAG) == data["model_id"] and registered
 
     def _still_crashed(self, data: dict[str, Any]) -> bool:
         from mlflow.exceptions import MlflowException

@@ -852,7 +852,13 @@ class Trail:
             self._save_model(job)
 
         def fallback() -> list[dict[str, Any]]:
-            return self._journal_model(job)
+            try:  # the writer's close journals the rest of the run after this
+                return self._journal_model(job)
+            except Exception as error:
+                if strict_mode():
+                    raise
+                self._errors.report("logging the model", error)
+                return []
 
         save.kind = "logging the model"  # type: ignore[attr-defined]
         # At an exit that cannot wait for it: the model, its LoggedModel and its tags go to the
@@ -989,8 +995,7 @@ class Trail:
         if stage == "done":
             return []
         if stage == "queued":
-            with guarded("logging the model", self._errors):
-                self._save_final(job)
+            self._save_final(job)
         else:
             job.saved.wait()  # local work, and the model is what the training was for
         if job.folder is None:  # the save failed, which is counted as an error
@@ -1022,7 +1027,8 @@ class Trail:
                 remove = not job.running
             if remove:
                 shutil.rmtree(job.folder.parent, ignore_errors=True)
-        self._model_journaled = True
+        if any(r["kind"] in {"artifact", "logged_model"} for r in records):
+            self._model_journaled = True  # for the exit line
         return records
 
     def _save_flavor(
