@@ -36,9 +36,12 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     BestTracker,
+    EarlyStop,
     EpochLog,
     RunSession,
     check_policy,
+    early_stopping_metrics,
+    early_stopping_params,
     exception_safe,
     options_for,
     pinned_requirements,
@@ -106,6 +109,7 @@ class TrailCallback(TrainerCallback, ExportableState):
         self._skip_to = self._offset = 0
         self._summary: dict[str, Any] = {}
         self._last: dict[str, Any] = {}  # the latest evaluation, for the checkpoint saved next
+        self._stoppers: list[Any] = []  # the trainer's EarlyStoppingCallbacks
 
     @property
     def run_id(self) -> str | None:
@@ -152,6 +156,8 @@ class TrailCallback(TrainerCallback, ExportableState):
         self._epochs = EpochLog(self._session)
         self._epochs.start(_epoch(state.epoch) if state.global_step else 0)
         params = _model_params(model)
+        self._stoppers = _early_stoppers()
+        params.update(early_stopping_params(_early_stops(self._stoppers, args, state)))
         if not self._metrics_elsewhere:  # MLflowCallback logged the arguments under these names
             params.update({k: _plain(getattr(args, k, None)) for k in _ARGS})
             params["world_size"] = args.world_size
@@ -212,9 +218,12 @@ class TrailCallback(TrainerCallback, ExportableState):
             return
         processor = kw.get("processing_class", kw.get("tokenizer"))
 
+        stops = _early_stops(self._stoppers, args, state)
+
         def summary(trail: Trail) -> None:
             self._epochs.flush()
             self._epochs.log(_epoch(state.epoch), self._summary)
+            self._epochs.log_at_last(early_stopping_metrics(stops, self._epochs.offset))
             if self.log_model and model is not None and trail.enabled:
                 self._log_final_model(trail, model, processor)
 
@@ -273,6 +282,61 @@ _next_global: dict[str, int] = {}  # run id -> the next global step of trainings
 def _epoch(epoch: float | None) -> int:
     """The 0-based index of the epoch that ``state.epoch`` (a float, 1.0 at its end) is in."""
     return max(math.ceil((epoch or 0) - 1e-6) - 1, 0)
+
+
+def _early_stoppers() -> list[Any]:
+    """The EarlyStoppingCallbacks of the trainer whose callback handler calls this hook (a
+    callback is not given its trainer: the handler is the caller a few frames up)."""
+    import sys
+
+    from transformers.trainer_callback import CallbackHandler
+
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            break
+        handler = frame.f_locals.get("self")
+        if isinstance(handler, CallbackHandler):
+            kind = transformers.EarlyStoppingCallback
+            return [c for c in handler.callbacks if isinstance(c, kind)]
+        frame = frame.f_back
+    return []
+
+
+def _early_stops(stoppers: list[Any], args: Any, state: Any) -> list[EarlyStop]:
+    """Transformers' EarlyStoppingCallbacks under the names every adapter uses: they watch
+    ``metric_for_best_model`` at each evaluation; the Trainer keeps the best value."""
+    monitor = args.metric_for_best_model
+    if monitor and not monitor.startswith("eval_"):
+        monitor = f"eval_{monitor}"
+    best_epoch = next(
+        (
+            _epoch(entry.get("epoch"))
+            for entry in state.log_history
+            if state.best_metric is not None and entry.get(monitor) == state.best_metric
+        ),
+        None,
+    )
+    return [
+        EarlyStop(
+            settings={
+                "monitor": monitor,
+                "mode": "max" if args.greater_is_better else "min",
+                "patience": stop.early_stopping_patience,
+                "min_delta": stop.early_stopping_threshold,
+            },
+            stopped_epoch=(
+                _epoch(state.epoch)
+                if stop.early_stopping_patience_counter >= stop.early_stopping_patience
+                else None
+            ),
+            best_score=state.best_metric,
+            best_epoch=best_epoch,
+            wait_count=stop.early_stopping_patience_counter,
+            restored_best_weights=bool(args.load_best_model_at_end and state.best_model_checkpoint),
+        )
+        for stop in stoppers
+    ]
 
 
 def _plain(value: Any) -> Any:

@@ -145,10 +145,7 @@ ADAPTERS: dict[str, Callable[[dict[str, Any]], None]] = {
 CHECKPOINT_STEPS = {"transformers": range(2, 2 * EPOCHS + 1, 2)}
 # What an adapter does not record yet (its case is an expected failure, and fails once the
 # adapter records it, until it is taken out of here).
-KNOWN_GAPS = {
-    "transformers": "the Transformers adapter records no EarlyStoppingCallback settings or "
-    "outcome (early_stopping.*)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("framework", list(ADAPTERS))
