@@ -351,11 +351,16 @@ def _task_metrics(
             compute["score"] = lambda: model.score(X) if y is None else model.score(X, y, **kw)
         pred = _predict(model, X) if task else None
         if task == "classification" and pred is not None:
-            average = {"average": "weighted", "zero_division": 0, **kw}
             compute["accuracy"] = lambda: m.accuracy_score(y, pred, **kw)
-            compute["precision"] = lambda: m.precision_score(y, pred, **average)
-            compute["recall"] = lambda: m.recall_score(y, pred, **average)
-            compute["f1"] = lambda: m.f1_score(y, pred, **average)
+            try:  # the three in one pass over the labels, not three
+                weighted = m.precision_recall_fscore_support(
+                    y, pred, average="weighted", zero_division=0, **kw
+                )
+            except Exception as error:  # not applicable to these targets
+                logger.debug("precision, recall and f1 not computed: %s", error)
+            else:
+                for index, name in enumerate(("precision", "recall", "f1")):
+                    compute[name] = lambda index=index: weighted[index]
         proba = _predict(model, X, "predict_proba") if task == "classification" else None
         if proba is not None:
             labels = getattr(model, "classes_", None)
