@@ -36,7 +36,7 @@ y = np.array([1, 0, 1, 0])
 runs = {}
 for name in ("uploading", "queued"):
     trail = mltrail.start_run(experiment="model-at-exit", run_name=name, capture=False,
-                              system_metrics=False, flush_timeout=1.5, flush_interval=0.2)
+                              system_metrics=False, flush_timeout=1, flush_interval=0.2)
     model = LogisticRegression().fit(x, y)
     trail.log_params({"C": 1.0})
     trail.log_metrics({"accuracy": model.score(x, y)}, step=0)
@@ -44,7 +44,8 @@ for name in ("uploading", "queued"):
         with open("weights.ckpt", "wb") as handle:
             handle.write(os.urandom(1024))
         trail.log_checkpoint("weights.ckpt", step=0)
-    trail.log_model(model, "sklearn", signature_from=x[:2], registered_model_name="at-exit-" + name)
+    trail.log_model(model, "sklearn", signature_from=x[:2], registered_model_name="at-exit-" + name,
+                    serialization_format="cloudpickle")  # quicker to save and load than skops
     runs[name] = trail.run_id
 print("runs " + " ".join(f"{k}={v}" for k, v in runs.items()), flush=True)
 sys.stdin.readline()  # the test saw both uploads held by the server
