@@ -9,6 +9,7 @@ sync`` gives the run its ``model/`` folder, its LoggedModel and its registered v
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -134,10 +135,13 @@ def test_final_model_cut_by_the_exit_deadline_is_journaled_and_synced(
 
     sync = subprocess.run(
         [sys.executable, "-m", "mltrail.cli", "sync", "--spool-dir", str(spool),
-         "--tracking-uri", mlflow_server.uri],  # the server itself, not the proxy
+         "--tracking-uri", mlflow_server.uri, "--json"],  # the server itself, not the proxy
         env=python_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert sync.returncode == 0, sync.stdout + sync.stderr  # every run synced
+    # MLflow prints a "View run" line as a run ends on a server: not into the JSON.
+    synced = {r["run_id"] for r in json.loads(sync.stdout)["runs"]}
+    assert synced == set(runs.values()), sync.stdout
     assert sorted(p.name for p in spool.iterdir()) == sorted(f"{r}.synced" for r in runs.values())
 
     mlflow.set_tracking_uri(mlflow_server.uri)

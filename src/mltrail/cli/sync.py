@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 from mltrail.cli.common import add_json, add_tracking_uri, print_json
@@ -104,8 +106,12 @@ def sync_command(args: argparse.Namespace) -> int:
         for problem in r.problems:
             bar.write(f"  problem: {problem}")
 
+    # With --json, stdout is the JSON alone: what libraries print as runs end (MLflow's
+    # "View run" line on a server) goes to stderr.
+    printed = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
-        results = sync.sync_all(spool_dir, args.tracking_uri, args.run_ids, on_result=report)
+        with printed:
+            results = sync.sync_all(spool_dir, args.tracking_uri, args.run_ids, on_result=report)
     except OSError as error:
         raise MltrailError(f"Cannot read the spool {spool_dir}: {error}") from error
     finally:
