@@ -157,13 +157,19 @@ def test_crashed_run_ends_are_journaled_and_replayed_while_still_crashed(
     left = {"mltrail.pid": str(dead.pid), "mltrail.host": socket.gethostname()}
     crashed = client.create_run(experiment, tags=left).info.run_id
     resumed = client.create_run(experiment, tags=left).info.run_id
+    # Its process ended the run into the journal (the store was away): not a crash.
+    journaled = client.create_run(experiment, tags=left).info.run_id
+    waiting = Spool(tmp_path / "spool", journaled)
+    waiting.open({"tracking_uri": module_store, "pid": dead.pid, "host": socket.gethostname()})
+    waiting.append([{"kind": "status", "data": {"status": "FINISHED"}}])
     owner = client.create_run(experiment).info.run_id
     spool = Spool(tmp_path / "spool", owner)
     spool.open({"tracking_uri": module_store, "pid": os.getpid(), "host": socket.gethostname()})
     writer = Writer(client, owner, spool, ErrorCounter(), offline=True)  # the store is away
 
-    found = lifecycle.repair_stale_runs(client, experiment, 60.0, writer.add)
+    found = lifecycle.repair_stale_runs(client, experiment, 60.0, writer.add, tmp_path / "spool")
     assert sorted(found) == sorted([crashed, resumed])
+    assert journaled in lifecycle.repair_stale_runs(client, experiment, 60.0, lambda *a: None)
     assert writer.close(5)["spooled"] == 2
     assert client.get_run(crashed).info.status == "RUNNING"
     client.set_tag(resumed, "mltrail.pid", str(os.getpid()))  # resumed by a live process since
@@ -176,3 +182,5 @@ def test_crashed_run_ends_are_journaled_and_replayed_while_still_crashed(
     assert client.get_run(crashed).data.tags["mltrail.crashed"] == "true"
     assert client.get_run(resumed).info.status == "RUNNING"
     assert "mltrail.crashed" not in client.get_run(resumed).data.tags
+    assert client.get_run(journaled).info.status == "FINISHED"  # replayed, never called crashed
+    assert "mltrail.crashed" not in client.get_run(journaled).data.tags

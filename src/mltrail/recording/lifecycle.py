@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mltrail.recording.writer import crashed_run_data
@@ -243,8 +245,25 @@ def is_stale(tags: dict[str, str], heartbeat_interval: float, now: float | None 
     return beat is not None and now - float(beat) > 3 * heartbeat_interval + 60
 
 
+def end_journaled(spool_dir: Path | str | None, run_id: str) -> bool:
+    """True when the end of run ``run_id`` waits in this host's journal (its process exited
+    before the store took it): ``mltrail sync``, or the replay of dead spools, ends the run."""
+    if not spool_dir:
+        return False
+    try:
+        with (Path(spool_dir) / run_id / "journal.jsonl").open(encoding="utf-8") as lines:
+            return any('"status"' in line and json.loads(line).get("kind") == "status"
+                       for line in lines)  # fmt: skip
+    except (OSError, ValueError):
+        return False
+
+
 def repair_stale_runs(
-    client: Any, experiment_id: str, heartbeat_interval: float, send: Send
+    client: Any,
+    experiment_id: str,
+    heartbeat_interval: float,
+    send: Send,
+    spool_dir: Path | str | None = None,
 ) -> list[str]:
     """Find the crashed mltrail runs of an experiment and have them marked FAILED.
 
@@ -255,6 +274,8 @@ def repair_stale_runs(
         send: queues a record for the store: the ``add`` of the :class:`Writer` of the run
             that found them, so the end of each crashed run (a ``crashed_run`` record) is
             journaled when the store is away, like everything the run writes.
+        spool_dir: this host's spool: a run whose end waits there did not crash (see
+            :func:`end_journaled`) and is left to the replay.
 
     Returns:
         The ids of the crashed runs.
@@ -266,7 +287,9 @@ def repair_stale_runs(
         max_results=200,
     )
     for run in runs:
-        if is_stale(run.data.tags, heartbeat_interval):
+        if is_stale(run.data.tags, heartbeat_interval) and not end_journaled(
+            spool_dir, run.info.run_id
+        ):
             send("crashed_run", crashed_run_data(run.info.run_id, run.data.tags.get("mltrail.pid")))
             repaired.append(run.info.run_id)
             logger.warning(
@@ -280,7 +303,12 @@ _repaired: set[tuple[str, str]] = set()
 
 
 def repair_stale_runs_soon(
-    client: Any, tracking_uri: str, experiment_id: str, heartbeat_interval: float, send: Send
+    client: Any,
+    tracking_uri: str,
+    experiment_id: str,
+    heartbeat_interval: float,
+    send: Send,
+    spool_dir: Path | str | None = None,
 ) -> threading.Thread | None:
     """:func:`repair_stale_runs` on a background thread, which this returns.
 
@@ -295,7 +323,7 @@ def repair_stale_runs_soon(
 
     def work() -> None:
         try:
-            repair_stale_runs(client, experiment_id, heartbeat_interval, send)
+            repair_stale_runs(client, experiment_id, heartbeat_interval, send, spool_dir)
         except Exception:
             logger.debug("stale-run repair failed", exc_info=True)
 

@@ -271,6 +271,7 @@ class Trail:
                 str(trail.experiment_id),
                 options.heartbeat_interval,
                 trail._writer.add,  # type: ignore[union-attr]
+                options.spool_dir,
             )
             replay_dead_spools_soon(options.spool_dir, trail.tracking_uri)
         return trail
