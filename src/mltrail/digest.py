@@ -8,6 +8,9 @@ import os
 
 #: Bytes read at a time: large checkpoints are hashed in bounded memory.
 BLOCK_SIZE = 1 << 20
+#: Run tag ``<prefix><first 16 hex digits of a file's sha256>`` = its artifact path, set for every
+#: uploaded checkpoint and model file, so ``mltrail which FILE`` finds the run by content.
+SHA256_TAG_PREFIX = "mltrail.sha256."
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

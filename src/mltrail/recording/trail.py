@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.config import Options
-from mltrail.digest import file_sha256, tree_sha256
+from mltrail.digest import SHA256_TAG_PREFIX, file_sha256, tree_sha256
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
 from mltrail.recording import distributed, lifecycle, logged_models, scopes
 from mltrail.recording.checkpoints import CheckpointModel, superseded
+from mltrail.recording.final_model import FinalModel
 from mltrail.recording.sanitize import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -52,19 +53,6 @@ from mltrail.version import __version__
 
 logger = logging.getLogger("mltrail")
 
-#: Tag ``<prefix><first 16 hex digits of a file's sha256>`` = its artifact path, set for every
-#: uploaded checkpoint and model file, so ``mltrail which FILE`` finds the run by content.
-SHA256_TAG_PREFIX = "mltrail.sha256."
-#: Files of an MLflow Model folder that are the same for many models (not looked up by hash).
-_MODEL_METADATA = {
-    "MLmodel",
-    "conda.yaml",
-    "python_env.yaml",
-    "requirements.txt",
-    "input_example.json",
-    "serving_input_example.json",
-    "registered_model_meta",
-}
 _STATUSES = {"FINISHED", "FAILED", "KILLED"}
 #: One model serialised at a time: MLflow's saves share module state (see _unchecked_pins).
 _SAVING = threading.Lock()
@@ -173,7 +161,7 @@ class Trail:
         self._monitor: Any = None
         self._ended = threading.Event()
         self._repair: threading.Thread | None = None  # crashed runs found at start
-        self._model_journaled = False  # the end journaled the final model (see _journal_model)
+        self._final_models: list[FinalModel] = []  # the exit line says if one was journaled
         self.provenance: Any = None
         self.attached_tags: dict[str, str] = {}  # tags of a run joined or resumed, at attach
 
@@ -845,192 +833,58 @@ class Trail:
         """
         if not self.enabled:
             return
-        job = _FinalModel(
-            model, flavor, signature_from, output_example, registered_model_name, flavor_kwargs
-        )
 
-        def save() -> None:
-            self._save_model(job)
+        def save() -> Path:
+            return self._save_flavor(model, flavor, signature_from, output_example, flavor_kwargs)
+
+        def record(folder: Path) -> dict[str, Any]:
+            """The LoggedModel of the final model, linked to the run's last and best points."""
+            return logged_models.model_record(
+                logged_models.FINAL_MODEL_NAME,
+                str(folder),
+                step=self._points.last_step(),
+                metrics=logged_models.linked_metrics(self._points.final_and_best(), self._datasets),
+                tags={logged_models.KIND_TAG: "model", "mltrail.model.flavor": flavor},
+                experiment_id=self.experiment_id,
+                register=registered_model_name,
+                final=True,
+            )
+
+        def sent(data: dict[str, Any]) -> None:
+            with self._lock:
+                self._linked_models[data["model_id"]] = (None, len(data["metrics"]))
+
+        job = FinalModel(
+            save,
+            record,
+            self._writer,  # type: ignore[arg-type]
+            self.set_tags,
+            sent,
+            flavor,
+            registered_model_name,
+        )
+        self._final_models.append(job)
 
         def fallback() -> list[dict[str, Any]]:
             try:  # the writer's close journals the rest of the run after this
-                return self._journal_model(job)
+                return job.journal()
             except Exception as error:
                 if strict_mode():
                     raise
                 self._errors.report("logging the model", error)
                 return []
 
-        save.kind = "logging the model"  # type: ignore[attr-defined]
+        def run() -> None:  # a function: the writer reads its kind and fallback
+            job.run()
+
+        run.kind = "logging the model"  # type: ignore[attr-defined]
         # At an exit that cannot wait for it: the model, its LoggedModel and its tags go to the
         # journal, for `mltrail sync`.
-        save.fallback = fallback  # type: ignore[attr-defined]
+        run.fallback = fallback  # type: ignore[attr-defined]
         if background:
-            self._writer.add_job(save)  # type: ignore[union-attr]
+            self._writer.add_job(run)  # type: ignore[union-attr]
         else:
-            save()
-
-    def _save_model(self, job: _FinalModel) -> None:
-        """Save the final model and send it: ``model/``, its LoggedModel (MLflow 3), its tags
-        and registration; what fails is journaled. Once the writer's close has taken the model
-        over (:meth:`_journal_model`), the step under way is the last."""
-        with job.lock:
-            if job.journaled:
-                return
-            job.stage = "saving"
-            job.running = True
-        try:
-            try:
-                self._save_final(job)
-            finally:
-                job.saved.set()
-            self._send_model(job)
-        finally:
-            with job.lock:
-                job.running = False
-                remove = not job.journaled or job.copied
-            if remove and job.folder is not None:
-                shutil.rmtree(job.folder.parent, ignore_errors=True)
-
-    def _save_final(self, job: _FinalModel) -> None:
-        saved = self._save_flavor(job.model, job.flavor, job.example, job.output, job.kwargs)
-        # A folder of its own, not in the run's temporary folder that the end removes: an upload
-        # cut by the exit deadline may still read it.
-        folder = Path(tempfile.mkdtemp(prefix="mltrail-model-")) / "model"
-        shutil.move(saved, folder)
-        shutil.rmtree(saved.parent, ignore_errors=True)
-        files = [
-            f for f in sorted(folder.rglob("*")) if f.is_file() and f.name not in _MODEL_METADATA
-        ]
-        job.hashes = {
-            SHA256_TAG_PREFIX + file_sha256(f)[:16]: f"model/{f.relative_to(folder).as_posix()}"
-            for f in files
-        }
-        job.folder = folder
-
-    def _final_model_record(self, job: _FinalModel) -> dict[str, Any]:
-        """The ``logged_model`` record of the final model, linked to the run's last and best
-        metric points."""
-        return logged_models.model_record(
-            logged_models.FINAL_MODEL_NAME,
-            str(job.folder),
-            step=self._points.last_step(),
-            metrics=logged_models.linked_metrics(self._points.final_and_best(), self._datasets),
-            tags={logged_models.KIND_TAG: "model", "mltrail.model.flavor": job.flavor},
-            experiment_id=self.experiment_id,
-            register=job.registered_model_name,
-            final=True,
-        )
-
-    def _model_tags(self, job: _FinalModel) -> dict[str, str]:
-        return {"mltrail.model.flavor": job.flavor, **dict(list(job.hashes.items())[:100])}
-
-    def _send_model(self, job: _FinalModel) -> None:
-        writer: Writer = self._writer  # type: ignore[assignment]
-        folder = job.folder
-        assert folder is not None
-        with job.lock:
-            if job.journaled:
-                return
-            job.stage = "sending"
-        uploaded = writer.upload_now(folder, "model", "logging the model", journal=False)
-        with job.lock:
-            if job.journaled:
-                return
-            job.uploaded = uploaded
-            if not uploaded:
-                kept = writer.artifact_for_spool(
-                    {"kind": "artifact", "path": str(folder), "artifact_path": "model"}
-                )
-                writer.journal(kept)
-                job.kept = kept["path"]
-        state = "unsupported"
-        if logged_models.supported():
-            data = self._final_model_record(job)
-            with job.lock:
-                job.record = data
-            state = writer.send_now(
-                {"kind": "logged_model", "data": data}, "logging the model", journal=False
-            )
-            with job.lock:
-                if job.journaled:
-                    return
-                if state == "failed":
-                    writer.journal({"kind": "logged_model", "data": self._kept_record(job, data)})
-                    state = "journaled"
-                job.state = state
-            if state == "sent":
-                with self._lock:
-                    self._linked_models[data["model_id"]] = (None, len(data["metrics"]))
-        name = job.registered_model_name
-        register = {"name": name, "artifact_path": "model"}
-        with job.lock:
-            if job.journaled:
-                return
-            job.stage = "done"
-            if uploaded:
-                self.set_tags(self._model_tags(job))
-                if name and state == "unsupported":  # MLflow 2: the run's model/
-                    writer.add("register", register)
-            else:
-                # The model waits in the journal: its tags and registration follow it there.
-                writer.journal({"kind": "tags", "data": self._model_tags(job)})
-                if name and state == "unsupported":
-                    writer.journal({"kind": "register", "data": register})
-
-    def _kept_record(self, job: _FinalModel, data: dict[str, Any]) -> dict[str, Any]:
-        """``data`` of a ``logged_model`` record, pointing at the model's copy in the journal
-        (the one ``model/`` was journaled with, else a new one)."""
-        kept = job.kept or self._writer.spool.keep_copy(job.folder)  # type: ignore[union-attr]
-        job.kept = str(kept) if kept is not None else None
-        return {**data, "path": job.kept or data["path"]}
-
-    def _journal_model(self, job: _FinalModel) -> list[dict[str, Any]]:
-        """The journal records of a final model the run's end could not wait for (the writer's
-        close calls this): the model is saved now if its job has not started, waited for while
-        it is being saved, and then journaled where its sending stopped, with its tags and
-        registration behind it."""
-        with job.lock:
-            stage = job.stage
-            job.journaled = True
-        if stage == "done":
-            return []
-        if stage == "queued":
-            self._save_final(job)
-        else:
-            job.saved.wait()  # local work, and the model is what the training was for
-        if job.folder is None:  # the save failed, which is counted as an error
-            return []
-        records: list[dict[str, Any]] = []
-        try:
-            with job.lock:
-                if not job.uploaded and job.kept is None:
-                    records.append(
-                        self._writer.artifact_for_spool(  # type: ignore[union-attr]
-                            {"kind": "artifact", "path": str(job.folder), "artifact_path": "model"}
-                        )
-                    )
-                    job.kept = records[-1]["path"]
-                # Without LoggedModels (MLflow 2, or a server without them) the run's model/
-                # is the model, registered as such.
-                plain = not logged_models.supported() or job.state == "unsupported"
-                if not plain and job.state not in {"sent", "journaled"}:
-                    # The record the job was sending, with the model_id it got if it did.
-                    data = dict(job.record or self._final_model_record(job))
-                    records.append({"kind": "logged_model", "data": self._kept_record(job, data)})
-                records.append({"kind": "tags", "data": self._model_tags(job)})
-                if plain and job.registered_model_name:
-                    register = {"name": job.registered_model_name, "artifact_path": "model"}
-                    records.append({"kind": "register", "data": register})
-        finally:
-            with job.lock:
-                job.copied = True
-                remove = not job.running
-            if remove:
-                shutil.rmtree(job.folder.parent, ignore_errors=True)
-        if any(r["kind"] in {"artifact", "logged_model"} for r in records):
-            self._model_journaled = True  # for the exit line
-        return records
+            run()
 
     def _save_flavor(
         self,
@@ -1164,7 +1018,7 @@ class Trail:
                     self.options.flush_timeout,
                     ", ".join(summary["dropped_jobs"]),
                 )
-            if summary.get("spool_path") and self._model_journaled:
+            if summary.get("spool_path") and any(m.went_to_journal for m in self._final_models):
                 logger.warning(
                     "mltrail: the final model of run %s was still being sent to %s when "
                     "flush_timeout (%g s) passed; it is journaled%s, and `mltrail sync` uploads it.",
@@ -1287,31 +1141,6 @@ class Trail:
 
     def __repr__(self) -> str:
         return f"Trail(run_id={self.run_id!r}, status={self.status!r})"
-
-
-@dataclasses.dataclass(eq=False)
-class _FinalModel:
-    """A final model on its way to the store, shared by the job that saves and sends it and the
-    writer's close, which journals it when the run's end cannot wait for it any longer."""
-
-    model: Any
-    flavor: str
-    example: Any
-    output: Any
-    registered_model_name: str | None
-    kwargs: dict[str, Any]
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    saved: threading.Event = dataclasses.field(default_factory=threading.Event)
-    stage: str = "queued"  # then saving, sending, done
-    running: bool = False  # the job is under way (it removes the folder when it ends)
-    journaled: bool = False  # taken over by the close: the job stops after its current step
-    copied: bool = False  # the close has its copy (it removes the folder when the job ended)
-    folder: Path | None = None
-    hashes: dict[str, str] = dataclasses.field(default_factory=dict)
-    uploaded: bool = False  # model/ is in the run's artifacts
-    kept: str | None = None  # the model's copy in the journal
-    record: dict[str, Any] | None = None  # the LoggedModel being sent (its model_id once made)
-    state: str | None = None  # how sending it went: sent, journaled, unsupported
 
 
 def _previous_checkpoints(client: Any, run_id: str) -> dict[str, Any] | None:
