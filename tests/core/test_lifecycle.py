@@ -46,6 +46,31 @@ def test_run_left_open_ends_finished_at_exit(client) -> None:
     assert run.data.metrics["loss"] == 0.5
 
 
+def test_uploads_at_exit_may_use_thread_pools(client) -> None:
+    """A store's client that uploads through a thread pool (boto3's S3 transfers) still works
+    while the runs end at exit: the pools refuse new work once threads shut down."""
+    result = run_python(
+        script("""
+        from concurrent.futures import ThreadPoolExecutor
+        from pathlib import Path
+
+        def draw(path):
+            time.sleep(0.5)  # the script has ended by now: this runs at exit
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(Path(path).write_bytes, b"drawn through a pool").result()
+
+        trail = mltrail.start_run(experiment="exit-pool", capture=False, system_metrics=False)
+        trail.log_image(draw, "plots/pool.png")
+        """)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "schedule new futures" not in result.stderr
+    run = only_run(client, "exit-pool")
+    assert run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/pool.png"]
+    assert "mltrail.errors" not in run.data.tags
+
+
 def test_uncaught_exception_ends_failed(client) -> None:
     result = run_python(
         script("""

@@ -193,7 +193,8 @@ def test_every_adapter_and_a_multipart_checkpoint_in_both_setups(
             assert any(k.endswith("/mltrail/provenance.json") for k in stored), (setup, name)
             if name in SCRIPTS:  # a model the exit deadline cut was journaled, and synced
                 assert any("/model/MLmodel" in k for k in stored), (setup, name, sorted(stored))
-                assert MODEL_ID_TAG in run.data.tags, (setup, name)
+                said = outputs[setup][1][-3000:]  # the training's warnings, if any
+                assert MODEL_ID_TAG in run.data.tags, (setup, name, run.data.tags, said)
         xgboost = s3_server.keys(run_prefix(runs["xgboost"], setup) + "/checkpoints/")
         assert len([k for k in xgboost if not k.endswith("index.json")]) == 3, sorted(xgboost)
 

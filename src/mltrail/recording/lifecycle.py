@@ -147,7 +147,7 @@ def _install() -> None:
     if _installed:
         return
     _installed = True
-    atexit.register(_at_exit)
+    _register_exit()
     _previous_excepthook = sys.excepthook
     sys.excepthook = _excepthook
     if threading.current_thread() is threading.main_thread():
@@ -156,6 +156,26 @@ def _install() -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
         except (ValueError, OSError):
             _previous_sigterm = None
+
+
+def _register_exit() -> None:
+    """Have :func:`_at_exit` run as the interpreter exits, before thread pools stop taking work.
+
+    Stores upload through ``concurrent.futures`` (boto3's S3 transfers, for one), whose pools
+    refuse new work once the interpreter starts shutting threads down, which is before
+    ``atexit`` handlers run: runs ended at exit lost their last uploads to "cannot schedule new
+    futures after interpreter shutdown". Threading's own exit hooks run in reverse order of
+    registration, so ours, registered after the pools' module is imported, runs before theirs.
+    """
+    import concurrent.futures.thread  # noqa: F401 (its exit hook is registered first)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading exit hooks in this Python")
+        register(_at_exit)
+    except RuntimeError:  # already shutting down, or another Python
+        atexit.register(_at_exit)
 
 
 def _end_all(status: str | None = None, error: BaseException | None = None) -> None:

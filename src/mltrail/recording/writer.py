@@ -391,9 +391,14 @@ def _drop_checkpoint(client: Any, run_id: str, data: dict[str, Any]) -> None:
 
 
 def _lacks_logged_models(error: Exception) -> bool:
-    """The server has no LoggedModel endpoints (an MLflow 2 server behind an MLflow 3 client)."""
+    """The server has no LoggedModel endpoints (an MLflow 2 server behind an MLflow 3 client).
+    Only the tracking server's answer about those endpoints says so: a 404 from anything else
+    (the object store, a proxy) is a failure to journal, not a server without LoggedModels."""
     code = getattr(error, "error_code", "")
-    return code in {"ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED"} or "404" in str(error)[:200]
+    text = str(error)[:500]
+    return code in {"ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED"} or (
+        "404" in text and "logged-models" in text
+    )
 
 
 def crashed_run_data(run_id: str, pid: str | None) -> dict[str, Any]:
