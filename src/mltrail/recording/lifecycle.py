@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def _install() -> None:
     if _installed:
         return
     _installed = True
-    _register_exit()
+    atexit.register(_at_exit)
     _previous_excepthook = sys.excepthook
     sys.excepthook = _excepthook
     if threading.current_thread() is threading.main_thread():
@@ -158,24 +159,29 @@ def _install() -> None:
             _previous_sigterm = None
 
 
-def _register_exit() -> None:
-    """Have :func:`_at_exit` run as the interpreter exits, before thread pools stop taking work.
+@contextlib.contextmanager
+def _thread_pools_open() -> Iterator[None]:
+    """Let ``concurrent.futures`` take work while the runs end at exit.
 
-    Stores upload through ``concurrent.futures`` (boto3's S3 transfers, for one), whose pools
-    refuse new work once the interpreter starts shutting threads down, which is before
-    ``atexit`` handlers run: runs ended at exit lost their last uploads to "cannot schedule new
-    futures after interpreter shutdown". Threading's own exit hooks run in reverse order of
-    registration, so ours, registered after the pools' module is imported, runs before theirs.
+    Stores upload through thread pools (boto3's S3 transfers, for one), and Python stops its
+    pools from taking work when it starts shutting threads down, before ``atexit`` handlers
+    run: runs ended at exit lost their last uploads to "cannot schedule new futures after
+    interpreter shutdown". Ending runs from a threading exit hook instead would end them before
+    the user's own threads finish, so the pools take work again for the time of the wait.
     """
-    import concurrent.futures.thread  # noqa: F401 (its exit hook is registered first)
-
-    register = getattr(threading, "_register_atexit", None)
     try:
-        if register is None:
-            raise RuntimeError("no threading exit hooks in this Python")
-        register(_at_exit)
-    except RuntimeError:  # already shutting down, or another Python
-        atexit.register(_at_exit)
+        from concurrent.futures import thread as pools
+    except ImportError:
+        yield
+        return
+    closed = getattr(pools, "_shutdown", None)
+    if closed is True:
+        pools._shutdown = False
+    try:
+        yield
+    finally:
+        if closed is True:
+            pools._shutdown = True
 
 
 def _end_all(status: str | None = None, error: BaseException | None = None) -> None:
@@ -192,8 +198,9 @@ def _end_all(status: str | None = None, error: BaseException | None = None) -> N
 def _at_exit() -> None:
     global _exiting
     _exiting = True  # from here on, runs end on this thread
-    _end_all("FINISHED")
-    _wait_at_exit()
+    with _thread_pools_open():
+        _end_all("FINISHED")
+        _wait_at_exit()
     if _interrupted:
         _keep_sigint_exit()
 
