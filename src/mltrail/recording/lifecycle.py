@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mltrail.recording.spool import read_journal
 from mltrail.recording.writer import crashed_run_data
 from mltrail.store import describe_uri
 
@@ -278,10 +278,8 @@ def end_journaled(spool_dir: Path | str | None, run_id: str) -> bool:
     if not spool_dir:
         return False
     try:
-        with (Path(spool_dir) / run_id / "journal.jsonl").open(encoding="utf-8") as lines:
-            return any('"status"' in line and json.loads(line).get("kind") == "status"
-                       for line in lines)  # fmt: skip
-    except (OSError, ValueError):
+        return any(read_journal(Path(spool_dir) / run_id, kind="status"))
+    except OSError:
         return False
 
 

@@ -26,13 +26,20 @@ def pinned_requirements(*packages: str) -> list[str]:
     without local version labels (``torch==2.5.0``, not ``+cpu``); absent ones are left out."""
     requirements: list[str] = []
     for package in packages:
-        name = _distribution(package)
-        if name is None:
-            continue
-        line = f"{name}=={importlib.metadata.version(name).split('+')[0]}"
-        if line not in requirements:
+        line = _pinned(package)
+        if line is not None and line not in requirements:
             requirements.append(line)
     return requirements
+
+
+@functools.cache
+def _pinned(package: str) -> str | None:
+    """``name==version`` of one package, looked up once per process: each lookup scans the
+    installed distributions (tens of milliseconds), and every model of a script needs it."""
+    name = _distribution(package)
+    if name is None:
+        return None
+    return f"{name}=={importlib.metadata.version(name).split('+')[0]}"
 
 
 def packages_of(*objects: Any) -> list[str]:

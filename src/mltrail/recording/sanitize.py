@@ -286,6 +286,10 @@ def param_text(value: Any) -> str:
         return value
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return repr(value)
+    if isinstance(value, set | frozenset) and value:
+        # In a fixed order: a set's own order changes from process to process (string hashing
+        # is salted), and so would the param and the run's fingerprint.
+        return "{" + ", ".join(sorted(map(repr, value))) + "}"
     return str(value)
 
 

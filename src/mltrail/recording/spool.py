@@ -185,22 +185,30 @@ def read_meta(path: Path) -> dict[str, Any]:
     return json.loads(meta_path.read_text("utf-8"))
 
 
-def read_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a spool folder in order; a torn last line from a crash is skipped."""
+def read_journal(path: Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a spool folder in order (only those of ``kind`` when given); a torn last
+    line from a crash is skipped."""
     journal = Path(path) / "journal.jsonl"
     if not journal.exists():
         return
+    # Lines of other kinds are passed over unparsed: a journal holds thousands of metric values.
+    marker = json.dumps({"kind": kind})[1:-1] if kind else ""
     with open(journal, encoding="utf-8") as handle:
         for number, line in enumerate(handle):
             if not line.endswith("\n"):
                 logger.warning("mltrail: skipping a torn record at line %d of %s", number, journal)
                 break
+            if marker not in line:
+                continue
             try:
-                yield json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError:
                 logger.warning(
                     "mltrail: skipping a corrupt record at line %d of %s", number, journal
                 )
+                continue
+            if kind is None or record.get("kind") == kind:
+                yield record
 
 
 def pending_spools(root: Path) -> list[Path]:
