@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,7 +72,29 @@ def quiet_mlflow_notices() -> None:
             target.addFilter(quiet)
 
 
+#: MLflow warnings about data that mltrail itself handed MLflow, on its own threads: the hint
+#: that a signature inferred from training rows has integer columns (the rows are the user's;
+#: mltrail infers the signature for them). Raised by the user's own MLflow calls, they pass.
+QUIET_WARNINGS = ("Hint: Inferred schema contains integer column(s)",)
+
+
+def quiet_mlflow_warnings() -> None:
+    """Drop :data:`QUIET_WARNINGS` raised on mltrail's threads (once per process)."""
+    shown = warnings.showwarning
+    if getattr(shown, "mltrail_quiet", False):
+        return
+
+    def showwarning(message: Any, category: Any, filename: str, lineno: int, *rest: Any) -> None:
+        ours = threading.current_thread().name.startswith("mltrail")
+        if not (ours and str(message).startswith(QUIET_WARNINGS)):
+            shown(message, category, filename, lineno, *rest)
+
+    showwarning.mltrail_quiet = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+
+
 quiet_mlflow_notices()
+quiet_mlflow_warnings()
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
