@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from decimal import Decimal
 
 import numpy as np
@@ -145,3 +148,20 @@ def test_flatten_nested_and_dataclasses() -> None:
         "opt.betas": (0.9, 0.99),
         "empty": {},
     }
+
+
+def test_a_set_param_reads_the_same_in_every_process() -> None:
+    """``metric={"l1", "l2"}`` (LightGBM's own example) iterates in a per-process order: the
+    param, and with it the run's fingerprint, must not change between two identical runs."""
+    code = "from mltrail.recording.sanitize import param_text; print(param_text({'l1', 'l2', 'rmse', 'auc', 'map'}))"
+    texts = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert texts == {"{'auc', 'l1', 'l2', 'map', 'rmse'}"}
