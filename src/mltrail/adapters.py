@@ -8,7 +8,10 @@ framework's configuration; that is all:
   hook for trainings cut short, error counting into the run's ``mltrail.errors``, a temporary
   folder per run; a resume from a checkpoint passes ``open(run_id=..., restart_step=k + 1)``
   (the checkpoint holds step ``k``) and the kernel continues, forks or rewinds the run
-  (:mod:`mltrail.recording.restart`);
+  (:mod:`mltrail.recording.restart`), and ``open(restart_step=..., steps_name=...)`` refuses a
+  training that would log a given Trail's steps again; :meth:`RunSession.end_when_released`:
+  the run ends when an object only the training holds goes (an exception no hook saw);
+  :class:`CopiedBySettings`: an adapter's copies (``clone``, pickling) built from its settings;
 - :func:`exception_safe`: every framework hook wrapped once (errors counted, never raised
   into the training; raised with ``MLTRAIL_STRICT=1``);
 - :class:`EpochLog`: the step convention (``step = epoch``, ``step/`` at the global step,
@@ -17,24 +20,30 @@ framework's configuration; that is all:
   checkpoints (which is best, which files changed, a copy that uploads safely);
   :class:`CheckpointModel`: how a checkpoint loads as a model (checkpoints as MLflow 3
   LoggedModels);
+- :class:`CheckpointEvery`: checkpoints an adapter saves itself every N steps, ``latest``,
+  and ``best`` by a metric it names;
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
   stopping under one set of names;
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
   :meth:`mltrail.Trail.log_model` needs besides the model; :func:`example_io` (input example
   and output), :func:`packages_of` (the packages a model is made of);
+- :func:`by_name`: functions among settings (a custom objective) by name, not address;
+  :func:`frames_above`: a bounded look at the training call a callback runs inside;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
   :func:`digest_once`: a digest of an immutable input (a ``DMatrix``) computed once;
   :func:`fit_arguments`: the data among a patched training call's arguments;
 - :func:`importance_plot`, :func:`history_plot`: plots logged as images (PNGs drawn with
   Pillow in milliseconds; :func:`preload_matplotlib`, a historical name, prepares them);
   :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
+  :func:`log_importance`: importance scores as JSON and their plot;
 - :class:`Candidate`, :func:`log_candidates`, :func:`results_csv`: a hyperparameter search's
   candidates as child runs, the best first, and its results table;
 - :func:`provide_runs`: the run that trainings inside a unit of work of the adapter's
   framework (a search's trial) join instead of starting runs of their own;
   :func:`trainings_recorded`: such trainings are recorded under ``autolog`` too;
 - :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
-  registration (entry-point group ``mltrail.integrations``) and the safe-patch contract.
+  registration (entry-point group ``mltrail.integrations``) and the safe-patch contract;
+  :func:`call_with_callback`: a patched training gets the adapter's callback unless it has one.
 
 A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs)``::
 
@@ -61,6 +70,7 @@ A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs
 from __future__ import annotations
 
 from mltrail.autolog.patching import (
+    call_with_callback,
     in_patched_call,
     live_patch,
     recording,
@@ -69,10 +79,16 @@ from mltrail.autolog.patching import (
 )
 from mltrail.autolog.registry import RUN_OPTIONS, Framework, options_for
 from mltrail.errors import MltrailError, strict_mode
-from mltrail.recording.callsite import LIBRARY_PACKAGES, called_by_library, caller_module
+from mltrail.recording.callsite import (
+    LIBRARY_PACKAGES,
+    called_by_library,
+    caller_module,
+    frames_above,
+)
 from mltrail.recording.checkpoints import (
     CHECKPOINT_POLICIES,
     BestTracker,
+    CheckpointEvery,
     CheckpointModel,
     FileWatch,
     check_policy,
@@ -107,12 +123,19 @@ from mltrail.recording.plots import (
     confusion_matrix_plot,
     history_plot,
     importance_plot,
+    log_importance,
     preload_matplotlib,
     residual_plot,
 )
+from mltrail.recording.sanitize import by_name
 from mltrail.recording.scopes import provide_runs
 from mltrail.recording.search import Candidate, check_max_child_runs, log_candidates, results_csv
-from mltrail.recording.session import START_RUN_ARGS, RunSession, check_start_run_kwargs
+from mltrail.recording.session import (
+    START_RUN_ARGS,
+    CopiedBySettings,
+    RunSession,
+    check_start_run_kwargs,
+)
 from mltrail.recording.steps import STEP_PREFIX, EpochLog, check_every, every_n, next_free_step
 
 __all__ = [
@@ -124,13 +147,17 @@ __all__ = [
     "STEP_PREFIX",
     "BestTracker",
     "Candidate",
+    "CheckpointEvery",
     "CheckpointModel",
+    "CopiedBySettings",
     "EarlyStop",
     "EpochLog",
     "FileWatch",
     "Framework",
     "MltrailError",
     "RunSession",
+    "by_name",
+    "call_with_callback",
     "called_by_library",
     "caller_module",
     "check_every",
@@ -150,12 +177,14 @@ __all__ = [
     "exception_safe",
     "fingerprint",
     "fit_arguments",
+    "frames_above",
     "head_rows",
     "history_plot",
     "importance_plot",
     "in_patched_call",
     "live_patch",
     "log_candidates",
+    "log_importance",
     "mode_for",
     "next_free_step",
     "options_for",

@@ -21,7 +21,7 @@ import functools
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mltrail.autolog.registry import frameworks
@@ -66,6 +66,39 @@ def trainings_recorded() -> Iterator[None]:
         yield
     finally:
         thread_state.depth = depth
+
+
+def call_with_callback(
+    call: Callable[[Any], Any],
+    callbacks: Iterable[Any] | None,
+    kind: type,
+    make: Callable[[], Any],
+    stopped: Callable[[Any, BaseException], Any],
+) -> Any:
+    """``call(callbacks)`` with an adapter's callback among the training's callbacks.
+
+    For an autolog patch of a framework that records through a callback: a training that has
+    a callback of ``kind`` already runs as it is (``call`` gets the user's ``callbacks``);
+    otherwise ``make()`` is added, in a new list (the user's stays as it was). An exception
+    that escapes the call is handed to ``stopped(callback, error)``, which ends the callback's
+    run (a no-op when a hook saw the exception and ended it), and propagates unchanged: some
+    exceptions (a custom objective's) pass no hook of the framework.
+
+    Args:
+        call: runs the training with the callbacks it is given; its result is returned.
+        callbacks: the callbacks the user gave the training (None: none).
+        kind: the adapter's callback class.
+        make: a new callback of ``kind`` (with autolog's options).
+        stopped: ends the run of the callback that was added, for an exception.
+    """
+    if any(isinstance(callback, kind) for callback in callbacks or ()):
+        return call(callbacks)
+    callback = make()
+    try:
+        return call([*(callbacks or ()), callback])
+    except BaseException as error:
+        stopped(callback, error)
+        raise
 
 
 def enabled_frameworks() -> dict[str, dict[str, Any]]:

@@ -10,6 +10,8 @@ only the libraries named here (and mltrail itself) do not.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from types import FrameType
 
 #: Top-level packages whose calls to a framework's ``fit`` are not the user's trainings.
 LIBRARY_PACKAGES = frozenset(
@@ -56,6 +58,21 @@ def caller_module(depth: int = 1) -> str:
         return ""
     finally:
         del frame
+
+
+def frames_above(frame: FrameType | None, limit: int) -> Iterator[FrameType]:
+    """``frame`` and the frames of its callers, nearest first, at most ``limit`` of them.
+
+    For an adapter whose framework hands a callback little (a booster, an iteration's state):
+    a bounded, read-only look at the training call the callback runs inside, for its
+    arguments and objects. Take what is needed from a frame's ``f_locals`` while iterating;
+    keeping the frames would keep the training's objects alive.
+    """
+    for _ in range(limit):
+        if frame is None:
+            return
+        yield frame
+        frame = frame.f_back
 
 
 def called_by_library(depth: int = 1) -> bool:

@@ -14,9 +14,12 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltrail.errors import MltrailError
+
+if TYPE_CHECKING:
+    from mltrail.recording.session import RunSession
 
 #: What adapters upload: nothing, the best by the monitored metric, the best and the last
 #: one, or every checkpoint.
@@ -131,6 +134,60 @@ class BestTracker:
             self.best, self.best_step = value, step
             return True
         return False
+
+
+class CheckpointEvery:
+    """Checkpoints that an adapter saves itself every N steps (a booster after its rounds).
+
+    Each goes into a fresh file of the session's temporary folder, then to the run with its
+    step's metrics, aliased ``latest``, and ``best`` when it is the best so far by the metric
+    the adapter names at a training's first checkpoint.
+
+    Args:
+        session: the adapter's :class:`~mltrail.recording.session.RunSession` (its run and
+            temporary folders).
+        every: save after every this many steps (None: never).
+        name: the file name, a format string of ``step`` (``"xgboost-{step:06d}.ubj"``).
+        model: how a checkpoint loads as a model (checkpoints as LoggedModels).
+    """
+
+    def __init__(
+        self, session: RunSession, every: int | None, name: str, model: CheckpointModel | None
+    ) -> None:
+        self.every = every
+        self._session, self._name, self._model = session, name, model
+        self._best = BestTracker()
+
+    def start(self) -> None:
+        """A training starts: the next checkpoint asks for the monitor again."""
+        self._best = BestTracker()
+
+    def save(
+        self,
+        step: int,
+        metrics: Mapping[str, Any],
+        write: Callable[[str], Any],
+        monitor: Callable[[], tuple[str | None, str]],
+    ) -> bool:
+        """Save and log a checkpoint if one is due after ``step``; returns whether one was.
+
+        Args:
+            step: the run step just finished (due when ``step + 1`` is a multiple of N).
+            metrics: that step's metrics (logged with the checkpoint; the best is among them).
+            write: writes the checkpoint to the file it is given (a path as ``str``).
+            monitor: the metric and mode ("min", "max", "auto") that pick the best, asked once
+                per training; a None metric picks ``val_loss``, else ``loss``.
+        """
+        trail = self._session.trail
+        if not self.every or (step + 1) % self.every or trail is None or not trail.enabled:
+            return False
+        path = self._session.temp_dir() / self._name.format(step=step)
+        write(str(path))
+        if self._best.monitor is None:
+            self._best.monitor, self._best.mode = monitor()
+        aliases = ("best", "latest") if self._best.update(metrics, step) else ("latest",)
+        trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases, model=self._model)
+        return True
 
 
 class FileWatch:

@@ -17,7 +17,10 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mltrail.recording.trail import Trail
 
 logger = logging.getLogger("mltrail.plots")
 
@@ -62,6 +65,37 @@ def _preload() -> None:
         _font(_TEXT)
     except Exception:
         logger.debug("Pillow is not available: no plots", exc_info=True)
+
+
+def log_importance(
+    trail: Trail,
+    scores: Mapping[str, Mapping[str, float]],
+    name: str,
+    title: str,
+    *,
+    plot: Callable[[Mapping[str, Mapping[str, float]], Path, str], None] | None = None,
+) -> None:
+    """Log importance scores as ``{name}.json`` and their bar plot as ``{name}.png``.
+
+    The plot is drawn on the background thread (see :meth:`mltrail.Trail.log_image`); an error
+    drawing it is counted as ``"<folder>: plotting <stem>"`` ("xgboost: plotting feature
+    importance" for ``name="xgboost/feature_importance"``).
+
+    Args:
+        trail: the run.
+        scores: per importance type ("gain", ...), the score of each feature (or parameter).
+        name: the artifact path without its suffix (``"lightgbm/feature_importance"``).
+        title: the plot's title.
+        plot: draws the plot, with :func:`importance_plot`'s arguments (default that one).
+    """
+    draw = plot or importance_plot
+    folder, _, stem = name.rpartition("/")
+    trail.log_dict(scores, f"{name}.json")
+    trail.log_image(
+        lambda path: draw(scores, path, title),
+        f"{name}.png",
+        what=f"{folder or 'mltrail'}: plotting {stem.replace('_', ' ')}",
+    )
 
 
 def importance_plot(

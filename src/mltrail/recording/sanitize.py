@@ -296,6 +296,21 @@ def param_text(value: Any) -> str:
     return str(value)
 
 
+def by_name(value: Any) -> Any:
+    """A setting that is a function (a custom objective or metric) as its name, not its text.
+
+    ``<function f at 0x7f...>`` differs in every process, so the run's fingerprint would too.
+    Functions, methods, partials and callable objects give their qualified name (an object
+    without one its type's name); classes and other values are kept; lists and tuples are
+    (plain ones) converted item by item.
+    """
+    if callable(value) and not isinstance(value, type):
+        return getattr(value, "__qualname__", None) or type(value).__name__
+    if type(value) in (list, tuple):
+        return type(value)(by_name(item) for item in value)
+    return value
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
     """Flatten nested mappings (and dataclasses, OmegaConf, namespaces) into dotted keys."""
     flat: dict[str, Any] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import logging
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ from typing import Any
 
 from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors, reject_unknown
+from mltrail.recording.steps import next_free_step
 from mltrail.recording.trail import Trail, start_run
 
 logger = logging.getLogger("mltrail.session")
@@ -120,6 +122,7 @@ class RunSession:
         )
         self._tmp: Path | None = None
         self._training = False
+        self._release: weakref.finalize | None = None  # see end_when_released
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -134,6 +137,8 @@ class RunSession:
         restart_step: int | None = None,
         checkpoint: str | None = None,
         global_step: int | None = None,
+        steps_name: str | None = None,
+        how_to_continue: str = "continue the same model",
     ) -> Trail:
         """The Trail to record into: the given one, or a run this session starts.
 
@@ -150,9 +155,16 @@ class RunSession:
                 with ``fork=False`` rewinds it (see :mod:`mltrail.recording.restart`).
             checkpoint: the checkpoint file the training resumes from (``mltrail.resumed_from``).
             global_step: the optimizer step of that checkpoint (``step/`` values copied to a fork).
+            steps_name: what the steps count ("XGBoost rounds"). Given with ``restart_step``, a
+                training into the given Trail must start past the steps that Trail holds
+                (:func:`~mltrail.recording.steps.next_free_step`): one that would log the same
+                steps again is refused.
+            how_to_continue: what the user does instead, for that error ("continue the same
+                booster with xgb_model=").
 
         Raises:
-            MltrailError: when the given Trail has ended, or ``run_id`` does not exist.
+            MltrailError: when the given Trail has ended, ``run_id`` does not exist, or a
+                training would log steps the given Trail holds (see ``steps_name``).
         """
         if self.given is not None:
             if self.given.status is not None:
@@ -160,6 +172,17 @@ class RunSession:
                     f"The Trail given to {self.owner} has ended (run {self.given.run_id}, "
                     f"{self.given.status}). Give it an open Trail, or none to let it start its "
                     "own run."
+                )
+            if (
+                steps_name is not None
+                and restart_step is not None
+                and (taken := next_free_step(self.given)) > restart_step
+            ):
+                raise MltrailError(
+                    f"Run {self.given.run_id} already holds {steps_name} up to step {taken - 1}; "
+                    f"this training would log them again from step {restart_step}. Use a new "
+                    f"{self.owner}() without trail= (one run per training), or "
+                    f"{how_to_continue} so that the steps go on."
                 )
             self.trail, self.owns = self.given, False
             if not self.given.attached_tags.get("mltrail.framework"):
@@ -237,6 +260,35 @@ class RunSession:
         self._training = True
         _watch(self)
 
+    def end_when_released(
+        self, obj: Any, stopped: Callable[[], Any] | None = None, *, reason: str | None = None
+    ) -> None:
+        """End the current run when ``obj`` is released before the run ends.
+
+        For frameworks that skip every hook when training raises (XGBoost and LightGBM on an
+        exception in the booster update): an object that only the training call holds (its
+        per-call callback list) goes with the call's frame, so its release before :meth:`end`
+        tells that the call raised where no hook saw it. Then ``stopped()`` is called, which
+        ends the run (the adapter logs what it has first); without it the run ends FAILED with
+        ``reason``. Watching stops when the run ends, or when another object is watched; at
+        interpreter exit the exit hook of :meth:`training_started` ends the run instead.
+
+        Args:
+            obj: the object to watch (weakly referenced: watching does not keep it alive).
+            stopped: what ends the run, called without arguments.
+            reason: why the run ended, for the run's tags and the warning (without ``stopped``).
+        """
+        self._stop_watching()
+        if stopped is None:
+            stopped = functools.partial(self.end, finished=False, reason=reason)
+        self._release = weakref.finalize(obj, stopped)
+        self._release.atexit = False
+
+    def _stop_watching(self) -> None:
+        if self._release is not None:
+            self._release.detach()
+            self._release = None
+
     def end(
         self,
         error: BaseException | None = None,
@@ -255,6 +307,7 @@ class RunSession:
         trail = self.trail
         self._training = False
         _unwatch(self)
+        self._stop_watching()
         if trail is None:
             return
         self.trail = None
@@ -350,12 +403,40 @@ class RunSession:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(trail=None, given=None, _tmp=None, _training=False)
+        state.update(trail=None, given=None, _tmp=None, _training=False, _release=None)
         return state
 
     def __repr__(self) -> str:
         target = f"given {self.given!r}" if self.given is not None else "own runs"
         return f"RunSession({self.framework!r}, {target}, run={self.last_run_id!r})"
+
+
+class CopiedBySettings:
+    """Mixin for an adapter's callback: its copies are built from its settings, fresh.
+
+    scikit-learn's ``clone`` deep-copies the callbacks an estimator holds: the copy is a new
+    callback with the same settings and the same run target (the given Trail, or runs of its
+    own). joblib pickles estimators into worker processes, where a Trail cannot follow: the
+    copy starts runs of its own. Neither copy holds the original's run, training or data.
+
+    The class lists in ``copied_settings`` the keyword arguments of its constructor that it
+    keeps as attributes of the same names; ``_session`` holds its :class:`RunSession`, whose
+    start-run arguments the copies get too. The constructor takes the Trail first.
+    """
+
+    copied_settings: tuple[str, ...] = ()
+    _session: RunSession
+
+    def copied_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments a copy is built with: the settings, then the start-run ones."""
+        own = {name: getattr(self, name) for name in self.copied_settings}
+        return {**own, **self._session.start_run_kwargs}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return type(self)(self._session.given, **self.copied_kwargs())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return functools.partial(type(self), **self.copied_kwargs()), ()
 
 
 # --- trainings still running at interpreter exit -------------------------------------------------
