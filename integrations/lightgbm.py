@@ -26,7 +26,6 @@ import functools
 import inspect
 import os
 import sys
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -38,22 +37,25 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.lightgbm needs LightGBM: pip install "mltrail[lightgbm]"'
     ) from error
 
-from mltrail import MltrailError, Trail
+from mltrail import Trail
 from mltrail.adapters import (
-    BestTracker,
+    CheckpointEvery,
     CheckpointModel,
+    CopiedBySettings,
     EarlyStop,
     EpochLog,
     RunSession,
+    by_name,
+    call_with_callback,
     called_by_library,
     check_every,
     data_digest,
     early_stopping_metrics,
     early_stopping_params,
     exception_safe,
+    frames_above,
     head_rows,
-    importance_plot,
-    next_free_step,
+    log_importance,
     options_for,
     pinned_requirements,
     preload_matplotlib,
@@ -71,7 +73,7 @@ _AS_MODEL = CheckpointModel(
 
 
 @exception_safe(hooks=("__call__", "after_iteration"))
-class TrailCallback:
+class TrailCallback(CopiedBySettings):
     """Record a LightGBM training (``lgb.train``, ``lgb.cv``, scikit-learn API) as an MLflow run.
 
     Args:
@@ -96,6 +98,8 @@ class TrailCallback:
     """
 
     before_iteration = True  # LightGBM's flag: called before each iteration (see module doc)
+    # sklearn's clone deep-copies callbacks, joblib pickles estimators: copies from these
+    copied_settings = ("checkpoint_every", "log_model", "registered_model_name", "importance")
 
     def __init__(
         self,
@@ -112,12 +116,14 @@ class TrailCallback:
         self.log_model, self.importance = log_model, importance
         self.registered_model_name = registered_model_name
         self._epochs = EpochLog(self._session)
+        self._checkpoints = CheckpointEvery(
+            self._session, self.checkpoint_every, "lightgbm-{step:06d}.txt", _AS_MODEL
+        )
         self._model: Any = None  # the booster being trained
         self._call: dict[str, Any] = {}
         self._example: Any = None  # training rows, given by autolog before LightGBM frees them
         self._digest: str | None = None  # and their digest
         self._stops: list[Any] = []  # LightGBM's early-stopping callbacks of this training
-        self._finalizer: weakref.finalize | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -128,18 +134,17 @@ class TrailCallback:
             return
         if self._session.trail is not None:
             self._stopped(None)  # the last training raised past every hook and was caught
-        begin, given = env.begin_iteration, self._session.given
-        if given is not None and (taken := next_free_step(given)) > begin:
-            raise MltrailError(
-                f"Run {given.run_id} already holds LightGBM iterations up to step {taken - 1}; "
-                f"this training would log iterations again from step {begin}. Use a new "
-                "TrailCallback() without trail= (one run per training), or continue the same "
-                "model with init_model= so that the steps go on."
-            )
-        # Continued training into run_id= at iteration k+1: continue, fork or rewind that run.
-        trail = self._session.open(restart_step=begin)
+        begin = env.begin_iteration
+        # Continued training into run_id= at iteration k+1: continue, fork or rewind that run;
+        # into trail=, only past the iterations it holds.
+        trail = self._session.open(
+            restart_step=begin,
+            steps_name="LightGBM iterations",
+            how_to_continue="continue the same model with init_model=",
+        )
         self._session.training_started()
-        self._model, self._best, self._stops = env.model, BestTracker(), []
+        self._model, self._stops = env.model, []
+        self._checkpoints.start()
         self._epochs = EpochLog(self._session)
         self._epochs.start(begin, resumed_from=begin)
         self._call = {"api": "unknown", "args": {}}
@@ -152,8 +157,7 @@ class TrailCallback:
         if after is not None:
             loop = _Loop(self, list(after))
             after[:] = [loop]  # not being iterated: LightGBM runs them after this callback
-            self._finalizer = weakref.finalize(loop, self._stopped, None)
-            self._finalizer.atexit = False  # at exit, the session's exit hook ends the run
+            self._session.end_when_released(loop, functools.partial(self._stopped, None))
         if self.importance and self._call["api"] != "cv":
             preload_matplotlib()
 
@@ -166,9 +170,9 @@ class TrailCallback:
         booster = model.boosters[0] if call["api"] == "cv" else model
         estimator = call.get("estimator")
         params = estimator.get_params() if estimator is not None else {}
-        params = {k: _named(v) for k, v in params.items() if k != "callbacks"}
+        params = {k: by_name(v) for k, v in params.items() if k != "callbacks"}
         stops = early_stopping_params([_settings(cb) for cb in self._stops])
-        written = {k: _named(v) for k, v in env.params.items()}  # a custom objective by name
+        written = {k: by_name(v) for k, v in env.params.items()}  # a custom objective by name
         trail.log_params({**_config(booster), **call["args"], **params, **written, **stops})
 
     def after_iteration(self, env: Any) -> None:
@@ -178,45 +182,32 @@ class TrailCallback:
             return
         metrics = _metrics(env.evaluation_result_list or ())
         step = self._epochs.log(env.iteration, metrics)
-        every = self.checkpoint_every
-        if every and (step + 1) % every == 0 and self._call["api"] != "cv" and trail.enabled:
-            path = self._session.temp_dir() / f"lightgbm-{step:06d}.txt"
-            env.model.save_model(str(path), num_iteration=-1)
-            if self._best.monitor is None:
-                self._best.monitor, self._best.mode = _monitor(env)
-            aliases = ("best", "latest") if self._best.update(metrics, step) else ("latest",)
-            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases, model=_AS_MODEL)
+        if self._call["api"] != "cv":
+            save = functools.partial(env.model.save_model, num_iteration=-1)
+            self._checkpoints.save(step, metrics, save, lambda: _monitor(env))
 
     def _end(self, env: Any, stop: Any = None, error: BaseException | None = None) -> None:
         if self._session.trail is None:
             return
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
         summary = functools.partial(self._log_end, env=env, stop=stop)
         try:
             self._session.end_after(summary, error)
         finally:
-            self._call, self._model, self._example, self._digest, self._stops = (
-                {},
-                None,
-                None,
-                None,
-                [],
-            )
+            self._forget()
 
     def _stopped(self, error: BaseException | None) -> None:
         """End the run for an exception that stopped training (None: one no hook saw)."""
         if self._session.trail is None:
             return
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
         reason = (
             "LightGBM training stopped without reaching its end, by an exception outside the "
             "callbacks (booster update, custom objective or metric) that mltrail could not see"
         )
         self._session.end(error, finished=False, reason=reason)
+        self._forget()
+
+    def _forget(self) -> None:
+        """No model or data kept past the run."""
         self._call, self._model, self._example, self._digest, self._stops = {}, None, None, None, []
 
     def _log_end(self, trail: Trail, env: Any, stop: Any) -> None:
@@ -248,22 +239,8 @@ class TrailCallback:
                 kind: dict(zip(names, map(float, booster.feature_importance(kind)), strict=True))
                 for kind in ("gain", "split")
             }
-            trail.log_dict(scores, "lightgbm/feature_importance.json")
-            trail.log_image(  # drawn on the background thread
-                lambda path: importance_plot(scores, path, "LightGBM feature importance"),
-                "lightgbm/feature_importance.png",
-                what="lightgbm: plotting feature importance",
-            )
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> TrailCallback:  # sklearn's clone
-        return TrailCallback(self._session.given, **self._settings())
-
-    def __reduce__(self) -> tuple[Any, ...]:  # joblib: the copy starts its own runs
-        return functools.partial(TrailCallback, **self._settings()), ()
-
-    def _settings(self) -> dict[str, Any]:
-        own = ("checkpoint_every", "log_model", "registered_model_name", "importance")
-        return {**{name: getattr(self, name) for name in own}, **self._session.start_run_kwargs}
+            title = "LightGBM feature importance"
+            log_importance(trail, scores, "lightgbm/feature_importance", title)
 
 
 class _Loop:
@@ -287,19 +264,17 @@ class _Loop:
             self.owner._end(env)
 
 
-def _read_call(callback: TrailCallback, frame: Any) -> dict[str, Any]:
+def _read_call(callback: TrailCallback, start: Any) -> dict[str, Any]:
     """The training call's API, arguments, after-iteration callbacks and example rows."""
     call: dict[str, Any] = {"api": "unknown", "args": {}}
-    for _ in range(12):
-        if frame is None:
-            break
+    for frame in frames_above(start, 12):
         name, local = frame.f_code.co_name, frame.f_locals
         if name in ("train", "cv") and frame.f_globals.get("__name__") == "lightgbm.engine":
             call.update(api=name, after=local.get("callbacks_after_iter"))
             call["args"]["num_boost_round"] = local.get("num_boost_round")
             metrics = local.get("feval") or []  # custom metrics, by name
             for feval in metrics if isinstance(metrics, list | tuple) else [metrics]:
-                named = _named(getattr(feval, "func", feval))  # the sklearn API wraps them
+                named = by_name(getattr(feval, "func", feval))  # the sklearn API wraps them
                 call["args"]["feval"] = [*call["args"].get("feval", []), named]
             data = local.get("train_set")
             call["example"], digest = callback._example, callback._digest
@@ -322,7 +297,6 @@ def _read_call(callback: TrailCallback, frame: Any) -> dict[str, Any]:
                 weight = local.get("sample_weight")
                 call["args"]["data.train.digest"] = _digest(local.get("X"), local.get("y"), weight)
                 break
-        frame = frame.f_back
     return call
 
 
@@ -334,10 +308,6 @@ def _raw(rows: Any) -> Any:
 def _digest(rows: Any, label: Any, weight: Any) -> str | None:
     """The ``data.train.digest`` of training rows with their labels and weights."""
     return None if _raw(rows) is None else data_digest(rows, label, weight)
-
-
-def _named(value: Any) -> Any:
-    return getattr(value, "__qualname__", type(value).__name__) if callable(value) else value
 
 
 def _config(booster: Any) -> dict[str, str]:
@@ -425,22 +395,25 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
 
     def patch(signature: inspect.Signature, data: str) -> Callable[..., Any]:
         def record(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind(*args, **kwargs)
-            callbacks = bound.arguments.get("callbacks") or []
-            if called_by_library() or any(isinstance(cb, TrailCallback) for cb in callbacks):
+            if called_by_library():
                 return call_original(*args, **kwargs)
-            callback = TrailCallback(**start, **own)
-            rows = bound.arguments.get(data)
-            if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
-                # before LightGBM frees them: example rows and the data's digest
-                callback._example = head_rows(rows.data)
-                callback._digest = _digest(rows.data, rows.label, rows.weight)
-            bound.arguments["callbacks"] = [*callbacks, callback]  # a new list: the user's stays
-            try:
+            bound = signature.bind(*args, **kwargs)
+
+            def make() -> TrailCallback:
+                callback = TrailCallback(**start, **own)
+                rows = bound.arguments.get(data)
+                if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
+                    # before LightGBM frees them: example rows and the data's digest
+                    callback._example = head_rows(rows.data)
+                    callback._digest = _digest(rows.data, rows.label, rows.weight)
+                return callback
+
+            def train(callbacks: Any) -> Any:
+                bound.arguments["callbacks"] = callbacks
                 return call_original(*bound.args, **bound.kwargs)
-            except BaseException as error:
-                callback._stopped(error)
-                raise
+
+            callbacks = bound.arguments.get("callbacks")
+            return call_with_callback(train, callbacks, TrailCallback, make, TrailCallback._stopped)
 
         return record
 

@@ -42,14 +42,17 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.xgboost needs XGBoost: pip install "mltrail[xgboost]"'
     ) from error
 
-from mltrail import MltrailError, Trail
+from mltrail import Trail
 from mltrail.adapters import (
     EXAMPLE_ROWS,
-    BestTracker,
+    CheckpointEvery,
     CheckpointModel,
+    CopiedBySettings,
     EarlyStop,
     EpochLog,
     RunSession,
+    by_name,
+    call_with_callback,
     check_every,
     data_digest,
     digest_once,
@@ -57,9 +60,10 @@ from mltrail.adapters import (
     early_stopping_params,
     exception_safe,
     fingerprint,
+    frames_above,
     head_rows,
     importance_plot,
-    next_free_step,
+    log_importance,
     options_for,
     pinned_requirements,
     preload_matplotlib,
@@ -95,7 +99,7 @@ _IMPORTANCES = ("gain", "weight", "cover")
 
 
 @exception_safe(returns_argument=("before_training", "after_training"))
-class TrailCallback(TrainingCallback):
+class TrailCallback(CopiedBySettings, TrainingCallback):
     """Record an XGBoost training (``xgb.train``, ``xgb.cv``, scikit-learn API) as an MLflow run.
 
     Args:
@@ -121,6 +125,9 @@ class TrailCallback(TrainingCallback):
             would log the same steps again.
     """
 
+    # sklearn's clone deep-copies callbacks, joblib pickles estimators: copies from these
+    copied_settings = ("checkpoint_every", "log_model", "registered_model_name", "importance")
+
     def __init__(
         self,
         trail: Trail | None = None,
@@ -138,10 +145,13 @@ class TrailCallback(TrainingCallback):
         self.registered_model_name = registered_model_name
         self.importance = importance
         self._epochs = EpochLog(lambda: self._session.trail)
+        self._checkpoints = CheckpointEvery(
+            self._session, self.checkpoint_every, "xgboost-{step:06d}.ubj", _AS_MODEL
+        )
         self._call = _Call()
         self._stops: list[tuple[EarlyStop, Any]] = []  # with the EarlyStopping each one reads
         self._logged = 0  # rounds of this training logged
-        self._finalizer: weakref.finalize | None = None  # set while the container is watched
+        self._watched = False  # whether the container's hooks end the run (see _watch)
 
     @property
     def run_id(self) -> str | None:
@@ -152,21 +162,19 @@ class TrailCallback(TrainingCallback):
     def before_training(self, model: Any) -> Any:
         if self._session.trail is not None:
             self._stopped(None)  # the last training raised past every hook and it was caught
-        rounds, given = int(model.num_boosted_rounds()), self._session.given
-        if given is not None and (taken := next_free_step(given)) > rounds:
-            raise MltrailError(
-                f"Run {given.run_id} already holds XGBoost rounds up to step {taken - 1}; this "
-                f"training would log its rounds again from step {rounds}. Use a new "
-                "TrailCallback() without trail= (one run per training), or continue the same "
-                "booster with xgb_model= so that the steps go on."
-            )
-        # Continued training into run_id= at round k+1: continue, fork or rewind that run.
-        trail = self._session.open(restart_step=rounds)
+        rounds = int(model.num_boosted_rounds())
+        # Continued training into run_id= at round k+1: continue, fork or rewind that run; into
+        # trail=, only past the rounds it holds.
+        trail = self._session.open(
+            restart_step=rounds,
+            steps_name="XGBoost rounds",
+            how_to_continue="continue the same booster with xgb_model=",
+        )
         self._session.training_started()
         self._epochs = EpochLog(lambda: self._session.trail)  # a new run, at the booster's rounds
         self._epochs.start(resumed_from=rounds)
         self._call, self._stops, self._logged = _Call(), [], 0
-        self._best = BestTracker()  # which checkpoint is "best": monitored once rounds are seen
+        self._checkpoints.start()  # which is "best": monitored once rounds are seen
         container = None  # never kept: its release tells that train() has returned or raised
         with self._session.guarded("reading the training call"):
             container = self._call.read(self, sys._getframe(1))
@@ -185,19 +193,13 @@ class TrailCallback(TrainingCallback):
             return False
         self._call.history = evals_log
         metrics = self._log_rounds(epoch + 1)
-        step, every = self._epochs.step(epoch), self.checkpoint_every
-        if every and (step + 1) % every == 0 and self._call.api != "cv" and trail.enabled:
-            path = self._session.temp_dir() / f"xgboost-{step:06d}.ubj"
-            model.save_model(str(path))
-            if self._best.monitor is None:
-                self._best.monitor, self._best.mode = self._monitor()
-            best = self._best.update(metrics, step)
-            aliases = ("best", "latest") if best else ("latest",)
-            trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases, model=_AS_MODEL)
+        if self._call.api != "cv":
+            step = self._epochs.step(epoch)
+            self._checkpoints.save(step, metrics, model.save_model, self._monitor)
         return False  # True would stop the training
 
     def after_training(self, model: Any) -> Any:
-        if self._finalizer is None:  # no container to wrap: finish from here
+        if not self._watched:  # no container to wrap: finish from here
             self._end(functools.partial(self._log_end, model=model))
         return model
 
@@ -210,7 +212,7 @@ class TrailCallback(TrainingCallback):
             tags["mltrail.xgboost.initial_rounds"] = str(rounds)
         trail.set_tags(tags)
         if call.estimator is not None:
-            params = {k: _plain(v) for k, v in call.estimator.get_params(deep=False).items()}
+            params = {k: by_name(v) for k, v in call.estimator.get_params(deep=False).items()}
             params.pop("callbacks", None)
         else:
             params = _user_params(call.params)
@@ -268,8 +270,8 @@ class TrailCallback(TrainingCallback):
         for name in ("before_iteration", "after_iteration", "after_training"):
             setattr(container, name, wrap(name))
         # The container dies with train()'s frame: if that happens before the end, it raised.
-        self._finalizer = weakref.finalize(container, self._stopped, None)
-        self._finalizer.atexit = False  # at exit, the session's exit hook ends the run
+        self._session.end_when_released(container, functools.partial(self._stopped, None))
+        self._watched = True
 
     def _stopped(self, error: BaseException | None) -> None:
         """End the run for an exception that stopped training (None: one no hook saw)."""
@@ -285,9 +287,7 @@ class TrailCallback(TrainingCallback):
     def _end(self, summary: Callable[[Trail], Any], error: Any = None, **how: Any) -> None:
         if self._session.trail is None:
             return
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
+        self._watched = False
         try:
             self._session.end_after(summary, error, **how)
         finally:
@@ -313,13 +313,8 @@ class TrailCallback(TrainingCallback):
         tree = config["learner"]["gradient_booster"]["name"] in ("gbtree", "dart")
         if self.importance and tree and model.num_boosted_rounds():
             scores = {kind: model.get_score(importance_type=kind) for kind in _IMPORTANCES}
-            trail.log_dict(scores, "xgboost/feature_importance.json")
             title = "XGBoost feature importance (share of each type's total)"
-            trail.log_image(
-                lambda path: importance_plot(scores, path, title),
-                "xgboost/feature_importance.png",
-                what="xgboost: plotting feature importance",
-            )
+            log_importance(trail, scores, "xgboost/feature_importance", title, plot=importance_plot)
 
     def _log_model(self, trail: Trail, booster: Any) -> None:
         model, packages = booster.copy(), ["xgboost"]  # the user may keep training theirs
@@ -338,23 +333,6 @@ class TrailCallback(TrainingCallback):
             pip_requirements=pinned_requirements(*packages),  # MLflow would infer them: seconds
         )
 
-    # --- copies: sklearn's clone deep-copies callbacks, joblib pickles estimators -------------
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "checkpoint_every": self.checkpoint_every,
-            "log_model": self.log_model,
-            "registered_model_name": self.registered_model_name,
-            "importance": self.importance,
-            **self._session.start_run_kwargs,
-        }
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> TrailCallback:
-        return TrailCallback(self._session.given, **self._config())  # fresh, same run target
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return functools.partial(TrailCallback, **self._config()), ()  # the copy starts its own
-
     def __repr__(self) -> str:
         given = self._session.given
         target = f"trail={given!r}" if given is not None else "new run per training"
@@ -372,12 +350,10 @@ class _Call:
     example: Any = None
     history: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the eval log, live
 
-    def read(self, callback: TrailCallback, frame: Any) -> Any:
-        """Read the call from the frames above ``frame``; returns the ``CallbackContainer``."""
-        dtrain = fit_x = container = None
-        for _ in range(16):
-            if frame is None:
-                break
+    def read(self, callback: TrailCallback, start: Any) -> Any:
+        """Read the call from the frames above ``start``; returns the ``CallbackContainer``."""
+        dtrain = fit_x = container = frame = None
+        for frame in frames_above(start, 16):
             name = frame.f_code.co_name
             if container is None and name == "before_training":
                 owner = frame.f_locals.get("self")
@@ -396,7 +372,6 @@ class _Call:
                 if isinstance(owner, xgboost.XGBModel) and callback in (owner.callbacks or ()):
                     self.api, self.estimator, fit_x = "sklearn", owner, frame.f_locals.get("X")
                     break
-            frame = frame.f_back
         del frame
         if self.api != "cv":
             self.example = _example(fit_x, dtrain)
@@ -413,10 +388,10 @@ def _training_inputs(local: Mapping[str, Any]) -> dict[str, Any]:
         found["data.train.shape"] = f"{dtrain.num_row()}x{dtrain.num_col()}"
         found["data.train.digest"] = _dmatrix_digest(dtrain)
     if callable(local.get("obj")):
-        found["objective"] = f"custom:{_plain(local['obj'])}"
+        found["objective"] = f"custom:{by_name(local['obj'])}"
     metric = local.get("custom_metric") or local.get("feval")
     if callable(metric):
-        found["custom_metric"] = _plain(metric)
+        found["custom_metric"] = by_name(metric)
     start = local.get("xgb_model")
     if isinstance(start, xgboost.Booster):
         found["xgb_model"] = "booster:" + fingerprint(bytes(start.save_raw("ubj")))
@@ -500,17 +475,8 @@ def _user_params(params: Any) -> dict[str, Any]:
             previous = merged[key] if isinstance(merged[key], list) else [merged[key]]
             merged[key] = [*previous, value]
         else:
-            merged[str(key)] = _plain(value)
+            merged[str(key)] = by_name(value)
     return merged
-
-
-def _plain(value: Any) -> Any:
-    """Callables (custom objectives and metrics) by name, not by their address."""
-    if callable(value) and not isinstance(value, type):
-        return getattr(value, "__qualname__", None) or type(value).__name__
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _config_params(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -567,19 +533,12 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     get a :class:`TrailCallback` when they have none. Options that are neither ``start_run``
     arguments nor this adapter's belong to other adapters and are ignored here."""
     start, own = options_for("xgboost", options)
-    settings = {**start, **own}
+    make = functools.partial(TrailCallback, **start, **own)
 
     def recorded(callbacks: Any, call: Callable[[Any], Any]) -> Any:
         """``call(callbacks)`` with a TrailCallback added, unless one is there; an exception
         that no XGBoost hook saw (a custom objective) still ends its run FAILED."""
-        if any(isinstance(cb, TrailCallback) for cb in callbacks or ()):
-            return call(callbacks)
-        callback = TrailCallback(**settings)
-        try:
-            return call([*(callbacks or ()), callback])  # a new list: the user's stays
-        except BaseException as error:
-            callback._stopped(error)
-            raise
+        return call_with_callback(call, callbacks, TrailCallback, make, TrailCallback._stopped)
 
     def with_callback(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def train(callbacks: Any) -> Any:
