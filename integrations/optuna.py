@@ -38,16 +38,17 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.optuna needs Optuna: pip install "mltrail[optuna]"'
     ) from error
 
-from mltrail import MltrailError, Trail, start_run
+from mltrail import MltrailError, Trail
 from mltrail.adapters import (
+    ChildRuns,
     RunSession,
+    after_call,
     exception_safe,
     history_plot,
     importance_plot,
     options_for,
     preload_matplotlib,
     provide_runs,
-    strict_mode,
     trainings_recorded,
 )
 
@@ -84,7 +85,7 @@ class TrailCallback:
         self.log_plots = log_plots
         self._lock = threading.RLock()
         self._study: Any = None
-        self._trials: dict[int, Trail] = {}  # runs of trials that a training recorded into
+        self._trials = ChildRuns("optuna", self._session.start_run_kwargs)  # trial runs
         self._logged: set[int] = set()
         self._first: int | None = None  # the first trial of this optimize call
 
@@ -145,27 +146,9 @@ class TrailCallback:
         while frame is not None and frame.f_code.co_name != "_optimize_sequential":
             frame = frame.f_back
         progress = frame.f_locals.get("progress_bar") if frame is not None else None
-        if progress is None or getattr(progress.close, "__mltrail_watched__", False):
-            return
-        close = progress.close
-
-        def closed(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return close(*args, **kwargs)
-            finally:
-                error, tb = sys.exc_info()[1], None
-                tb = error.__traceback__ if error is not None else None
-                while tb is not None and tb.tb_frame is not sys._getframe(1):
-                    tb = tb.tb_next  # an exception handled around optimize is not its own
-                try:
-                    self._finish(error if tb is not None else None)
-                except Exception as failure:  # never into Optuna (raised when strict)
-                    if strict_mode():
-                        raise
-                    self._session.report("ending the study's run", failure)
-
-        closed.__mltrail_watched__ = True  # type: ignore[attr-defined]
-        progress.close = closed
+        if progress is not None:
+            report = functools.partial(self._session.report, "ending the study's run")
+            after_call(progress, "close", self._finish, report)
 
     def _finish(self, error: BaseException | None = None) -> None:
         """The optimize call is over: log what the callback did not see, plots, end the run."""
@@ -182,9 +165,8 @@ class TrailCallback:
             reason = f"trial {failed[-1] if failed else '?'} failed and stopped the optimization"
             summary = functools.partial(self._log_end, study=study, unseen=unseen)
             self._session.end_after(summary, error, finished=not failed, reason=reason)
-            for run in self._trials.values():  # trials whose end Optuna never reported
-                run.end("FAILED")
-            self._study, self._first, self._trials = None, None, {}
+            self._trials.end_open("FAILED")  # trials whose end Optuna never reported
+            self._study, self._first = None, None
 
     def _log_end(self, trail: Trail, study: Any, unseen: list[Any]) -> None:
         for trial in unseen:
@@ -238,21 +220,18 @@ class TrailCallback:
             "mltrail.optuna.state": state,
             "mltrail.optuna.study": study.study_name,
         }
-        status = "FAILED" if trial.state == TrialState.FAIL else "FINISHED"
         with self._lock:
             self._logged.add(trial.number)
-            run = self._trials.pop(trial.number, None)
-        if run is None:
-            trail.log_child_run(
-                f"trial-{trial.number}", trial.params, metrics, tags, history=history, status=status
-            )
-        else:  # a training inside the trial recorded into this run
-            run.log_params(trial.params)
-            run.log_metrics(metrics, step=0)
-            for step, value in history["intermediate_value"]:
-                run.log_metrics({"intermediate_value": value}, step=step)
-            run.set_tags(tags)
-            run.end(status)
+        self._trials.log(
+            trail,
+            trial.number,
+            run_name=f"trial-{trial.number}",
+            params=trial.params,
+            metrics=metrics,
+            tags=tags,
+            history=history,
+            status="FAILED" if trial.state == TrialState.FAIL else "FINISHED",
+        )
         if metrics and trial.state == TrialState.COMPLETE:
             trail.log_metrics(metrics, step=trial.number)  # the history, in the study's run
 
@@ -271,30 +250,13 @@ class TrailCallback:
         """The run of ``trial`` for a training starting inside it (see the module doc)."""
         with self._lock:
             parent = self._open(study, trial.number, frame)
-            if parent.run_id is None or (parent.tracking_uri or tracking_uri) != tracking_uri:
-                return None
-            run = self._trials.get(trial.number)
-            if run is None:
-                kwargs = {
-                    **{
-                        k: v
-                        for k, v in self._session.start_run_kwargs.items()
-                        if k not in ("run_name", "run_id", "tags")
-                    },
-                    "tracking_uri": tracking_uri,
-                    "capture": False,  # the study's run has the provenance
-                    "system_metrics": False,
-                }
-                run = start_run(
-                    run_name=f"trial-{trial.number}",
-                    parent_run_id=parent.run_id,
-                    tags={"mltrail.framework": "optuna"},
-                    **kwargs,
-                )
-                run.log_params(trial.params)  # in the store before the training reads the run
-                run.flush()
-                self._trials[trial.number] = run
-            return run.run_id
+            return self._trials.run_for(
+                parent,
+                trial.number,
+                tracking_uri,
+                run_name=f"trial-{trial.number}",
+                params=trial.params,
+            )
 
     def __repr__(self) -> str:
         return f"TrailCallback(run={self.run_id!r})"

@@ -73,14 +73,13 @@ from mltrail.adapters import (
     exception_safe,
     fit_arguments,
     in_patched_call,
-    log_candidates,
+    log_search,
     options_for,
     packages_of,
     pinned_requirements,
     preload_matplotlib,
     recording,
     residual_plot,
-    results_csv,
 )
 
 logger = logging.getLogger("mltrail.sklearn")
@@ -190,10 +189,7 @@ class _Recording:
         except BaseException as error:
             self.end(error)
             raise
-        try:
-            self.finish(self.estimator)
-        finally:
-            self.end()
+        self.complete(self.estimator)
         return result
 
     def begin(self) -> None:
@@ -252,6 +248,13 @@ class _Recording:
                 plot = _plot(*plotted, getattr(model, "classes_", None))
                 if plot is not None:
                     trail.log_image(plot[1], f"plots/{plot[0]}", what="sklearn: plotting")
+
+    def complete(self, model: Any) -> None:
+        """:meth:`finish` with the fitted ``model``, then :meth:`end`, whatever happens."""
+        try:
+            self.finish(model)
+        finally:
+            self.end()
 
     def end(self, error: BaseException | None = None, **how: Any) -> None:
         """End the run (see :meth:`RunSession.end`), and this fit's hold on the thread."""
@@ -436,27 +439,24 @@ def _log_search(
 ) -> dict[str, float]:
     """Best params, cv_results.csv and the best candidates as child runs; returns the metrics
     (best_cv_score) for the caller to log with its own."""
-    trail.set_tags({"mltrail.sklearn.search": type(search).__name__})
     params: dict[str, Any] = {}
     if enclosing:  # the settings of a search around the recorded estimator (cv, scoring...)
         own = search.get_params(deep=False)
         params.update({f"search.{k}": _param_value(v) for k, v in own.items() if k != "estimator"})
-    best = getattr(search, "best_params_", None) or {}
-    params.update({f"best.{k}": _param_value(v) for k, v in best.items()})
-    if results:
-        params["search.n_candidates"] = len(results["params"])
     if hasattr(search, "n_splits_"):
         params["search.n_splits"] = search.n_splits_
-    trail.log_params(params)
-    if results:
-        trail.log_text(results_csv(results, _param_value), "cv_results.csv")
-        log_candidates(
-            trail,
-            _candidates(search, results),
-            framework="sklearn",
-            search=type(search).__name__,
-            limit=settings.max_child_runs,
-        )
+    log_search(
+        trail,
+        _candidates(search, results) if results else [],
+        framework="sklearn",
+        search=type(search).__name__,
+        best_params=getattr(search, "best_params_", None),
+        params=params,
+        table=results or None,
+        table_file="cv_results.csv",
+        limit=settings.max_child_runs,
+        param_value=_param_value,
+    )
     score = getattr(search, "best_score_", None)
     return {"best_cv_score": float(score)} if isinstance(score, int | float | np.number) else {}
 
@@ -842,10 +842,7 @@ class TrailCallback:
             error = sys.exc_info()[1]
             recording.end(error, finished=False, reason="the fit ended before its last task")
             return
-        try:
-            recording.finish(estimator)
-        finally:
-            recording.end()
+        recording.complete(estimator)
 
     def __getstate__(self) -> dict[str, Any]:
         # Searches send their estimators, callbacks included, to joblib workers: no live runs.

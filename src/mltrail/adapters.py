@@ -13,7 +13,9 @@ framework's configuration; that is all:
   the run ends when an object only the training holds goes (an exception no hook saw);
   :class:`CopiedBySettings`: an adapter's copies (``clone``, pickling) built from its settings;
 - :func:`exception_safe`: every framework hook wrapped once (errors counted, never raised
-  into the training; raised with ``MLTRAIL_STRICT=1``);
+  into the training; raised with ``MLTRAIL_STRICT=1``); :func:`after_call`: a hook after a
+  framework's method, with the exception leaving its caller (the end of a unit of work that
+  has no hook);
 - :class:`EpochLog`: the step convention (``step = epoch``, ``step/`` at the global step,
   runs that go on continue their steps);
 - :class:`BestTracker`, :class:`FileWatch`, :func:`stable_copy`, :data:`CHECKPOINT_POLICIES`:
@@ -37,7 +39,10 @@ framework's configuration; that is all:
   :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
   :func:`log_importance`: importance scores as JSON and their plot;
 - :class:`Candidate`, :func:`log_candidates`, :func:`results_csv`: a hyperparameter search's
-  candidates as child runs, the best first, and its results table;
+  candidates as child runs, the best first, and its results table; :func:`log_search`: a
+  finished search at once (its kind, ``best.<param>``, the table, the candidates);
+  :class:`ChildRuns`: one child run per unit of work (a trial), logged at its end or started
+  for a training inside it;
 - :func:`provide_runs`: the run that trainings inside a unit of work of the adapter's
   framework (a search's trial) join instead of starting runs of their own;
   :func:`trainings_recorded`: such trainings are recorded under ``autolog`` too;
@@ -110,7 +115,7 @@ from mltrail.recording.early_stopping import (
     early_stopping_names,
     early_stopping_params,
 )
-from mltrail.recording.hooks import exception_safe
+from mltrail.recording.hooks import after_call, exception_safe
 from mltrail.recording.models import (
     EXAMPLE_ROWS,
     example_io,
@@ -129,7 +134,14 @@ from mltrail.recording.plots import (
 )
 from mltrail.recording.sanitize import by_name
 from mltrail.recording.scopes import provide_runs
-from mltrail.recording.search import Candidate, check_max_child_runs, log_candidates, results_csv
+from mltrail.recording.search import (
+    Candidate,
+    ChildRuns,
+    check_max_child_runs,
+    log_candidates,
+    log_search,
+    results_csv,
+)
 from mltrail.recording.session import (
     START_RUN_ARGS,
     CopiedBySettings,
@@ -149,6 +161,7 @@ __all__ = [
     "Candidate",
     "CheckpointEvery",
     "CheckpointModel",
+    "ChildRuns",
     "CopiedBySettings",
     "EarlyStop",
     "EpochLog",
@@ -156,6 +169,7 @@ __all__ = [
     "Framework",
     "MltrailError",
     "RunSession",
+    "after_call",
     "by_name",
     "call_with_callback",
     "called_by_library",
@@ -185,6 +199,7 @@ __all__ = [
     "live_patch",
     "log_candidates",
     "log_importance",
+    "log_search",
     "mode_for",
     "next_free_step",
     "options_for",

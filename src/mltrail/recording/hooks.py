@@ -11,6 +11,10 @@ error is raised, so that tests see it. In the spirit of MLflow's ``ExceptionSafe
 A warning that the framework raises while a hook runs (XGBoost's "Parameters { ... } are not
 used" comes when the adapter first asks the booster anything) would be shown at the adapter's
 line; it is shown at the framework's line that called the hook instead, where it belongs.
+
+Where a framework has no hook for the end of a unit of work, :func:`after_call` makes one from
+a method it calls in that unit's ``finally`` (Optuna closes its progress object there), with
+the same safety.
 """
 
 from __future__ import annotations
@@ -117,3 +121,46 @@ def _shown_at(show: Any, adapter_file: str, filename: str, lineno: int) -> Any:
         return show(message, category, at, line_number, file, line)
 
     return showwarning
+
+
+def after_call(
+    obj: Any,
+    name: str,
+    then: Callable[[BaseException | None], Any],
+    report: Callable[[BaseException], Any],
+) -> None:
+    """Call ``then(error)`` after every call of ``obj``'s method ``name``, in its ``finally``.
+
+    ``error`` is the exception leaving the code that called the method, when it called it
+    while that exception was on its way out (from its ``finally``); None when it returns, and
+    for an exception that was handled around it (it is not that code's). An error of ``then``
+    never reaches the framework: ``report(error)`` counts it (raised in strict mode). Wrapping
+    the same method again changes nothing.
+
+    Args:
+        obj: the framework's object; its method is replaced on this object only.
+        name: the method's name.
+        then: what runs after each call.
+        report: counts an error of ``then`` (a :meth:`RunSession.report` with its kind).
+    """
+    method = getattr(obj, name)
+    if getattr(method, "__mltrail_after__", False):
+        return
+
+    def called(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        finally:
+            error = sys.exc_info()[1]
+            tb = error.__traceback__ if error is not None else None
+            while tb is not None and tb.tb_frame is not sys._getframe(1):
+                tb = tb.tb_next  # an exception handled around the caller is not its own
+            try:
+                then(error if tb is not None else None)
+            except Exception as failure:  # never into the framework (raised when strict)
+                if strict_mode():
+                    raise
+                report(failure)
+
+    called.__mltrail_after__ = True  # type: ignore[attr-defined]
+    setattr(obj, name, called)
