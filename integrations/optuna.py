@@ -44,8 +44,9 @@ from mltrail.adapters import (
     RunSession,
     after_call,
     exception_safe,
+    frames_above,
     history_plot,
-    importance_plot,
+    log_importance,
     options_for,
     preload_matplotlib,
     provide_runs,
@@ -202,12 +203,7 @@ class TrailCallback:
             return
         if not any(scores.values()):
             return  # no params
-        trail.log_dict(scores, "optuna/param_importances.json")
-        trail.log_image(
-            lambda path: importance_plot(scores, path, "Parameter importances"),
-            "optuna/param_importances.png",
-            what="optuna: plotting parameter importances",
-        )
+        log_importance(trail, scores, "optuna/param_importances", "Parameter importances")
 
     # --- trials ----------------------------------------------------------------------------------
 
@@ -271,10 +267,7 @@ def _value_names(study: Any) -> list[str]:
 
 def _provide(tracking_uri: str) -> str | None:
     """The run of the trial whose objective starts a run now, in this thread (if recorded)."""
-    frame = sys._getframe(1)
-    for _ in range(300):
-        if frame is None:
-            return None
+    for frame in frames_above(sys._getframe(1), 300):
         if (
             frame.f_code.co_name == "_run_trial"
             and frame.f_globals.get("__name__") == "optuna.study._optimize"
@@ -285,7 +278,6 @@ def _provide(tracking_uri: str) -> str | None:
                 if isinstance(callback, TrailCallback) and trial is not None:
                     return callback._trial_run(study, trial, tracking_uri, frame)
             return None
-        frame = frame.f_back
     return None
 
 
