@@ -20,7 +20,6 @@ import inspect
 import json
 import logging
 import re
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -43,13 +42,16 @@ import numpy as np
 from mltrail import Trail
 from mltrail.adapters import (
     BestTracker,
+    CheckpointFile,
     CheckpointModel,
+    CheckpointUploads,
+    DeferredSave,
     EarlyStop,
     EpochLog,
-    FileWatch,
     RunSession,
+    SaveBudget,
+    aliases_for,
     check_every,
-    check_policy,
     data_digest,
     describe,
     early_stopping_metrics,
@@ -59,7 +61,7 @@ from mltrail.adapters import (
     head_rows,
     options_for,
     pinned_requirements,
-    stable_copy,
+    to_numpy,
 )
 
 logger = logging.getLogger("mltrail.keras")
@@ -124,20 +126,22 @@ class TrailCallback(keras.callbacks.Callback):
         self._session = RunSession("keras", trail, start_run_kwargs)
         self._epochs = EpochLog(lambda: self._session.trail)
         self._every = check_every("log_every_n_batches", log_every_n_batches)
-        self._policy = check_policy(checkpoints)
+        # Keras rewrites its files in place: copies (not links) keep the uploads whole.
+        self._uploads = CheckpointUploads(self._session, checkpoints, link=False)
         self._best = BestTracker(monitor, mode)
         self._log_model = log_model
         self._registered_model_name = registered_model_name
-        self._user_files = FileWatch()
         self._summary_logged = False
         self._trail = trail  # the Trail in use or last used, for the trail property
         self._fit: dict[str, Any] = {}  # fit's arguments, from the fit wrapper
         self._siblings: list[Any] = []  # the other callbacks of the fit
         self._wrapped = self._in_fit = self._first_epoch = False
         self._epoch_start, self._spe = 0, 1  # optimizer step at the epoch start, per batch call
-        self._fit_started = self._save_seconds = 0.0
-        self._save_cost = 0.05  # a guess until the first save is timed
-        self._pending: dict[str, Any] | None = None  # a better epoch not written yet
+        self._budget = SaveBudget(SAVE_BUDGET)
+        # A better epoch's model, written when saving fits the budget (kept in memory till then).
+        self._best_model = DeferredSave(
+            self._budget, lambda: _state(self.model), lambda state: _load_state(self.model, state)
+        )
         self._as_model: CheckpointModel | None = None  # how a .keras checkpoint is a model
 
     @property
@@ -154,7 +158,8 @@ class TrailCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = self._first_epoch = True
-        self._fit_started, self._pending = time.monotonic(), None
+        self._budget.start()
+        self._best_model.drop()
         self._as_model = None  # this fit's input example
         session = self._session
         # A later fit of the same callback resumes its run (a given Trail is used as it is).
@@ -174,7 +179,7 @@ class TrailCallback(keras.callbacks.Callback):
         fit, stopping = _fit_params(self._fit, self.params), self._early_stops()
         trail.log_params({**fit, **_model_params(self.model), **early_stopping_params(stopping)})
         self._spe = _int(getattr(self.model, "steps_per_execution", 1)) or 1
-        self._user_files.baseline(self._user_checkpoints())  # files from before this fit
+        self._uploads.baseline(self._user_checkpoints())  # files from before this fit
         if not self._summary_logged:
             self._summary_logged = True
             lines: list[str] = []
@@ -185,16 +190,12 @@ class TrailCallback(keras.callbacks.Callback):
         if self._first_epoch:  # a fit that starts at epoch 0 again continues the run's steps
             self._first_epoch = False
             self._epochs.start(epoch)
-        elif self._uploading() and self._epochs.last_step is not None:
+        elif self._epochs.last_step is not None:
             # The user's ModelCheckpoints wrote the last epoch's files by now, whether they run
             # before or after this callback: uploaded with that epoch's step.
             self._upload_user_checkpoints(self._epochs.last_step)
         if self._every is not None:
             self._epoch_start = _int(self.model.optimizer.iterations)
-
-    def _uploading(self) -> bool:
-        trail = self._session.trail
-        return self._policy != "none" and trail is not None and trail.enabled
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._every is None or not logs:
@@ -212,15 +213,14 @@ class TrailCallback(keras.callbacks.Callback):
         if rate is not None:  # else ReduceLROnPlateau/LearningRateScheduler put it in the logs
             metrics["learning_rate"] = rate
         step = self._epochs.log(epoch, metrics)
-        if self._policy == "none":
+        if self._uploads.policy == "none":
             return
         improved = self._best.update(logs, step)
-        if self._policy == "all":
-            aliases = ("best", "latest") if improved else ("latest",)
-            self._save(f"epoch-{step:04d}.keras", aliases, step, logs)
+        if self._uploads.policy == "all":
+            self._save(f"epoch-{step:04d}.keras", aliases_for(improved), step, logs)
         elif improved:
-            self._pending = {"step": step, "metrics": logs, "state": None}
-        self._write_pending(force=False)
+            self._best_model.offer(step, logs)
+        self._best_model.write(self._save_best, current=step)
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         session = self._session
@@ -263,14 +263,16 @@ class TrailCallback(keras.callbacks.Callback):
             with session.guarded("logging EarlyStopping"):
                 stops = self._early_stops()
                 self._epochs.log_at_last(early_stopping_metrics(stops, self._epochs.offset))
-            if self._policy != "none":
+            policy = self._uploads.policy
+            if policy != "none":
                 with session.guarded("saving checkpoints"):
                     # After an error or EarlyStopping's restore the model is not the last epoch's.
                     last = self._epochs.last_step or 0
                     unchanged = error is None and not any(s.restored_best_weights for s in stops)
-                    self._write_pending(force=True, unchanged=unchanged)
+                    current = last if unchanged else None
+                    self._best_model.write(self._save_best, force=True, current=current)
                     best_is_last = self._best.best_step == last and unchanged
-                    if error is None and self._policy == "best_and_last" and not best_is_last:
+                    if error is None and policy == "best_and_last" and not best_is_last:
                         self._save("last.keras", ("latest",), last, None)
                     self._upload_user_checkpoints(last)
             if error is None and self._log_model:
@@ -283,11 +285,7 @@ class TrailCallback(keras.callbacks.Callback):
         if not _serialisable(self.model):
             self._log_weights(trail)
             return
-        example = output = None
-        with self._session.guarded("taking an input example"):
-            example = _example(self._fit.get("x"))
-            if example is not None:
-                output = _numpy(self.model(example, training=False))
+        example, output = self._input_example()
         trail.log_model(
             self.model,
             "keras",
@@ -338,55 +336,37 @@ class TrailCallback(keras.callbacks.Callback):
 
     # --- checkpoints ---------------------------------------------------------------------------
 
-    def _write_pending(self, force: bool, unchanged: bool = True) -> None:
-        """Write the best epoch's model now, or keep its state in memory while saving would
-        cost more than ``SAVE_BUDGET`` of the training time (``force``: at the end).
-        ``unchanged``: the model still holds the weights of the last epoch's end."""
-        pending = self._pending
-        if pending is None:
-            return
-        elapsed = time.monotonic() - self._fit_started
-        if not force and self._save_seconds + self._save_cost > SAVE_BUDGET * elapsed:
-            if pending["state"] is None:  # the model moves on: keep this epoch's state
-                pending["state"] = _state(self.model)
-            return
-        self._pending = None
-        if pending["step"] == self._epochs.last_step and unchanged:  # the model is that epoch's
-            self._save("best.keras", ("best", "latest"), pending["step"], pending["metrics"])
-            return
-        now = _state(self.model)  # write the kept state, then put the current one back
-        _load_state(self.model, pending["state"])
-        try:
-            self._save("best.keras", ("best", "latest"), pending["step"], pending["metrics"])
-        finally:
-            _load_state(self.model, now)
+    def _save_best(self, step: int, metrics: Any) -> None:
+        self._save("best.keras", ("best", "latest"), step, metrics)
 
     def _save(self, name: str, aliases: tuple[str, ...], step: int, metrics: Any) -> None:
-        started = time.monotonic()
-        if not _serialisable(self.model):  # a subclassed model: its weights, loaded into its class
-            name = name.replace(".keras", ".weights.h5")
-        path = self._session.temp_dir() / name
-        if name.endswith(".weights.h5"):
-            self.model.save_weights(str(path))
-        else:
-            self.model.save(str(path))
-        self._save_cost = time.monotonic() - started
-        self._save_seconds += self._save_cost
+        with self._budget.timed():
+            if not _serialisable(self.model):  # a subclassed model: its weights, into its class
+                name = name.replace(".keras", ".weights.h5")
+            path = self._session.temp_dir() / name
+            if name.endswith(".weights.h5"):
+                self.model.save_weights(str(path))
+            else:
+                self.model.save(str(path))
         model = None if name.endswith(".weights.h5") else self._checkpoint_model()
-        self._session.trail.log_checkpoint(  # type: ignore[union-attr]
-            path, step=step, metrics=metrics, aliases=aliases, model=model
-        )
+        self._uploads.upload(path, step, metrics=metrics, aliases=aliases, model=model, copy=False)
+
+    def _input_example(self) -> tuple[Any, Any]:
+        """A few rows of fit's input and the model's output on them (None, None when not
+        cheaply had), for the signatures of the model and its checkpoints."""
+        example = output = None
+        with self._session.guarded("taking an input example"):
+            example = _example(self._fit.get("x"))
+            if example is not None:
+                output = to_numpy(self.model(example, training=False))
+        return example, output
 
     def _checkpoint_model(self) -> CheckpointModel:
         """How a ``.keras`` checkpoint is a LoggedModel in MLflow's Keras flavor: the file
         Keras wrote is the flavor's model file (never saved a second time), with the signature
         of this fit's input (taken once per fit)."""
         if self._as_model is None:
-            example = output = None
-            with self._session.guarded("taking an input example"):
-                example = _example(self._fit.get("x"))
-                if example is not None:
-                    output = _numpy(self.model(example, training=False))
+            example, output = self._input_example()
             pins = pinned_requirements("keras", keras.backend.backend(), "numpy")
             self._as_model = CheckpointModel(
                 "keras",
@@ -405,13 +385,15 @@ class TrailCallback(keras.callbacks.Callback):
                 yield from glob.glob(re.sub(r"\{[^}]*\}", "*", glob.escape(str(callback.filepath))))
 
     def _upload_user_checkpoints(self, step: int) -> None:
-        for path in self._user_files.changed(self._user_checkpoints()):
-            # Keras rewrites its files in place: a copy (not a link) keeps the upload whole.
-            copy, digest = stable_copy(path, self._session.temp_dir(), link=False)
-            model = self._checkpoint_model() if path.endswith(".keras") else None
-            self._session.trail.log_checkpoint(  # type: ignore[union-attr]
-                copy, step=step, aliases=(), source=path, sha256=digest, model=model
+        """The user's checkpoint files written since the last look, at ``step``, no aliases
+        (which one is best is the user's ModelCheckpoint's choice)."""
+
+        def describe(path: str) -> CheckpointFile | None:
+            return (
+                CheckpointFile(model=self._checkpoint_model()) if path.endswith(".keras") else None
             )
+
+        self._uploads.upload_changed(self._user_checkpoints(), step, describe, latest=False)
 
 
 class _SavedFile:
@@ -499,19 +481,11 @@ def _digest(x: Any, *others: Any) -> str:
     """The training data by content when it is held in arrays; "unknown" for loaders."""
     if not hasattr(x, "shape"):
         return "unknown"
-    return data_digest(*(None if part is None else _numpy(part) for part in (x, *others)))
+    return data_digest(*(None if part is None else to_numpy(part) for part in (x, *others)))
 
 
 def _int(value: Any) -> int:
     return int(keras.ops.convert_to_numpy(value))
-
-
-def _numpy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _numpy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_numpy(v) for v in value]
-    return value.to_numpy() if hasattr(value, "iloc") else keras.ops.convert_to_numpy(value)
 
 
 def _learning_rate(optimizer: Any) -> float | None:
@@ -559,7 +533,7 @@ def _example(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return None  # multi-input lists have no MLflow tensor signature
     rows = head_rows(data)
-    return None if rows is None else _numpy(rows)
+    return None if rows is None else to_numpy(rows)
 
 
 # --- the fit wrapper ----------------------------------------------------------------------------

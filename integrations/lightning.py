@@ -160,7 +160,8 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         self._want_example = False
         self._example: list[Any] = []
         self._global_step = 0
-        self._files = kernel.FileWatch()
+        # Hard links: Lightning replaces its files by writing and renaming, never in place.
+        self._uploads = kernel.CheckpointUploads(self._session, self._checkpoints, link=True)
 
     @property
     def run_id(self) -> str | None:
@@ -383,28 +384,10 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
     def _sync_checkpoints(self, trainer: Any) -> None:
         """Upload the checkpoint files written since the last look (the hooks of
         ``ModelCheckpoint`` run after ours, so new files show up at the next hook)."""
-        trail = self.trail
-        if self._checkpoints == "none" or trail is None:
-            return
-        found = _checkpoint_files(trainer, self._checkpoints)
-        changed = self._files.changed(found)  # oldest first: the last one is the latest
-        primary = trainer.checkpoint_callback
-        best = getattr(primary, "best_model_path", "") if getattr(primary, "monitor", None) else ""
-        model = _checkpoint_model(trainer)
-        for path in changed:
-            monitor, score, weights_only = found[path]
-            marks = (("best", path == best), ("latest", path == changed[-1]))
-            # A hard link: Lightning replaces files by writing and renaming, never in place.
-            pinned, digest = kernel.stable_copy(path, self._session.temp_dir(), link=True)
-            trail.log_checkpoint(
-                pinned,
-                step=self._epochs.step(_last_epoch(trainer)),
-                metrics={monitor: score} if monitor and score is not None else None,
-                aliases=[alias for alias, hit in marks if hit],
-                source=path,
-                sha256=digest,
-                model=None if weights_only else model,  # a weights-only file names no class
-            )
+        if self._uploads.active:
+            found = _checkpoint_files(trainer, self._checkpoints)
+            step = self._epochs.step(_last_epoch(trainer))
+            self._uploads.upload_changed(found, step, found.get)
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         # The module's class, in every full checkpoint: so the file loads as an MLflow PyTorch
@@ -420,11 +403,10 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         else:
             path = os.path.join(tempfile.gettempdir(), "mltrail-unused.ckpt")  # never written
         trainer.save_checkpoint(path, weights_only=False)
-        trail = self.trail
-        if trail is not None and os.path.isfile(path):
+        if self.trail is not None and os.path.isfile(path):
             step = self._epochs.step(_last_epoch(trainer))
             model = _checkpoint_model(trainer)
-            trail.log_checkpoint(path, step=step, aliases=("latest",), model=model)
+            self._uploads.upload(path, step, aliases=("latest",), model=model, copy=False)
 
     def _log_final_model(self, trail: Trail, trainer: Any, pl_module: Any) -> None:
         options = {
@@ -487,10 +469,14 @@ def _model_checkpoints(trainer: Any) -> list[Any]:
     return [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, kinds)]
 
 
-def _checkpoint_files(trainer: Any, policy: str) -> dict[str, tuple[str | None, Any, bool]]:
-    """The files of the user's ModelCheckpoints that ``policy`` uploads: path -> (the metric
-    its callback monitors, its score, whether it holds the weights only)."""
-    found: dict[str, tuple[str | None, Any, bool]] = {}
+def _checkpoint_files(trainer: Any, policy: str) -> dict[str, kernel.CheckpointFile]:
+    """The files of the user's ModelCheckpoints that ``policy`` uploads, each with its
+    callback's monitored metric and its score, best when it is the monitored best of the
+    trainer's first ModelCheckpoint, and a model unless it holds the weights only."""
+    primary = trainer.checkpoint_callback
+    best = getattr(primary, "best_model_path", "") if getattr(primary, "monitor", None) else ""
+    model = _checkpoint_model(trainer)
+    found: dict[str, kernel.CheckpointFile] = {}
     for callback in _model_checkpoints(trainer):
         paths = [callback.best_model_path]
         if policy in ("best_and_last", "all"):
@@ -502,7 +488,13 @@ def _checkpoint_files(trainer: Any, policy: str) -> dict[str, tuple[str | None, 
                 score = callback.best_k_models.get(path)
                 if score is None and path == callback.best_model_path:
                     score = callback.best_model_score
-                found[path] = (callback.monitor, score, bool(callback.save_weights_only))
+                monitor = callback.monitor
+                found[path] = kernel.CheckpointFile(
+                    metrics={monitor: score} if monitor and score is not None else None,
+                    best=path == best,
+                    # A weights-only file names no class: not a model.
+                    model=None if callback.save_weights_only else model,
+                )
     return found
 
 
@@ -688,12 +680,10 @@ def _input_candidates(batch: Any) -> list[Any]:
 
 
 def _numpy(value: Any) -> Any:
+    """A tensor, or the first tensor of a tuple (a forward's outputs), as numpy; else None."""
     if isinstance(value, list | tuple):
         value = next((v for v in value if isinstance(v, torch.Tensor)), None)
-    if not isinstance(value, torch.Tensor):
-        return None
-    value = value.detach().cpu()
-    return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return kernel.to_numpy(value) if isinstance(value, torch.Tensor) else None
 
 
 def _example_io(model: Any, candidates: list[Any]) -> tuple[Any, Any]:

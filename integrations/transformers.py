@@ -36,17 +36,17 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     BestTracker,
+    CheckpointUploads,
     EarlyStop,
     EpochLog,
     RunSession,
-    check_policy,
+    aliases_for,
     early_stopping_metrics,
     early_stopping_params,
     exception_safe,
     options_for,
     pinned_requirements,
     pytorch_flavor_kwargs,
-    stable_copy,
 )
 
 __all__ = ["TrailCallback", "autolog_patches"]
@@ -101,7 +101,9 @@ class TrailCallback(TrainerCallback, ExportableState):
         **start_run_kwargs: Any,
     ) -> None:
         self._session = RunSession("transformers", trail, start_run_kwargs)
-        self.checkpoints = check_policy(checkpoints)
+        # Hard links: the Trainer writes each checkpoint-N folder once and deletes it later.
+        self._uploads = CheckpointUploads(self._session, checkpoints, link=True)
+        self.checkpoints = checkpoints
         self.log_model, self.registered_model_name = log_model, registered_model_name
         self._epochs = EpochLog(self._session)
         self._paused_mlflow = False  # autolog took Transformers' MLflowCallback off the trainer
@@ -204,14 +206,12 @@ class TrailCallback(TrainerCallback, ExportableState):
         best = self._best.update(self._last, state.global_step)
         if state.best_model_checkpoint:  # the Trainer's own choice wins
             best = os.path.abspath(state.best_model_checkpoint) == os.path.abspath(folder)
-        if self.checkpoints == "none" or (self.checkpoints == "best" and not best):
+        if not self._uploads.wanted(best):
             return
-        pinned, _ = stable_copy(folder, self._session.temp_dir(), link=True)
         monitor = self._best.monitor
         metrics = {monitor: self._last[monitor]} if monitor in self._last else None
-        aliases = ("best", "latest") if best else ("latest",)
         step = state.global_step + self._offset
-        trail.log_checkpoint(pinned, step=step, metrics=metrics, aliases=aliases, source=folder)
+        self._uploads.upload(folder, step, metrics=metrics, aliases=aliases_for(best))
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
         if self._session.trail is None:

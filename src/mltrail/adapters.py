@@ -21,14 +21,18 @@ framework's configuration; that is all:
 - :class:`BestTracker`, :class:`FileWatch`, :func:`stable_copy`, :data:`CHECKPOINT_POLICIES`:
   checkpoints (which is best, which files changed, a copy that uploads safely);
   :class:`CheckpointModel`: how a checkpoint loads as a model (checkpoints as MLflow 3
-  LoggedModels);
+  LoggedModels); :class:`CheckpointUploads` (with :class:`CheckpointFile`,
+  :func:`aliases_for`): the policy, the framework's changed checkpoint files, their stable
+  copies and aliases, to the run; :class:`SaveBudget`, :class:`DeferredSave`: an adapter's
+  own saves kept under a share of the training time (the best model kept in memory till then);
 - :class:`CheckpointEvery`: checkpoints an adapter saves itself every N steps, ``latest``,
   and ``best`` by a metric it names;
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
   stopping under one set of names;
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
   :meth:`mltrail.Trail.log_model` needs besides the model; :func:`example_io` (input example
-  and output), :func:`packages_of` (the packages a model is made of);
+  and output), :func:`packages_of` (the packages a model is made of), :func:`to_numpy`
+  (tensors, frames and their dicts and lists as numpy);
 - :func:`by_name`: functions among settings (a custom objective) by name, not address;
   :func:`frames_above`: a bounded look at the training call a callback runs inside;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
@@ -90,6 +94,13 @@ from mltrail.recording.callsite import (
     caller_module,
     frames_above,
 )
+from mltrail.recording.checkpoint_files import (
+    CheckpointFile,
+    CheckpointUploads,
+    DeferredSave,
+    SaveBudget,
+    aliases_for,
+)
 from mltrail.recording.checkpoints import (
     CHECKPOINT_POLICIES,
     BestTracker,
@@ -123,6 +134,7 @@ from mltrail.recording.models import (
     packages_of,
     pinned_requirements,
     pytorch_flavor_kwargs,
+    to_numpy,
 )
 from mltrail.recording.plots import (
     confusion_matrix_plot,
@@ -160,16 +172,21 @@ __all__ = [
     "BestTracker",
     "Candidate",
     "CheckpointEvery",
+    "CheckpointFile",
     "CheckpointModel",
+    "CheckpointUploads",
     "ChildRuns",
     "CopiedBySettings",
+    "DeferredSave",
     "EarlyStop",
     "EpochLog",
     "FileWatch",
     "Framework",
     "MltrailError",
     "RunSession",
+    "SaveBudget",
     "after_call",
+    "aliases_for",
     "by_name",
     "call_with_callback",
     "called_by_library",
@@ -215,5 +232,6 @@ __all__ = [
     "shape_of",
     "stable_copy",
     "strict_mode",
+    "to_numpy",
     "trainings_recorded",
 ]

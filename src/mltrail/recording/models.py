@@ -118,6 +118,28 @@ def head_rows(data: Any, rows: int = EXAMPLE_ROWS) -> Any:
     return None
 
 
+def to_numpy(value: Any) -> Any:
+    """``value`` as numpy, for input and output examples and data digests: a torch tensor
+    detached, on the CPU (bfloat16 as float32, which numpy lacks); a pandas object through
+    ``to_numpy()``; other arrays (numpy, JAX, TensorFlow) through numpy's array protocol; dicts
+    and lists (tuples too) of those element by element, as a dict and a list; None stays None.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {key: to_numpy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_numpy(item) for item in value]
+    if hasattr(value, "iloc"):
+        return value.to_numpy()
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu()
+        return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+    import numpy as np
+
+    return np.asarray(value)
+
+
 def example_io(data: Any, predict: Callable[[Any], Any] | None) -> tuple[Any, Any]:
     """The model's input example (:func:`head_rows` of ``data``) and ``predict``'s output on
     it, for :meth:`mltrail.Trail.log_model`'s signature; ``(None, None)`` when there is no
