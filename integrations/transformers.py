@@ -6,8 +6,10 @@ with ``eval_strategy="epoch"``, training logs with ``logging_strategy="epoch"``)
 ``step = epoch``, the others under ``step/`` at the global step; the training's summary
 (``train_loss``, ``train_runtime``, ...) and later ``evaluate``/``predict`` metrics at the last
 epoch's step. Artifacts: each ``checkpoint-N`` folder the Trainer saves (in the background, with
-its step and metric, aliases ``best`` and ``latest``), the final model in MLflow's transformers
-flavor (with its tokenizer and a task known from its class), else in the PyTorch flavor.
+its step and metric, aliases ``best`` and ``latest``; on MLflow 3 also a LoggedModel in the PyTorch
+flavor, loaded from the folder by the model class's ``from_pretrained``), the final model in
+MLflow's transformers flavor (with its tokenizer and a task known from its class), else in the
+PyTorch flavor.
 
 The run id travels in each checkpoint's ``trainer_state.json``: ``trainer.train(
 resume_from_checkpoint=...)`` with a new callback continues that run, leaving out the steps the
@@ -36,6 +38,7 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     BestTracker,
+    CheckpointModel,
     CheckpointUploads,
     EarlyStop,
     EpochLog,
@@ -211,7 +214,8 @@ class TrailCallback(TrainerCallback, ExportableState):
         monitor = self._best.monitor
         metrics = {monitor: self._last[monitor]} if monitor in self._last else None
         step = state.global_step + self._offset
-        self._uploads.upload(folder, step, metrics=metrics, aliases=aliases_for(best))
+        model = _checkpoint_model(kw.get("model"))
+        self._uploads.upload(folder, step, metrics=metrics, aliases=aliases_for(best), model=model)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
         if self._session.trail is None:
@@ -349,6 +353,25 @@ def _tracker(args: Any) -> BestTracker:
     metric = metric if metric.startswith("eval_") else f"eval_{metric}"
     greater = args.greater_is_better
     return BestTracker(metric, "auto" if greater is None else ("max" if greater else "min"))
+
+
+def _checkpoint_model(model: Any) -> CheckpointModel | None:
+    """How a ``checkpoint-N`` folder is a LoggedModel: the model's class loads the folder with
+    ``from_pretrained`` (a copy of the weights in memory, on the upload thread) and MLflow's
+    PyTorch flavor saves it. None for a model that is not a ``PreTrainedModel`` (a PEFT
+    wrapper), whose folder its class cannot load alone."""
+    if not isinstance(model, transformers.PreTrainedModel):
+        return None
+    kind = type(model)
+    return CheckpointModel(
+        "pytorch",
+        lambda path: kind.from_pretrained(str(path)).eval(),
+        {
+            **pytorch_flavor_kwargs(),
+            "pip_requirements": pinned_requirements("torch", "transformers"),
+        },
+        tags={"mltrail.transformers.model_class": f"{kind.__module__}.{kind.__qualname__}"},
+    )
 
 
 def _model_params(model: Any) -> dict[str, Any]:

@@ -229,3 +229,43 @@ def test_beside_transformers_mlflow_callback_one_run_with_its_metrics(client, tm
     assert run.data.params["model.n_layer"] == "2"
     assert steps(client, run.info.run_id, "loss") == [1, 2]  # MLflowCallback's convention
     assert "step/loss" not in run.data.metrics and "mltrail.errors" not in run.data.tags
+
+
+def test_checkpoint_folders_are_logged_models_that_load(client, tmp_path) -> None:
+    from mltrail.recording import logged_models
+
+    if not logged_models.supported():
+        pytest.skip("needs MLflow 3")
+    import mlflow
+
+    torch.manual_seed(0)
+    saving = {"logging_steps": 1, "save_steps": 1, "save_strategy": "steps"}
+    callback = TrailCallback(experiment="tf-models", log_model=False)
+    trainer = transformers.Trainer(
+        model=gpt2(),
+        args=arguments(tmp_path / "out", max_steps=2, **saving),
+        train_dataset=CausalTokens(16),
+        callbacks=[callback],
+    )
+    trainer.train()
+    mltrail.wait()
+    run = client.get_run(callback.run_id)
+    found = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' AND tags.`mltrail.kind` = 'checkpoint'",
+    )
+    by_name = {model.name: model for model in found}
+    assert sorted(by_name) == ["checkpoint-1", "checkpoint-2"]
+    index = artifact_json(client, run.info.run_id, "checkpoints/index.json")
+    assert (
+        index["files"]["checkpoints/checkpoint-2"]["model_id"] == by_name["checkpoint-2"].model_id
+    )
+    # The last checkpoint loads as the model the training ended with; the first one differs.
+    last = mlflow.pytorch.load_model(f"models:/{by_name['checkpoint-2'].model_id}")
+    first = mlflow.pytorch.load_model(f"models:/{by_name['checkpoint-1'].model_id}")
+    assert type(last) is transformers.GPT2LMHeadModel
+    trained = trainer.model.state_dict()
+    for key, value in last.state_dict().items():
+        torch.testing.assert_close(value, trained[key])
+    assert not torch.equal(first.lm_head.weight, last.lm_head.weight)
+    assert "mltrail.errors" not in run.data.tags
