@@ -50,6 +50,7 @@ from mltrail.adapters import (
     called_by_library,
     check_every,
     data_digest,
+    digest_once,
     early_stopping_metrics,
     early_stopping_params,
     exception_safe,
@@ -122,7 +123,6 @@ class TrailCallback(CopiedBySettings):
         self._model: Any = None  # the booster being trained
         self._call: dict[str, Any] = {}
         self._example: Any = None  # training rows, given by autolog before LightGBM frees them
-        self._digest: str | None = None  # and their digest
         self._stops: list[Any] = []  # LightGBM's early-stopping callbacks of this training
 
     @property
@@ -208,7 +208,7 @@ class TrailCallback(CopiedBySettings):
 
     def _forget(self) -> None:
         """No model or data kept past the run."""
-        self._call, self._model, self._example, self._digest, self._stops = {}, None, None, None, []
+        self._call, self._model, self._example, self._stops = {}, None, None, []
 
     def _log_end(self, trail: Trail, env: Any, stop: Any) -> None:
         stops = [_outcome(cb, env, stop, self._epochs) for cb in self._stops]
@@ -277,12 +277,12 @@ def _read_call(callback: TrailCallback, start: Any) -> dict[str, Any]:
                 named = by_name(getattr(feval, "func", feval))  # the sklearn API wraps them
                 call["args"]["feval"] = [*call["args"].get("feval", []), named]
             data = local.get("train_set")
-            call["example"], digest = callback._example, callback._digest
+            call["example"], digest = callback._example, None
             if data is not None:  # raw rows only while LightGBM keeps them (free_raw_data)
                 call["args"]["data.train.shape"] = f"{data.num_data()}x{data.num_feature()}"
                 if call["example"] is None:
                     call["example"] = head_rows(_raw(data.data))
-                digest = digest or _digest(data.data, data.get_label(), data.get_weight())
+                digest = _dataset_digest(data, data.get_label(), data.get_weight())
             call["args"]["data.train.digest"] = digest or "unknown"
             if isinstance(local.get("init_model"), lightgbm.Booster):
                 call["args"]["init_model"] = "booster"
@@ -308,6 +308,21 @@ def _raw(rows: Any) -> Any:
 def _digest(rows: Any, label: Any, weight: Any) -> str | None:
     """The ``data.train.digest`` of training rows with their labels and weights."""
     return None if _raw(rows) is None else data_digest(rows, label, weight)
+
+
+def _rows_digest(data: Any) -> str:
+    """The digest of a ``Dataset``'s rows, read once per Dataset while LightGBM keeps them: it
+    frees them once the Dataset is built, so a loop of trainings on one Dataset has them only
+    the first time (autolog reads them before that)."""
+    rows = _raw(data.data)
+    return digest_once(data, lambda: "unknown" if rows is None else data_digest(rows))
+
+
+def _dataset_digest(data: Any, label: Any, weight: Any) -> str | None:
+    """The ``data.train.digest`` of a ``Dataset``: its rows with the labels and weights it has
+    now (they can be set again)."""
+    values = _rows_digest(data)
+    return None if values == "unknown" else data_digest(values, label, weight)
 
 
 def _config(booster: Any) -> dict[str, str]:
@@ -405,7 +420,7 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
                 if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
                     # before LightGBM frees them: example rows and the data's digest
                     callback._example = head_rows(rows.data)
-                    callback._digest = _digest(rows.data, rows.label, rows.weight)
+                    _rows_digest(rows)
                 return callback
 
             def train(callbacks: Any) -> Any:

@@ -220,3 +220,26 @@ def test_continued_training_with_fork_false_rewinds_the_run(client, data) -> Non
     points = client.get_metric_history(first.run_id, "valid_0-binary_logloss")
     assert len(points) == 7  # MLflow keeps the superseded steps 2 and 3...
     assert [m.step for m in current_history(run, points)] == [0, 1, 2, 3, 4]  # ...mltrail not
+
+
+def test_a_loop_over_one_dataset_identifies_its_data_every_time(client, data) -> None:
+    """LightGBM frees a Dataset's rows once it is built: the trainings after the first on the
+    same Dataset (a loop of experiments) still record what data they trained on, and a new
+    label set on it is new data."""
+    mltrail.autolog(frameworks=["lightgbm"], experiment="lgb-loop", **LIGHT)
+    try:
+        train, _ = datasets(data)
+        lgb.train(PARAMS, train, 2)
+        lgb.train(PARAMS, train, 2)
+        lgb.train({**PARAMS, "learning_rate": 0.1}, train, 2)
+        assert train.data is None  # freed by LightGBM after the first training
+        other = lgb.Dataset(data["x"], label=1 - data["y"])
+        lgb.train(PARAMS, other, 2)
+    finally:
+        mltrail.autolog(disable=True)
+    settled()
+    experiment = client.get_experiment_by_name("lgb-loop")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+    digests = [r.data.params["data.train.digest"] for r in runs]
+    assert len(digests) == 4 and "unknown" not in digests, digests
+    assert digests[0] == digests[1] == digests[2] != digests[3]
