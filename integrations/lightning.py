@@ -26,13 +26,11 @@ import importlib
 import importlib.util
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 try:
@@ -146,7 +144,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         self._log_model = log_model
         self._registered_model_name = registered_model_name
         self._resume_id: str | None = None  # the run of the checkpoint fit resumes from
-        self._handoff: str | None = None  # file carrying the run id out of spawned processes
+        self._handoff = kernel.RunIdHandoff()  # the run id, back from spawned processes
         self._reset()
 
     def _reset(self) -> None:
@@ -166,7 +164,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
     @property
     def run_id(self) -> str | None:
         """The MLflow run this callback records into (known on every rank once fit started)."""
-        self._read_handoff()
+        self._session.last_run_id = self._handoff.read() or self._session.last_run_id
         return self._session.last_run_id
 
     @property
@@ -311,7 +309,8 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         if trail is None:
             return
         self._session.training_started()
-        self._write_handoff(run_id)
+        with self._session.guarded("passing the run id on"):
+            self._handoff.write(run_id)
         self._want_example = self._log_model
         trail.log_params(_fit_params(trainer, pl_module))
         with self._session.guarded("summarising the model"):
@@ -436,24 +435,11 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
     # --- spawned processes (ddp_spawn) ----------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        # Pickled into spawned processes (the session leaves its Trail here): a small file
-        # brings rank 0's run id back, so that this object knows the run after fit.
-        if self._handoff is None:
-            folder = tempfile.mkdtemp(prefix="mltrail-lightning-")
-            weakref.finalize(self, shutil.rmtree, folder, True)
-            self._handoff = os.path.join(folder, "run")
-        self._read_handoff()
+        # Pickled into spawned processes (the session leaves its Trail here), whose rank 0
+        # passes its run id back through the handoff: read first, a copy knows the run that a
+        # former copy recorded.
+        self._session.last_run_id = self.run_id
         return self.__dict__.copy()
-
-    def _write_handoff(self, run_id: str | None) -> None:
-        if self._handoff and run_id and os.path.isdir(os.path.dirname(self._handoff)):
-            with self._session.guarded("passing the run id on"):
-                Path(self._handoff).write_text(run_id)
-
-    def _read_handoff(self) -> None:
-        if self._handoff and os.path.isfile(self._handoff):
-            with contextlib.suppress(OSError):
-                self._session.last_run_id = Path(self._handoff).read_text() or None
 
 
 # --- reading the trainer ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ framework's configuration; that is all:
   training that would log a given Trail's steps again; :meth:`RunSession.end_when_released`:
   the run ends when an object only the training holds goes (an exception no hook saw);
   :class:`CopiedBySettings`: an adapter's copies (``clone``, pickling) built from its settings;
+  :class:`RunIdHandoff`: the run id back from copies in spawned processes (``ddp_spawn``);
 - :func:`exception_safe`: every framework hook wrapped once (errors counted, never raised
   into the training; raised with ``MLTRAIL_STRICT=1``); :func:`after_call`: a hook after a
   framework's method, with the exception leaving its caller (the end of a unit of work that
@@ -120,6 +121,7 @@ from mltrail.recording.datasets import (
     fit_arguments,
     shape_of,
 )
+from mltrail.recording.distributed import RunIdHandoff
 from mltrail.recording.early_stopping import (
     EarlyStop,
     early_stopping_metrics,
@@ -183,6 +185,7 @@ __all__ = [
     "FileWatch",
     "Framework",
     "MltrailError",
+    "RunIdHandoff",
     "RunSession",
     "SaveBudget",
     "after_call",
