@@ -121,3 +121,13 @@ def test_resume_into_an_unknown_run_says_so() -> None:
 # Each adapter that resumes (Lightning ckpt_path, Keras initial_epoch, XGBoost xgb_model=,
 # LightGBM init_model=) has its fork or rewind test next to its other tests in
 # tests/integrations/, where its framework is imported anyway.
+
+
+def test_a_training_from_scratch_into_a_run_forks_before_its_first_step(client, parent) -> None:
+    session = RunSession("toy", None, {"run_id": parent, **LIGHT})
+    fork = train(session, range(0, 2), restart_step=0)
+    run = client.get_run(fork)
+    assert run.data.tags["mltrail.forked_from"] == parent
+    assert run.data.tags["mltrail.forked_at_step"] == "-1"
+    assert run.info.run_name == f"{client.get_run(parent).info.run_name}-fork@start"
+    assert [s for s, _, _ in history(client, fork, "loss")] == [0, 1]  # nothing copied

@@ -10,7 +10,9 @@ has logged and decides:
 - **fork** (the default for an older checkpoint): a new run in the same experiment, tagged
   ``mltrail.forked_from=<run id>`` and ``mltrail.forked_at_step=k``, with the parent's params
   and its metric history up to step ``k`` copied with their original timestamps; its own
-  provenance is captured as for any new run. The parent is not touched.
+  provenance is captured as for any new run. The parent is not touched. A training that
+  starts over from step 0 forks at ``k = -1``: nothing is copied, the fork is named
+  ``<parent>-fork@start``.
 - **rewind** (``fork=False``): the old run is resumed and tagged ``mltrail.rewound_to_step=k``;
   ``mltrail.rewinds`` keeps every rewind as ``[[k, time_ms], ...]``. MLflow cannot delete
   single metric points, so the points the rewound training supersedes (steps after ``k``,
@@ -104,7 +106,8 @@ def open_resumed(
     kwargs.pop("run_name", None)
     kwargs["already_run"] = "ignore"  # the same code, data and params as its parent, by design
     name = run.info.run_name or run_id[:8]
-    trail = start_run(experiment=experiment, run_name=f"{name}-fork@{at}", tags=tags, **kwargs)
+    where = at if at >= 0 else "start"  # a training from scratch keeps none of the history
+    trail = start_run(experiment=experiment, run_name=f"{name}-fork@{where}", tags=tags, **kwargs)
     if trail.enabled:
         trail.log_params(run.data.params)
         trail.log_metric_history(_history_until(client, run, restart_step, global_step))
