@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,7 @@ from mltrail.adapters import (
     early_stopping_metrics,
     early_stopping_params,
     exception_safe,
+    frames_above,
     options_for,
     pinned_requirements,
     pytorch_flavor_kwargs,
@@ -291,19 +293,13 @@ def _epoch(epoch: float | None) -> int:
 def _early_stoppers() -> list[Any]:
     """The EarlyStoppingCallbacks of the trainer whose callback handler calls this hook (a
     callback is not given its trainer: the handler is the caller a few frames up)."""
-    import sys
-
     from transformers.trainer_callback import CallbackHandler
 
-    frame = sys._getframe(1)
-    for _ in range(8):
-        if frame is None:
-            break
+    for frame in frames_above(sys._getframe(1), 8):
         handler = frame.f_locals.get("self")
         if isinstance(handler, CallbackHandler):
             kind = transformers.EarlyStoppingCallback
             return [c for c in handler.callbacks if isinstance(c, kind)]
-        frame = frame.f_back
     return []
 
 
