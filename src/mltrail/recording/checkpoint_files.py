@@ -2,14 +2,15 @@
 
 Frameworks write checkpoints through callbacks of their own (Keras' and Lightning's
 ``ModelCheckpoint``, the Transformers Trainer's ``checkpoint-N`` folders), and adapters save some
-themselves. :class:`CheckpointUploads` holds what is the same for all of them: the retention
-policy (``checkpoints=``), which of the framework's files are new or changed since the last look,
-a stable copy of each (hard link or copy), the ``best`` and ``latest`` aliases, and the call to
-:meth:`mltrail.Trail.log_checkpoint`. The adapter says which files there are and what it knows of
-each (the monitored metric's value, how it loads as a model, whether it is the best).
+themselves. :class:`CheckpointUploads` holds what is the same for all of them: the policy
+(``checkpoints=``: which ones go up), which of the framework's files are new or changed since
+the last look, a stable copy of each (hard link or copy), the ``best`` and ``latest`` aliases,
+and the call to :meth:`mltrail.Trail.log_checkpoint`. The adapter says which files there are
+and what it knows of each (the monitored metric's value, how it loads as a model, whether it
+is the best).
 
 :class:`SaveBudget` keeps the time an adapter spends saving checkpoints of its own under a share
-of the training time.
+of the training time; :class:`DeferredSave` keeps the model's state in memory until then.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class CheckpointFile:
 
 
 class CheckpointUploads:
-    """Checkpoints of one adapter into its session's current run, by its retention policy.
+    """Checkpoints of one adapter into its session's current run, by its ``checkpoints=``.
 
     Args:
         session: the adapter's :class:`~mltrail.recording.session.RunSession`: the run to log
