@@ -100,7 +100,6 @@ from mltrail.recording.checkpoint_files import (
     CheckpointUploads,
     DeferredSave,
     SaveBudget,
-    aliases_for,
 )
 from mltrail.recording.checkpoints import (
     CHECKPOINT_POLICIES,
@@ -108,6 +107,7 @@ from mltrail.recording.checkpoints import (
     CheckpointEvery,
     CheckpointModel,
     FileWatch,
+    aliases_for,
     check_policy,
     mode_for,
     stable_copy,

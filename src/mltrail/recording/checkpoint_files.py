@@ -22,7 +22,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from mltrail.recording.checkpoints import CheckpointModel, FileWatch, check_policy, stable_copy
+from mltrail.recording.checkpoints import (
+    CheckpointModel,
+    FileWatch,
+    check_policy,
+    stable_copy,
+)
 
 if TYPE_CHECKING:
     from mltrail.recording.session import RunSession
@@ -148,11 +153,6 @@ class CheckpointUploads:
                 model=found.model,
             )
         return changed
-
-
-def aliases_for(best: bool) -> tuple[str, ...]:
-    """The aliases of a checkpoint saved just now: ``latest``, and ``best`` when it is."""
-    return ("best", "latest") if best else ("latest",)
 
 
 class SaveBudget:

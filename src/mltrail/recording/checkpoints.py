@@ -99,6 +99,11 @@ def superseded(files: Mapping[str, Any], aliases: Mapping[str, str], keep: str |
     return [name for name in names if name not in kept]
 
 
+def aliases_for(best: bool) -> tuple[str, ...]:
+    """The aliases of a checkpoint saved just now: ``latest``, and ``best`` when it is."""
+    return ("best", "latest") if best else ("latest",)
+
+
 class BestTracker:
     """The best value of a monitored metric so far.
 
@@ -185,7 +190,7 @@ class CheckpointEvery:
         write(str(path))
         if self._best.monitor is None:
             self._best.monitor, self._best.mode = monitor()
-        aliases = ("best", "latest") if self._best.update(metrics, step) else ("latest",)
+        aliases = aliases_for(self._best.update(metrics, step))
         trail.log_checkpoint(path, step=step, metrics=metrics, aliases=aliases, model=self._model)
         return True
 
