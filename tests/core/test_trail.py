@@ -250,6 +250,34 @@ def test_system_metrics_are_sampled(client) -> None:
     assert not any(k.startswith("system/") for k in client.get_run(quiet.run_id).data.metrics)
 
 
+def test_the_first_system_sample_is_logged_once_when_the_run_ends_while_it_is_taken(
+    client,
+) -> None:
+    """A run shorter than one sampling interval still gets a sample at its end; when the
+    sampler is still taking its first one then, the two samples get steps of their own (two
+    values at one step made the system history read as if a sample was taken twice)."""
+    from mltrail.recording.system_metrics import SystemMonitor
+
+    with mltrail.start_run(experiment="core", system_metrics=False) as trail:
+        monitor = SystemMonitor(trail, interval=0.1)
+        taking = threading.Event()
+        sample = monitor.sample
+
+        def slow_first_sample() -> dict[str, float]:
+            if not taking.is_set():  # the sampler's first: longer than stop() waits for it
+                taking.set()
+                threading.Event().wait(2.5)
+            return sample()
+
+        monitor.sample = slow_first_sample  # type: ignore[method-assign]
+        monitor.start()
+        taking.wait(5)
+        monitor.stop()  # gives up waiting after 2 s and takes a sample of its own
+        threading.Event().wait(1.0)  # the sampler's own sample, after stop() returned
+    steps = [s for s, _ in history(client, trail.run_id, "system/cpu_utilization_percentage")]
+    assert steps and len(steps) == len(set(steps)), steps
+
+
 def test_many_threads_and_two_runs_lose_nothing(client) -> None:
     first = mltrail.start_run(experiment="core", system_metrics=False)
     second = mltrail.start_run(experiment="core", system_metrics=False)

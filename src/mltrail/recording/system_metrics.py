@@ -37,6 +37,7 @@ class SystemMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._monitors = _monitors()
+        self._lock = threading.Lock()
         self.step = 0
 
     def start(self) -> None:
@@ -60,8 +61,13 @@ class SystemMonitor:
             except Exception:
                 logger.debug("system metrics sample failed", exc_info=True)
                 continue
-            self._trail.log_metrics({f"system/{k}": v for k, v in values.items()}, step=self.step)
-            self.step += 1
+            self._log(values)
+
+    def _log(self, values: dict[str, float]) -> None:
+        # One sample a step: the sampler and stop() may both log the first one.
+        with self._lock:
+            step, self.step = self.step, self.step + 1
+        self._trail.log_metrics({f"system/{k}": v for k, v in values.items()}, step=step)
 
     def stop(self) -> None:
         self._stop.set()
@@ -70,6 +76,10 @@ class SystemMonitor:
         if self.step == 0:  # a run shorter than one interval still gets one sample
             try:
                 values = self.sample()
-                self._trail.log_metrics({f"system/{k}": v for k, v in values.items()}, step=0)
             except Exception:
                 logger.debug("system metrics sample failed", exc_info=True)
+                return
+            with self._lock:
+                first = self.step == 0  # the sampler may have logged one while we sampled
+            if first:
+                self._log(values)

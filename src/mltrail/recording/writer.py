@@ -95,7 +95,7 @@ def apply_record(
             metrics = [
                 Metric(key, float(value), int(ts), int(step)) for key, value, ts, step in chunk
             ]
-            client.log_batch(run_id, metrics=metrics)
+            _log_points(client, run_id, metrics)
     elif kind == "params":
         for chunk in _chunks_by_size(list(data.items()), MAX_PARAMS_TAGS_PER_BATCH, _pair_size):
             client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
@@ -350,6 +350,22 @@ def _log_logged_model(
         _register_model(client, run_id, registration, progress)
 
 
+def _log_points(client: Any, run_id: str, metrics: list[Any]) -> None:
+    """``log_batch`` of metric points, once more when a SQL store refuses one it holds.
+
+    MLflow skips the points a run already has, but not one that another writer stores between
+    its check and its insert: the run's metrics and a checkpoint's LoggedModel linking the same
+    points are sent by two threads at once. The second try finds that point stored.
+    """
+    try:
+        client.log_batch(run_id, metrics=metrics)
+    except Exception as error:
+        text = str(error).lower()
+        if "metrics" not in text or not ("unique" in text or "duplicate" in text):
+            raise
+        client.log_batch(run_id, metrics=metrics)
+
+
 def _link_model_metrics(client: Any, run_id: str, model_id: str, rows: list[list[Any]]) -> None:
     """Link points the run holds (same key, value, timestamp and step: the store keeps them
     once) to LoggedModel ``model_id``, with the dataset they were evaluated on where known."""
@@ -368,7 +384,7 @@ def _link_model_metrics(client: Any, run_id: str, model_id: str, rows: list[list
         for key, value, ts, step, dataset_name, dataset_digest in rows
     ]
     for chunk in _chunks_by_size(metrics, MAX_METRICS_PER_BATCH, lambda m: len(m.key) + 128):
-        client.log_batch(run_id, metrics=chunk)
+        _log_points(client, run_id, chunk)
 
 
 def _drop_checkpoint(client: Any, run_id: str, data: dict[str, Any]) -> None:
