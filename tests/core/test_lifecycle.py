@@ -71,6 +71,34 @@ def test_uploads_at_exit_may_use_thread_pools(client) -> None:
     assert "mltrail.errors" not in run.data.tags
 
 
+def test_uploads_between_the_end_of_the_script_and_exit_wait_for_the_pools(client) -> None:
+    """Python closes its thread pools as soon as the script's main thread ends, then waits for
+    the user's own threads: an upload through a pool in that window (boto3 uploading the final
+    model) waits for mltrail's exit handler to open them again instead of failing."""
+    result = run_python(
+        script("""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+        from pathlib import Path
+
+        def draw(path):
+            time.sleep(1.0)  # the script has ended, the user's thread still runs
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(Path(path).write_bytes, b"drawn through a pool").result()
+
+        trail = mltrail.start_run(experiment="exit-window", capture=False, system_metrics=False)
+        threading.Thread(target=time.sleep, args=(3.0,)).start()  # the user's, not a daemon
+        trail.log_image(draw, "plots/pool.png")
+        """)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "schedule new futures" not in result.stderr
+    run = only_run(client, "exit-window")
+    assert run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/pool.png"]
+    assert "mltrail.errors" not in run.data.tags
+
+
 def test_uncaught_exception_ends_failed(client) -> None:
     result = run_python(
         script("""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.recording.spool import read_journal
-from mltrail.recording.writer import crashed_run_data
+from mltrail.recording.writer import POOLS_OPEN, crashed_run_data
 from mltrail.store import describe_uri
 
 logger = logging.getLogger("mltrail.lifecycle")
@@ -177,6 +177,7 @@ def _thread_pools_open() -> Iterator[None]:
     closed = getattr(pools, "_shutdown", None)
     if closed is True:
         pools._shutdown = False
+    POOLS_OPEN.set()  # uploads that met the closed pools since the script ended try again
     try:
         yield
     finally:

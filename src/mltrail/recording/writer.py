@@ -218,6 +218,37 @@ VERSION_RUN_TAG = "mltrail.run_id"
 VERSION_DATA_PREFIX = "mltrail.data."
 # Versions registered in this process, by run: provenance tags that reach the run after the
 # registration (the fingerprint is set at the run's end) are copied onto them too.
+#: Set once Python's thread pools take work again at exit (mltrail's exit handler reopens them:
+#: see :func:`mltrail.recording.lifecycle._thread_pools_open`).
+POOLS_OPEN = threading.Event()
+#: How long an upload that met closed pools waits for them to open again.
+POOLS_WAIT = 300.0
+
+
+def pools_closed(error: BaseException) -> bool:
+    """Whether ``error`` is Python refusing thread-pool work because the interpreter is shutting
+    down: the script has ended and mltrail's exit handler has not run yet."""
+    return "cannot schedule new futures after interpreter shutdown" in str(error)
+
+
+def when_pools_open(action: Callable[[], Any]) -> Any:
+    """``action()``, once more after mltrail's exit handler opens the thread pools again if
+    they were closed under it.
+
+    Python stops its thread pools when the script's main thread ends, before it joins the
+    user's threads and runs ``atexit`` handlers; an upload of the background threads through a
+    pool (boto3's S3 transfers) fails in that window, though mltrail's exit handler opens the
+    pools again for the uploads still under way. These threads are daemons: waiting here never
+    holds the process up.
+    """
+    try:
+        return action()
+    except Exception as error:
+        if not pools_closed(error) or not POOLS_OPEN.wait(POOLS_WAIT):
+            raise
+    return action()
+
+
 _registered: dict[str, set[tuple[str, str]]] = {}
 _registered_lock = threading.Lock()
 
@@ -731,7 +762,7 @@ class Writer:
         for attempt in range(self._retries):
             try:
                 self.stats["requests"] += 1
-                apply_record(self.client, self.run_id, record)
+                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
                 self.stats["values_sent"] += values
                 self._backoff = 2.0
                 return True
@@ -784,7 +815,7 @@ class Writer:
 
     def _run_job(self, job: Callable[[], None]) -> None:
         try:
-            job()
+            when_pools_open(job)  # a job of its own through a pool (a plot drawn by one)
         except Exception as error:
             if strict_mode():
                 logger.exception("mltrail background job failed")
@@ -793,7 +824,7 @@ class Writer:
     def _upload(self, record: Record) -> None:
         if not self.is_offline():
             try:
-                apply_record(self.client, self.run_id, record)
+                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
                 if record.get("owned"):
                     _remove(Path(record["path"]))
                 return
@@ -811,7 +842,7 @@ class Writer:
         record: Record = {"kind": "artifact", "path": str(path), "artifact_path": artifact_path}
         if not self.is_offline():
             try:
-                apply_record(self.client, self.run_id, record)
+                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
                 return True
             except Exception as error:
                 self._errors.report(kind, error)
@@ -831,7 +862,7 @@ class Writer:
         """
         if not self.is_offline():
             try:
-                apply_record(self.client, self.run_id, record)
+                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
                 return "sent"
             except Exception as error:
                 if record["data"].get("model_id") is None and _lacks_logged_models(error):
