@@ -240,3 +240,27 @@ def test_checkpoints_as_models_can_be_turned_off_and_options_are_checked(client,
         mltrail.start_run(keep_checkpoints="latest")
     with pytest.raises(MltrailError, match="checkpoints_as_models"):
         mltrail.start_run(checkpoints_as_models="sometimes")
+
+
+def test_a_logged_model_record_sent_again_links_the_model_once(client, tmp_path: Path) -> None:
+    """A hang can cut the answer to a request the server carried out: the record, journaled,
+    is sent again by ``mltrail sync``; the model's link to the run is there already."""
+    from mltrail.recording.writer import apply_record
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"weights")
+    with mltrail.start_run(experiment="resent", system_metrics=False, capture=False) as trail:
+        trail.flush()
+        data: dict[str, Any] = {
+            "name": "final-model",
+            "path": str(folder),
+            "step": 3,
+            "final": True,
+        }
+        record = {"kind": "logged_model", "data": data}
+        apply_record(trail.client, trail.run_id, record)
+        apply_record(trail.client, trail.run_id, record)  # the same model: data has its id now
+    run = client.get_run(trail.run_id)
+    assert run.data.tags["mltrail.model.id"] == data["model_id"]
+    assert [o.model_id for o in run.outputs.model_outputs] == [data["model_id"]]

@@ -264,7 +264,12 @@ def test_run_page_lists_the_logged_model_and_who_created_the_run(
     )
     browser.open(page)
     text = wait_for(
-        lambda: (t := browser.text()) and "Logged models (1)" in t and "Created by" in t and t,
+        lambda: (
+            (t := browser.text())
+            and "Created by" in t
+            and re.search(r"Logged models \(1\)[\s\S]*\bfinal-model\s+Ready\b", t)
+            and t
+        ),  # the model's row renders after the section's header
         90,
         "the run page's logged models",
     )

@@ -369,7 +369,11 @@ def _log_logged_model(
     model_id = data["model_id"]
     client.log_model_artifacts(model_id, data["path"])
     client.finalize_logged_model(model_id, "READY")
-    client.log_outputs(run_id, [LoggedModelOutput(model_id, int(data.get("step") or 0))])
+    try:
+        client.log_outputs(run_id, [LoggedModelOutput(model_id, int(data.get("step") or 0))])
+    except Exception as error:  # linked already by the request whose answer a hang cut
+        if not _already_stored(error, "inputs"):
+            raise
     _link_model_metrics(client, run_id, model_id, data.get("metrics") or [])
     if data.get("final"):
         client.set_tag(run_id, MODEL_ID_TAG, model_id)
@@ -391,10 +395,16 @@ def _log_points(client: Any, run_id: str, metrics: list[Any]) -> None:
     try:
         client.log_batch(run_id, metrics=metrics)
     except Exception as error:
-        text = str(error).lower()
-        if "metrics" not in text or not ("unique" in text or "duplicate" in text):
+        if not _already_stored(error, "metrics"):
             raise
         client.log_batch(run_id, metrics=metrics)
+
+
+def _already_stored(error: BaseException, table: str) -> bool:
+    """Whether a SQL store (behind a server or not) refused a row of ``table`` it already holds:
+    a request that reached the store, whose answer was lost, sent again from the journal."""
+    text = str(error).lower()
+    return table in text and ("unique" in text or "duplicate" in text)
 
 
 def _link_model_metrics(client: Any, run_id: str, model_id: str, rows: list[list[Any]]) -> None:
