@@ -216,8 +216,6 @@ VERSION_RUN_TAG = "mltrail.run_id"
 #: Prefix of the model-version tags ``mltrail.data.<dataset name>`` = the dataset's digest (its
 #: DVC hash for DVC outputs).
 VERSION_DATA_PREFIX = "mltrail.data."
-# Versions registered in this process, by run: provenance tags that reach the run after the
-# registration (the fingerprint is set at the run's end) are copied onto them too.
 #: Set once Python's thread pools take work again at exit (mltrail's exit handler reopens them:
 #: see :func:`mltrail.recording.lifecycle._thread_pools_open`).
 POOLS_OPEN = threading.Event()
@@ -249,6 +247,8 @@ def when_pools_open(action: Callable[[], Any]) -> Any:
     return action()
 
 
+# Versions registered in this process, by run: provenance tags that reach the run after the
+# registration (the fingerprint is set at the run's end) are copied onto them too.
 _registered: dict[str, set[tuple[str, str]]] = {}
 _registered_lock = threading.Lock()
 
@@ -772,7 +772,7 @@ class Writer:
         for attempt in range(self._retries):
             try:
                 self.stats["requests"] += 1
-                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
+                self._apply(record)
                 self.stats["values_sent"] += values
                 self._backoff = 2.0
                 return True
@@ -791,6 +791,10 @@ class Writer:
             self._backoff = min(self._backoff * 2, 60.0)
         self._spool_records([record])
         return False
+
+    def _apply(self, record: Record) -> None:
+        """Write ``record`` into this run, once more if it met the pools closed at exit."""
+        when_pools_open(lambda: apply_record(self.client, self.run_id, record))
 
     def is_offline(self) -> bool:
         """True while the store is known to be unreachable: the run started offline, or a
@@ -834,7 +838,7 @@ class Writer:
     def _upload(self, record: Record) -> None:
         if not self.is_offline():
             try:
-                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
+                self._apply(record)
                 if record.get("owned"):
                     _remove(Path(record["path"]))
                 return
@@ -852,7 +856,7 @@ class Writer:
         record: Record = {"kind": "artifact", "path": str(path), "artifact_path": artifact_path}
         if not self.is_offline():
             try:
-                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
+                self._apply(record)
                 return True
             except Exception as error:
                 self._errors.report(kind, error)
@@ -872,7 +876,7 @@ class Writer:
         """
         if not self.is_offline():
             try:
-                when_pools_open(lambda: apply_record(self.client, self.run_id, record))
+                self._apply(record)
                 return "sent"
             except Exception as error:
                 if record["data"].get("model_id") is None and _lacks_logged_models(error):
