@@ -25,7 +25,6 @@ import functools
 import inspect
 import logging
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -38,17 +37,17 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.optuna needs Optuna: pip install "mltrail[optuna]"'
     ) from error
 
-from mltrail import MltrailError, Trail
+from mltrail import Trail
 from mltrail.adapters import (
-    ChildRuns,
-    RunSession,
+    SearchRun,
     after_call,
     exception_safe,
     frames_above,
-    history_plot,
+    log_history,
     log_importance,
     options_for,
     preload_matplotlib,
+    preload_modules,
     provide_runs,
     trainings_recorded,
 )
@@ -82,13 +81,9 @@ class TrailCallback:
     def __init__(
         self, trail: Trail | None = None, *, log_plots: bool = True, **start_run_kwargs: Any
     ) -> None:
-        self._session = RunSession("optuna", trail, start_run_kwargs)
+        self._search = SearchRun("optuna", trail, start_run_kwargs, unit="trial", search="study")
+        self._session = self._search.session
         self.log_plots = log_plots
-        self._lock = threading.RLock()
-        self._study: Any = None
-        self._trials = ChildRuns("optuna", self._session.start_run_kwargs)  # trial runs
-        self._logged: set[int] = set()
-        self._first: int | None = None  # the first trial of this optimize call
 
     @property
     def run_id(self) -> str | None:
@@ -102,21 +97,12 @@ class TrailCallback:
     # --- the study's run -----------------------------------------------------------------------
 
     def _open(self, study: Any, number: int, frame: Any) -> Trail:
-        with self._lock:
-            self._first = number if self._first is None else min(self._first, number)
-            if self._session.trail is not None and self._study is study:
-                return self._session.trail
+        with self._search.lock:
+            trail = self._search.current(study, number)
+            if trail is not None:
+                return trail
             self._finish()  # another study
-            run_id = study.user_attrs.get(RUN_ID_ATTR) if self._session.given is None else None
-            try:
-                trail = self._session.open(run_id=run_id)
-            except MltrailError as error:
-                if run_id is None:
-                    raise
-                logger.warning("mltrail: optuna: the study's run is gone (%s); a new run.", error)
-                trail = self._session.open()
-            self._session.training_started()
-            self._study, self._first, self._logged = study, number, set()
+            trail = self._search.open(study, number, study.user_attrs.get(RUN_ID_ATTR))
             if study.user_attrs.get(RUN_ID_ATTR) != trail.run_id:
                 study.set_user_attr(RUN_ID_ATTR, trail.run_id)
             with self._session.guarded("recording the study"):
@@ -139,6 +125,8 @@ class TrailCallback:
                 self._watch(frame)
             if self.log_plots:
                 preload_matplotlib()
+                # The importances import scikit-learn (seconds): beside the trials, not after.
+                preload_modules("optuna.importance")
             return trail
 
     def _watch(self, frame: Any) -> None:
@@ -153,21 +141,18 @@ class TrailCallback:
 
     def _finish(self, error: BaseException | None = None) -> None:
         """The optimize call is over: log what the callback did not see, plots, end the run."""
-        with self._lock:
-            study, trail = self._study, self._session.trail
-            if trail is None or study is None:
+        with self._search.lock:
+            study = self._search.search
+            if study is None or self._session.trail is None:
                 return
             unseen = [
                 t
                 for t in study.get_trials(deepcopy=False, states=_DONE)
-                if t.number >= (self._first or 0) and t.number not in self._logged
+                if self._search.missed(t.number)
             ]
             failed = [t.number for t in unseen if t.state == TrialState.FAIL]
-            reason = f"trial {failed[-1] if failed else '?'} failed and stopped the optimization"
             summary = functools.partial(self._log_end, study=study, unseen=unseen)
-            self._session.end_after(summary, error, finished=not failed, reason=reason)
-            self._trials.end_open("FAILED")  # trials whose end Optuna never reported
-            self._study, self._first = None, None
+            self._search.end(summary, error, failed=failed)
 
     def _log_end(self, trail: Trail, study: Any, unseen: list[Any]) -> None:
         for trial in unseen:
@@ -178,15 +163,12 @@ class TrailCallback:
         if not done:
             return
         if len(study.directions) == 1:  # plots are drawn on the background thread
-            trail.log_image(
-                functools.partial(
-                    history_plot,
-                    [(t.number, t.value) for t in done],
-                    title=f"Optimization history of {study.study_name}",
-                    maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE,
-                ),
-                "optuna/optimization_history.png",
-                what="optuna: plotting the optimization history",
+            log_history(
+                trail,
+                [(t.number, t.value) for t in done],
+                "optuna/optimization_history",
+                f"Optimization history of {study.study_name}",
+                maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE,
             )
         try:  # may fail on few trials or dynamic search spaces (Optuna < 5: scikit-learn)
             names = _value_names(study)
@@ -208,51 +190,31 @@ class TrailCallback:
     # --- trials ----------------------------------------------------------------------------------
 
     def _log_trial(self, trail: Trail, study: Any, trial: Any) -> None:
-        state = trial.state.name
-        metrics = dict(zip(_value_names(study), trial.values or (), strict=False))
-        history = {"intermediate_value": sorted(trial.intermediate_values.items())}
-        tags = {
-            "mltrail.optuna.trial": trial.number,
-            "mltrail.optuna.state": state,
-            "mltrail.optuna.study": study.study_name,
-        }
-        with self._lock:
-            self._logged.add(trial.number)
-        self._trials.log(
+        self._search.log_unit(
             trail,
             trial.number,
-            run_name=f"trial-{trial.number}",
+            state=trial.state.name,
             params=trial.params,
-            metrics=metrics,
-            tags=tags,
-            history=history,
-            status="FAILED" if trial.state == TrialState.FAIL else "FINISHED",
+            values=dict(zip(_value_names(study), trial.values or (), strict=False)),
+            history={"intermediate_value": sorted(trial.intermediate_values.items())},
+            tags={"mltrail.optuna.study": study.study_name},
+            failed=trial.state == TrialState.FAIL,
+            complete=trial.state == TrialState.COMPLETE,
         )
-        if metrics and trial.state == TrialState.COMPLETE:
-            trail.log_metrics(metrics, step=trial.number)  # the history, in the study's run
 
     def _log_best(self, trail: Trail, study: Any, trial: Any) -> None:
         if len(study.directions) > 1:
             front = [t.number for t in study.best_trials]
-            trail.log_metrics({"pareto_front_size": len(front)}, step=trial.number)
-            trail.set_tags({"mltrail.optuna.best_trials": ",".join(map(str, front))})
+            self._search.log_front(trail, trial.number, front)
         elif study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             best = study.best_trial
-            trail.log_metrics({"best_value": best.value}, step=trial.number)
-            tags = {f"mltrail.optuna.best.{k}": v for k, v in best.params.items()}
-            trail.set_tags({"mltrail.optuna.best_trial": best.number, **tags})
+            self._search.log_best(trail, trial.number, best.number, best.value, best.params)
 
     def _trial_run(self, study: Any, trial: Any, tracking_uri: str, frame: Any) -> str | None:
         """The run of ``trial`` for a training starting inside it (see the module doc)."""
-        with self._lock:
+        with self._search.lock:
             parent = self._open(study, trial.number, frame)
-            return self._trials.run_for(
-                parent,
-                trial.number,
-                tracking_uri,
-                run_name=f"trial-{trial.number}",
-                params=trial.params,
-            )
+            return self._search.run_for(parent, trial.number, tracking_uri, trial.params)
 
     def __repr__(self) -> str:
         return f"TrailCallback(run={self.run_id!r})"

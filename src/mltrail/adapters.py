@@ -41,13 +41,18 @@ framework's configuration; that is all:
   :func:`fit_arguments`: the data among a patched training call's arguments;
 - :func:`importance_plot`, :func:`history_plot`: plots logged as images (PNGs drawn with
   Pillow in milliseconds; :func:`preload_matplotlib`, a historical name, prepares them);
+  :func:`log_history`: an optimisation history as an image;
+  :func:`preload_modules`: slow imports of what the end of a training needs, started on a
+  daemon thread when it starts;
   :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
   :func:`log_importance`: importance scores as JSON and their plot;
 - :class:`Candidate`, :func:`log_candidates`, :func:`results_csv`: a hyperparameter search's
   candidates as child runs, the best first, and its results table; :func:`log_search`: a
   finished search at once (its kind, ``best.<param>``, the table, the candidates);
   :class:`ChildRuns`: one child run per unit of work (a trial), logged at its end or started
-  for a training inside it;
+  for a training inside it; :class:`SearchRun`: the run of a search whose units report as
+  they end (one search at a time, the run kept with the search resumed, each unit logged
+  once, the best so far, the units never reported found at the end, the end's status);
 - :func:`provide_runs`: the run that trainings inside a unit of work of the adapter's
   framework (a search's trial) join instead of starting runs of their own;
   :func:`trainings_recorded`: such trainings are recorded under ``autolog`` too;
@@ -142,10 +147,12 @@ from mltrail.recording.plots import (
     confusion_matrix_plot,
     history_plot,
     importance_plot,
+    log_history,
     log_importance,
     preload_matplotlib,
     residual_plot,
 )
+from mltrail.recording.preload import preload_modules
 from mltrail.recording.sanitize import by_name
 from mltrail.recording.scopes import provide_runs
 from mltrail.recording.search import (
@@ -153,6 +160,7 @@ from mltrail.recording.search import (
     ChildRuns,
     check_max_child_runs,
     log_candidates,
+    SearchRun,
     log_search,
     results_csv,
 )
@@ -188,6 +196,7 @@ __all__ = [
     "RunIdHandoff",
     "RunSession",
     "SaveBudget",
+    "SearchRun",
     "after_call",
     "aliases_for",
     "by_name",
@@ -218,6 +227,7 @@ __all__ = [
     "in_patched_call",
     "live_patch",
     "log_candidates",
+    "log_history",
     "log_importance",
     "log_search",
     "mode_for",
@@ -226,6 +236,7 @@ __all__ = [
     "packages_of",
     "pinned_requirements",
     "preload_matplotlib",
+    "preload_modules",
     "provide_runs",
     "pytorch_flavor_kwargs",
     "recording",

@@ -15,10 +15,12 @@ pytest.importorskip("PIL")  # the extras that log plots install Pillow (MLflow d
 
 from PIL import Image
 
+import mltrail
 from mltrail.recording.plots import (
     confusion_matrix_plot,
     history_plot,
     importance_plot,
+    log_history,
     residual_plot,
 )
 
@@ -270,3 +272,15 @@ def test_without_pillow_the_caller_gets_an_import_error(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ImportError"
     assert not path.exists()
+
+
+def test_an_optimisation_history_is_logged_as_a_png(client, monkeypatch) -> None:
+    points = [(0, 3.0), (1, 1.0), (2, 2.0)]
+    with mltrail.start_run(experiment="plots", capture=False) as trail:
+        log_history(trail, iter(points), "demo/optimization_history", "History of s")
+    local = client.download_artifacts(trail.run_id, "demo/optimization_history.png")
+    opened(Path(local))
+    monkeypatch.setenv("MLTRAIL_STRICT", "0")
+    warned = pytest.warns(mltrail.MltrailWarning, match="demo: plotting the optimization history")
+    with warned, mltrail.start_run(experiment="plots", capture=False) as trail:
+        log_history(trail, [("not a trial number", 1.0)], "demo/optimization_history", "t")

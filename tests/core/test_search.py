@@ -15,6 +15,7 @@ from mltrail.adapters import (
     Candidate,
     ChildRuns,
     MltrailError,
+    SearchRun,
     check_max_child_runs,
     log_candidates,
     log_search,
@@ -152,3 +153,84 @@ def test_units_of_work_as_child_runs_started_early_or_logged_at_their_end(client
     assert children["unit-1"].info.status == "FAILED"
     assert children["unit-1"].data.params == {"lr": "1.0"}
     assert children["unit-2"].info.status == "FAILED"
+
+
+class Study:
+    """A search's own object, as a framework hands it to each callback."""
+
+
+def test_a_search_run_kept_with_its_search_resumed_and_ended_as_its_units_tell(
+    client, module_store, caplog
+):
+    search = SearchRun(
+        "demo", None, {"experiment": "kernel-search-run", "capture": False}, search="study"
+    )
+    study, other = Study(), Study()
+    assert search.current(study, 0) is None
+    trail = search.open(study, 0)
+    assert search.current(study, 1) is trail and search.current(other, 1) is None
+    search.log_unit(
+        trail,
+        0,
+        state="COMPLETE",
+        params={"x": 1},
+        values={"value": 0.5},
+        history={"intermediate_value": [(0, 0.9), (1, 0.5)]},
+        tags={"mltrail.demo.study": "s"},
+    )
+    search.log_best(trail, 0, 0, 0.5, {"x": 1})
+    search.log_unit(
+        trail, 1, state="PRUNED", params={"x": 2}, values={"value": 0.7}, complete=False
+    )
+    search.run_for(trail, 2, module_store, {"x": 3})  # a training inside unit 2, never reported
+    assert [n for n in range(4) if search.missed(n)] == [2, 3]
+    search.end(lambda t: t.log_metrics({"summary": 1.0}, step=0), failed=[2])
+    search.end(lambda t: pytest.fail("no run is open"))
+    run = client.get_run(trail.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mltrail.exception.message"] == "trial 2 failed and stopped the study"
+    assert run.data.tags["mltrail.demo.best_trial"] == "0"
+    assert run.data.tags["mltrail.demo.best.x"] == "1"
+    assert [(m.step, m.value) for m in client.get_metric_history(trail.run_id, "value")] == [
+        (0, 0.5)  # the values of complete units, by unit number
+    ]
+    assert run.data.metrics["best_value"] == 0.5 and run.data.metrics["summary"] == 1.0
+    children = children_of(client, trail)
+    assert sorted(children) == ["trial-0", "trial-1", "trial-2"]
+    assert children["trial-0"].data.tags["mltrail.demo.trial"] == "0"
+    assert children["trial-0"].data.tags["mltrail.demo.state"] == "COMPLETE"
+    assert children["trial-0"].data.tags["mltrail.demo.study"] == "s"
+    assert children["trial-1"].data.tags["mltrail.demo.state"] == "PRUNED"
+    assert children["trial-1"].info.status == "FINISHED"
+    assert children["trial-2"].info.status == "FAILED"  # started, never reported
+    history = client.get_metric_history(children["trial-0"].info.run_id, "intermediate_value")
+    assert [(m.step, m.value) for m in history] == [(0, 0.9), (1, 0.5)]
+
+    # The same search loaded again: its kept run goes on; units before this call are not missed.
+    again = search.open(Study(), 4, trail.run_id)
+    assert again.run_id == trail.run_id and not search.missed(3)
+    search.log_unit(again, 4, state="FAIL", params={}, values={}, failed=True)
+    search.log_front(again, 4, [0, 4])
+    search.end(lambda t: None)
+    run = client.get_run(trail.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mltrail.resume_count"] == "1"
+    assert run.data.tags["mltrail.demo.best_trials"] == "0,4"
+    assert run.data.metrics["pareto_front_size"] == 2
+    assert children_of(client, trail)["trial-4"].info.status == "FAILED"
+
+    # A kept run that is gone: a warning and a new run.
+    with caplog.at_level("WARNING", logger="mltrail.search"):
+        fresh = search.open(other, 0, "0" * 32)
+    assert fresh.run_id != trail.run_id
+    assert "the study's run is gone" in caplog.text
+    search.end(lambda t: None)
+    assert client.get_run(fresh.run_id).info.status == "FINISHED"
+
+
+def test_a_search_run_into_a_given_trail_never_resumes_another(client):
+    given = mltrail.start_run(experiment="kernel-search-run", capture=False)
+    search = SearchRun("demo", given)
+    assert search.open(Study(), 0, "0" * 32) is given  # the kept run id is not looked at
+    search.end(lambda t: None)
+    assert given.status is None  # its owner ends it
+    given.end()

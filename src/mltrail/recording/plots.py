@@ -278,6 +278,35 @@ def residual_plot(y_true: Any, y_pred: Any, path: Path, max_points: int = 5000) 
     canvas.save(path)
 
 
+def log_history(
+    trail: Trail,
+    points: Iterable[tuple[int, float]],
+    name: str,
+    title: str,
+    *,
+    maximize: bool = False,
+) -> None:
+    """Log an optimisation history (:func:`history_plot`) as ``{name}.png``.
+
+    The plot is drawn on the background thread (see :meth:`mltrail.Trail.log_image`); an error
+    drawing it is counted as ``"<folder>: plotting the <stem>"`` ("optuna: plotting the
+    optimization history" for ``name="optuna/optimization_history"``).
+
+    Args:
+        trail: the run.
+        points: each complete trial's number and value (read now, drawn later).
+        name: the artifact path without its suffix.
+        title: the plot's title.
+        maximize: whether higher values are better.
+    """
+    folder, _, stem = name.rpartition("/")
+    trail.log_image(
+        functools.partial(history_plot, list(points), title=title, maximize=maximize),
+        f"{name}.png",
+        what=f"{folder or 'mltrail'}: plotting the {stem.replace('_', ' ')}",
+    )
+
+
 def history_plot(
     points: Iterable[tuple[int, float]], path: Path, title: str, *, maximize: bool = False
 ) -> None:

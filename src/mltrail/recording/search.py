@@ -14,7 +14,12 @@ An adapter reads its framework's results (scikit-learn's ``cv_results_``, Optuna
   params as ``best.<name>``, the number of candidates, the table and the candidates;
 - :class:`ChildRuns`: searches that report each unit of work (Optuna's trials) as it ends:
   one child run per unit, logged finished, or started early for a training inside the unit
-  to record into (:func:`~mltrail.recording.scopes.provide_runs`) and completed at its end.
+  to record into (:func:`~mltrail.recording.scopes.provide_runs`) and completed at its end;
+- :class:`SearchRun`: the run of such a search, one search at a time: opened at the first
+  unit that ends (the run kept with the search resumed), each unit logged once as a child run
+  and its values at ``step = unit number``, the best unit so far, the units the framework
+  never reported found at the end, and the run ended FAILED when a unit's failure stopped
+  the search.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -30,7 +36,10 @@ from typing import Any
 import numpy as np
 
 from mltrail.errors import MltrailError
+from mltrail.recording.session import RunSession
 from mltrail.recording.trail import Trail, start_run
+
+logger = logging.getLogger("mltrail.search")
 
 
 @dataclasses.dataclass
@@ -259,3 +268,184 @@ class ChildRuns:
             runs, self._open = list(self._open.values()), {}
         for run in runs:
             run.end(status)
+
+
+class SearchRun:
+    """The run of a search whose units of work report one at a time as they end (Optuna's
+    study and its trials), each unit a child run (:class:`ChildRuns`).
+
+    One search at a time. The adapter asks :meth:`current` at each unit's end; when that is
+    not the run of this search, it ends the run of the search before (its :meth:`end`) and
+    :meth:`open` starts the run of this one, or resumes the run whose id the adapter kept with
+    the search (a search loaded again from its storage goes on in the same run). Each unit is
+    logged once (:meth:`log_unit`); at the end of the search's call, :meth:`missed` tells
+    which units of that call the framework never reported (the one whose exception stopped
+    the call), and :meth:`end` ends the run after the adapter's last values. Units may end
+    in parallel: :attr:`lock` orders opening, logging and ending.
+
+    Args:
+        framework: the adapter's framework, the prefix of the tags
+            (``mltrail.<framework>.<unit>``, ...).
+        trail: record into this run (its owner ends it), as :class:`RunSession` takes it.
+        start_run_kwargs: :func:`~mltrail.start_run` arguments of the search's runs (the
+            child runs take its experiment and options).
+        unit: what a unit of work is called ("trial"): child runs are ``<unit>-<number>``.
+        search: what the search is called in messages ("study").
+
+    Raises:
+        MltrailError: for both ``trail`` and start-run arguments, or an unknown one.
+
+    Attributes:
+        session: the :class:`RunSession` of the search's runs (the adapter's errors count there).
+        lock: held while the run opens, a unit is logged, or the run ends.
+        search: the framework's object of the search being recorded, None between searches.
+    """
+
+    def __init__(
+        self,
+        framework: str,
+        trail: Trail | None = None,
+        start_run_kwargs: Mapping[str, Any] | None = None,
+        *,
+        unit: str = "trial",
+        search: str = "search",
+    ) -> None:
+        self.session = RunSession(framework, trail, start_run_kwargs)
+        self.framework, self.unit, self.noun = framework, unit, search
+        self.lock = threading.RLock()
+        self.search: Any = None
+        self._children = ChildRuns(framework, self.session.start_run_kwargs)
+        self._first: int | None = None  # the first unit of the search's current call
+        self._logged: set[int] = set()
+
+    def current(self, search: Any, number: int) -> Trail | None:
+        """The open run of ``search``, whose unit ``number`` belongs to the current call; None
+        when no run is open or it is another search's."""
+        with self.lock:
+            trail = self.session.trail
+            if trail is None or self.search is not search:
+                return None
+            self._first = number if self._first is None else min(self._first, number)
+            return trail
+
+    def open(self, search: Any, number: int, run_id: str | None = None) -> Trail:
+        """Start the run of ``search``, whose unit ``number`` is the first of this call.
+
+        ``run_id`` is the run the adapter kept with the search: it is resumed, unless a Trail
+        was given. A run that cannot be resumed (deleted, or in another store) gets a warning
+        and a new run instead. The training is on from here (see
+        :meth:`RunSession.training_started`).
+
+        Raises:
+            MltrailError: when the given Trail has ended.
+        """
+        with self.lock:
+            session = self.session
+            trail = None
+            if run_id is not None and session.given is None:
+                try:
+                    trail = session.open(run_id=run_id)
+                except MltrailError as error:
+                    logger.warning(
+                        "mltrail: %s: the %s's run is gone (%s); a new run.",
+                        self.framework,
+                        self.noun,
+                        error,
+                    )
+            trail = trail or session.open()
+            session.training_started()
+            self.search, self._first, self._logged = search, number, set()
+            return trail
+
+    def log_unit(
+        self,
+        parent: Trail,
+        number: int,
+        *,
+        state: str,
+        params: Mapping[str, Any],
+        values: Mapping[str, Any],
+        history: Mapping[str, Iterable[tuple[int, Any]]] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        failed: bool = False,
+        complete: bool = True,
+    ) -> None:
+        """Unit ``number`` ended in ``state``: its child run of ``parent``, once.
+
+        The child run ``<unit>-<number>`` gets ``params``, ``values`` at step 0, ``history``
+        (each key's ``(step, value)`` points), the tags ``mltrail.<framework>.<unit>`` (its
+        number) and ``mltrail.<framework>.state`` besides ``tags``, and ends FAILED when
+        ``failed``, else FINISHED. The values of a ``complete`` unit also go into the
+        search's run at ``step = number``.
+        """
+        with self.lock:
+            self._logged.add(number)
+        prefix = f"mltrail.{self.framework}"
+        self._children.log(
+            parent,
+            number,
+            run_name=f"{self.unit}-{number}",
+            params=params,
+            metrics=values,
+            tags={f"{prefix}.{self.unit}": number, f"{prefix}.state": state, **(tags or {})},
+            history=history,
+            status="FAILED" if failed else "FINISHED",
+        )
+        if values and complete:
+            parent.log_metrics(values, step=number)  # the history, in the search's run
+
+    def run_for(
+        self, parent: Trail, number: int, tracking_uri: str, params: Mapping[str, Any]
+    ) -> str | None:
+        """The run id of unit ``number``'s child run, started now for a training inside the
+        unit (see :meth:`ChildRuns.run_for`)."""
+        return self._children.run_for(
+            parent, number, tracking_uri, run_name=f"{self.unit}-{number}", params=params
+        )
+
+    def missed(self, number: int) -> bool:
+        """Whether unit ``number`` belongs to the search's current call and was not logged."""
+        with self.lock:
+            return number >= (self._first or 0) and number not in self._logged
+
+    def log_best(
+        self, trail: Trail, step: int, number: int, value: Any, params: Mapping[str, Any]
+    ) -> None:
+        """The best unit so far, ``number``: its value as the metric ``best_value`` at
+        ``step``, and the tags ``mltrail.<framework>.best_<unit>`` (its number) and
+        ``mltrail.<framework>.best.<param>``."""
+        prefix = f"mltrail.{self.framework}"
+        trail.log_metrics({"best_value": value}, step=step)
+        best = {f"{prefix}.best.{name}": v for name, v in params.items()}
+        trail.set_tags({f"{prefix}.best_{self.unit}": number, **best})
+
+    def log_front(self, trail: Trail, step: int, numbers: Sequence[int]) -> None:
+        """The units on the Pareto front so far (a search of several objectives): their count
+        as the metric ``pareto_front_size`` at ``step``, their numbers in the tag
+        ``mltrail.<framework>.best_<unit>s``."""
+        trail.log_metrics({"pareto_front_size": len(numbers)}, step=step)
+        trail.set_tags({f"mltrail.{self.framework}.best_{self.unit}s": ",".join(map(str, numbers))})
+
+    def end(
+        self,
+        summary: Callable[[Trail], Any],
+        error: BaseException | None = None,
+        *,
+        failed: Sequence[int] = (),
+    ) -> None:
+        """The search's call is over: log ``summary(trail)``, then end the run.
+
+        The run ends FAILED with ``error`` (the exception that left the call); without one,
+        FAILED when ``failed`` lists units that failed unreported (the last one stopped the
+        call), else FINISHED (see :meth:`RunSession.end_after`). Child runs started for units
+        whose end was never reported end FAILED. Nothing happens when no run is open.
+        """
+        with self.lock:
+            if self.session.trail is None or self.search is None:
+                return
+            reason = (
+                f"{self.unit} {failed[-1]} failed and stopped the {self.noun}" if failed else None
+            )
+            self.session.end_after(summary, error, finished=not failed, reason=reason)
+            self._children.end_open("FAILED")
+            self.search, self._first = None, None
