@@ -23,49 +23,40 @@ SKLEARN_MODULES = tuple(
     ).split()
 )
 
-LIGHTNING = Framework(
-    "mltrail.integrations.lightning",
-    ("lightning.pytorch", "pytorch_lightning"),
-    frozenset({"log_every_n_steps", "checkpoints", "log_model", "registered_model_name"}),
-    ("pytorch",),
+
+def _declared(name: str, triggers: str, options: str = "", flavors: str = "") -> Framework:
+    """The built-in adapter ``mltrail.integrations.<name>``, each list space-separated: the
+    modules whose import applies its autolog patches, its own ``autolog`` options, and the
+    MLflow autolog integrations paused while it records a training."""
+    return Framework(
+        f"mltrail.integrations.{name}",
+        tuple(triggers.split()),
+        frozenset(options.split()),
+        tuple(flavors.split()),
+    )
+
+
+_MODEL = "log_model registered_model_name"  # the options of the adapters that log a model
+
+LIGHTNING = _declared(
+    "lightning",
+    "lightning.pytorch pytorch_lightning",
+    f"log_every_n_steps checkpoints {_MODEL}",
+    "pytorch",
 )
-KERAS = Framework(
-    "mltrail.integrations.keras",
-    ("keras",),
-    frozenset(
-        {
-            "log_every_n_batches",
-            "checkpoints",
-            "monitor",
-            "mode",
-            "log_model",
-            "registered_model_name",
-        }
-    ),
-    ("keras", "tensorflow"),
+KERAS = _declared(
+    "keras", "keras", f"log_every_n_batches checkpoints monitor mode {_MODEL}", "keras tensorflow"
 )
-XGBOOST = Framework(
-    "mltrail.integrations.xgboost",
-    ("xgboost",),
-    frozenset({"checkpoint_every", "log_model", "registered_model_name", "importance"}),
-    ("xgboost",),
+XGBOOST = _declared("xgboost", "xgboost", f"checkpoint_every importance {_MODEL}", "xgboost")
+SKLEARN = _declared(
+    "sklearn",
+    " ".join(("sklearn", *SKLEARN_MODULES)),
+    f"log_plots max_child_runs nested {_MODEL}",
+    "sklearn",
 )
-SKLEARN = Framework(
-    "mltrail.integrations.sklearn",
-    ("sklearn", *SKLEARN_MODULES),
-    frozenset({"log_model", "registered_model_name", "log_plots", "max_child_runs", "nested"}),
-    ("sklearn",),
-)
-LIGHTGBM = Framework(
-    "mltrail.integrations.lightgbm",
-    ("lightgbm",),
-    frozenset({"checkpoint_every", "log_model", "registered_model_name", "importance"}),
-    ("lightgbm",),
-)
-OPTUNA = Framework("mltrail.integrations.optuna", ("optuna",), frozenset({"log_plots"}))
-TRANSFORMERS = Framework(
-    "mltrail.integrations.transformers",
-    ("transformers.trainer",),  # not plain `transformers`: its Trainer takes seconds to import
-    frozenset({"checkpoints", "log_model", "registered_model_name"}),
-    ("transformers",),
+LIGHTGBM = _declared("lightgbm", "lightgbm", f"checkpoint_every importance {_MODEL}", "lightgbm")
+OPTUNA = _declared("optuna", "optuna", "log_plots")
+# Not plain `transformers`: its Trainer takes seconds to import.
+TRANSFORMERS = _declared(
+    "transformers", "transformers.trainer", f"checkpoints {_MODEL}", "transformers"
 )
