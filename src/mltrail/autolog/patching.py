@@ -12,6 +12,10 @@
 - MLflow's own autolog for these frameworks is paused during a call mltrail records, so a
   training is not recorded twice;
 - ``revert`` puts back the very same original objects.
+
+What adapters ask of it: :func:`call_with_callback` (a training gets the adapter's callback
+unless it has one) and :class:`AutologCallbacks` (that callback also for the calls after the
+training on the same trainer or model, in the framework's own list of callbacks).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import functools
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -99,6 +104,100 @@ def call_with_callback(
     except BaseException as error:
         stopped(callback, error)
         raise
+
+
+class AutologCallbacks:
+    """The callback an autolog patch adds to each training on an object (a trainer, a model),
+    kept for the calls after it on that object (``evaluate``, ``predict``, ``test``), whose
+    metrics then go to the training's run.
+
+    A call that has a callback of ``kind`` (the user's own) runs as it is. The ``call_*``
+    methods are for frameworks that keep their callbacks in a list of their own (a trainer's):
+    the callback is in that list for the length of the call, with the framework's own MLflow
+    callbacks (``without``) off, so that the call is recorded once; afterwards the list is as
+    it was, the same list object.
+
+    Args:
+        kind: the adapter's callback class.
+        make: a new callback, with autolog's options.
+        without: the framework's callback classes taken off the list during a call.
+        place: where the callback goes in the list (``place(callbacks)`` gives the index;
+            default: the end).
+        stopped: ``stopped(callback, error)`` ends the run of the callback that was added to a
+            training for an exception that escapes it (no hook of the framework saw it).
+    """
+
+    def __init__(
+        self,
+        kind: type,
+        make: Callable[[], Any],
+        *,
+        without: tuple[type, ...] = (),
+        place: Callable[[list[Any]], int] | None = None,
+        stopped: Callable[[Any, BaseException], Any] | None = None,
+    ) -> None:
+        self._kind, self._make = kind, make
+        self._without, self._place, self._stopped = without, place, stopped
+        self._kept: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def for_training(self, owner: Any, present: Iterable[Any]) -> Any | None:
+        """A new callback for a training on ``owner``, kept for the calls after it; None when
+        ``present`` (the training's callbacks) has one of ``kind``: a training of the user's,
+        after which nothing is kept."""
+        self._kept.pop(owner, None)
+        if any(isinstance(callback, self._kind) for callback in present):
+            return None
+        callback = self._kept[owner] = self._make()
+        return callback
+
+    def for_later(self, owner: Any, present: Iterable[Any], *, or_new: bool = False) -> Any | None:
+        """The callback of the last training on ``owner`` for a call after it; None when
+        ``present`` has one of ``kind`` or there was no such training (``or_new``: a new
+        callback then, kept for the calls after this one)."""
+        if any(isinstance(callback, self._kind) for callback in present):
+            return None
+        callback = self._kept.get(owner)
+        if callback is None and or_new:
+            callback = self._kept[owner] = self._make()
+        return callback
+
+    def call_training(self, owner: Any, callbacks: list[Any], call: Callable[[], Any]) -> Any:
+        """``call()``, a training on ``owner`` whose callbacks are the list ``callbacks``,
+        with a callback of :meth:`for_training` in that list."""
+        callback = self.for_training(owner, callbacks)
+        if callback is None:
+            return call()
+        try:
+            return self._call_with(callbacks, callback, call)
+        except BaseException as error:
+            if self._stopped is not None:
+                self._stopped(callback, error)
+            raise
+
+    def call_later(
+        self, owner: Any, callbacks: list[Any], call: Callable[[], Any], *, or_new: bool = False
+    ) -> Any:
+        """``call()``, a call after a training on ``owner``, with the callback of
+        :meth:`for_later` in the list ``callbacks``."""
+        callback = self.for_later(owner, callbacks, or_new=or_new)
+        if callback is None:
+            return call()
+        return self._call_with(callbacks, callback, call)
+
+    def _call_with(self, callbacks: list[Any], callback: Any, call: Callable[[], Any]) -> Any:
+        off = [(i, cb) for i, cb in enumerate(callbacks) if isinstance(cb, self._without)]
+        for index, _ in reversed(off):
+            del callbacks[index]
+        at = len(callbacks) if self._place is None else self._place(callbacks)
+        callbacks.insert(at, callback)
+        try:
+            return call()
+        finally:
+            # Only what was changed is undone: callbacks the call added stay.
+            with contextlib.suppress(ValueError):
+                callbacks.remove(callback)
+            for index, taken in off:
+                callbacks.insert(index, taken)
 
 
 def enabled_frameworks() -> dict[str, dict[str, Any]]:

@@ -1,5 +1,6 @@
 """What an adapter hands :meth:`mltrail.Trail.log_model` besides the model: a few rows of
-input for the signature and input example, pinned requirements, and flavor arguments.
+input for the signature and input example, pinned requirements, and flavor arguments; a copy
+of the model that can be saved in the background; the model's size as params.
 
 Pinned requirements matter for speed: without them MLflow infers them by importing the model
 again in a subprocess, which costs seconds per model.
@@ -7,6 +8,7 @@ again in a subprocess, which costs seconds per model.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.metadata
 import logging
@@ -152,3 +154,29 @@ def example_io(data: Any, predict: Callable[[Any], Any] | None) -> tuple[Any, An
     except Exception as error:
         logger.debug("no input example for the model: %s", error)
         return None, None
+
+
+def copy_to_save(model: Any, prepare: Callable[[Any], Any] | None = None) -> tuple[Any, bool]:
+    """A copy of the user's model for :meth:`mltrail.Trail.log_model` to save in the
+    background while the original stays untouched (it may train on or change).
+
+    Args:
+        model: the trained model.
+        prepare: what the copy needs before it is saved (``lambda m: m.cpu().eval()``).
+
+    Returns:
+        ``(copy, True)``; ``(model, False)`` when it cannot be copied (or prepared): the
+        original, to be saved now (``log_model(..., background=False)``).
+    """
+    try:
+        copied = copy.deepcopy(model)
+        return (copied if prepare is None else prepare(copied)), True
+    except Exception as error:
+        logger.debug("the model is saved in the foreground: no copy of it (%s)", error)
+        return model, False
+
+
+def parameter_counts(total: int, trainable: int) -> dict[str, int]:
+    """The model's size as params, under the names every adapter uses:
+    ``model.total_params`` and ``model.trainable_params``."""
+    return {"model.total_params": total, "model.trainable_params": trainable}

@@ -7,7 +7,9 @@ framework, so that an adapter only translates its framework's events:
   or the keyword arguments of :func:`~mltrail.start_run`, never both, checked once, here;
 - opening: start a run of its own (tagged ``mltrail.framework``), resume one (a checkpoint's
   run id), join one that somebody else owns (Lightning's MLFlowLogger, a finished run that a
-  later ``evaluate`` adds to), or hand out the given Trail;
+  later ``evaluate`` adds to), or hand out the given Trail; :meth:`RunSession.log_after`:
+  an ``evaluate``/``predict``/``test`` after the training into the training's run;
+  :meth:`RunSession.open_checkpoint_run`: the run whose id a checkpoint holds, else a new one;
 - ending: FINISHED, FAILED with the exception (KILLED on KeyboardInterrupt), or FAILED for a
   training that stopped where no hook could see why; a given Trail is only flushed;
   :meth:`RunSession.end_after` logs the run's last values first;
@@ -252,6 +254,66 @@ class RunSession:
         if self.last_run_id is None:
             raise MltrailError(f"{self.owner} has recorded no run yet.")
         return self._start(self.last_run_id, True, self.last_tracking_uri, None, True)
+
+    def open_after(self, *, tags: Mapping[str, Any] | None = None) -> Trail:
+        """The run of a call after the training (``evaluate``, ``predict``, ``test``): the run
+        this session recorded last, reopened (:meth:`reopen`: joined, its status stays), or a
+        run of its own, tagged ``tags``, when it recorded none."""
+        if self.last_run_id is not None:
+            return self.reopen()
+        return self.open(tags=tags)
+
+    def log_after(self, metrics: Mapping[str, Any], step: int) -> Trail | None:
+        """Log the metrics of a call after the training at ``step`` (the training's last step)
+        into the run of :meth:`open_after`, then end it again (a reopened run only gets them).
+
+        Returns:
+            The Trail they went to; None when a run of this session is open (the call runs
+            inside the training, whose hooks record it), and nothing is logged.
+        """
+        if self.trail is not None:
+            return None
+        trail = self.open_after()
+        self.end_after(lambda trail: trail.log_metrics(metrics, step=step))
+        return trail
+
+    def open_checkpoint_run(
+        self,
+        resume_id: str | None,
+        restart_step: int,
+        *,
+        global_step: int | None = None,
+        checkpoint: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Trail:
+        """The run of a training resumed from a checkpoint that holds a run id.
+
+        ``resume_id`` (the run id the adapter kept in the framework's checkpoint) is resumed
+        at ``restart_step``: continued, forked or rewound as :meth:`open` decides. Without
+        one, and with a given Trail, this is :meth:`open`. A run that cannot be resumed (deleted,
+        in another store) is reported (one warning, counted) and a new run recorded instead,
+        tagged ``mltrail.<framework>.resumed_run`` with the run id it could not resume.
+
+        Args:
+            resume_id: the run id found in the checkpoint (None: a new run).
+            restart_step: the first step the resumed training logs (see :meth:`open`).
+            global_step: the optimizer step of the checkpoint.
+            checkpoint: the checkpoint file the training resumes from.
+            tags: more tags for the run, resumed or new.
+        """
+        if resume_id and self.given is None:
+            try:
+                return self.open(
+                    run_id=resume_id,
+                    tags=tags,
+                    restart_step=restart_step,
+                    checkpoint=checkpoint,
+                    global_step=global_step,
+                )
+            except MltrailError as error:
+                self.report("resuming the checkpoint's run", error)
+                tags = {**(tags or {}), f"mltrail.{self.framework}.resumed_run": resume_id}
+        return self.open(tags=tags)
 
     # --- the training --------------------------------------------------------------------------
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mltrail.errors import MltrailError
+from mltrail.recording.early_stopping import EarlyStop, early_stopping_metrics
 from mltrail.recording.trail import Trail
 
 STEP_PREFIX = "step/"
@@ -107,6 +108,18 @@ class EpochLog:
         trail = self._trail()
         if trail is not None and metrics:
             trail.log_metrics(metrics, step=self.last_step or 0)
+
+    def log_early_stopping(self, stops: Sequence[EarlyStop], epoch: int | None = None) -> None:
+        """The outcome of the training's early-stopping callbacks
+        (:func:`~mltrail.recording.early_stopping.early_stopping_metrics`), the framework's
+        epochs moved to this log's steps, at the last step or at ``epoch``'s."""
+        metrics = early_stopping_metrics(stops, self.offset)
+        if not metrics:
+            return
+        if epoch is None:
+            self.log_at_last(metrics)
+        else:
+            self.log(epoch, metrics)
 
     def log_step(self, metrics: Mapping[str, Any], global_step: int) -> None:
         """Step-level values under ``step/`` at the global optimizer step."""
