@@ -39,32 +39,29 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 
 from mltrail import Trail
 from mltrail.adapters import (
-    CheckpointEvery,
+    BoostingCall,
+    BoostingCallback,
     CheckpointModel,
-    CopiedBySettings,
     EarlyStop,
     EpochLog,
-    RunSession,
+    built_data_digest,
     by_name,
     call_with_callback,
     called_by_library,
-    check_every,
+    cv_params,
     data_digest,
-    digest_once,
-    early_stopping_metrics,
-    early_stopping_params,
+    eval_metrics,
     exception_safe,
     frames_above,
     head_rows,
     log_importance,
     options_for,
     pinned_requirements,
-    preload_matplotlib,
+    stop_outcome,
 )
 
 __all__ = ["TrailCallback", "autolog_patches"]
 
-_CV_ARGS = ("nfold", "stratified", "shuffle", "seed")
 # A checkpoint is a saved Booster: loaded as one, it is a model in MLflow's LightGBM flavor.
 _AS_MODEL = CheckpointModel(
     "lightgbm",
@@ -74,7 +71,7 @@ _AS_MODEL = CheckpointModel(
 
 
 @exception_safe(hooks=("__call__", "after_iteration"))
-class TrailCallback(CopiedBySettings):
+class TrailCallback(BoostingCallback):
     """Record a LightGBM training (``lgb.train``, ``lgb.cv``, scikit-learn API) as an MLflow run.
 
     Args:
@@ -99,140 +96,70 @@ class TrailCallback(CopiedBySettings):
     """
 
     before_iteration = True  # LightGBM's flag: called before each iteration (see module doc)
-    # sklearn's clone deep-copies callbacks, joblib pickles estimators: copies from these
-    copied_settings = ("checkpoint_every", "log_model", "registered_model_name", "importance")
-
-    def __init__(
-        self,
-        trail: Trail | None = None,
-        *,
-        checkpoint_every: int | None = None,
-        log_model: bool = True,
-        registered_model_name: str | None = None,
-        importance: bool = True,
-        **start_run_kwargs: Any,
-    ) -> None:
-        self._session = RunSession("lightgbm", trail, start_run_kwargs)
-        self.checkpoint_every = check_every("checkpoint_every", checkpoint_every)
-        self.log_model, self.importance = log_model, importance
-        self.registered_model_name = registered_model_name
-        self._epochs = EpochLog(self._session)
-        self._checkpoints = CheckpointEvery(
-            self._session, self.checkpoint_every, "lightgbm-{step:06d}.txt", _AS_MODEL
-        )
-        self._model: Any = None  # the booster being trained
-        self._call: dict[str, Any] = {}
-        self._example: Any = None  # training rows, given by autolog before LightGBM frees them
-        self._stops: list[Any] = []  # LightGBM's early-stopping callbacks of this training
-
-    @property
-    def run_id(self) -> str | None:
-        return self._session.last_run_id
+    framework = "lightgbm"
+    framework_title = "LightGBM"
+    round_name = "iteration"
+    how_to_continue = "continue the same model with init_model="
+    checkpoint_name = "lightgbm-{step:06d}.txt"
+    checkpoint_model = _AS_MODEL
 
     def __call__(self, env: Any) -> None:
         if env.model is self._model:
             return
-        if self._session.trail is not None:
-            self._stopped(None)  # the last training raised past every hook and was caught
-        begin = env.begin_iteration
-        # Continued training into run_id= at iteration k+1: continue, fork or rewind that run;
-        # into trail=, only past the iterations it holds.
-        trail = self._session.open(
-            restart_step=begin,
-            steps_name="LightGBM iterations",
-            how_to_continue="continue the same model with init_model=",
-        )
-        self._session.training_started()
-        self._model, self._stops = env.model, []
-        self._checkpoints.start()
-        self._epochs = EpochLog(self._session)
-        self._epochs.start(begin, resumed_from=begin)
-        self._call = {"api": "unknown", "args": {}}
+        begin = env.begin_iteration  # LightGBM counts a continued model's iterations on
+        trail = self._open(begin, begin)
+        self._model = env.model
+        after = None  # not kept: its release tells that train() is over
         with self._session.guarded("reading the training call"):
-            self._call = _read_call(self, sys._getframe(1))
-        after = self._call.pop("after", None)  # not kept: its release tells train() is over
+            after = _read_call(self._call, self, sys._getframe(1))
         self._stops = [cb for cb in after or () if hasattr(cb, "stopping_rounds")]
         with self._session.guarded("recording the configuration"):
-            self._log_start(trail, env)
+            booster = env.model.boosters[0] if self._call.api == "cv" else env.model
+            estimator = self._call.estimator
+            fitted = estimator.get_params() if estimator is not None else {}
+            stops = [_settings(cb) for cb in self._stops]
+            # The estimator's params, then params as written (a custom objective by name) win.
+            self._log_start(trail, begin, _config(booster), fitted, env.params, stops=stops)
         if after is not None:
             loop = _Loop(self, list(after))
             after[:] = [loop]  # not being iterated: LightGBM runs them after this callback
             self._session.end_when_released(loop, functools.partial(self._stopped, None))
-        if self.importance and self._call["api"] != "cv":
-            preload_matplotlib()
-
-    def _log_start(self, trail: Trail, env: Any) -> None:
-        call, model = self._call, env.model
-        tags = {"mltrail.lightgbm.api": call["api"]}
-        if env.begin_iteration:
-            tags["mltrail.lightgbm.initial_iterations"] = str(env.begin_iteration)
-        trail.set_tags(tags)
-        booster = model.boosters[0] if call["api"] == "cv" else model
-        estimator = call.get("estimator")
-        params = estimator.get_params() if estimator is not None else {}
-        params = {k: by_name(v) for k, v in params.items() if k != "callbacks"}
-        stops = early_stopping_params([_settings(cb) for cb in self._stops])
-        written = {k: by_name(v) for k, v in env.params.items()}  # a custom objective by name
-        trail.log_params({**_config(booster), **call["args"], **params, **written, **stops})
 
     def after_iteration(self, env: Any) -> None:
         """Log one iteration's metrics (and a checkpoint); called by the wrapper, see _Loop."""
-        trail = self._session.trail
-        if trail is None:
+        if self._session.trail is None:
             return
-        metrics = _metrics(env.evaluation_result_list or ())
+        metrics = eval_metrics(_results(env))
         step = self._epochs.log(env.iteration, metrics)
-        if self._call["api"] != "cv":
+        if self.checkpoint_every:
             save = functools.partial(env.model.save_model, num_iteration=-1)
-            self._checkpoints.save(step, metrics, save, lambda: _monitor(env))
+            self._checkpoint(step, metrics, save, lambda: _monitor(env))
 
-    def _end(self, env: Any, stop: Any = None, error: BaseException | None = None) -> None:
-        if self._session.trail is None:
-            return
-        summary = functools.partial(self._log_end, env=env, stop=stop)
-        try:
-            self._session.end_after(summary, error)
-        finally:
-            self._forget()
-
-    def _stopped(self, error: BaseException | None) -> None:
-        """End the run for an exception that stopped training (None: one no hook saw)."""
-        if self._session.trail is None:
-            return
-        reason = (
-            "LightGBM training stopped without reaching its end, by an exception outside the "
-            "callbacks (booster update, custom objective or metric) that mltrail could not see"
-        )
-        self._session.end(error, finished=False, reason=reason)
-        self._forget()
+    def _ended(self, env: Any, stop: Any = None, error: BaseException | None = None) -> None:
+        """The training ended: after its last iteration, by early stopping (``stop``, LightGBM's
+        ``EarlyStopException``) or by ``error``."""
+        self._end(functools.partial(self._log_end, env=env, stop=stop), error)
 
     def _forget(self) -> None:
-        """No model or data kept past the run."""
-        self._call, self._model, self._example, self._stops = {}, None, None, []
+        super()._forget()
+        self._model: Any = None  # the booster being trained
+        self._example: Any = None  # training rows, given by autolog before LightGBM frees them
+        self._stops: list[Any] = []  # LightGBM's early-stopping callbacks of this training
 
     def _log_end(self, trail: Trail, env: Any, stop: Any) -> None:
-        stops = [_outcome(cb, env, stop, self._epochs) for cb in self._stops]
-        trail.log_params(early_stopping_params(stops))  # monitors known once they have run
-        self._epochs.log_at_last(early_stopping_metrics(stops))
-        if self._call["api"] == "cv" or not trail.enabled:
+        self._log_stops(trail, [_outcome(cb, env, stop, self._epochs) for cb in self._stops])
+        if self._call.api == "cv" or not trail.enabled:
             return  # lgb.cv: one booster per fold, no single final model
         booster = lightgbm.Booster(model_str=env.model.model_to_string(num_iteration=-1))
         booster.best_iteration = stop.best_iteration + 1 if stop is not None else 0
         if self.log_model:
-            example, kwargs = self._call.get("example"), {}
+            example, kwargs = self._call.example, {}
             if example is None:  # LightGBM freed the raw rows: a signature from the names
                 import pandas as pd
 
                 example = pd.DataFrame([[float("nan")] * booster.num_feature()])
                 example.columns, kwargs = booster.feature_name(), {"input_example": None}
-            trail.log_model(
-                booster,
-                "lightgbm",
-                signature_from=example,
-                registered_model_name=self.registered_model_name,
-                pip_requirements=pinned_requirements("lightgbm"),
-                **kwargs,
-            )
+            self._log_final_model(trail, booster, example, ["lightgbm"], **kwargs)
         if self.importance and booster.num_trees():
             names = booster.feature_name()
             scores = {
@@ -255,49 +182,50 @@ class _Loop:
             for callback in self.callbacks:
                 callback(env)
         except EarlyStopException as stop:  # LightGBM's way to end training: not an error
-            self.owner._end(env, stop)
+            self.owner._ended(env, stop)
             raise
         except BaseException as error:
-            self.owner._end(env, error=error)
+            self.owner._ended(env, error=error)
             raise
         if env.iteration == env.end_iteration - 1:
-            self.owner._end(env)
+            self.owner._ended(env)
 
 
-def _read_call(callback: TrailCallback, start: Any) -> dict[str, Any]:
-    """The training call's API, arguments, after-iteration callbacks and example rows."""
-    call: dict[str, Any] = {"api": "unknown", "args": {}}
+def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
+    """Fill ``call`` with the training call's API, arguments and example rows; returns the
+    call's after-iteration callbacks (None when the call was not found)."""
+    after = None
     for frame in frames_above(start, 12):
         name, local = frame.f_code.co_name, frame.f_locals
         if name in ("train", "cv") and frame.f_globals.get("__name__") == "lightgbm.engine":
-            call.update(api=name, after=local.get("callbacks_after_iter"))
-            call["args"]["num_boost_round"] = local.get("num_boost_round")
+            call.api, after = name, local.get("callbacks_after_iter")
+            call.args["num_boost_round"] = local.get("num_boost_round")
             metrics = local.get("feval") or []  # custom metrics, by name
             for feval in metrics if isinstance(metrics, list | tuple) else [metrics]:
                 named = by_name(getattr(feval, "func", feval))  # the sklearn API wraps them
-                call["args"]["feval"] = [*call["args"].get("feval", []), named]
+                call.args["feval"] = [*call.args.get("feval", []), named]
             data = local.get("train_set")
-            call["example"], digest = callback._example, None
+            call.example, digest = callback._example, "unknown"
             if data is not None:  # raw rows only while LightGBM keeps them (free_raw_data)
-                call["args"]["data.train.shape"] = f"{data.num_data()}x{data.num_feature()}"
-                if call["example"] is None:
-                    call["example"] = head_rows(_raw(data.data))
-                digest = _dataset_digest(data, data.get_label(), data.get_weight())
-            call["args"]["data.train.digest"] = digest or "unknown"
+                call.args["data.train.shape"] = f"{data.num_data()}x{data.num_feature()}"
+                if call.example is None:
+                    call.example = head_rows(_raw(data.data))
+                digest = _dataset_digest(data)
+            call.args["data.train.digest"] = digest
             if isinstance(local.get("init_model"), lightgbm.Booster):
-                call["args"]["init_model"] = "booster"
+                call.args["init_model"] = "booster"
             elif local.get("init_model") is not None:
-                call["args"]["init_model"] = str(local["init_model"])
+                call.args["init_model"] = str(local["init_model"])
             if name == "cv":
-                call["args"].update({f"cv.{n}": local.get(n) for n in _CV_ARGS})
-        elif call["api"] == "train" and name == "fit":
+                call.args.update(cv_params(local))
+        elif call.api == "train" and name == "fit":
             owner = local.get("self")
             if isinstance(owner, lightgbm.LGBMModel) and callback in (local.get("callbacks") or ()):
-                call.update(api="sklearn", estimator=owner, example=head_rows(local.get("X")))
+                call.api, call.estimator, call.example = "sklearn", owner, head_rows(local.get("X"))
                 weight = local.get("sample_weight")
-                call["args"]["data.train.digest"] = _digest(local.get("X"), local.get("y"), weight)
+                call.args["data.train.digest"] = _digest(local.get("X"), local.get("y"), weight)
                 break
-    return call
+    return after
 
 
 def _raw(rows: Any) -> Any:
@@ -310,19 +238,12 @@ def _digest(rows: Any, label: Any, weight: Any) -> str | None:
     return None if _raw(rows) is None else data_digest(rows, label, weight)
 
 
-def _rows_digest(data: Any) -> str:
-    """The digest of a ``Dataset``'s rows, read once per Dataset while LightGBM keeps them: it
-    frees them once the Dataset is built, so a loop of trainings on one Dataset has them only
-    the first time (autolog reads them before that)."""
-    rows = _raw(data.data)
-    return digest_once(data, lambda: "unknown" if rows is None else data_digest(rows))
-
-
-def _dataset_digest(data: Any, label: Any, weight: Any) -> str | None:
-    """The ``data.train.digest`` of a ``Dataset``: its rows with the labels and weights it has
-    now (they can be set again)."""
-    values = _rows_digest(data)
-    return None if values == "unknown" else data_digest(values, label, weight)
+def _dataset_digest(data: Any) -> str:
+    """The ``data.train.digest`` of a ``Dataset``: its rows, read once per Dataset while
+    LightGBM keeps them (it frees them once the Dataset is built, so a loop of trainings on one
+    Dataset has them only the first time; autolog reads them before that), with the labels and
+    weights it has now (they can be set again)."""
+    return built_data_digest(data, lambda: _raw(data.data), data.get_label(), data.get_weight())
 
 
 def _config(booster: Any) -> dict[str, str]:
@@ -333,15 +254,13 @@ def _config(booster: Any) -> dict[str, str]:
     return {key: value for key, _, value in pairs if key and value}
 
 
-def _metrics(results: Any) -> dict[str, float]:
-    """One iteration's evaluation as ``{dataset}-{metric}`` (cv: ``-mean`` and ``-std``)."""
-    metrics: dict[str, float] = {}
-    for data, metric, value, *rest in results:
-        if len(rest) > 1 and rest[1] is not None:  # lgb.cv: (..., maximize, std)
-            metrics[f"{data}-{metric}-mean"], metrics[f"{data}-{metric}-std"] = value, rest[1]
-        else:
-            metrics[f"{data}-{metric}"] = value
-    return metrics
+def _results(env: Any) -> list[tuple[str, str, Any]]:
+    """One iteration's evaluation for :func:`eval_metrics` (cv: the value with its std).
+    Read by index: LightGBM's ``EvalResult`` unpacks field by field in Python, slowly."""
+    return [
+        (r[0], r[1], (r[2], r[4]) if len(r) > 4 and r[4] is not None else r[2])
+        for r in env.evaluation_result_list or ()
+    ]
 
 
 def _monitor(env: Any) -> tuple[str | None, str]:
@@ -369,7 +288,6 @@ def _settings(stopper: Any) -> EarlyStop:
 
 def _outcome(stopper: Any, env: Any, stop: Any, epochs: EpochLog) -> EarlyStop:
     """What an early-stopping callback did: the metric that stopped it (else its first one)."""
-    outcome = _settings(stopper)
     results = env.evaluation_result_list or ()
     watched = [
         i
@@ -379,25 +297,22 @@ def _outcome(stopper: Any, env: Any, stop: Any, epochs: EpochLog) -> EarlyStop:
         and not (stopper.first_metric_only and metric != stopper.first_metric)
     ]
     if stop is None or not watched:
-        return outcome
+        return _settings(stopper)
     stopped = [
         i for i in watched if env.iteration - stopper.best_iter[i] >= stopper.stopping_rounds
     ]
     i = (stopped or watched)[0]
     data, metric, _, maximize, *_ = results[i]
-    outcome.settings = {
-        **outcome.settings,
-        "monitor": f"{data}-{metric}",
-        "mode": "max" if maximize else "min",
-    }
-    outcome.best_score, outcome.best_epoch = (
-        stopper.best_score[i],
-        epochs.step(stopper.best_iter[i]),
+    return stop_outcome(
+        _settings(stopper),
+        best_score=stopper.best_score[i],
+        best_round=epochs.step(stopper.best_iter[i]),
+        last_round=epochs.step(env.iteration),
+        patience=stopper.stopping_rounds,
+        restored=True,  # the model predicts and saves with best_iteration
+        monitor=f"{data}-{metric}",
+        mode="max" if maximize else "min",
     )
-    outcome.wait_count = env.iteration - stopper.best_iter[i]
-    outcome.stopped_epoch = epochs.step(env.iteration) if stopped else None
-    outcome.restored_best_weights = True  # the model predicts and saves with best_iteration
-    return outcome
 
 
 # --- autolog ----------------------------------------------------------------------------------
@@ -420,7 +335,7 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
                 if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
                     # before LightGBM frees them: example rows and the data's digest
                     callback._example = head_rows(rows.data)
-                    _rows_digest(rows)
+                    built_data_digest(rows, lambda: rows.data)
                 return callback
 
             def train(callbacks: Any) -> Any:

@@ -24,10 +24,8 @@ steps already logged (``xgb_model=``). Continued training starts at the booster'
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
-import logging
 import sys
 import weakref
 from collections.abc import Callable, Mapping
@@ -45,19 +43,17 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import Trail
 from mltrail.adapters import (
     EXAMPLE_ROWS,
-    CheckpointEvery,
+    BoostingCall,
+    BoostingCallback,
     CheckpointModel,
-    CopiedBySettings,
     EarlyStop,
-    EpochLog,
-    RunSession,
+    built_data_digest,
     by_name,
     call_with_callback,
-    check_every,
-    data_digest,
-    digest_once,
-    early_stopping_metrics,
-    early_stopping_params,
+    cv_params,
+    eval_metrics,
+    eval_round,
+    eval_rounds,
     exception_safe,
     fingerprint,
     frames_above,
@@ -66,10 +62,8 @@ from mltrail.adapters import (
     log_importance,
     options_for,
     pinned_requirements,
-    preload_matplotlib,
+    stop_outcome,
 )
-
-logger = logging.getLogger("mltrail.xgboost")
 
 
 def _load_booster(path: Any) -> Any:
@@ -94,12 +88,11 @@ _INTERNAL_CONFIG = frozenset(
     "max_cached_hist_node".split()
 )
 _FULL_DIGEST_BYTES = 8 << 20  # larger training data is digested from evenly spaced rows
-_CV_ARGS = ("nfold", "stratified", "shuffle", "seed")
 _IMPORTANCES = ("gain", "weight", "cover")
 
 
 @exception_safe(returns_argument=("before_training", "after_training"))
-class TrailCallback(CopiedBySettings, TrainingCallback):
+class TrailCallback(BoostingCallback, TrainingCallback):
     """Record an XGBoost training (``xgb.train``, ``xgb.cv``, scikit-learn API) as an MLflow run.
 
     Args:
@@ -125,77 +118,45 @@ class TrailCallback(CopiedBySettings, TrainingCallback):
             would log the same steps again.
     """
 
-    # sklearn's clone deep-copies callbacks, joblib pickles estimators: copies from these
-    copied_settings = ("checkpoint_every", "log_model", "registered_model_name", "importance")
-
-    def __init__(
-        self,
-        trail: Trail | None = None,
-        *,
-        checkpoint_every: int | None = None,
-        log_model: bool = True,
-        registered_model_name: str | None = None,
-        importance: bool = True,
-        **start_run_kwargs: Any,
-    ) -> None:
-        super().__init__()
-        self._session = RunSession("xgboost", trail, start_run_kwargs)
-        self.checkpoint_every = check_every("checkpoint_every", checkpoint_every)
-        self.log_model = log_model
-        self.registered_model_name = registered_model_name
-        self.importance = importance
-        self._epochs = EpochLog(lambda: self._session.trail)
-        self._checkpoints = CheckpointEvery(
-            self._session, self.checkpoint_every, "xgboost-{step:06d}.ubj", _AS_MODEL
-        )
-        self._call = _Call()
-        self._stops: list[tuple[EarlyStop, Any]] = []  # with the EarlyStopping each one reads
-        self._logged = 0  # rounds of this training logged
-        self._watched = False  # whether the container's hooks end the run (see _watch)
-
-    @property
-    def run_id(self) -> str | None:
-        return self._session.last_run_id
+    framework = "xgboost"
+    framework_title = "XGBoost"
+    round_name = "round"
+    how_to_continue = "continue the same booster with xgb_model="
+    checkpoint_name = "xgboost-{step:06d}.ubj"
+    checkpoint_model = _AS_MODEL
+    unseen_errors = "booster update, custom objective"  # a custom metric runs in a hook
 
     # --- XGBoost hooks -----------------------------------------------------------------------
 
     def before_training(self, model: Any) -> Any:
-        if self._session.trail is not None:
-            self._stopped(None)  # the last training raised past every hook and it was caught
         rounds = int(model.num_boosted_rounds())
-        # Continued training into run_id= at round k+1: continue, fork or rewind that run; into
-        # trail=, only past the rounds it holds.
-        trail = self._session.open(
-            restart_step=rounds,
-            steps_name="XGBoost rounds",
-            how_to_continue="continue the same booster with xgb_model=",
-        )
-        self._session.training_started()
-        self._epochs = EpochLog(lambda: self._session.trail)  # a new run, at the booster's rounds
-        self._epochs.start(resumed_from=rounds)
-        self._call, self._stops, self._logged = _Call(), [], 0
-        self._checkpoints.start()  # which is "best": monitored once rounds are seen
+        trail = self._open(rounds)  # XGBoost numbers each training's rounds from 0
         container = None  # never kept: its release tells that train() has returned or raised
         with self._session.guarded("reading the training call"):
-            container = self._call.read(self, sys._getframe(1))
+            container = _read_call(self._call, self, sys._getframe(1))
         with self._session.guarded("recording the configuration"):
-            self._log_start(trail, model, rounds, container)
+            config = _config_params(json.loads(_booster(model, self._call).save_config()))
+            callbacks = container.callbacks if container is not None else ()
+            self._stops = [(_settings(c), c) for c in callbacks if isinstance(c, EarlyStopping)]
+            estimator = self._call.estimator
+            written = self._call.params if estimator is None else estimator.get_params(deep=False)
+            stops = [stop for stop, _ in self._stops]
+            self._log_start(trail, rounds, config, written, stops=stops)
         if container is not None:
             with self._session.guarded("watching the training"):
                 self._watch(container)
-        if self.importance and self._call.api != "cv":
-            preload_matplotlib()  # imported while the trees grow, not after
         return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-        trail = self._session.trail
-        if trail is None:
+        if self._session.trail is None:
             return False
-        self._call.history = evals_log
+        self._history = evals_log
         metrics = self._log_rounds(epoch + 1)
-        if self._call.api != "cv":
-            step = self._epochs.step(epoch)
-            self._checkpoints.save(step, metrics, model.save_model, self._monitor)
+
+        def save(path: str) -> None:  # called when a checkpoint is due: never in cv (no model)
+            model.save_model(path)
+
+        self._checkpoint(self._epochs.step(epoch), metrics, save, self._monitor)
         return False  # True would stop the training
 
     def after_training(self, model: Any) -> Any:
@@ -205,24 +166,12 @@ class TrailCallback(CopiedBySettings, TrainingCallback):
 
     # --- what the hooks record ---------------------------------------------------------------
 
-    def _log_start(self, trail: Trail, model: Any, rounds: int, container: Any) -> None:
-        call = self._call
-        tags = {"mltrail.xgboost.api": call.api}
-        if rounds:
-            tags["mltrail.xgboost.initial_rounds"] = str(rounds)
-        trail.set_tags(tags)
-        if call.estimator is not None:
-            params = {k: by_name(v) for k, v in call.estimator.get_params(deep=False).items()}
-            params.pop("callbacks", None)
-        else:
-            params = _user_params(call.params)
-        config = _config_params(json.loads(_booster(model, call).save_config()))
-        callbacks = container.callbacks if container is not None else ()
-        self._stops = [(_settings(c), c) for c in callbacks if isinstance(c, EarlyStopping)]
-        stops = early_stopping_params([stop for stop, _ in self._stops])
-        trail.log_params({**config, **call.args, **params, **stops})  # as written wins
-        if call.api == "cv" and self.checkpoint_every:
-            logger.warning("mltrail: xgb.cv trains one booster per fold; no checkpoints are kept.")
+    def _forget(self) -> None:
+        super()._forget()
+        self._history: Mapping[str, Any] = {}  # XGBoost's eval log of the training, live
+        self._stops: list[tuple[EarlyStop, Any]] = []  # with the EarlyStopping each one reads
+        self._logged = 0  # rounds of this training logged
+        self._watched = False  # whether the container's hooks end the run (see _watch)
 
     def _monitor(self) -> tuple[str | None, str]:
         """What picks the best checkpoint: the (first) early stopping's metric, else the one
@@ -230,7 +179,7 @@ class TrailCallback(CopiedBySettings, TrainingCallback):
         for stop, stopper in self._stops:
             for data, by_metric in stopper.stopping_history.items():
                 return f"{data}-{next(iter(by_metric))}", stop.settings.get("mode") or "auto"
-        history = self._call.history or {}
+        history = self._history
         if not history:
             return None, "auto"
         data = list(history)[-1]
@@ -241,7 +190,7 @@ class TrailCallback(CopiedBySettings, TrainingCallback):
         another callback stopped or broke a round before ours saw it); returns the last."""
         metrics: dict[str, float] = {}
         for index in range(self._logged, upto):
-            metrics = _round_metrics(self._call.history, index, self._call.api == "cv")
+            metrics = eval_metrics(eval_round(self._history, index))
             self._epochs.log(index, metrics)
         self._logged = max(self._logged, upto)
         return metrics
@@ -274,30 +223,16 @@ class TrailCallback(CopiedBySettings, TrainingCallback):
         self._watched = True
 
     def _stopped(self, error: BaseException | None) -> None:
-        """End the run for an exception that stopped training (None: one no hook saw)."""
-        seen = max(self._logged, _rounds_in(self._call.history))
-        where = self._epochs.step(seen)
-        reason = (
-            f"XGBoost training stopped in round {where} without reaching its end, by an "
-            "exception outside the callbacks (booster update, custom objective) that mltrail "
-            "could not see"
+        """End the run for an exception that stopped training (None: one no hook saw), with
+        the rounds XGBoost evaluated before it."""
+        seen = max(self._logged, eval_rounds(self._history))
+        self._end_unfinished(
+            error, at=self._epochs.step(seen), summary=lambda trail: self._log_rounds(seen)
         )
-        self._end(lambda trail: self._log_rounds(seen), error, finished=False, reason=reason)
-
-    def _end(self, summary: Callable[[Trail], Any], error: Any = None, **how: Any) -> None:
-        if self._session.trail is None:
-            return
-        self._watched = False
-        try:
-            self._session.end_after(summary, error, **how)
-        finally:
-            self._call, self._stops = _Call(), []  # no model or data kept past the run
 
     def _log_end(self, trail: Trail, model: Any) -> None:
-        self._log_rounds(_rounds_in(self._call.history))
-        stops = [_outcome(stop, stopper) for stop, stopper in self._stops]
-        trail.log_params(early_stopping_params(stops))  # monitors resolved at the first round
-        self._epochs.log_at_last(early_stopping_metrics(stops))
+        self._log_rounds(eval_rounds(self._history))
+        self._log_stops(trail, [_outcome(stop, stopper) for stop, stopper in self._stops])
         if not trail.enabled:
             return
         config = json.loads(_booster(model, self._call).save_config())
@@ -324,58 +259,36 @@ class TrailCallback(CopiedBySettings, TrainingCallback):
                 fitted = type(self._call.estimator)()
                 fitted.load_model(booster.save_raw("ubj"))
                 model, packages = fitted, ["xgboost", "sklearn"]
-        trail.log_model(
-            model,
-            "xgboost",
-            signature_from=self._call.example,
-            registered_model_name=self.registered_model_name,
-            model_format="ubj",
-            pip_requirements=pinned_requirements(*packages),  # MLflow would infer them: seconds
-        )
-
-    def __repr__(self) -> str:
-        given = self._session.given
-        target = f"trail={given!r}" if given is not None else "new run per training"
-        return f"TrailCallback({target}, checkpoint_every={self.checkpoint_every})"
+        self._log_final_model(trail, model, self._call.example, packages, model_format="ubj")
 
 
-@dataclasses.dataclass
-class _Call:
-    """What the callback reads of the training call it runs inside (see the module doc)."""
-
-    api: str = "unknown"  # "train", "cv" or "sklearn"
-    params: Any = None
-    args: dict[str, Any] = dataclasses.field(default_factory=dict)
-    estimator: Any = None
-    example: Any = None
-    history: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the eval log, live
-
-    def read(self, callback: TrailCallback, start: Any) -> Any:
-        """Read the call from the frames above ``start``; returns the ``CallbackContainer``."""
-        dtrain = fit_x = container = frame = None
-        for frame in frames_above(start, 16):
-            name = frame.f_code.co_name
-            if container is None and name == "before_training":
-                owner = frame.f_locals.get("self")
-                container = owner if isinstance(owner, CallbackContainer) else None
-            elif name in ("train", "cv") and frame.f_globals.get("__name__") == "xgboost.training":
-                local = frame.f_locals
-                self.api, self.params, dtrain = name, local.get("params"), local.get("dtrain")
-                self.args = {n: local.get(n) for n in ("num_boost_round", "early_stopping_rounds")}
-                self.args.update(_training_inputs(local))
-                if name == "cv":
-                    self.args.update({f"cv.{n}": local.get(n) for n in _CV_ARGS})
-                    if local.get("metrics"):
-                        self.args["cv.metrics"] = list(local["metrics"])
-            elif self.api == "train" and name == "fit":
-                owner = frame.f_locals.get("self")
-                if isinstance(owner, xgboost.XGBModel) and callback in (owner.callbacks or ()):
-                    self.api, self.estimator, fit_x = "sklearn", owner, frame.f_locals.get("X")
-                    break
-        del frame
-        if self.api != "cv":
-            self.example = _example(fit_x, dtrain)
-        return container
+def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
+    """Fill ``call`` from the frames above ``start`` (see the module doc); returns the
+    ``CallbackContainer`` (None when it was not found)."""
+    dtrain = fit_x = container = frame = None
+    for frame in frames_above(start, 16):
+        name = frame.f_code.co_name
+        if container is None and name == "before_training":
+            owner = frame.f_locals.get("self")
+            container = owner if isinstance(owner, CallbackContainer) else None
+        elif name in ("train", "cv") and frame.f_globals.get("__name__") == "xgboost.training":
+            local = frame.f_locals
+            call.api, call.params, dtrain = name, local.get("params"), local.get("dtrain")
+            call.args = {n: local.get(n) for n in ("num_boost_round", "early_stopping_rounds")}
+            call.args.update(_training_inputs(local))
+            if name == "cv":
+                call.args.update(cv_params(local))
+                if local.get("metrics"):
+                    call.args["cv.metrics"] = list(local["metrics"])
+        elif call.api == "train" and name == "fit":
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, xgboost.XGBModel) and callback in (owner.callbacks or ()):
+                call.api, call.estimator, fit_x = "sklearn", owner, frame.f_locals.get("X")
+                break
+    del frame
+    if call.api != "cv":
+        call.example = _example(fit_x, dtrain)
+    return container
 
 
 def _training_inputs(local: Mapping[str, Any]) -> dict[str, Any]:
@@ -409,33 +322,14 @@ def _dmatrix_digest(data: Any) -> str:
         if size > _FULL_DIGEST_BYTES:
             sample = data.slice(list(range(0, rows, -(-size // _FULL_DIGEST_BYTES))))
         # Values are fixed once built (labels and weights are not): read once per DMatrix.
-        values = digest_once(data, lambda: data_digest(sample.get_data()))
-        if values == "unknown":
-            return values
-        return data_digest(values, sample.get_label(), sample.get_weight(), rows)
+        label, weight = sample.get_label(), sample.get_weight()
+        return built_data_digest(data, sample.get_data, label, weight, rows)
     except Exception:  # a QuantileDMatrix cannot give its data back
         return "unknown"
 
 
-def _booster(model: Any, call: _Call) -> Any:
+def _booster(model: Any, call: BoostingCall) -> Any:
     return model.cvfolds[0].bst if call.api == "cv" else model  # cv: the first fold's
-
-
-def _round_metrics(history: Mapping[str, Any], index: int, cv: bool) -> dict[str, float]:
-    """Round ``index`` of XGBoost's eval log as ``{data}-{metric}`` (cv: ``-mean``, ``-std``)."""
-    metrics: dict[str, float] = {}
-    for data, by_metric in history.items():
-        for name, values in by_metric.items():
-            if index < len(values) and cv:
-                metrics[f"{data}-{name}-mean"], metrics[f"{data}-{name}-std"] = values[index]
-            elif index < len(values):
-                metrics[f"{data}-{name}"] = values[index]
-    return metrics
-
-
-def _rounds_in(history: Mapping[str, Any]) -> int:
-    first = next(iter(history.values()), {})
-    return len(next(iter(first.values()), ()))
 
 
 def _settings(stopper: Any) -> EarlyStop:
@@ -457,26 +351,17 @@ def _outcome(stop: EarlyStop, stopper: Any) -> EarlyStop:
     training's rounds on, as the steps do)."""
     for data, by_metric in stopper.stopping_history.items():  # one entry once it has run
         for metric, scores in by_metric.items():
-            last, wait = stopper.starting_round + len(scores) - 1, stopper.current_rounds
-            best = stopper.best_scores[data][metric][-1]
-            stop.settings = {**stop.settings, "monitor": f"{data}-{metric}"}
-            stop.best_score = float(best[0] if isinstance(best, tuple) else best)  # cv: mean
-            stop.best_epoch, stop.wait_count = last - wait, wait
-            stop.stopped_epoch = last if wait >= stopper.rounds else None
-            stop.restored_best_weights = bool(stopper.save_best)
+            last = stopper.starting_round + len(scores) - 1
+            stop = stop_outcome(
+                stop,
+                best_score=stopper.best_scores[data][metric][-1],  # cv: (mean, std)
+                best_round=last - stopper.current_rounds,
+                last_round=last,
+                patience=stopper.rounds,
+                restored=bool(stopper.save_best),
+                monitor=f"{data}-{metric}",
+            )
     return stop
-
-
-def _user_params(params: Any) -> dict[str, Any]:
-    """``xgb.train``'s params as written: a dict, or (name, value) pairs with repeated names."""
-    merged: dict[str, Any] = {}
-    for key, value in params.items() if isinstance(params, Mapping) else params or ():
-        if key in merged:  # only pairs repeat a name
-            previous = merged[key] if isinstance(merged[key], list) else [merged[key]]
-            merged[key] = [*previous, value]
-        else:
-            merged[str(key)] = by_name(value)
-    return merged
 
 
 def _config_params(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,13 @@ framework's configuration; that is all:
   own saves kept under a share of the training time (the best model kept in memory till then);
 - :class:`CheckpointEvery`: checkpoints an adapter saves itself every N steps, ``latest``,
   and ``best`` by a metric it names;
+- :class:`BoostingCallback`: the base of a gradient-boosting adapter's callback (LightGBM,
+  XGBoost): settings and copies, a run per training at the model's rounds, the params at the
+  start, checkpoints, early stopping and the final model at the end; :class:`BoostingCall`:
+  what it read of the training call; :func:`eval_metrics` (with :func:`eval_round`,
+  :func:`eval_rounds`): a round's evaluation as ``{data}-{metric}`` (cv: ``-mean``,
+  ``-std``); :func:`written_params`, :func:`cv_params`: params as written, a cv's folds;
+  :func:`stop_outcome`: what a patience-based early stopping did, from its best and last rounds;
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
   stopping under one set of names;
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
@@ -38,6 +45,7 @@ framework's configuration; that is all:
   :func:`frames_above`: a bounded look at the training call a callback runs inside;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
   :func:`digest_once`: a digest of an immutable input (a ``DMatrix``) computed once;
+  :func:`built_data_digest`: a built data object's rows once, its labels and weights each time;
   :func:`fit_arguments`: the data among a patched training call's arguments;
 - :func:`importance_plot`, :func:`history_plot`: plots logged as images (PNGs drawn with
   Pillow in milliseconds; :func:`preload_matplotlib`, a historical name, prepares them);
@@ -94,6 +102,16 @@ from mltrail.autolog.patching import (
 )
 from mltrail.autolog.registry import RUN_OPTIONS, Framework, options_for
 from mltrail.errors import MltrailError, strict_mode
+from mltrail.recording.boosting import (
+    BoostingCall,
+    BoostingCallback,
+    cv_params,
+    eval_metrics,
+    eval_round,
+    eval_rounds,
+    stop_outcome,
+    written_params,
+)
 from mltrail.recording.callsite import (
     LIBRARY_PACKAGES,
     called_by_library,
@@ -118,6 +136,7 @@ from mltrail.recording.checkpoints import (
     stable_copy,
 )
 from mltrail.recording.datasets import (
+    built_data_digest,
     data_digest,
     dataset_input,
     describe,
@@ -180,6 +199,8 @@ __all__ = [
     "START_RUN_ARGS",
     "STEP_PREFIX",
     "BestTracker",
+    "BoostingCall",
+    "BoostingCallback",
     "Candidate",
     "CheckpointEvery",
     "CheckpointFile",
@@ -199,6 +220,7 @@ __all__ = [
     "SearchRun",
     "after_call",
     "aliases_for",
+    "built_data_digest",
     "by_name",
     "call_with_callback",
     "called_by_library",
@@ -208,6 +230,7 @@ __all__ = [
     "check_policy",
     "check_start_run_kwargs",
     "confusion_matrix_plot",
+    "cv_params",
     "data_digest",
     "dataset_input",
     "describe",
@@ -215,6 +238,9 @@ __all__ = [
     "early_stopping_metrics",
     "early_stopping_names",
     "early_stopping_params",
+    "eval_metrics",
+    "eval_round",
+    "eval_rounds",
     "every_n",
     "example_io",
     "exception_safe",
@@ -245,7 +271,9 @@ __all__ = [
     "safe_patch",
     "shape_of",
     "stable_copy",
+    "stop_outcome",
     "strict_mode",
     "to_numpy",
     "trainings_recorded",
+    "written_params",
 ]

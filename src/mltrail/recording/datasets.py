@@ -121,6 +121,27 @@ def digest_once(data: Any, compute: Callable[[], str]) -> str:
     return known
 
 
+def built_data_digest(data: Any, rows: Callable[[], Any], *parts: Any) -> str:
+    """The ``data.<role>.digest`` of a framework's built training data (an XGBoost
+    ``DMatrix``, a LightGBM ``Dataset``).
+
+    Its rows are digested once per object (:func:`digest_once`): they cannot change once it is
+    built, and a framework may free them after its first training, which a loop of trainings
+    on one object would otherwise see as unknown data. ``parts`` (its labels and weights,
+    which can be set again) are digested with them at each call.
+
+    Args:
+        data: the framework's data object.
+        rows: reads its rows (None when it has none in memory); an error it raises propagates.
+        *parts: what else identifies the data now.
+
+    Returns:
+        The digest, or "unknown" when the rows cannot be read.
+    """
+    values = digest_once(data, lambda: data_digest(rows()))
+    return values if values == "unknown" else data_digest(values, *parts)
+
+
 def hash_into(digest: Any, data: Any) -> None:
     if data is None:
         digest.update(b"<none>")
