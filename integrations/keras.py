@@ -20,7 +20,6 @@ import inspect
 import json
 import logging
 import re
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import numpy as np
 
 from mltrail import Trail
 from mltrail.adapters import (
+    AutologCallbacks,
     BestTracker,
     CheckpointFile,
     CheckpointModel,
@@ -54,12 +54,12 @@ from mltrail.adapters import (
     check_every,
     data_digest,
     describe,
-    early_stopping_metrics,
     early_stopping_params,
     every_n,
     exception_safe,
     head_rows,
     options_for,
+    parameter_counts,
     pinned_requirements,
     to_numpy,
 )
@@ -223,13 +223,11 @@ class TrailCallback(keras.callbacks.Callback):
         self._best_model.write(self._save_best, current=step)
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        session = self._session
         if self._in_fit or not logs:
             return  # validation inside fit: already in the epoch logs as val_*
         # evaluate() after fit adds to the run fit recorded (joined: its status stays).
-        self._trail = session.reopen() if session.last_run_id else session.open()
-        self._epochs.log_at_last({f"test_{k}": v for k, v in logs.items()})
-        session.end()
+        metrics = {f"test_{k}": v for k, v in logs.items()}
+        self._trail = self._session.log_after(metrics, self._epochs.last_step or 0)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if not self._wrapped:  # no fit wrapper around this call: finish here
@@ -262,7 +260,7 @@ class TrailCallback(keras.callbacks.Callback):
             stops: list[EarlyStop] = []
             with session.guarded("logging EarlyStopping"):
                 stops = self._early_stops()
-                self._epochs.log_at_last(early_stopping_metrics(stops, self._epochs.offset))
+                self._epochs.log_early_stopping(stops)
             policy = self._uploads.policy
             if policy != "none":
                 with session.guarded("saving checkpoints"):
@@ -445,7 +443,7 @@ def _model_params(model: keras.Model) -> dict[str, Any]:
             params[f"compile.{name}"] = compiled[name]
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     params.update({"model.name": model.name, "model.class": type(model).__name__})
-    params.update({"model.total_params": model.count_params(), "model.trainable_params": trainable})
+    params.update(parameter_counts(model.count_params(), trainable))
     params.update({"keras.backend": keras.backend.backend(), "keras.version": keras.__version__})
     return params
 
@@ -541,8 +539,10 @@ def _example(data: Any) -> Any:
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 
 
-def _wrapped_fit(fit: Callable[..., Any], args: Any, kwargs: Any, add: dict | None = None) -> Any:
-    """Call ``fit`` with its TrailCallbacks (and one made of ``add`` when it has none) told
+def _wrapped_fit(
+    fit: Callable[..., Any], args: Any, kwargs: Any, added: AutologCallbacks | None = None
+) -> Any:
+    """Call ``fit`` with its TrailCallbacks (and autolog's, ``added``, when it has none) told
     fit's arguments, and finished when it returns or raises."""
     try:
         bound = _FIT_SIGNATURE.bind(*args, **kwargs)
@@ -554,11 +554,12 @@ def _wrapped_fit(fit: Callable[..., Any], args: Any, kwargs: Any, add: dict | No
     else:
         callbacks = list(given) if isinstance(given, Iterable) else [given]
     ours = [c for c in callbacks if isinstance(c, TrailCallback)]
-    if add is not None and not ours and not isinstance(given, keras.callbacks.CallbackList):
-        ours = [TrailCallback(**add)]  # autolog: a callback for a fit without one
-        _autolog_callbacks[bound.arguments["self"]] = ours[0]  # for evaluate() after fit
-        callbacks = bound.arguments["callbacks"] = [*callbacks, *ours]
-        args, kwargs = bound.args, bound.kwargs
+    if added is not None and not isinstance(given, keras.callbacks.CallbackList):
+        new = added.for_training(bound.arguments["self"], callbacks)  # kept for evaluate()
+        if new is not None:  # autolog: a callback for a fit without one
+            ours = [new]
+            callbacks = bound.arguments["callbacks"] = [*callbacks, new]
+            args, kwargs = bound.args, bound.kwargs
     bound.apply_defaults()
     ours = [c for c in ours if c._before_fit(bound.arguments, callbacks)]  # not taken outside
     if not ours:
@@ -574,8 +575,6 @@ def _wrapped_fit(fit: Callable[..., Any], args: Any, kwargs: Any, add: dict | No
     return result
 
 
-# The callback autolog gave each model's last fit: evaluate() after it records into its run.
-_autolog_callbacks: weakref.WeakKeyDictionary[Any, TrailCallback] = weakref.WeakKeyDictionary()
 _EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
 
 
@@ -599,10 +598,10 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     """Patches for ``mltrail.autolog()``: every ``Model.fit`` without a TrailCallback gets one
     (a new run per fit), built from the autolog options this adapter takes."""
     start, own = options_for("keras", options)
-    settings = {**start, **own}
+    added = AutologCallbacks(TrailCallback, lambda: TrailCallback(**start, **own))
 
     def fit(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return _wrapped_fit(call_original, args, kwargs, add=settings)
+        return _wrapped_fit(call_original, args, kwargs, added)
 
     def evaluate(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """evaluate() after an autologged fit adds ``test_*`` to that fit's run, as the
@@ -611,10 +610,10 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
             bound = _EVALUATE_SIGNATURE.bind(*args, **kwargs)
         except TypeError:
             return call_original(*args, **kwargs)
-        callback = _autolog_callbacks.get(bound.arguments["self"])
         given = bound.arguments.get("callbacks")
         present = list(getattr(given, "callbacks", given) or ())
-        if callback is None or any(isinstance(c, TrailCallback) for c in present):
+        callback = added.for_later(bound.arguments["self"], present)
+        if callback is None:
             return call_original(*args, **kwargs)
         bound.arguments["callbacks"] = [*present, callback]
         return call_original(*bound.args, **bound.kwargs)

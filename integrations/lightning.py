@@ -21,16 +21,13 @@ The callback derives from the ``Callback`` class of every Lightning namespace in
 from __future__ import annotations
 
 import contextlib
-import copy
+import functools
 import importlib
 import importlib.util
-import logging
 import os
 import sys
 import tempfile
-import weakref
 from collections.abc import Callable, Mapping
-from functools import cache
 from typing import Any
 
 try:
@@ -40,11 +37,9 @@ except ImportError as _error:
         'mltrail.integrations.lightning needs Lightning: pip install "mltrail[lightning]"'
     ) from _error
 
-from mltrail import MltrailError, Trail
+from mltrail import Trail
 from mltrail import adapters as kernel
 from mltrail.integrations import lightning_checkpoint
-
-logger = logging.getLogger("mltrail.lightning")
 
 __all__ = ["CHECKPOINT_CHOICES", "TrailCallback", "autolog_patches"]
 
@@ -85,7 +80,7 @@ def _load_namespaces() -> list[Any]:
 _NAMESPACES = _load_namespaces()
 
 
-@cache
+@functools.cache
 def _types(submodule: str, name: str) -> tuple[type, ...]:
     """The class ``name`` of ``<namespace>.<submodule>`` in every Lightning namespace installed."""
     return tuple(
@@ -250,10 +245,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             self._save_last_checkpoint(trainer)
         if self.trail is not None:
             self._close_epochs(trainer)
-            stops = _early_stops(trainer)
-            if stops:
-                metrics = kernel.early_stopping_metrics(stops, offset=self._epochs.offset)
-                self._epochs.log(_last_epoch(trainer), metrics)
+            self._epochs.log_early_stopping(_early_stops(trainer), _last_epoch(trainer))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         def last_files(trail: Trail) -> None:
@@ -316,12 +308,8 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         with self._session.guarded("summarising the model"):
             module = f"{_namespace_of(trainer).__name__}.utilities.model_summary"
             summary = importlib.import_module(module).ModelSummary(pl_module, max_depth=1)
-            trail.log_params(
-                {
-                    "model.total_params": summary.total_parameters,
-                    "model.trainable_params": summary.trainable_parameters,
-                }
-            )
+            total, trainable = summary.total_parameters, summary.trainable_parameters
+            trail.log_params(kernel.parameter_counts(total, trainable))
             trail.log_text(str(summary), "model_summary.txt")
 
     def _open(self, trainer: Any, *, fit: bool) -> Trail:
@@ -335,28 +323,22 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         if self._logger_run:
             uri = getattr(mlflow_logger, "_tracking_uri", None)
             return session.open(run_id=mlflow_logger.run_id, join=True, tracking_uri=uri, tags=tags)
-        if not fit and session.last_run_id is not None:
-            return session.reopen()
-        if fit and self._resume_id and not session.start_run_kwargs.get("run_id"):
-            resume_id, self._resume_id = self._resume_id, None
-            if getattr(trainer, "ckpt_path", None):
-                tags["mltrail.lightning.resumed_from"] = str(trainer.ckpt_path)
-            try:  # an older checkpoint than the run's last epoch forks (or rewinds) the run
-                return session.open(
-                    run_id=resume_id,
-                    tags=tags,
-                    restart_step=trainer.current_epoch,
-                    checkpoint=getattr(trainer, "ckpt_path", None),
-                    global_step=trainer.global_step,
-                )
-            except MltrailError as error:
-                logger.warning(
-                    "mltrail: cannot resume run %s from the checkpoint (%s); recording a new run.",
-                    resume_id,
-                    error,
-                )
-                tags["mltrail.lightning.resumed_run"] = resume_id
-        return session.open(tags=tags)
+        if not fit:
+            return session.open_after(tags=tags)
+        # The user's run_id= wins over the checkpoint's run.
+        resume_id = None if session.start_run_kwargs.get("run_id") else self._resume_id
+        self._resume_id = None
+        checkpoint = getattr(trainer, "ckpt_path", None)
+        if resume_id and checkpoint:
+            tags["mltrail.lightning.resumed_from"] = str(checkpoint)
+        # An older checkpoint than the run's last epoch forks (or rewinds) the run.
+        return session.open_checkpoint_run(
+            resume_id,
+            trainer.current_epoch,
+            checkpoint=checkpoint,
+            global_step=trainer.global_step,
+            tags=tags,
+        )
 
     # --- metrics -------------------------------------------------------------------------------
 
@@ -412,10 +394,9 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             "registered_model_name": self._registered_model_name,
             **kernel.pytorch_flavor_kwargs(),
         }
-        try:
-            # A copy, serialised in the background while the user's model stays untouched.
-            model = copy.deepcopy(pl_module)
-        except Exception:
+        # A copy, serialised in the background while the user's model stays untouched.
+        model, copied = kernel.copy_to_save(pl_module)
+        if not copied:
             trail.log_model(pl_module, "pytorch", background=False, **options)
             trail.set_tags({"mltrail.model.weights": "last"})
             return
@@ -692,34 +673,24 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     trainer has none, and ``Trainer.test`` after it records into the same run. The callback is
     removed again when the call returns, so the trainer is left as the user made it."""
     start, own = kernel.options_for("lightning", options)
-    kwargs = {**start, **own}
-    fitted: weakref.WeakKeyDictionary[Any, TrailCallback] = weakref.WeakKeyDictionary()
     checkpoint_types = tuple(ns.callbacks.Checkpoint for ns in _NAMESPACES)
 
-    def around(call_original: Callable[..., Any], trainer: Any, *args: Any, **kw: Any) -> Any:
-        if any(isinstance(cb, TrailCallback) for cb in trainer.callbacks):
-            return call_original(trainer, *args, **kw)
-        callback = fitted.get(trainer) or TrailCallback(**kwargs)
-        callbacks = trainer.callbacks
-        at = next(
-            (i for i, cb in enumerate(callbacks) if isinstance(cb, checkpoint_types)),
-            len(callbacks),
-        )
-        callbacks.insert(at, callback)  # before ModelCheckpoint, as Lightning orders them
-        try:
-            return call_original(trainer, *args, **kw)
-        finally:
-            with contextlib.suppress(ValueError):
-                callbacks.remove(callback)
-            if callback.run_id is not None:
-                fitted[trainer] = callback
+    def before_checkpoints(callbacks: list[Any]) -> int:
+        """Before the first ModelCheckpoint, as Lightning orders callbacks."""
+        found = (i for i, cb in enumerate(callbacks) if isinstance(cb, checkpoint_types))
+        return next(found, len(callbacks))
+
+    added = kernel.AutologCallbacks(
+        TrailCallback, lambda: TrailCallback(**start, **own), place=before_checkpoints
+    )
 
     def fit(call_original: Callable[..., Any], trainer: Any, *args: Any, **kw: Any) -> Any:
-        fitted.pop(trainer, None)  # a new fit is a new run
-        return around(call_original, trainer, *args, **kw)
+        call = functools.partial(call_original, trainer, *args, **kw)
+        return added.call_training(trainer, trainer.callbacks, call)  # a new fit is a new run
 
     def test(call_original: Callable[..., Any], trainer: Any, *args: Any, **kw: Any) -> Any:
-        return around(call_original, trainer, *args, **kw)
+        call = functools.partial(call_original, trainer, *args, **kw)
+        return added.call_later(trainer, trainer.callbacks, call, or_new=True)
 
     patches: list[tuple[Any, str, Callable[..., Any]]] = []
     for namespace in _NAMESPACES:

@@ -19,11 +19,10 @@ run already has. Only the main process writes. Beside Transformers' own ``MLflow
 
 from __future__ import annotations
 
-import copy
+import functools
 import math
 import os
 import sys
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +35,9 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
         'mltrail.integrations.transformers needs Transformers: pip install "mltrail[transformers]"'
     ) from error
 
-from mltrail import MltrailError, Trail
+from mltrail import Trail
 from mltrail.adapters import (
+    AutologCallbacks,
     BestTracker,
     CheckpointModel,
     CheckpointUploads,
@@ -45,11 +45,12 @@ from mltrail.adapters import (
     EpochLog,
     RunSession,
     aliases_for,
-    early_stopping_metrics,
+    copy_to_save,
     early_stopping_params,
     exception_safe,
     frames_above,
     options_for,
+    parameter_counts,
     pinned_requirements,
     pytorch_flavor_kwargs,
 )
@@ -138,19 +139,12 @@ class TrailCallback(TrainerCallback, ExportableState):
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         saved = saved[0] if isinstance(saved, list) and saved else saved
         resume_id = ((saved or {}).get("attributes") or {}).get("_resume_id")
-        tags = {"mltrail.transformers.version": transformers.__version__}
-        trail = None
-        if state.global_step and resume_id and self._session.given is None:
-            try:
-                trail = self._session.open(
-                    run_id=resume_id,
-                    tags=tags,
-                    restart_step=math.floor(state.epoch + 1e-6),  # the first epoch it logs
-                    global_step=state.global_step,
-                )
-            except MltrailError as error:
-                self._session.report("resuming the checkpoint's run", error)
-        trail = trail or self._session.open(tags=tags)
+        trail = self._session.open_checkpoint_run(
+            resume_id if state.global_step else None,
+            math.floor(state.epoch + 1e-6),  # the first epoch it logs
+            global_step=state.global_step,
+            tags={"mltrail.transformers.version": transformers.__version__},
+        )
         self._session.training_started()
         self._metrics_elsewhere = (
             not trail.owned and "mlflow" in (args.report_to or []) and not self._paused_mlflow
@@ -179,8 +173,9 @@ class TrailCallback(TrainerCallback, ExportableState):
         logs = dict(logs or {})
         if not state.is_world_process_zero or self._metrics_elsewhere or not logs:
             return
-        if self._session.trail is None:  # evaluate() after the training
-            self._after(state, {k: v for k, v in logs.items() if k != "epoch"})
+        if self._session.trail is None:  # evaluate() after the training, at its last step
+            after = {k: v for k, v in logs.items() if k != "epoch"}
+            self._session.log_after(after, self._epochs.last_step or 0)
             return
         step = state.global_step + self._offset
         if "train_runtime" in logs:  # the training's summary, logged at its end
@@ -229,7 +224,7 @@ class TrailCallback(TrainerCallback, ExportableState):
         def summary(trail: Trail) -> None:
             self._epochs.flush()
             self._epochs.log(_epoch(state.epoch), self._summary)
-            self._epochs.log_at_last(early_stopping_metrics(stops, self._epochs.offset))
+            self._epochs.log_early_stopping(stops)
             if self.log_model and model is not None and trail.enabled:
                 self._log_final_model(trail, model, processor)
 
@@ -237,21 +232,10 @@ class TrailCallback(TrainerCallback, ExportableState):
 
     def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any):
         if state.is_world_process_zero and not self._metrics_elsewhere and metrics:
-            self._after(state, metrics)
-
-    def _after(self, state: Any, metrics: dict[str, Any]) -> None:
-        """Metrics of an ``evaluate``/``predict`` outside the training, at its last step."""
-        if self._session.trail is not None:
-            return
-        _ = self._session.reopen() if self.run_id else self._session.open()
-        self._session.end_after(lambda t: t.log_metrics(metrics, step=self._epochs.last_step or 0))
+            self._session.log_after(metrics, self._epochs.last_step or 0)
 
     def _log_final_model(self, trail: Trail, model: Any, processor: Any) -> None:
-        background = True
-        try:  # a copy, saved in the background while the user's model stays untouched
-            model = copy.deepcopy(model).cpu().eval()
-        except Exception:
-            background = False
+        model, background = copy_to_save(model, lambda copied: copied.cpu().eval())
         task = next((t for s, t in _TASKS.items() if type(model).__name__.endswith(s)), None)
         tokenizer = isinstance(processor, transformers.PreTrainedTokenizerBase)
         options = {"registered_model_name": self.registered_model_name, "background": background}
@@ -381,8 +365,8 @@ def _model_params(model: Any) -> dict[str, Any]:
         if isinstance(v, bool | int | float | str) and k != "transformers_version"
     }
     params["model.architectures"] = ",".join(config.architectures or [type(model).__name__])
-    params["model.total_params"] = model.num_parameters()
-    params["model.trainable_params"] = model.num_parameters(only_trainable=True)
+    total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
+    params.update(parameter_counts(total, trainable))
     return params
 
 
@@ -397,36 +381,22 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     from transformers.integrations import MLflowCallback
 
     start, own = options_for("transformers", options)
-    trained: weakref.WeakKeyDictionary[Any, TrailCallback] = weakref.WeakKeyDictionary()
 
-    def attached(trainer: Any, callback: TrailCallback, call: Callable[[], Any]) -> Any:
-        callbacks = trainer.callback_handler.callbacks
-        before = list(callbacks)
-        callbacks[:] = [cb for cb in before if not isinstance(cb, MLflowCallback)] + [callback]
-        try:
-            return call()
-        finally:
-            callbacks[:] = before
-
-    def train(call_original: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        handler = trainer.callback_handler
-        if any(isinstance(cb, TrailCallback) for cb in handler.callbacks):
-            return call_original(trainer, *args, **kwargs)
+    def make() -> TrailCallback:
         callback = TrailCallback(**start, **own)
         callback._paused_mlflow = True
-        try:
-            result = attached(trainer, callback, lambda: call_original(trainer, *args, **kwargs))
-        except BaseException as error:
-            callback._failed(error)
-            raise
-        trained[trainer] = callback
-        return result
+        return callback
+
+    added = AutologCallbacks(
+        TrailCallback, make, without=(MLflowCallback,), stopped=TrailCallback._failed
+    )
+
+    def train(call_original: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        call = functools.partial(call_original, trainer, *args, **kwargs)
+        return added.call_training(trainer, trainer.callback_handler.callbacks, call)
 
     def later(call_original: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        callback = trained.get(trainer)
-        callbacks = trainer.callback_handler.callbacks
-        if callback is None or any(isinstance(cb, TrailCallback) for cb in callbacks):
-            return call_original(trainer, *args, **kwargs)
-        return attached(trainer, callback, lambda: call_original(trainer, *args, **kwargs))
+        call = functools.partial(call_original, trainer, *args, **kwargs)
+        return added.call_later(trainer, trainer.callback_handler.callbacks, call)
 
     return [(Trainer, "train", train), (Trainer, "evaluate", later), (Trainer, "predict", later)]

@@ -8,8 +8,11 @@ framework's configuration; that is all:
   hook for trainings cut short, error counting into the run's ``mltrail.errors``, a temporary
   folder per run; a resume from a checkpoint passes ``open(run_id=..., restart_step=k + 1)``
   (the checkpoint holds step ``k``) and the kernel continues, forks or rewinds the run
-  (:mod:`mltrail.recording.restart`), and ``open(restart_step=..., steps_name=...)`` refuses a
-  training that would log a given Trail's steps again; :meth:`RunSession.end_when_released`:
+  (:mod:`mltrail.recording.restart`); :meth:`RunSession.open_checkpoint_run`: the run whose
+  id the framework's checkpoint holds, else a new one; :meth:`RunSession.log_after`: the
+  metrics of an ``evaluate``/``predict``/``test`` after the training into its run; and
+  ``open(restart_step=..., steps_name=...)`` refuses a training that would log a given
+  Trail's steps again; :meth:`RunSession.end_when_released`:
   the run ends when an object only the training holds goes (an exception no hook saw);
   :class:`CopiedBySettings`: an adapter's copies (``clone``, pickling) built from its settings;
   :class:`RunIdHandoff`: the run id back from copies in spawned processes (``ddp_spawn``);
@@ -36,11 +39,12 @@ framework's configuration; that is all:
   ``-std``); :func:`written_params`, :func:`cv_params`: params as written, a cv's folds;
   :func:`stop_outcome`: what a patience-based early stopping did, from its best and last rounds;
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
-  stopping under one set of names;
+  stopping under one set of names (:meth:`EpochLog.log_early_stopping`: on the run's steps);
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
-  :meth:`mltrail.Trail.log_model` needs besides the model; :func:`example_io` (input example
-  and output), :func:`packages_of` (the packages a model is made of), :func:`to_numpy`
-  (tensors, frames and their dicts and lists as numpy);
+  :meth:`mltrail.Trail.log_model` needs besides the model; :func:`copy_to_save` (a copy
+  saved in the background), :func:`parameter_counts` (the model's size as params);
+  :func:`example_io` (input example and output), :func:`packages_of` (the packages a model
+  is made of), :func:`to_numpy` (tensors, frames and their dicts and lists as numpy);
 - :func:`by_name`: functions among settings (a custom objective) by name, not address;
   :func:`frames_above`: a bounded look at the training call a callback runs inside;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
@@ -66,7 +70,9 @@ framework's configuration; that is all:
   :func:`trainings_recorded`: such trainings are recorded under ``autolog`` too;
 - :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
   registration (entry-point group ``mltrail.integrations``) and the safe-patch contract;
-  :func:`call_with_callback`: a patched training gets the adapter's callback unless it has one.
+  :func:`call_with_callback`: a patched training gets the adapter's callback unless it has one;
+  :class:`AutologCallbacks`: that callback also for the ``evaluate``/``predict``/``test``
+  after the training on the same trainer or model, in the framework's own list of callbacks.
 
 A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs)``::
 
@@ -93,6 +99,7 @@ A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs
 from __future__ import annotations
 
 from mltrail.autolog.patching import (
+    AutologCallbacks,
     call_with_callback,
     in_patched_call,
     live_patch,
@@ -155,9 +162,11 @@ from mltrail.recording.early_stopping import (
 from mltrail.recording.hooks import after_call, exception_safe
 from mltrail.recording.models import (
     EXAMPLE_ROWS,
+    copy_to_save,
     example_io,
     head_rows,
     packages_of,
+    parameter_counts,
     pinned_requirements,
     pytorch_flavor_kwargs,
     to_numpy,
@@ -177,9 +186,9 @@ from mltrail.recording.scopes import provide_runs
 from mltrail.recording.search import (
     Candidate,
     ChildRuns,
+    SearchRun,
     check_max_child_runs,
     log_candidates,
-    SearchRun,
     log_search,
     results_csv,
 )
@@ -198,6 +207,7 @@ __all__ = [
     "RUN_OPTIONS",
     "START_RUN_ARGS",
     "STEP_PREFIX",
+    "AutologCallbacks",
     "BestTracker",
     "BoostingCall",
     "BoostingCallback",
@@ -230,6 +240,7 @@ __all__ = [
     "check_policy",
     "check_start_run_kwargs",
     "confusion_matrix_plot",
+    "copy_to_save",
     "cv_params",
     "data_digest",
     "dataset_input",
@@ -260,6 +271,7 @@ __all__ = [
     "next_free_step",
     "options_for",
     "packages_of",
+    "parameter_counts",
     "pinned_requirements",
     "preload_matplotlib",
     "preload_modules",

@@ -1,6 +1,7 @@
 """Kernel pieces that callback adapters share (mltrail.adapters): a run that ends when the
 training's objects go, the given Trail's steps, copies from settings, checkpoints every N steps,
-importance plots, callables by name, the autolog callback and the look at the training call."""
+importance plots, callables by name, the autolog callback and the look at the training call,
+the copy of a model saved in the background."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import gc
 import json
 import pickle
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,18 @@ import pytest
 import mltrail
 from mltrail import MltrailError
 from mltrail.adapters import (
+    AutologCallbacks,
     CheckpointEvery,
     CopiedBySettings,
+    EarlyStop,
     EpochLog,
     RunSession,
     by_name,
     call_with_callback,
+    copy_to_save,
     frames_above,
     log_importance,
+    parameter_counts,
 )
 
 QUIET = {"capture": False, "system_metrics": False}
@@ -245,3 +251,117 @@ def test_frames_above_look_up_the_callers_within_a_limit() -> None:
 
     assert outer() == ["inner", "middle", "outer"]
     assert list(frames_above(None, 5)) == []
+
+
+class Trainer:
+    """A framework's trainer that keeps its callbacks in a list of its own."""
+
+    def __init__(self, *callbacks) -> None:
+        self.callbacks = list(callbacks)
+        self.seen: list[list] = []
+
+    def train(self, fail: bool = False) -> str:
+        self.seen.append(list(self.callbacks))
+        if fail:
+            raise ValueError("training broke")
+        return "trained"
+
+
+class FrameworkMlflow:
+    """The framework's own MLflow callback, off while ours records."""
+
+
+class Checkpointer:
+    """A callback ours goes before."""
+
+
+def test_autolog_callbacks_for_a_training_and_the_calls_after_it() -> None:
+    made: list[Recorder] = []
+
+    def make() -> Recorder:
+        made.append(Recorder())
+        return made[-1]
+
+    def before_checkpointer(callbacks: list) -> int:
+        return next((i for i, c in enumerate(callbacks) if isinstance(c, Checkpointer)), 0)
+
+    added = AutologCallbacks(
+        Recorder,
+        make,
+        without=(FrameworkMlflow,),
+        place=before_checkpointer,
+        stopped=Recorder.stopped,
+    )
+    mlflow_cb, checkpointer = FrameworkMlflow(), Checkpointer()
+    trainer = Trainer(print, mlflow_cb, checkpointer)
+    own_list = trainer.callbacks
+    assert added.call_training(trainer, trainer.callbacks, trainer.train) == "trained"
+    assert trainer.seen[-1] == [print, made[0], checkpointer]  # placed, MLflow's off
+    assert trainer.callbacks is own_list and own_list == [print, mlflow_cb, checkpointer]
+    added.call_later(trainer, trainer.callbacks, trainer.train)
+    assert trainer.seen[-1][1] is made[0] and len(made) == 1  # the training's callback again
+
+    with pytest.raises(ValueError, match="training broke") as raised:
+        added.call_training(trainer, trainer.callbacks, functools.partial(trainer.train, True))
+    assert made[1].stopped_by is raised.value and made[0].stopped_by is None
+    assert trainer.callbacks == [print, mlflow_cb, checkpointer]
+
+    users = Recorder("user's")
+    trainer.callbacks.append(users)
+    added.call_training(trainer, trainer.callbacks, trainer.train)
+    assert trainer.seen[-1] == trainer.callbacks and len(made) == 2  # the user's, alone
+    trainer.callbacks.remove(users)
+    added.call_later(trainer, trainer.callbacks, trainer.train)
+    assert trainer.seen[-1] == [print, mlflow_cb, checkpointer]  # nothing kept after it
+
+    other = Trainer()
+    added.call_later(other, other.callbacks, other.train)
+    assert other.seen[-1] == []  # no training before: nothing to add to
+    added.call_later(other, other.callbacks, other.train, or_new=True)
+    added.call_later(other, other.callbacks, other.train, or_new=True)
+    assert other.seen[-2] == other.seen[-1] == [made[2]] and len(made) == 3
+
+
+def test_autolog_callbacks_leave_what_the_call_added() -> None:
+    added = AutologCallbacks(Recorder, Recorder)
+    trainer = Trainer(print)
+
+    def train() -> None:
+        trainer.callbacks.append(repr)  # the framework adds one of its own during the call
+
+    added.call_training(trainer, trainer.callbacks, train)
+    assert trainer.callbacks == [print, repr]
+    assert isinstance(added.for_later(trainer, trainer.callbacks), Recorder)
+    assert added.for_later(trainer, [Recorder("user's")]) is None
+
+
+def test_a_model_is_copied_to_be_saved_in_the_background() -> None:
+    model = {"weights": [1.0, 2.0]}
+    copied, background = copy_to_save(model, lambda m: {**m, "mode": "eval"})
+    assert background and copied == {"weights": [1.0, 2.0], "mode": "eval"}
+    assert copied["weights"] is not model["weights"] and "mode" not in model
+    held = {"lock": threading.Lock()}  # cannot be copied: saved now, the original
+    assert copy_to_save(held) == (held, False)
+    assert parameter_counts(10, 4) == {"model.total_params": 10, "model.trainable_params": 4}
+
+
+def test_early_stopping_is_logged_on_the_steps_of_a_run_that_goes_on(client) -> None:
+    with mltrail.start_run(experiment="pieces", **QUIET) as trail:
+        epochs = EpochLog(lambda: trail)
+        epochs.start()
+        epochs.log(0, {"loss": 1.0})
+        epochs.start()  # a second training into the run: its epoch 0 is step 1
+        epochs.log(0, {"loss": 0.5})
+        stop = EarlyStop({"monitor": "loss"}, stopped_epoch=0, best_score=0.5, best_epoch=0)
+        epochs.log_early_stopping([stop])
+        epochs.log_early_stopping([])  # none: nothing
+        epochs.log_early_stopping([stop], epoch=1)  # at an epoch's step
+    metrics = {
+        key: [(m.step, m.value) for m in client.get_metric_history(trail.run_id, key)]
+        for key in ("early_stopping.stopped_epoch", "early_stopping.best_epoch")
+    }
+    assert metrics == {
+        "early_stopping.stopped_epoch": [(1, 1.0), (2, 1.0)],
+        "early_stopping.best_epoch": [(1, 1.0), (2, 1.0)],
+    }
+    assert epochs.last_step == 2
