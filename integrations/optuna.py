@@ -102,6 +102,11 @@ class TrailCallback:
             if trail is not None:
                 return trail
             self._finish()  # another study
+            if self.log_plots:
+                preload_matplotlib()
+                # The importances import scikit-learn (seconds): beside the run's start and the
+                # trials, not after them on the optimize thread.
+                preload_modules("optuna.importance")
             trail = self._search.open(study, number, study.user_attrs.get(RUN_ID_ATTR))
             if study.user_attrs.get(RUN_ID_ATTR) != trail.run_id:
                 study.set_user_attr(RUN_ID_ATTR, trail.run_id)
@@ -123,10 +128,6 @@ class TrailCallback:
                 )
             with self._session.guarded("watching the optimize call"):
                 self._watch(frame)
-            if self.log_plots:
-                preload_matplotlib()
-                # The importances import scikit-learn (seconds): beside the trials, not after.
-                preload_modules("optuna.importance")
             return trail
 
     def _watch(self, frame: Any) -> None:
