@@ -70,6 +70,7 @@ def test_sanitising_is_deterministic_and_collision_free() -> None:
         (True, 1.0),
         ("0.25", 0.25),
         (np.float16(1.5), 1.5),
+        (np.float64(0.75), 0.75),  # a float subclass (LightGBM's metrics)
         (np.array(2.0), 2.0),
         (Decimal("1.25"), 1.25),
         (None, None),

@@ -262,6 +262,8 @@ def metric_value(value: Any) -> float | None:
     """
     if type(value) is float:  # the hot path
         return value
+    if isinstance(value, float):  # numpy's float64 (LightGBM's metrics): 7x faster than below
+        return float(value)
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, numbers.Number):
