@@ -478,9 +478,8 @@ def _checkpoint_model(trainer: Any) -> kernel.CheckpointModel | None:
         "pytorch",
         lambda _: torch.nn.Module(),  # a stand-in, whose file the checkpoint replaces
         {
-            **kernel.pytorch_flavor_kwargs(),
+            **kernel.pytorch_flavor_kwargs(namespace, "mltrail"),
             "pickle_module": lightning_checkpoint,
-            "pip_requirements": kernel.pinned_requirements("torch", namespace, "mltrail"),
         },
         model_file="data/model.pth",
         tags={"mltrail.lightning.module_class": path},

@@ -254,9 +254,8 @@ class TrailCallback(TrainerCallback, ExportableState):
             trail.log_model(
                 model,
                 "pytorch",
-                pip_requirements=pinned_requirements("torch", "transformers"),
                 **options,
-                **pytorch_flavor_kwargs(),
+                **pytorch_flavor_kwargs("transformers"),
             )
         trail.set_tags({"mltrail.model.task": task or "unknown"})
 
@@ -346,10 +345,7 @@ def _checkpoint_model(model: Any) -> CheckpointModel | None:
     return CheckpointModel(
         "pytorch",
         lambda path: kind.from_pretrained(str(path)).eval(),
-        {
-            **pytorch_flavor_kwargs(),
-            "pip_requirements": pinned_requirements("torch", "transformers"),
-        },
+        pytorch_flavor_kwargs("transformers"),
         tags={"mltrail.transformers.model_class": f"{kind.__module__}.{kind.__qualname__}"},
     )
 

@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 import mltrail
-from mltrail.adapters import EpochLog, RunSession, pytorch_flavor_kwargs
+from mltrail.adapters import EpochLog, RunSession, pinned_requirements, pytorch_flavor_kwargs
 
 
 def test_a_copy_with_copies_join_records_into_the_given_run(client):
@@ -48,3 +48,10 @@ def test_pytorch_flavor_kwargs_pickle_where_mlflow_offers_the_choice(
 ):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
     assert pytorch_flavor_kwargs() == expected
+
+
+def test_pytorch_flavor_kwargs_pin_torch_and_the_packages_named() -> None:
+    with_pins = pytorch_flavor_kwargs("numpy")
+    assert with_pins["pip_requirements"] == pinned_requirements("torch", "numpy")
+    assert with_pins["pip_requirements"][0].startswith("torch==")
+    assert with_pins.items() >= pytorch_flavor_kwargs().items()

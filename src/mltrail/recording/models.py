@@ -73,10 +73,18 @@ def _import_names() -> dict[str, list[str]]:
         return {}
 
 
-def pytorch_flavor_kwargs() -> dict[str, Any]:
+def pytorch_flavor_kwargs(*packages: str) -> dict[str, Any]:
     """Flavor arguments for :meth:`mltrail.Trail.log_model` with MLflow's ``pytorch`` flavor:
     save the model pickled, as MLflow's own Lightning autolog does. MLflow 3's default,
-    ``torch.export``, takes seconds per model and rejects data-dependent control flow."""
+    ``torch.export``, takes seconds per model and rejects data-dependent control flow.
+
+    Args:
+        *packages: the packages the model needs besides torch ("transformers"); given, the
+            arguments also pin ``pip_requirements``: torch and these, installed versions.
+    """
+    if packages:
+        pins = pinned_requirements("torch", *packages)
+        return {**pytorch_flavor_kwargs(), "pip_requirements": pins}
     for distribution in ("mlflow", "mlflow-skinny"):
         try:
             version = importlib.metadata.version(distribution)
