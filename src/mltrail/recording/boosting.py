@@ -174,12 +174,14 @@ def stop_outcome(
 class BoostingCallback(CopiedBySettings):
     """The base of a gradient-boosting adapter's callback: everything but the framework.
 
-    The adapter's class names its framework in the class attributes below, calls the
-    framework's callback class's constructor through this one (cooperative ``super()``), and
-    from its hooks: :meth:`_open` when a training starts, :meth:`_log_start` once it has read
+    The adapter's class names its framework in the class attributes below, lists the
+    framework's callback class after this one (whose constructor runs through ``super()``),
+    and calls from its hooks: :meth:`_open` when a training starts, :meth:`_log_start` once it has read
     the call (``self._call``), ``self._epochs.log`` and :meth:`_checkpoint` after each round,
     :meth:`_end` with a summary (:meth:`_log_stops`, :meth:`_log_final_model`) when it ends,
-    and :meth:`_stopped` for an exception that stopped it.
+    and :meth:`_stopped` for an exception that stopped it (an adapter that knows the round it
+    stopped in overrides it with :meth:`_end_unfinished`). :meth:`_forget` sets what the
+    adapter keeps per training, before the first and after each.
 
     Args:
         trail: log into this run (from :func:`mltrail.start_run`) instead of starting one per
