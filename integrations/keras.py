@@ -45,12 +45,11 @@ from mltrail.adapters import (
     CheckpointFile,
     CheckpointModel,
     CheckpointUploads,
-    DeferredSave,
     EarlyStop,
+    EpochCheckpoints,
     EpochLog,
     RunSession,
     SaveBudget,
-    aliases_for,
     check_every,
     data_digest,
     describe,
@@ -128,7 +127,17 @@ class TrailCallback(keras.callbacks.Callback):
         self._every = check_every("log_every_n_batches", log_every_n_batches)
         # Keras rewrites its files in place: copies (not links) keep the uploads whole.
         self._uploads = CheckpointUploads(self._session, checkpoints, link=False)
-        self._best = BestTracker(monitor, mode)
+        # The best (and last) model saved by this callback, under SAVE_BUDGET of the training
+        # time: a better epoch's model waits in memory till saving it fits.
+        self._saves = EpochCheckpoints(
+            self._uploads,
+            BestTracker(monitor, mode),
+            SaveBudget(SAVE_BUDGET),
+            self._write,
+            self._model_of,
+            lambda: _state(self.model),
+            lambda state: _load_state(self.model, state),
+        )
         self._log_model = log_model
         self._registered_model_name = registered_model_name
         self._summary_logged = False
@@ -137,11 +146,6 @@ class TrailCallback(keras.callbacks.Callback):
         self._siblings: list[Any] = []  # the other callbacks of the fit
         self._wrapped = self._in_fit = self._first_epoch = False
         self._epoch_start, self._spe = 0, 1  # optimizer step at the epoch start, per batch call
-        self._budget = SaveBudget(SAVE_BUDGET)
-        # A better epoch's model, written when saving fits the budget (kept in memory till then).
-        self._best_model = DeferredSave(
-            self._budget, lambda: _state(self.model), lambda state: _load_state(self.model, state)
-        )
         self._as_model: CheckpointModel | None = None  # how a .keras checkpoint is a model
 
     @property
@@ -158,8 +162,7 @@ class TrailCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = self._first_epoch = True
-        self._budget.start()
-        self._best_model.drop()
+        self._saves.start()
         self._as_model = None  # this fit's input example
         session = self._session
         # A later fit of the same callback resumes its run (a given Trail is used as it is).
@@ -212,15 +215,7 @@ class TrailCallback(keras.callbacks.Callback):
         rate = None if "learning_rate" in logs else _learning_rate(self.model.optimizer)
         if rate is not None:  # else ReduceLROnPlateau/LearningRateScheduler put it in the logs
             metrics["learning_rate"] = rate
-        step = self._epochs.log(epoch, metrics)
-        if self._uploads.policy == "none":
-            return
-        improved = self._best.update(logs, step)
-        if self._uploads.policy == "all":
-            self._save(f"epoch-{step:04d}.keras", aliases_for(improved), step, logs)
-        elif improved:
-            self._best_model.offer(step, logs)
-        self._best_model.write(self._save_best, current=step)
+        self._saves.epoch_end(self._epochs.log(epoch, metrics), logs)
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._in_fit or not logs:
@@ -261,18 +256,12 @@ class TrailCallback(keras.callbacks.Callback):
             with session.guarded("logging EarlyStopping"):
                 stops = self._early_stops()
                 self._epochs.log_early_stopping(stops)
-            policy = self._uploads.policy
-            if policy != "none":
-                with session.guarded("saving checkpoints"):
-                    # After an error or EarlyStopping's restore the model is not the last epoch's.
-                    last = self._epochs.last_step or 0
-                    unchanged = error is None and not any(s.restored_best_weights for s in stops)
-                    current = last if unchanged else None
-                    self._best_model.write(self._save_best, force=True, current=current)
-                    best_is_last = self._best.best_step == last and unchanged
-                    if error is None and policy == "best_and_last" and not best_is_last:
-                        self._save("last.keras", ("latest",), last, None)
-                    self._upload_user_checkpoints(last)
+            with session.guarded("saving checkpoints"):
+                # After an error or EarlyStopping's restore the model is not the last epoch's.
+                last = self._epochs.last_step or 0
+                restored = any(s.restored_best_weights for s in stops)
+                self._saves.training_end(last, failed=error is not None, restored=restored)
+                self._upload_user_checkpoints(last)
             if error is None and self._log_model:
                 with session.guarded("logging the model"):
                     self._log_final_model(trail)
@@ -334,20 +323,20 @@ class TrailCallback(keras.callbacks.Callback):
 
     # --- checkpoints ---------------------------------------------------------------------------
 
-    def _save_best(self, step: int, metrics: Any) -> None:
-        self._save("best.keras", ("best", "latest"), step, metrics)
+    def _write(self, stem: str) -> Path:
+        """The model as it is now, in a new ``<stem>.keras``; a subclassed model (no
+        ``get_config``) as its weights, ``<stem>.weights.h5``, which load into its class."""
+        if not _serialisable(self.model):
+            path = self._session.temp_dir() / f"{stem}.weights.h5"
+            self.model.save_weights(str(path))
+        else:
+            path = self._session.temp_dir() / f"{stem}.keras"
+            self.model.save(str(path))
+        return path
 
-    def _save(self, name: str, aliases: tuple[str, ...], step: int, metrics: Any) -> None:
-        with self._budget.timed():
-            if not _serialisable(self.model):  # a subclassed model: its weights, into its class
-                name = name.replace(".keras", ".weights.h5")
-            path = self._session.temp_dir() / name
-            if name.endswith(".weights.h5"):
-                self.model.save_weights(str(path))
-            else:
-                self.model.save(str(path))
-        model = None if name.endswith(".weights.h5") else self._checkpoint_model()
-        self._uploads.upload(path, step, metrics=metrics, aliases=aliases, model=model, copy=False)
+    def _model_of(self, path: Path) -> CheckpointModel | None:
+        """A ``.keras`` file is a model; a weights file needs its class."""
+        return None if path.name.endswith(".weights.h5") else self._checkpoint_model()
 
     def _input_example(self) -> tuple[Any, Any]:
         """A few rows of fit's input and the model's output on them (None, None when not

@@ -30,7 +30,9 @@ framework's configuration; that is all:
   copies and aliases, to the run; :class:`SaveBudget`, :class:`DeferredSave`: an adapter's
   own saves kept under a share of the training time (the best model kept in memory till then);
 - :class:`CheckpointEvery`: checkpoints an adapter saves itself every N steps, ``latest``,
-  and ``best`` by a metric it names;
+  and ``best`` by a metric it names; :class:`EpochCheckpoints`: those it saves at the end of
+  each epoch by its ``checkpoints=`` policy (each epoch, the best under the save budget, the
+  last);
 - :class:`BoostingCallback`: the base of a gradient-boosting adapter's callback (LightGBM,
   XGBoost): settings and copies, a run per training at the model's rounds, the params at the
   start, checkpoints, early stopping and the final model at the end; :class:`BoostingCall`:
@@ -129,6 +131,7 @@ from mltrail.recording.checkpoint_files import (
     CheckpointFile,
     CheckpointUploads,
     DeferredSave,
+    EpochCheckpoints,
     SaveBudget,
 )
 from mltrail.recording.checkpoints import (
@@ -220,6 +223,7 @@ __all__ = [
     "CopiedBySettings",
     "DeferredSave",
     "EarlyStop",
+    "EpochCheckpoints",
     "EpochLog",
     "FileWatch",
     "Framework",

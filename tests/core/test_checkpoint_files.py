@@ -1,4 +1,5 @@
-"""The kernel's checkpoint uploads and save budget (mltrail.adapters), and to_numpy."""
+"""The kernel's checkpoint uploads, save budget and per-epoch saves (mltrail.adapters), and
+to_numpy."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 
 from mltrail.adapters import (
+    BestTracker,
     CheckpointFile,
     CheckpointUploads,
     DeferredSave,
+    EpochCheckpoints,
     MltrailError,
     RunSession,
     SaveBudget,
@@ -139,3 +142,77 @@ def test_to_numpy_takes_tensors_frames_and_their_containers() -> None:
     frame = pd.DataFrame({"a": [1, 2]})
     assert to_numpy(frame).tolist() == [[1], [2]]
     assert to_numpy(None) is None
+
+
+class Model:
+    """A model whose state is one number, saved as JSON."""
+
+    def __init__(self, session: RunSession) -> None:
+        self.weight, self.session = 0.0, session
+
+    def write(self, stem: str) -> Path:
+        path = self.session.temp_dir() / f"{stem}.json"
+        path.write_text(json.dumps({"weight": self.weight}))
+        return path
+
+    def restore(self, weight: float) -> None:
+        self.weight = weight
+
+
+def _epochs(policy: str, losses: list[float], *, failed: bool = False) -> tuple[str, Model]:
+    """A training with ``losses`` whose saves never fit the budget, checkpointed by ``policy``."""
+    session = RunSession("core", None, {"capture": False, "system_metrics": False})
+    model = Model(session)
+    saves = EpochCheckpoints(
+        CheckpointUploads(session, policy, link=False),
+        BestTracker("loss", "min"),
+        SaveBudget(0.0),  # only what the end forces is written
+        model.write,
+        lambda path: None,
+        lambda: model.weight,
+        model.restore,
+    )
+    session.open()
+    saves.start()
+    for step, loss in enumerate(losses):
+        model.weight = float(step)  # what this epoch trained
+        saves.epoch_end(step, {"loss": loss})
+    saves.training_end(len(losses) - 1, failed=failed, restored=False)
+    run_id = session.trail.run_id
+    session.end()
+    return run_id, model
+
+
+def _checkpoints(client, run_id: str) -> tuple[dict, dict]:
+    folder = Path(client.download_artifacts(run_id, "checkpoints"))
+    index = json.loads((folder / "index.json").read_text())
+    weights = {
+        name: (entry["step"], json.loads((folder.parent / name).read_text())["weight"])
+        for name, entry in index["files"].items()
+    }
+    return weights, index["aliases"]
+
+
+def test_the_best_epoch_waits_in_memory_and_the_last_follows_at_the_end(client) -> None:
+    run_id, model = _epochs("best_and_last", [1.0, 0.5, 0.7])
+    weights, aliases = _checkpoints(client, run_id)
+    # best.json holds epoch 1's weights, kept when the budget refused its save.
+    assert weights == {"checkpoints/best.json": (1, 1.0), "checkpoints/last.json": (2, 2.0)}
+    assert aliases == {"best": "checkpoints/best.json", "latest": "checkpoints/last.json"}
+    assert model.weight == 2.0  # the training's model put back
+
+    run_id, _ = _epochs("best_and_last", [1.0, 0.5], failed=True)
+    weights, aliases = _checkpoints(client, run_id)
+    assert weights == {"checkpoints/best.json": (1, 1.0)}  # no last after a failure
+
+
+def test_every_epoch_with_all_and_nothing_with_none(client) -> None:
+    run_id, _ = _epochs("all", [1.0, 0.5, 0.7])
+    weights, aliases = _checkpoints(client, run_id)
+    assert weights == {f"checkpoints/epoch-{i:04d}.json": (i, float(i)) for i in range(3)}
+    assert aliases == {
+        "best": "checkpoints/epoch-0001.json",
+        "latest": "checkpoints/epoch-0002.json",  # each epoch's file is the latest
+    }
+    run_id, _ = _epochs("none", [1.0, 0.5])
+    assert client.list_artifacts(run_id, "checkpoints") == []

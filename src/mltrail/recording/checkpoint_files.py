@@ -11,6 +11,8 @@ is the best).
 
 :class:`SaveBudget` keeps the time an adapter spends saving checkpoints of its own under a share
 of the training time; :class:`DeferredSave` keeps the model's state in memory until then.
+:class:`EpochCheckpoints` is the policy for the checkpoints an adapter saves itself at the end
+of each epoch (one per epoch, the best so far, the last), on those two.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mltrail.recording.checkpoints import (
+    BestTracker,
     CheckpointModel,
     FileWatch,
+    aliases_for,
     check_policy,
     stable_copy,
 )
@@ -251,3 +256,89 @@ class DeferredSave:
             save(step, metrics)
         finally:
             self._restore(now)
+
+
+class EpochCheckpoints:
+    """The checkpoints an adapter saves itself at the end of each epoch, by its policy.
+
+    "all": one file per epoch (``epoch-0003``), aliased ``best`` when it is the best so far;
+    "best" and "best_and_last": the best epoch's model (``best``), written when saving fits
+    the budget, else kept in memory (:class:`DeferredSave`) and written later, at the latest
+    when the training ends; "best_and_last" also saves the model as it is at the end
+    (``last``, alias ``latest``) unless that is the best one, already saved. "none": nothing.
+
+    Args:
+        uploads: the adapter's :class:`CheckpointUploads` (the policy and the run).
+        best: which epoch is best (the monitored metric and its mode).
+        budget: the share of the training time that saves may take.
+        write: writes the model as it is now into a new file named after the stem it is
+            given (``"best"``: the adapter adds its suffix) and returns the file; timed.
+        model_of: how that file loads as a model (checkpoints as LoggedModels), or None.
+        capture: the model's state now, as a copy that training does not change.
+        restore: put a captured state back into the model.
+    """
+
+    def __init__(
+        self,
+        uploads: CheckpointUploads,
+        best: BestTracker,
+        budget: SaveBudget,
+        write: Callable[[str], Path],
+        model_of: Callable[[Path], CheckpointModel | None],
+        capture: Callable[[], Any],
+        restore: Callable[[Any], None],
+    ) -> None:
+        self._uploads, self.best, self.budget = uploads, best, budget
+        self._write, self._model_of = write, model_of
+        self._best_model = DeferredSave(budget, capture, restore)
+
+    def start(self) -> None:
+        """A training starts: its time counts for the budget; a best model still waiting from
+        a former training is dropped."""
+        self.budget.start()
+        self._best_model.drop()
+
+    def epoch_end(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """The epoch logged at ``step`` ended with ``metrics`` (the monitored one among them)."""
+        policy = self._uploads.policy
+        if policy == "none":
+            return
+        improved = self.best.update(metrics, step)
+        if policy == "all":
+            self._save(f"epoch-{step:04d}", aliases_for(improved), step, metrics)
+        elif improved:
+            self._best_model.offer(step, metrics)
+        self._best_model.write(self._save_best, current=step)
+
+    def training_end(self, last_step: int, *, failed: bool, restored: bool) -> None:
+        """The training ended after the epoch at ``last_step``: the best model still waiting is
+        written, and with "best_and_last" the model as it is now (unless the training
+        ``failed``).
+
+        Args:
+            last_step: the step of the last epoch.
+            failed: the training raised.
+            restored: the model no longer holds the last epoch's weights (early stopping put
+                the best ones back).
+        """
+        policy = self._uploads.policy
+        if policy == "none":
+            return
+        unchanged = not failed and not restored
+        self._best_model.write(
+            self._save_best, force=True, current=last_step if unchanged else None
+        )
+        best_is_last = self.best.best_step == last_step and unchanged
+        if not failed and policy == "best_and_last" and not best_is_last:
+            self._save("last", ("latest",), last_step, None)
+
+    def _save_best(self, step: int, metrics: Any) -> None:
+        self._save("best", ("best", "latest"), step, metrics)
+
+    def _save(
+        self, stem: str, aliases: Iterable[str], step: int, metrics: Mapping[str, Any] | None
+    ) -> None:
+        with self.budget.timed():
+            path = self._write(stem)
+        model = self._model_of(path)
+        self._uploads.upload(path, step, metrics=metrics, aliases=aliases, model=model, copy=False)
