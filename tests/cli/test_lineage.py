@@ -103,6 +103,20 @@ def test_lineage_graph_of_a_model_uri(project: dict, capsys) -> None:
     assert edges[(data["id"], f"run:{project['other']}")]["kind"] == "same-data"
 
 
+def test_a_run_recorded_instead_of_the_one_its_checkpoint_named_links_to_it(
+    project: dict, capsys, module_store: str
+) -> None:
+    gone = "0" * 32  # the run id a Transformers checkpoint kept, no longer in the store
+    session = RunSession("transformers", None, {"tracking_uri": module_store, **OPTIONS})
+    with pytest.warns(mltrail.MltrailWarning, match="resuming the checkpoint's run"):
+        session.open_checkpoint_run(gone, 2)
+    session.end()
+    code, out, err = cli(capsys, "lineage", session.last_run_id, "--json")
+    assert code == 0, err
+    edges = {(e["source"], e["target"]): e for e in json.loads(out)["edges"]}
+    assert edges[(f"run:{gone}", f"run:{session.last_run_id}")]["kind"] == "resume"
+
+
 def test_lineage_svg_png_and_bad_output(project: dict, capsys, tmp_path: Path) -> None:
     out_svg = tmp_path / "lineage.svg"
     code, _, err = cli(capsys, "lineage", project["fork"], "--output", str(out_svg))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Any
 
 from mltrail.query import runs as query
@@ -21,6 +22,8 @@ logger = logging.getLogger("mltrail.lineage")
 KINDS = ("commit", "snapshot", "data", "run", "checkpoint", "model", "version")
 #: At most this many other runs on the same data are drawn.
 SAME_DATA_LIMIT = 8
+# The tag of a run recorded instead of one its checkpoint named (RunSession.open_checkpoint_run).
+_RESUMED_RUN = re.compile(r"mltrail\.[\w-]+\.resumed_run")
 
 
 @dataclasses.dataclass
@@ -224,8 +227,10 @@ def _runs(
     for child in lineage.get("forks") or []:
         node = _other_run(graph, client, uri, child["run_id"])
         graph.edge(run, node.id, "fork", f"fork @ step {child['step']}")
-    # A resume that could not continue its run (Lightning) recorded a new run instead.
-    replaced = run_obj.data.tags.get("mltrail.lightning.resumed_run")
+    # A resume that could not continue the run its checkpoint named recorded a new run instead,
+    # tagged mltrail.<framework>.resumed_run by the adapter's session.
+    tags = run_obj.data.tags
+    replaced = next((v for k, v in tags.items() if _RESUMED_RUN.fullmatch(k)), None)
     if replaced:
         node = _other_run(graph, client, uri, replaced)
         graph.edge(node.id, run, "resume", "resumed")
