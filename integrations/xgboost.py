@@ -138,7 +138,7 @@ class TrailCallback(BoostingCallback, TrainingCallback):
             config = _config_params(json.loads(_booster(model, self._call).save_config()))
             callbacks = container.callbacks if container is not None else ()
             self._stops = [(_settings(c), c) for c in callbacks if isinstance(c, EarlyStopping)]
-            estimator = self._call.estimator
+            estimator = self._call.estimator  # as written: its params under the sklearn API
             written = self._call.params if estimator is None else estimator.get_params(deep=False)
             stops = [stop for stop, _ in self._stops]
             self._log_start(trail, rounds, config, written, stops=stops)
