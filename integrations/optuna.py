@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -51,8 +50,6 @@ from mltrail.adapters import (
     provide_runs,
     trainings_recorded,
 )
-
-logger = logging.getLogger("mltrail.optuna")
 
 __all__ = ["RUN_ID_ATTR", "TrailCallback", "autolog_patches"]
 
@@ -113,19 +110,16 @@ class TrailCallback:
             with self._session.guarded("recording the study"):
                 trail.set_tags({"mltrail.optuna.study": study.study_name})
                 directions = [d.name.lower() for d in study.directions]
-                trail.log_params(
-                    {
-                        "study_name": study.study_name,
-                        **(
-                            {"direction": directions[0]}
-                            if len(directions) == 1
-                            else {"directions": directions}
-                        ),
-                        "sampler": type(study.sampler).__name__,
-                        "pruner": type(study.pruner).__name__,
-                        **({"metric_names": study.metric_names} if study.metric_names else {}),
-                    }
-                )
+                params = {"study_name": study.study_name}
+                if len(directions) == 1:
+                    params["direction"] = directions[0]
+                else:
+                    params["directions"] = directions
+                params["sampler"] = type(study.sampler).__name__
+                params["pruner"] = type(study.pruner).__name__
+                if study.metric_names:
+                    params["metric_names"] = study.metric_names
+                trail.log_params(params)
             with self._session.guarded("watching the optimize call"):
                 self._watch(frame)
             return trail
