@@ -9,7 +9,8 @@ framework's configuration; that is all:
   folder per run; a resume from a checkpoint passes ``open(run_id=..., restart_step=k + 1)``
   (the checkpoint holds step ``k``) and the kernel continues, forks or rewinds the run
   (:mod:`mltrail.recording.restart`); :meth:`RunSession.open_checkpoint_run`: the run whose
-  id the framework's checkpoint holds, else a new one; :meth:`RunSession.log_after`: the
+  id the framework's checkpoint holds, else a new one (:meth:`RunSession.open_kept_run`: a
+  run id kept elsewhere, a study's); :meth:`RunSession.log_after`: the
   metrics of an ``evaluate``/``predict``/``test`` after the training into its run; and
   ``open(restart_step=..., steps_name=...)`` refuses a training that would log a given
   Trail's steps again; :meth:`RunSession.end_when_released`:

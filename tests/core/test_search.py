@@ -160,7 +160,7 @@ class Study:
 
 
 def test_a_search_run_kept_with_its_search_resumed_and_ended_as_its_units_tell(
-    client, module_store, caplog
+    client, module_store
 ):
     search = SearchRun(
         "demo", None, {"experiment": "kernel-search-run", "capture": False}, search="study"
@@ -218,13 +218,14 @@ def test_a_search_run_kept_with_its_search_resumed_and_ended_as_its_units_tell(
     assert run.data.metrics["pareto_front_size"] == 2
     assert children_of(client, trail)["trial-4"].info.status == "FAILED"
 
-    # A kept run that is gone: a warning and a new run.
-    with caplog.at_level("WARNING", logger="mltrail.search"):
+    # A kept run that is gone: a warning and a new run that names it.
+    with pytest.warns(mltrail.MltrailWarning, match="demo: resuming the study's run failed"):
         fresh = search.open(other, 0, "0" * 32)
     assert fresh.run_id != trail.run_id
-    assert "the study's run is gone" in caplog.text
     search.end(lambda t: None)
-    assert client.get_run(fresh.run_id).info.status == "FINISHED"
+    run = client.get_run(fresh.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.demo.resumed_run"] == "0" * 32
 
 
 def test_a_search_run_into_a_given_trail_never_resumes_another(client):

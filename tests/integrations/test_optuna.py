@@ -113,6 +113,19 @@ def test_resumed_study_continues_its_run(client, tmp_path) -> None:
     assert [s for s, _ in history(client, parent.info.run_id, "value")] == [0, 1, 2, 3]
 
 
+def test_a_study_whose_run_is_gone_gets_a_new_run_that_names_it(client) -> None:
+    study = optuna.create_study(study_name="gone")
+    study.set_user_attr(RUN_ID_ATTR, "0" * 32)  # a run deleted since, or in another store
+    callback = TrailCallback(experiment="optuna-gone", log_plots=False)
+    with pytest.warns(mltrail.MltrailWarning, match="optuna: resuming the study's run failed"):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1, callbacks=[callback])
+    settled()
+    parent, children = runs_of(client, "optuna-gone")
+    assert parent.info.run_id == callback.run_id == study.user_attrs[RUN_ID_ATTR]
+    assert parent.data.tags["mltrail.optuna.resumed_run"] == "0" * 32
+    assert sorted(children) == ["trial-0"]
+
+
 def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 3))

@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import io
 import json
-import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -38,8 +37,6 @@ import numpy as np
 from mltrail.errors import MltrailError
 from mltrail.recording.session import RunSession
 from mltrail.recording.trail import Trail, start_run
-
-logger = logging.getLogger("mltrail.search")
 
 
 @dataclasses.dataclass
@@ -332,28 +329,16 @@ class SearchRun:
         """Start the run of ``search``, whose unit ``number`` is the first of this call.
 
         ``run_id`` is the run the adapter kept with the search: it is resumed, unless a Trail
-        was given. A run that cannot be resumed (deleted, or in another store) gets a warning
-        and a new run instead. The training is on from here (see
-        :meth:`RunSession.training_started`).
+        was given; one that cannot be resumed (deleted, or in another store) is reported and
+        a new run recorded instead (:meth:`RunSession.open_kept_run`). The training is on
+        from here (see :meth:`RunSession.training_started`).
 
         Raises:
             MltrailError: when the given Trail has ended.
         """
         with self.lock:
-            session = self.session
-            trail = None
-            if run_id is not None and session.given is None:
-                try:
-                    trail = session.open(run_id=run_id)
-                except MltrailError as error:
-                    logger.warning(
-                        "mltrail: %s: the %s's run is gone (%s); a new run.",
-                        self.framework,
-                        self.noun,
-                        error,
-                    )
-            trail = trail or session.open()
-            session.training_started()
+            trail = self.session.open_kept_run(run_id, what=f"the {self.noun}'s run")
+            self.session.training_started()
             self.search, self._first, self._logged = search, number, set()
             return trail
 

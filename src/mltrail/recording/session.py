@@ -9,7 +9,8 @@ framework, so that an adapter only translates its framework's events:
   run id), join one that somebody else owns (Lightning's MLFlowLogger, a finished run that a
   later ``evaluate`` adds to), or hand out the given Trail; :meth:`RunSession.log_after`:
   an ``evaluate``/``predict``/``test`` after the training into the training's run;
-  :meth:`RunSession.open_checkpoint_run`: the run whose id a checkpoint holds, else a new one;
+  :meth:`RunSession.open_checkpoint_run`: the run whose id a checkpoint holds, else a new one
+  (:meth:`RunSession.open_kept_run`, for any run id an adapter keeps with its framework);
 - ending: FINISHED, FAILED with the exception (KILLED on KeyboardInterrupt), or FAILED for a
   training that stopped where no hook could see why; a given Trail is only flushed;
   :meth:`RunSession.end_after` logs the run's last values first;
@@ -301,18 +302,44 @@ class RunSession:
             checkpoint: the checkpoint file the training resumes from.
             tags: more tags for the run, resumed or new.
         """
-        if resume_id and self.given is None:
+        return self.open_kept_run(
+            resume_id,
+            what="the checkpoint's run",
+            tags=tags,
+            restart_step=restart_step,
+            checkpoint=checkpoint,
+            global_step=global_step,
+        )
+
+    def open_kept_run(
+        self,
+        run_id: str | None,
+        *,
+        what: str,
+        tags: Mapping[str, Any] | None = None,
+        **resume: Any,
+    ) -> Trail:
+        """The run whose id the adapter kept with the framework's own object (a checkpoint, an
+        Optuna study's user attrs), resumed; else a new run.
+
+        Without ``run_id``, and with a given Trail, this is :meth:`open`. A run that cannot be
+        resumed (deleted, in another store) is reported as ``resuming <what>`` (one warning,
+        counted) and a new run recorded instead, tagged ``mltrail.<framework>.resumed_run``
+        with the run id it could not resume.
+
+        Args:
+            run_id: the run id the adapter kept (None: a new run).
+            what: that run, as the report names it ("the checkpoint's run").
+            tags: more tags for the run, resumed or new.
+            **resume: more arguments of :meth:`open` for resuming it (``restart_step``,
+                ``checkpoint``, ``global_step``).
+        """
+        if run_id and self.given is None:
             try:
-                return self.open(
-                    run_id=resume_id,
-                    tags=tags,
-                    restart_step=restart_step,
-                    checkpoint=checkpoint,
-                    global_step=global_step,
-                )
+                return self.open(run_id=run_id, tags=tags, **resume)
             except MltrailError as error:
-                self.report("resuming the checkpoint's run", error)
-                tags = {**(tags or {}), f"mltrail.{self.framework}.resumed_run": resume_id}
+                self.report(f"resuming {what}", error)
+                tags = {**(tags or {}), f"mltrail.{self.framework}.resumed_run": run_id}
         return self.open(tags=tags)
 
     # --- the training --------------------------------------------------------------------------
