@@ -64,10 +64,13 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     Candidate,
+    Pending,
     RunSession,
     called_by_library,
+    can_record_later,
     check_max_child_runs,
     confusion_matrix_plot,
+    copy_to_save,
     dataset_input,
     example_io,
     exception_safe,
@@ -78,8 +81,10 @@ from mltrail.adapters import (
     packages_of,
     pinned_requirements,
     preload_matplotlib,
+    record_beside,
     recording,
     residual_plot,
+    strict_mode,
 )
 
 logger = logging.getLogger("mltrail.sklearn")
@@ -167,6 +172,8 @@ class _Recording:
         fit_params: Mapping[str, Any],
         eval_set: tuple[Any, Any] | None = None,
         enclosing_search: tuple[Any, Any] | None = None,
+        *,
+        private: bool = False,
     ) -> None:
         self.settings = settings
         self.session = settings.session()
@@ -178,11 +185,15 @@ class _Recording:
         if eval_set is not None:
             self.sets.append(("eval", *eval_set, None))
         self.enclosing_search = enclosing_search
+        self.private = private  # the fitted estimator is ours alone (TrackedEstimator's clone)
         self.fitted = False
+        self.pending: Pending | None = None  # the recording after the fit, when deferred
         self._scope = contextlib.ExitStack()
 
     def run(self, fit: Callable[[], Any]) -> Any:
         """Run ``fit`` recorded; the estimator's own exception propagates unchanged."""
+        if self._can_record_beside():
+            return self._run_beside(fit)
         self.begin()
         try:
             result = fit()
@@ -193,32 +204,98 @@ class _Recording:
         return result
 
     def begin(self) -> None:
+        """Open the fit's run now, on the fit's thread, before the fit."""
+        self._open(self._described())
+        self._hold_thread()
+        self.session.training_started()
+        if self.settings.log_plots:
+            preload_matplotlib()  # imported while the estimator fits, not after
+
+    def _can_record_beside(self) -> bool:
+        """A fit logs nothing while it runs, so it can be recorded beside it (see
+        :func:`~mltrail.adapters.record_beside`), unless it records into a given Trail, logs
+        nested fits into its run as they run, or is the refit of a search still running."""
+        settings = self.settings
+        return (
+            settings.trail is None
+            and not settings.nested
+            and self.enclosing_search is None
+            and can_record_later(settings.start)
+        )
+
+    def _run_beside(self, fit: Callable[[], Any]) -> Any:
+        """Run ``fit`` as it would run unrecorded, recorded beside it on mltrail's thread: the
+        run, the store and MLflow's import are not waited for. The recording measures a copy
+        of the fitted model when the user keeps the original (autolog: the next fold may refit
+        it)."""
+        described = self._described()  # the digest is of the data the fit saw
+        outcome: dict[str, Any] = {}  # the fitted model, or the fit's exception
+
+        def opened() -> None:
+            self._open(described)
+            if self.pending is not None and not self.pending.training_over:
+                self.session.training_started()  # a long fit: an exit before its end fails it
+
+        def fitted() -> None:
+            if "error" in outcome:
+                self.end(outcome["error"])
+            else:
+                self.complete(outcome["model"])
+
+        what = f"scikit-learn {type(self.estimator).__name__} fit"
+        self.pending = record_beside(opened, fitted, what)
+        self._hold_thread()
+        try:
+            result = fit()
+            outcome["model"] = self.estimator if self.private else copy_to_save(self.estimator)[0]
+        except BaseException as error:
+            outcome["error"] = error
+            raise
+        finally:
+            self._scope.close()
+            self.pending.ended()
+        return result
+
+    def _described(self) -> tuple[dict[str, Any], list[Any], list[tuple[str, Exception]]]:
+        """The fit's params and data inputs, read before it runs, and what could not be read
+        (reported into the run once it is open)."""
+        params: dict[str, Any] = {}
+        datasets: list[Any] = []
+        problems: list[tuple[str, Exception]] = []
+        try:
+            params.update(_estimator_params(self.estimator, self.settings.prefix))
+            params.update(_fit_params(self.fit_params))
+            for role, X, y, _ in self.sets:
+                found, dataset = dataset_input(X, y, role)
+                params.update(found)
+                datasets.append(dataset)
+        except Exception as error:
+            if strict_mode():
+                raise
+            problems.append(("describing the fit", error))
+        return params, datasets, problems
+
+    def _open(self, described: tuple[dict[str, Any], list[Any], list[Any]]) -> None:
+        """Open the fit's run with what :meth:`_described` read (one call per kind of record:
+        each one is a request, a transaction, to the store)."""
+        params, datasets, problems = described
         tags = {"mltrail.sklearn.estimator": type(self.estimator).__name__}
         trail = self.session.open(tags=tags)
         if self.session.given is not None:
             trail.set_tags(tags)  # open() tags only the runs it starts
-        self._scope.callback(_current.reset, _current.set(self.session))
-        self._scope.enter_context(recording())  # other adapters' patched fits pass through
-        self.session.training_started()
-        if self.settings.log_plots:
-            preload_matplotlib()  # imported while the estimator fits, not after
-        # One call per kind of record: each one is a request (a transaction) to the store.
-        params: dict[str, Any] = {}
-        datasets = []
+        for kind, problem in problems:
+            self.session.report(kind, problem)
         try:
-            with self.session.guarded("recording params"):
-                params.update(_estimator_params(self.estimator, self.settings.prefix))
-                params.update(_fit_params(self.fit_params))
-            with self.session.guarded("describing the training data"):
-                for role, X, y, _ in self.sets:
-                    described, dataset = dataset_input(X, y, role)
-                    params.update(described)
-                    datasets.append(dataset)
             trail.log_params(params)
             trail.log_inputs(datasets)
         except BaseException as error:  # strict mode raises our own errors: end the run first
             self.end(error)
             raise
+
+    def _hold_thread(self) -> None:
+        """Mark this thread as running a recorded fit until :meth:`end` (or the fit's end)."""
+        self._scope.callback(_current.reset, _current.set(self.session))
+        self._scope.enter_context(recording())  # other adapters' patched fits pass through
 
     def finish(self, model: Any) -> None:
         """Record what the fitted ``model`` gives: metrics, search results, model, plot."""
@@ -650,13 +727,31 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
             result = fit()
             _record_nested(settings, estimator, X, y, fit_params.get("sample_weight"))
         else:
-            recorded = _Recording(settings, estimator, X, y, fit_params, eval_set, enclosing_search)
+            recorded = _Recording(
+                settings, estimator, X, y, fit_params, eval_set, enclosing_search, private=True
+            )
             result, session = recorded.run(fit), recorded.session
         self.estimator_ = estimator
-        self.run_id_ = session.last_run_id if session is not None else None
         self._session = session  # where score() logs, in this process or after unpickling
+        self._pending = recorded.pending if session is not None else None
         self._score_calls = 0
         return result
+
+    def _recorded_session(self) -> RunSession | None:
+        """The session of the last fit, once the fit is recorded (it may be recorded after it
+        returned: see ``record_beside``)."""
+        pending = self.__dict__.get("_pending")
+        if pending is not None:
+            pending.wait()
+            self._pending = None
+        return getattr(self, "_session", None)
+
+    @property
+    def run_id_(self) -> str | None:
+        """The MLflow run of the last fit (None when the fit ran inside another one)."""
+        check_is_fitted(self)
+        session = self._recorded_session()
+        return session.last_run_id if session is not None else None
 
     def _settings(self) -> _Settings:
         start = {
@@ -696,7 +791,7 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
         if sample_weight is not None:
             params["sample_weight"] = sample_weight
         value = self.estimator_.score(X, y, **params)
-        session = getattr(self, "_session", None)
+        session = self._recorded_session()
         if session is not None:
             self._score_calls = getattr(self, "_score_calls", 0) + 1
             with session.guarded("logging a score after fit"):
@@ -744,6 +839,7 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
         return new
 
     def __getstate__(self) -> dict[str, Any]:
+        self._recorded_session()  # a copy holds the fit's run id, not the wait for it
         state = super().__getstate__()
         if state.get("trail") is not None:
             state = {**state, "trail": None}

@@ -71,6 +71,9 @@ framework's configuration; that is all:
 - :func:`provide_runs`: the run that trainings inside a unit of work of the adapter's
   framework (a search's trial) join instead of starting runs of their own;
   :func:`trainings_recorded`: such trainings are recorded under ``autolog`` too;
+- :func:`record_beside` (with :func:`can_record_later`, :class:`Pending`): a training that
+  logs nothing while it runs recorded beside it, on mltrail's thread (its run opened once it
+  ends or has run a while; model and plots not waited for; exit waits for them);
 - :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
   registration (entry-point group ``mltrail.integrations``) and the safe-patch contract;
   :func:`call_with_callback`: a patched training gets the adapter's callback unless it has one;
@@ -156,6 +159,7 @@ from mltrail.recording.datasets import (
     fit_arguments,
     shape_of,
 )
+from mltrail.recording.deferred import Pending, can_record_later, record_beside
 from mltrail.recording.distributed import RunIdHandoff
 from mltrail.recording.early_stopping import (
     EarlyStop,
@@ -229,6 +233,7 @@ __all__ = [
     "FileWatch",
     "Framework",
     "MltrailError",
+    "Pending",
     "RunIdHandoff",
     "RunSession",
     "SaveBudget",
@@ -240,6 +245,7 @@ __all__ = [
     "call_with_callback",
     "called_by_library",
     "caller_module",
+    "can_record_later",
     "check_every",
     "check_max_child_runs",
     "check_policy",
@@ -282,6 +288,7 @@ __all__ = [
     "preload_modules",
     "provide_runs",
     "pytorch_flavor_kwargs",
+    "record_beside",
     "recording",
     "residual_plot",
     "results_csv",

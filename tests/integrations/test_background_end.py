@@ -4,11 +4,14 @@ the default options), then read back from the store."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 from tests.conftest import git, user_env
 
@@ -136,7 +139,8 @@ def test_exit_waits_for_the_run_being_closed_and_says_so_once(client, tmp_path) 
     assert done.returncode == 0, done.stderr[-3000:]
     waiting = [line for line in done.stderr.splitlines() if "before exiting" in line]
     assert len(waiting) == 1, done.stderr[-3000:]
-    assert "1 run(s)" in waiting[0]
+    # The fit is recorded after it returned (its run may not even exist yet at exit).
+    assert "1 training(s)" in waiting[0] or "1 run(s)" in waiting[0], waiting[0]
     (run,) = runs_of(client, "slow-save")
     assert run.info.status == "FINISHED"
     assert "model/MLmodel" in artifact_paths(client, run.info.run_id)
@@ -196,3 +200,86 @@ def test_wait_returns_once_the_runs_are_closed(client, monkeypatch) -> None:
     assert run.info.status == "FINISHED"
     assert "model/MLmodel" in artifact_paths(client, run.info.run_id)
     assert mltrail.wait(timeout=0)  # nothing left: returns at once
+
+
+def test_autolog_records_each_fit_of_a_reused_estimator_after_it_returns(client, tmp_path) -> None:
+    # A fold loop refitting one estimator object, then the script ends at once: each fold's
+    # run gets the model of its own fold, though the runs are recorded after the fits.
+    done = run_script(
+        tmp_path,
+        """
+        import json
+        import numpy as np
+        import mltrail
+        from sklearn.linear_model import LogisticRegression
+
+        mltrail.autolog(experiment="folds")
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(300, 4))
+        y = (X[:, 0] + X[:, 1] > 0).astype(int)
+        model = LogisticRegression(max_iter=300)
+        coefs = []
+        for fold in range(3):
+            rows = slice(100 * fold, 100 * fold + 100)
+            model.fit(X[rows] * (fold + 1), y[rows])
+            coefs.append(model.coef_.ravel().tolist())
+        print(json.dumps(coefs))
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    coefs = json.loads(done.stdout.strip().splitlines()[-1])
+    runs = runs_of(client, "folds")
+    assert [run.info.status for run in runs] == ["FINISHED"] * 3
+    for run, coef in zip(runs, coefs, strict=True):
+        assert run.data.params["C"] == "1.0"
+        assert run.data.params["data.train.shape"] == "100x4"
+        assert "train/accuracy" in run.data.metrics
+        loaded = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
+        assert np.allclose(loaded.coef_.ravel(), coef)
+
+
+def test_a_failed_fit_recorded_after_it_raised_is_failed(client, tmp_path) -> None:
+    done = run_script(
+        tmp_path,
+        """
+        import numpy as np
+        import mltrail
+        from sklearn.linear_model import LogisticRegression
+
+        mltrail.autolog(experiment="bad-fit")
+        X = np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 0.0]])
+        try:
+            LogisticRegression().fit(X, [0, 1, 0])
+        except ValueError as error:
+            print("caught", type(error).__name__)
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "caught ValueError" in done.stdout
+    (run,) = runs_of(client, "bad-fit")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mltrail.exception.type"] == "ValueError"
+    assert run.data.params["data.train.shape"] == "3x2"
+
+
+def test_run_id_and_score_right_after_a_fit_recorded_later(client, tmp_path) -> None:
+    done = run_script(
+        tmp_path,
+        """
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+        from mltrail.integrations.sklearn import TrackedEstimator
+
+        X, y = load_iris(return_X_y=True)
+        model = TrackedEstimator(LogisticRegression(max_iter=300), experiment="then-score")
+        model.fit(X, y)
+        print("score", model.score(X, y))
+        print("run", model.run_id_)
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    (run,) = runs_of(client, "then-score")
+    assert run.info.run_id == lines["run"]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["score_1"] == pytest.approx(float(lines["score"]))

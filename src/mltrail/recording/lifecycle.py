@@ -9,6 +9,8 @@
   mltrail process on the same host (or any, once the heartbeat is stale) marks it FAILED.
 - Runs that adapters end in the background (``end_in_background``) are waited for once, at
   interpreter exit (each within its own ``flush_timeout``), or by :func:`wait`.
+- Trainings handed over to be recorded after they ran (:mod:`mltrail.recording.deferred`) are
+  recorded before any of this: their runs end as their trainings did, not as the process does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mltrail.recording import deferred
 from mltrail.recording.spool import read_journal
 from mltrail.recording.writer import POOLS_OPEN, crashed_run_data
 from mltrail.store import describe_uri
@@ -94,7 +97,8 @@ def _still_closing(run_id: str | None = None) -> list[tuple[threading.Thread, An
 
 def wait(timeout: float | None = None, run_id: str | None = None) -> bool:
     """Wait until the runs being ended in the background (all, or only ``run_id``) are closed:
-    everything sent to the store or journaled for ``mltrail sync``.
+    everything sent to the store or journaled for ``mltrail sync``. Without ``run_id``, the
+    trainings still being recorded after they ran (:mod:`mltrail.recording.deferred`) first.
 
     Args:
         timeout: seconds to wait at most; None waits as long as the runs' own
@@ -102,17 +106,20 @@ def wait(timeout: float | None = None, run_id: str | None = None) -> bool:
         run_id: wait for this run only.
 
     Returns:
-        True when no run is being closed any more.
+        True when no run is being closed (nor any training recorded) any more.
     """
     stop = None if timeout is None else time.monotonic() + timeout
+    # Trainings still being recorded end their runs too (none of a training still running).
+    recorded = deferred.wait(timeout) if run_id is None else True
     for thread, _trail, _deadline in _still_closing(run_id):
         left = None if stop is None else max(0.0, stop - time.monotonic())
         thread.join(left)
-    return not _still_closing(run_id)
+    return recorded and not _still_closing(run_id)
 
 
-def _wait_at_exit(limit: float | None = None) -> None:
-    """Wait for the runs still being closed, once, with one line when it takes a moment."""
+def _wait_at_exit(limit: float | None = None, *, announced: bool = False) -> None:
+    """Wait for the runs still being closed, once, with one line when it takes a moment
+    (``announced``: the trainings recorded at exit said it already)."""
     if wait(QUIET_EXIT_WAIT):  # usually done by now: nothing to say
         return
     closing = _still_closing()
@@ -122,7 +129,8 @@ def _wait_at_exit(limit: float | None = None) -> None:
     if limit is not None:
         until = min(until, time.monotonic() + limit)
     stores = sorted({describe_uri(trail.tracking_uri) for _thread, trail, _deadline in closing})
-    logger.warning(
+    logger.log(
+        logging.DEBUG if announced else logging.WARNING,
         "mltrail: sending the last data of %d run(s) to %s before exiting (at most %.0f s).",
         len(closing),
         ", ".join(stores),
@@ -141,6 +149,12 @@ def _wait_at_exit(limit: float | None = None) -> None:
             "until the next mltrail process marks them FAILED.",
             ", ".join(str(trail.run_id) for _thread, trail, _deadline in left),
         )
+
+
+def install() -> None:
+    """Install the exit hooks now (a training recorded later has no open run yet)."""
+    with _lock:
+        _install()
 
 
 def _install() -> None:
@@ -200,14 +214,16 @@ def _at_exit() -> None:
     global _exiting
     _exiting = True  # from here on, runs end on this thread
     with _thread_pools_open():
+        announced = deferred.settle()
         _end_all("FINISHED")
-        _wait_at_exit()
+        _wait_at_exit(announced=announced)
     if _interrupted:
         _keep_sigint_exit()
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
     global _interrupted
+    deferred.settle()  # trainings that returned before the exception end as they did
     _end_all(error=exc)
     (_previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)
     if exc_type is KeyboardInterrupt and not (sys.flags.interactive or hasattr(sys, "ps1")):
@@ -230,10 +246,11 @@ def _keep_sigint_exit() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    announced = deferred.settle(limit=5.0)  # a terminated process has seconds, not minutes
     for trail in open_trails():
         trail.set_tags({"mltrail.exception.type": "SIGTERM"})
     _end_all("KILLED")
-    _wait_at_exit(limit=5.0)  # a terminated process has seconds left, not minutes
+    _wait_at_exit(limit=5.0, announced=announced)
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)

@@ -37,6 +37,11 @@ def provide_runs(provider: RunProvider) -> None:
             _providers.append(provider)
 
 
+def has_providers() -> bool:
+    """Whether any provider is registered (none: no run is ever provided)."""
+    return bool(_providers)
+
+
 def provided_run(tracking_uri: str) -> str | None:
     """The run id the first provider offers for a run starting now in this thread, or None.
 
