@@ -283,3 +283,40 @@ def test_run_id_and_score_right_after_a_fit_recorded_later(client, tmp_path) -> 
     assert run.info.run_id == lines["run"]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["score_1"] == pytest.approx(float(lines["score"]))
+
+
+def test_a_long_fit_shows_its_run_while_it_runs(client, tmp_path) -> None:
+    done = run_script(
+        tmp_path,
+        """
+        import time
+        import mlflow
+        from sklearn.base import BaseEstimator, ClassifierMixin
+        from mltrail.integrations.sklearn import TrackedEstimator
+
+
+        class Slow(ClassifierMixin, BaseEstimator):
+            def fit(self, X, y):
+                # The run is opened 2 s into the fit (once MLflow is imported): wait for it.
+                runs, deadline = [], time.monotonic() + 120
+                while not runs and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    experiment = mlflow.get_experiment_by_name("long-fit")
+                    if experiment is not None:
+                        runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+                print("during", [run.info.status for run in runs], flush=True)
+                self.classes_ = sorted(set(y))
+                return self
+
+            def predict(self, X):
+                return [self.classes_[0]] * len(X)
+
+
+        TrackedEstimator(Slow(), experiment="long-fit").fit([[0.0], [1.0]], [0, 1])
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "during ['RUNNING']" in done.stdout, done.stdout
+    (run,) = runs_of(client, "long-fit")
+    assert run.info.status == "FINISHED", (run.data.tags, done.stderr[-3000:])
+    assert run.data.params["data.train.shape"] == "2x1"

@@ -100,6 +100,7 @@ _queue: queue.SimpleQueue[tuple[Pending, Callable[[], None], Callable[[], None]]
 _waiting: list[Pending] = []  # handed over and not recorded yet, in order
 _lock = threading.Lock()
 _worker: threading.Thread | None = None
+_said = False  # settle has said that exit waits for recordings
 
 
 def record_beside(begin: Callable[[], None], finish: Callable[[], None], what: str) -> Pending:
@@ -210,13 +211,15 @@ def settle(limit: float | None = None) -> bool:
         limit: seconds to wait at most (None: :data:`EXIT_LIMIT`).
 
     Returns:
-        Whether it said so.
+        Whether it said so, now or at an earlier call (exit hooks call it one after another).
     """
+    global _said
     if not _can_end() or threading.current_thread() is _worker:
-        return False
+        return _said
     until = time.monotonic() + (EXIT_LIMIT if limit is None else limit)
     if wait(min(QUIET_WAIT, until - time.monotonic())) or not _can_end():
-        return False
+        return _said
+    _said = True
     logger.warning(
         "mltrail: recording %d training(s) that ended and sending their last data before "
         "exiting (at most %.0f s).",

@@ -37,6 +37,7 @@ from typing import Any
 
 from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors, reject_unknown
+from mltrail.recording import deferred
 from mltrail.recording.steps import next_free_step
 from mltrail.recording.trail import Trail, start_run
 
@@ -552,6 +553,8 @@ def _unwatch(session: RunSession) -> None:
 
 
 def _end_abandoned() -> None:
+    # Trainings that ended and are still being recorded beside them end their own runs.
+    deferred.settle()
     with _running_lock:
         sessions = list(_running)
     for session in sessions:
