@@ -796,11 +796,7 @@ class TrackedEstimator(MetaEstimatorMixin, BaseEstimator):
             self._score_calls = getattr(self, "_score_calls", 0) + 1
             with session.guarded("logging a score after fit"):
                 # The fit's run, joined: its status and end time stay as they are.
-                trail = session.reopen()
-                try:
-                    trail.log_metrics({f"score_{self._score_calls}": value}, step=0)
-                finally:
-                    session.end()
+                session.log_after({f"score_{self._score_calls}": value}, step=0)
         return value
 
     @property
