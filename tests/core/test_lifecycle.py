@@ -46,54 +46,41 @@ def test_run_left_open_ends_finished_at_exit(client) -> None:
     assert run.data.metrics["loss"] == 0.5
 
 
-def test_uploads_at_exit_may_use_thread_pools(client) -> None:
-    """A store's client that uploads through a thread pool (boto3's S3 transfers) still works
-    while the runs end at exit: the pools refuse new work once threads shut down."""
-    result = run_python(
-        script("""
-        from concurrent.futures import ThreadPoolExecutor
-        from pathlib import Path
+POOL_UPLOAD = """
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import threading
 
-        def draw(path):
-            time.sleep(0.5)  # the script has ended by now: this runs at exit
-            with ThreadPoolExecutor(1) as pool:
-                pool.submit(Path(path).write_bytes, b"drawn through a pool").result()
+def draw(path):
+    time.sleep({delay})  # the script has ended by now
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(Path(path).write_bytes, b"drawn through a pool").result()
 
-        trail = mltrail.start_run(experiment="exit-pool", capture=False, system_metrics=False)
-        trail.log_image(draw, "plots/pool.png")
-        """)
-    )
+trail = mltrail.start_run(experiment="{experiment}", capture=False, system_metrics=False)
+if {user_thread}:
+    threading.Thread(target=time.sleep, args=(3.0,)).start()  # the user's, not a daemon
+trail.log_image(draw, "plots/pool.png")
+"""
+
+
+@pytest.mark.parametrize(
+    ("experiment", "delay", "user_thread"),
+    [
+        # A store's client that uploads through a thread pool (boto3's S3 transfers) still
+        # works while the runs end at exit: the pools refuse new work once threads shut down.
+        ("exit-pool", 0.5, False),
+        # Python closes its thread pools as soon as the script's main thread ends, then waits
+        # for the user's own threads: an upload through a pool in that window (boto3 uploading
+        # the final model) waits for mltrail's exit handler to open them again, not failing.
+        ("exit-window", 1.0, True),
+    ],
+)
+def test_uploads_at_exit_may_use_thread_pools(client, experiment, delay, user_thread) -> None:
+    code = POOL_UPLOAD.format(experiment=experiment, delay=delay, user_thread=user_thread)
+    result = run_python(script(code))
     assert result.returncode == 0, result.stderr
     assert "schedule new futures" not in result.stderr
-    run = only_run(client, "exit-pool")
-    assert run.info.status == "FINISHED"
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/pool.png"]
-    assert "mltrail.errors" not in run.data.tags
-
-
-def test_uploads_between_the_end_of_the_script_and_exit_wait_for_the_pools(client) -> None:
-    """Python closes its thread pools as soon as the script's main thread ends, then waits for
-    the user's own threads: an upload through a pool in that window (boto3 uploading the final
-    model) waits for mltrail's exit handler to open them again instead of failing."""
-    result = run_python(
-        script("""
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-        from pathlib import Path
-
-        def draw(path):
-            time.sleep(1.0)  # the script has ended, the user's thread still runs
-            with ThreadPoolExecutor(1) as pool:
-                pool.submit(Path(path).write_bytes, b"drawn through a pool").result()
-
-        trail = mltrail.start_run(experiment="exit-window", capture=False, system_metrics=False)
-        threading.Thread(target=time.sleep, args=(3.0,)).start()  # the user's, not a daemon
-        trail.log_image(draw, "plots/pool.png")
-        """)
-    )
-    assert result.returncode == 0, result.stderr
-    assert "schedule new futures" not in result.stderr
-    run = only_run(client, "exit-window")
+    run = only_run(client, experiment)
     assert run.info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/pool.png"]
     assert "mltrail.errors" not in run.data.tags
