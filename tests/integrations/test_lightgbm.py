@@ -186,18 +186,25 @@ def test_exceptions_end_the_run_failed_and_propagate(client, data) -> None:
     assert client.get_run(callback.run_id).info.status == "FAILED"
 
 
-def test_autolog_records_each_training_once(client, data) -> None:
-    mltrail.autolog(frameworks=["lightgbm", "sklearn"], experiment="lgb-autolog", **LIGHT)
+def autolog_runs(client, experiment: str, frameworks: list[str], train) -> list:
+    """The runs, oldest first, of what ``train()`` trains under autolog into ``experiment``."""
+    mltrail.autolog(frameworks=frameworks, experiment=experiment, **LIGHT)
     try:
-        model = lgb.LGBMClassifier(n_estimators=3, num_leaves=4, verbose=-1)
-        model.fit(data["x"], data["y"])  # its label encoder and lgb.train inside: one run
-        train, _ = datasets(data)
-        lgb.train(PARAMS, train, 2)
+        train()
     finally:
         mltrail.autolog(disable=True)
     settled()
-    experiment = client.get_experiment_by_name("lgb-autolog")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], order_by=["attributes.start_time"])
+
+
+def test_autolog_records_each_training_once(client, data) -> None:
+    def train() -> None:
+        model = lgb.LGBMClassifier(n_estimators=3, num_leaves=4, verbose=-1)
+        model.fit(data["x"], data["y"])  # its label encoder and lgb.train inside: one run
+        lgb.train(PARAMS, datasets(data)[0], 2)
+
+    runs = autolog_runs(client, "lgb-autolog", ["lightgbm", "sklearn"], train)
     assert [r.data.tags["mltrail.lightgbm.api"] for r in runs] == ["sklearn", "train"]
     assert {r.data.tags["mltrail.framework"] for r in runs} == {"lightgbm"}
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -226,20 +233,17 @@ def test_a_loop_over_one_dataset_identifies_its_data_every_time(client, data) ->
     """LightGBM frees a Dataset's rows once it is built: the trainings after the first on the
     same Dataset (a loop of experiments) still record what data they trained on, and a new
     label set on it is new data."""
-    mltrail.autolog(frameworks=["lightgbm"], experiment="lgb-loop", **LIGHT)
-    try:
-        train, _ = datasets(data)
-        lgb.train(PARAMS, train, 2)
-        lgb.train(PARAMS, train, 2)
-        lgb.train({**PARAMS, "learning_rate": 0.1}, train, 2)
-        assert train.data is None  # freed by LightGBM after the first training
+
+    def train() -> None:
+        dataset, _ = datasets(data)
+        lgb.train(PARAMS, dataset, 2)
+        lgb.train(PARAMS, dataset, 2)
+        lgb.train({**PARAMS, "learning_rate": 0.1}, dataset, 2)
+        assert dataset.data is None  # freed by LightGBM after the first training
         other = lgb.Dataset(data["x"], label=1 - data["y"])
         lgb.train(PARAMS, other, 2)
-    finally:
-        mltrail.autolog(disable=True)
-    settled()
-    experiment = client.get_experiment_by_name("lgb-loop")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+
+    runs = autolog_runs(client, "lgb-loop", ["lightgbm"], train)
     digests = [r.data.params["data.train.digest"] for r in runs]
     assert len(digests) == 4 and "unknown" not in digests, digests
     assert digests[0] == digests[1] == digests[2] != digests[3]
