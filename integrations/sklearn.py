@@ -232,8 +232,9 @@ class _Recording:
         outcome: dict[str, Any] = {}  # the fitted model, or the fit's exception
 
         def opened() -> None:
-            self._open(described)
-            if self.pending is not None and not self.pending.training_over:
+            running = self.pending is not None and not self.pending.training_over
+            self._open(described, sample_system=running)  # samples after the fit tell nothing
+            if running:
                 self.session.training_started()  # a long fit: an exit before its end fails it
 
         def fitted() -> None:
@@ -275,12 +276,14 @@ class _Recording:
             problems.append(("describing the fit", error))
         return params, datasets, problems
 
-    def _open(self, described: tuple[dict[str, Any], list[Any], list[Any]]) -> None:
+    def _open(
+        self, described: tuple[dict[str, Any], list[Any], list[Any]], sample_system: bool = True
+    ) -> None:
         """Open the fit's run with what :meth:`_described` read (one call per kind of record:
         each one is a request, a transaction, to the store)."""
         params, datasets, problems = described
         tags = {"mltrail.sklearn.estimator": type(self.estimator).__name__}
-        trail = self.session.open(tags=tags)
+        trail = self.session.open(tags=tags, sample_system=sample_system)
         if self.session.given is not None:
             trail.set_tags(tags)  # open() tags only the runs it starts
         for kind, problem in problems:

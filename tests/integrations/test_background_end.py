@@ -33,7 +33,7 @@ def run_script(folder: Path, body: str, **env: str) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "train.py"],
         cwd=folder,
-        env=user_env(**QUIET, **env),
+        env=user_env(**{**QUIET, **env}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -225,6 +225,7 @@ def test_autolog_records_each_fit_of_a_reused_estimator_after_it_returns(client,
             coefs.append(model.coef_.ravel().tolist())
         print(json.dumps(coefs))
         """,
+        MLTRAIL_SYSTEM_METRICS="true",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     coefs = json.loads(done.stdout.strip().splitlines()[-1])
@@ -234,6 +235,8 @@ def test_autolog_records_each_fit_of_a_reused_estimator_after_it_returns(client,
         assert run.data.params["C"] == "1.0"
         assert run.data.params["data.train.shape"] == "100x4"
         assert "train/accuracy" in run.data.metrics
+        # Opened after its fit: samples would describe the recording, not the fit.
+        assert not [name for name in run.data.metrics if name.startswith("system/")]
         loaded = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
         assert np.allclose(loaded.coef_.ravel(), coef)
 
@@ -305,6 +308,7 @@ def test_a_long_fit_shows_its_run_while_it_runs(client, tmp_path) -> None:
                     if experiment is not None:
                         runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
                 print("during", [run.info.status for run in runs], flush=True)
+                time.sleep(1.5)  # system metrics sampled while the fit runs
                 self.classes_ = sorted(set(y))
                 return self
 
@@ -314,9 +318,11 @@ def test_a_long_fit_shows_its_run_while_it_runs(client, tmp_path) -> None:
 
         TrackedEstimator(Slow(), experiment="long-fit").fit([[0.0], [1.0]], [0, 1])
         """,
+        MLTRAIL_SYSTEM_METRICS="true",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "during ['RUNNING']" in done.stdout, done.stdout
     (run,) = runs_of(client, "long-fit")
     assert run.info.status == "FINISHED", (run.data.tags, done.stderr[-3000:])
+    assert [name for name in run.data.metrics if name.startswith("system/")]
     assert run.data.params["data.train.shape"] == "2x1"

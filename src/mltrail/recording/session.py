@@ -143,6 +143,7 @@ class RunSession:
         global_step: int | None = None,
         steps_name: str | None = None,
         how_to_continue: str = "continue the same model",
+        sample_system: bool = True,
     ) -> Trail:
         """The Trail to record into: the given one, or a run this session starts.
 
@@ -165,6 +166,8 @@ class RunSession:
                 steps again is refused.
             how_to_continue: what the user does instead, for that error ("continue the same
                 booster with xgb_model=").
+            sample_system: ``False``: no system metrics for a run started now (a training
+                recorded after it ended: they would describe the recording, not the training).
 
         Raises:
             MltrailError: when the given Trail has ended, ``run_id`` does not exist, or a
@@ -193,7 +196,13 @@ class RunSession:
                 self.given.set_tags({"mltrail.framework": self.framework})
             return self.given
         return self._start(
-            run_id, join, tracking_uri, tags, light, (restart_step, checkpoint, global_step)
+            run_id,
+            join,
+            tracking_uri,
+            tags,
+            light,
+            (restart_step, checkpoint, global_step),
+            sample_system=sample_system,
         )
 
     def _start(
@@ -204,6 +213,8 @@ class RunSession:
         tags: Mapping[str, Any] | None,
         light: bool,
         restart: tuple[int | None, str | None, int | None] = (None, None, None),
+        *,
+        sample_system: bool = True,
     ) -> Trail:
         """Start, resume or join a run with this session's start-run arguments (see open)."""
         if self._given_run is not None:  # a copy of a session given a Trail (copies_join)
@@ -223,6 +234,8 @@ class RunSession:
             kwargs["tracking_uri"] = tracking_uri
         if light:
             kwargs.update(capture=False, system_metrics=False)
+        if not sample_system:
+            kwargs["system_metrics"] = False
         restart_step, checkpoint, global_step = restart
         resuming = kwargs.get("run_id") is not None and not join and self._given_run is None
         if resuming and restart_step is not None:  # continue, fork or rewind: the kernel decides
