@@ -260,14 +260,21 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None
 
 
-def call_with_timeout(func: Callable[[], T], timeout: float, what: str) -> T:
+def call_with_timeout(
+    func: Callable[[], T],
+    timeout: float,
+    what: str,
+    late: Callable[[T], None] | None = None,
+) -> T:
     """Run ``func`` on a helper thread and give up waiting after ``timeout`` seconds.
 
     Raises TimeoutError when the store does not answer in time; the call may still complete
-    later on its thread, which the caller must tolerate.
+    later on its thread, which the caller must tolerate: ``late(value)`` is then called there
+    with what it returned (a run the server created after the client gave up on it).
     """
     result: dict[str, Any] = {}
     done = threading.Event()
+    lock = threading.Lock()
 
     def target() -> None:
         try:
@@ -275,11 +282,21 @@ def call_with_timeout(func: Callable[[], T], timeout: float, what: str) -> T:
         except BaseException as error:
             result["error"] = error
         finally:
-            done.set()
+            with lock:
+                done.set()
+                abandoned = result.get("abandoned", False)
+        if abandoned and late is not None and "value" in result:
+            try:
+                late(result["value"])
+            except Exception:
+                logger.debug("handling the late answer of %s failed", what, exc_info=True)
 
     threading.Thread(target=target, name=f"mltrail-{what}", daemon=True).start()
     if not done.wait(timeout):
-        raise TimeoutError(f"{what} took longer than {timeout:g} s")
+        with lock:
+            result["abandoned"] = not done.is_set()
+        if result["abandoned"]:
+            raise TimeoutError(f"{what} took longer than {timeout:g} s")
     if "error" in result:
         raise result["error"]
     return result["value"]

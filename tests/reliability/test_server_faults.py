@@ -362,3 +362,39 @@ def test_spool_disk_failure_keeps_training_with_one_clear_error(
         assert set(range(21)) <= set(steps), key  # what was sent before the outage is there
         assert len(steps) == len(set(steps))  # never twice
         assert journaled[key] <= set(steps)  # and every journaled point was replayed
+
+
+def test_a_run_the_server_creates_after_the_client_gave_up_is_the_one_synced(
+    proxy, mlflow_server, tmp_path: Path
+) -> None:
+    """A server slower than ``start_timeout``: the training goes on journaled offline while the
+    server still creates the run it was asked for. ``mltrail sync`` replays into that run
+    rather than creating a second one, which would leave the first RUNNING and empty."""
+    proxy.delay = 2.0
+    proxy.set("slow")
+    trail = mltrail.start_run(
+        tracking_uri=proxy.uri,
+        experiment="late-start",
+        run_name="late",
+        start_timeout=1.0,
+        capture=False,
+        system_metrics=False,
+    )
+    assert trail.offline
+    trail.log_metrics({"loss": 0.5}, step=0)
+    trail.end()
+    meta_path = tmp_path / "spool" / trail.run_id / "meta.json"
+    deadline = time.monotonic() + 60
+    while "server_run_id" not in (meta := json.loads(meta_path.read_text())):
+        assert time.monotonic() < deadline, "the run the server created was not adopted"
+        time.sleep(0.2)
+    proxy.set("pass")
+    spool = tmp_path / "spool"
+    assert cli(["sync", "--spool-dir", str(spool), "--tracking-uri", mlflow_server.uri]) == 0
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("late-start")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_id == meta["server_run_id"]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["loss"] == 0.5
+    assert run.info.run_name == "late"

@@ -149,6 +149,7 @@ class Trail:
         self._nonfinite_values: dict[str, list[str]] = {}  # key -> "nan", "inf", "-inf" seen
         self._bad_steps = 0  # log_metrics calls with a step that is no integer
         self._lock = threading.Lock()
+        self._late_run: dict[str, str] = {}  # see _adopt_late_run
         self._tmp: Path | None = None
         self._remove_at_close: list[Path] = []  # adapters' temporary folders, see remove_at_close
         self._checkpoints: dict[str, Any] = {"files": {}, "aliases": {}}
@@ -284,7 +285,9 @@ class Trail:
                 exp_id = experiment_id(self.client, experiment, self.tracking_uri)
                 return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
 
-        run = call_with_timeout(create, self._start_budget(), "creating the run")
+        run = call_with_timeout(
+            create, self._start_budget(), "creating the run", late=self._adopt_late_run
+        )
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self.owned = True
@@ -328,7 +331,13 @@ class Trail:
         self.offline = True
         self.owned = True
         self.run_id = run_id or uuid.uuid4().hex
-        self._offline_meta = {"experiment": experiment, "run_name": name, "resume": bool(run_id)}
+        with self._lock:
+            self._offline_meta = {
+                "experiment": experiment,
+                "run_name": name,
+                "resume": bool(run_id),
+                **self._late_run,
+            }
         logger.warning(
             "mltrail: the tracking store %s is unreachable (%s). Training goes on; the run is "
             "journaled locally as %s and `mltrail sync` uploads it later.",
@@ -336,6 +345,18 @@ class Trail:
             redact_text(f"{type(error).__name__}: {error}"),
             self.run_id,
         )
+
+    def _adopt_late_run(self, run: Any) -> None:
+        """The store created the run after this process gave up waiting for it and went
+        offline: ``mltrail sync`` replays the journal into that run instead of creating a
+        second one (the first would stay RUNNING beside it, with nothing in it)."""
+        with self._lock:
+            self._late_run = {"server_run_id": run.info.run_id}
+            if hasattr(self, "_offline_meta"):
+                self._offline_meta.update(self._late_run)
+            writer = self._writer
+        if writer is not None:
+            writer.spool.update_meta(**self._late_run)
 
     def _start_writer(self) -> None:
         assert self.run_id is not None
@@ -373,6 +394,10 @@ class Trail:
             heartbeat=self._heartbeat_tags if self.owned else None,
             heartbeat_interval=self.options.heartbeat_interval,
         )
+        with self._lock:
+            late = dict(self._late_run)
+        if late and self.offline:  # the run was created while the writer was being made
+            spool.update_meta(**late)
 
     def _heartbeat_tags(self) -> dict[str, str]:
         return {"mltrail.heartbeat": str(int(time.time()))}
