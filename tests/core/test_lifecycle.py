@@ -26,6 +26,28 @@ def run_python(code: str, **kwargs) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_python(code: str) -> subprocess.Popen[str]:
+    """A script whose stack can be read when it does not end (``-X faulthandler``)."""
+    return subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def exit_code(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
+    """The script's exit code and stderr; a script still alive after ``timeout`` is aborted and
+    the test fails with every thread's stack."""
+    try:
+        _out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        _out, err = process.communicate(timeout=30)
+        pytest.fail(f"the script was still alive after {timeout} s:\n{err[-6000:]}")
+    return process.returncode, err
+
+
 def only_run(client: MlflowClient, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
@@ -118,10 +140,11 @@ def test_sigterm_ends_killed_flushed_and_chains_the_previous_handler(
                 print("ready", flush=True)
             time.sleep(0.01)
         """)
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    process = start_python(code)
     assert process.stdout.readline().strip() == "ready"
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 143
+    returned, err = exit_code(process)
+    assert returned == 143, err
     assert marker.read_text() == "yes"
     run = only_run(client, "sigterm")
     assert run.info.status == "KILLED"
@@ -135,10 +158,11 @@ def test_sigterm_without_handler_terminates_with_the_signal(client) -> None:
         print("ready", flush=True)
         time.sleep(60)
         """)
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    process = start_python(code)
     assert process.stdout.readline().strip() == "ready"
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == -signal.SIGTERM
+    returned, err = exit_code(process)
+    assert returned == -signal.SIGTERM, err
     assert only_run(client, "sigterm-default").info.status == "KILLED"
 
 
@@ -158,13 +182,12 @@ def test_ctrl_c_ends_killed_and_the_process_dies_by_sigint(client) -> None:
         print("ready", flush=True)
         time.sleep(60)
         """)
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = start_python(code)
     assert process.stdout.readline().strip() == "ready"
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == -signal.SIGINT, process.stderr.read()
-    assert "KeyboardInterrupt" in process.stderr.read()
+    returned, err = exit_code(process)
+    assert returned == -signal.SIGINT, err
+    assert "KeyboardInterrupt" in err
     run = only_run(client, "ctrl-c")
     assert run.info.status == "KILLED"
     assert run.data.metrics["loss"] == 0.5

@@ -238,3 +238,40 @@ def test_plugin_schemes_are_supported_and_listed(module_store: str, tmp_path: Pa
     )
     assert "No MLflow tracking store supports the URI 'foo://bar'" in out
     assert "trailstore://" in out
+
+
+# --- dataset inputs ---------------------------------------------------------------------------
+
+
+def test_runs_logging_the_same_data_at_once_each_keep_it(client) -> None:
+    """A fold loop's runs log the same data, one run's writer while the previous one's still
+    sends. SQL stores look a dataset up before inserting it, so both insert it and the second
+    was refused (its run lost the input, and in strict mode its writer stopped)."""
+    import threading
+
+    from mltrail.recording.writer import apply_record
+
+    experiment = client.create_experiment("same-data-at-once")
+
+    def send(run_id: str, spec: dict, start: threading.Barrier, errors: list) -> None:
+        start.wait()
+        try:
+            apply_record(client, run_id, {"kind": "inputs", "data": [spec]})
+        except Exception as error:  # the test reports what escaped
+            errors.append(error)
+
+    for round_ in range(12):
+        runs = [client.create_run(experiment).info.run_id for _ in range(2)]
+        spec = {"name": "train", "digest": f"digest-{round_}", "source": "{}"}
+        start, errors = threading.Barrier(len(runs)), []
+        threads = [
+            threading.Thread(target=send, args=(run_id, spec, start, errors)) for run_id in runs
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        for run_id in runs:
+            (found,) = client.get_run(run_id).inputs.dataset_inputs
+            assert (found.dataset.name, found.dataset.digest) == ("train", f"digest-{round_}")

@@ -107,7 +107,7 @@ def apply_record(
     elif kind == "delete_tag":
         client.delete_tag(run_id, data)
     elif kind == "inputs":
-        client.log_inputs(run_id, datasets=[_dataset_input(d) for d in data])
+        _log_inputs(client, run_id, [_dataset_input(d) for d in data])
     elif kind == "artifact":
         path = Path(record["path"])
         if path.is_dir():
@@ -398,6 +398,18 @@ def _log_points(client: Any, run_id: str, metrics: list[Any]) -> None:
         if not _already_stored(error, "metrics"):
             raise
         client.log_batch(run_id, metrics=metrics)
+
+
+def _log_inputs(client: Any, run_id: str, inputs: list[Any]) -> None:
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception as error:
+        # SQL stores look a dataset up, then insert it: two runs of one experiment logging the
+        # same data at once (a fold loop's runs, recorded while the previous one still sends)
+        # both insert it, and the second is refused. Sent again, it finds the first's row.
+        if not _already_stored(error, "datasets"):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def _already_stored(error: BaseException, table: str) -> bool:
