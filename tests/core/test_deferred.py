@@ -77,6 +77,35 @@ def test_a_recording_waiting_for_a_later_one_does_not_hang():
     assert results == [False]
 
 
+def test_a_recording_waits_for_the_earlier_ones_not_for_itself():
+    """A run being recorded that looks for the process's earlier runs (the already-run check,
+    on a thread of its own) waits for the recordings before it; waiting for its own would
+    wait for itself."""
+    from mltrail.recording import lifecycle
+
+    first_done = threading.Event()
+    seen: dict[str, object] = {}
+    checked = threading.Event()
+
+    def check(mine: deferred.Pending | None) -> None:
+        seen["earlier recorded"] = lifecycle.wait(5, before=mine)
+        seen["first done then"] = first_done.is_set()
+        checked.set()
+
+    def second() -> None:
+        mine = deferred.current()
+        seen["own recording"] = mine
+        threading.Thread(target=check, args=(mine,)).start()
+        checked.wait(30)  # the run ends after its check, as a short run's may
+
+    record_later(lambda: (time.sleep(0.3), first_done.set()), "first")
+    handle = record_later(second, "second")
+    assert handle.wait(30)
+    assert seen["own recording"] is handle
+    assert seen["earlier recorded"] is True and seen["first done then"] is True
+    assert deferred.current() is None  # not on the recording thread
+
+
 def test_which_trainings_may_be_recorded_after_they_ran(monkeypatch, module_store):
     monkeypatch.setenv("MLTRAIL_END_IN_BACKGROUND", "true")
     assert can_record_later({})

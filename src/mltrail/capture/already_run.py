@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mltrail.errors import MltrailError
-from mltrail.recording import lifecycle
+from mltrail.recording import deferred, lifecycle
 
 logger = logging.getLogger("mltrail.already_run")
 
@@ -104,6 +104,8 @@ class AlreadyRunCheck:
         self._wake = threading.Event()
         self._ended = threading.Event()
         self._params_at: float | None = None
+        # A run recorded beside its training waits for the process's earlier runs, not itself.
+        self._recording = deferred.current()
 
     @classmethod
     def start(
@@ -129,7 +131,8 @@ class AlreadyRunCheck:
         if self.mode != "error" or self.found is not None:
             return
         self._ready(CAPTURE_TIMEOUT)
-        lifecycle.wait(SEARCH_TIMEOUT)  # this process's earlier runs, still being closed
+        # This process's earlier runs, still being closed or recorded.
+        lifecycle.wait(SEARCH_TIMEOUT, before=self._recording)
         earlier = self._check(self._fingerprint())
         if earlier is not None:
             self.trail.set_tags({TAG: earlier.info.run_id, STOPPED_TAG: "true"})
@@ -157,7 +160,8 @@ class AlreadyRunCheck:
                 break
             self._ended.wait(quiet)
         if not self._ended.is_set():
-            lifecycle.wait(SEARCH_TIMEOUT)  # this process's earlier runs, still being closed
+            # This process's earlier runs, still being closed or recorded.
+            lifecycle.wait(SEARCH_TIMEOUT, before=self._recording)
             self._check_and_warn(self._fingerprint())
 
     def _check_and_warn(self, fingerprint: str | None, timeout: float = SEARCH_TIMEOUT) -> None:

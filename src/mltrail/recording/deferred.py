@@ -42,6 +42,7 @@ __all__ = [
     "OPEN_AFTER",
     "Pending",
     "can_record_later",
+    "current",
     "pending",
     "record_beside",
     "settle",
@@ -100,6 +101,7 @@ _queue: queue.SimpleQueue[tuple[Pending, Callable[[], None], Callable[[], None]]
 _waiting: list[Pending] = []  # handed over and not recorded yet, in order
 _lock = threading.Lock()
 _worker: threading.Thread | None = None
+_current: Pending | None = None  # the recording the worker is doing
 _said = False  # settle has said that exit waits for recordings
 
 
@@ -151,11 +153,13 @@ def _keep_import_filters() -> None:
 
 
 def _work() -> None:
+    global _current
     while True:
         entry = _queue.get()
         if entry is None:
             return
         item, begin, finish = entry
+        _current = item
         try:
             item.wait_for_training(OPEN_AFTER)
             begin()
@@ -170,6 +174,7 @@ def _work() -> None:
             with _lock:
                 if item in _waiting:
                     _waiting.remove(item)
+            _current = None
             item._done.set()
 
 
@@ -179,25 +184,38 @@ def pending() -> list[Pending]:
         return list(_waiting)
 
 
-def _can_end() -> list[Pending]:
+def current() -> Pending | None:
+    """The recording under way when called on mltrail's recording thread (what a run opened
+    there belongs to), else None."""
+    return _current if threading.current_thread() is _worker else None
+
+
+def _can_end(before: Pending | None = None) -> list[Pending]:
     """The pending recordings that can end without waiting for a training: those before the
-    first whose training still runs (the thread records them in order)."""
+    first whose training still runs (the thread records them in order), and before
+    ``before``."""
     with _lock:
         ready = []
         for item in _waiting:
-            if not item.training_over:
+            if not item.training_over or item is before:
                 break
             ready.append(item)
         return ready
 
 
-def wait(timeout: float | None = None) -> bool:
+def wait(timeout: float | None = None, before: Pending | None = None) -> bool:
     """Wait until the recordings handed over so far have ended, but for those of trainings
-    still running (a wait from inside one would never end); True when none is left."""
+    still running (a wait from inside one would never end); True when none is left.
+
+    Args:
+        timeout: seconds to wait at most (None: until they have ended).
+        before: wait only for the recordings handed over before this one (a run being
+            recorded that waits for the process's earlier runs, not for itself).
+    """
     stop = None if timeout is None else time.monotonic() + timeout
-    for item in _can_end():
+    for item in _can_end(before):
         item.wait(None if stop is None else max(0.0, stop - time.monotonic()))
-    return not pending()
+    return not _can_end(before) if before is not None else not pending()
 
 
 def settle(limit: float | None = None) -> bool:

@@ -95,7 +95,11 @@ def _still_closing(run_id: str | None = None) -> list[tuple[threading.Thread, An
         ]
 
 
-def wait(timeout: float | None = None, run_id: str | None = None) -> bool:
+def wait(
+    timeout: float | None = None,
+    run_id: str | None = None,
+    before: deferred.Pending | None = None,
+) -> bool:
     """Wait until the runs being ended in the background (all, or only ``run_id``) are closed:
     everything sent to the store or journaled for ``mltrail sync``. Without ``run_id``, the
     trainings still being recorded after they ran (:mod:`mltrail.recording.deferred`) first.
@@ -104,13 +108,15 @@ def wait(timeout: float | None = None, run_id: str | None = None) -> bool:
         timeout: seconds to wait at most; None waits as long as the runs' own
             ``flush_timeout`` lets them take.
         run_id: wait for this run only.
+        before: of the trainings being recorded, wait only for those handed over before this
+            one (the caller's own recording, see :func:`deferred.current`).
 
     Returns:
         True when no run is being closed (nor any training recorded) any more.
     """
     stop = None if timeout is None else time.monotonic() + timeout
     # Trainings still being recorded end their runs too (none of a training still running).
-    recorded = deferred.wait(timeout) if run_id is None else True
+    recorded = deferred.wait(timeout, before) if run_id is None else True
     for thread, _trail, _deadline in _still_closing(run_id):
         left = None if stop is None else max(0.0, stop - time.monotonic())
         thread.join(left)
