@@ -44,7 +44,9 @@ def exit_code(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int,
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
         _out, err = process.communicate(timeout=30)
-        pytest.fail(f"the script was still alive after {timeout} s:\n{err[-6000:]}")
+        # A signal the test runner ignores is ignored by the scripts it starts as well.
+        inherited = {s.name: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        pytest.fail(f"the script was still alive after {timeout} s ({inherited}):\n{err[-6000:]}")
     return process.returncode, err
 
 
