@@ -22,14 +22,18 @@ framework's configuration; that is all:
   framework's method, with the exception leaving its caller (the end of a unit of work that
   has no hook);
 - :class:`EpochLog`: the step convention (``step = epoch``, ``step/`` at the global step,
-  runs that go on continue their steps);
+  runs that go on continue their steps); :class:`GlobalSteps`: a framework's global steps on
+  the run's (a second training into a run goes on past its steps, a resumed one skips those
+  the run has values of);
 - :class:`BestTracker`, :class:`FileWatch`, :func:`stable_copy`, :data:`CHECKPOINT_POLICIES`:
   checkpoints (which is best, which files changed, a copy that uploads safely);
   :class:`CheckpointModel`: how a checkpoint loads as a model (checkpoints as MLflow 3
   LoggedModels); :class:`CheckpointUploads` (with :class:`CheckpointFile`,
   :func:`aliases_for`): the policy, the framework's changed checkpoint files, their stable
-  copies and aliases, to the run; :class:`SaveBudget`, :class:`DeferredSave`: an adapter's
-  own saves kept under a share of the training time (the best model kept in memory till then);
+  copies and aliases, to the run (:meth:`CheckpointUploads.upload_saved`: one the framework
+  saved when it chose, best by a :class:`BestTracker` or the framework's own choice);
+  :class:`SaveBudget`, :class:`DeferredSave`: an adapter's own saves kept under a share of
+  the training time (the best model kept in memory till then);
 - :class:`CheckpointEvery`: checkpoints an adapter saves itself every N steps, ``latest``,
   and ``best`` by a metric it names; :class:`EpochCheckpoints`: those it saves at the end of
   each epoch by its ``checkpoints=`` policy (each epoch, the best under the save budget, the
@@ -78,7 +82,9 @@ framework's configuration; that is all:
   registration (entry-point group ``mltrail.integrations``) and the safe-patch contract;
   :func:`call_with_callback`: a patched training gets the adapter's callback unless it has one;
   :class:`AutologCallbacks`: that callback also for the ``evaluate``/``predict``/``test``
-  after the training on the same trainer or model, in the framework's own list of callbacks.
+  after the training on the same trainer or model, in the framework's own list of callbacks
+  (:meth:`AutologCallbacks.training_patch`, :meth:`AutologCallbacks.later_patch`: the
+  patches of a trainer's methods).
 
 A minimal adapter for a framework whose trainer calls ``on_epoch_end(epoch, logs)``::
 
@@ -206,7 +212,14 @@ from mltrail.recording.session import (
     RunSession,
     check_start_run_kwargs,
 )
-from mltrail.recording.steps import STEP_PREFIX, EpochLog, check_every, every_n, next_free_step
+from mltrail.recording.steps import (
+    STEP_PREFIX,
+    EpochLog,
+    GlobalSteps,
+    check_every,
+    every_n,
+    next_free_step,
+)
 
 __all__ = [
     "CHECKPOINT_POLICIES",
@@ -232,6 +245,7 @@ __all__ = [
     "EpochLog",
     "FileWatch",
     "Framework",
+    "GlobalSteps",
     "MltrailError",
     "Pending",
     "RunIdHandoff",

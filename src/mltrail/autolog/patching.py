@@ -184,6 +184,31 @@ class AutologCallbacks:
             return call()
         return self._call_with(callbacks, callback, call)
 
+    def training_patch(self, callbacks_of: Callable[[Any], list[Any]]) -> Callable[..., Any]:
+        """An autolog patch (a :func:`safe_patch` wrapper) of a trainer's training method
+        (``Trainer.train``, ``Trainer.fit``): the call on its trainer, through
+        :meth:`call_training`, with ``callbacks_of(trainer)`` the trainer's list of callbacks.
+        Each training gets a new callback, so a new run."""
+
+        def patch(call_original: Callable[..., Any], owner: Any, *args: Any, **kw: Any) -> Any:
+            call = functools.partial(call_original, owner, *args, **kw)
+            return self.call_training(owner, callbacks_of(owner), call)
+
+        return patch
+
+    def later_patch(
+        self, callbacks_of: Callable[[Any], list[Any]], *, or_new: bool = False
+    ) -> Callable[..., Any]:
+        """An autolog patch of a trainer's method for the calls after a training
+        (``evaluate``, ``predict``, ``test``), through :meth:`call_later` (``or_new``: see
+        :meth:`for_later`), with ``callbacks_of(trainer)`` the trainer's list of callbacks."""
+
+        def patch(call_original: Callable[..., Any], owner: Any, *args: Any, **kw: Any) -> Any:
+            call = functools.partial(call_original, owner, *args, **kw)
+            return self.call_later(owner, callbacks_of(owner), call, or_new=or_new)
+
+        return patch
+
     def _call_with(self, callbacks: list[Any], callback: Any, call: Callable[[], Any]) -> Any:
         off = [(i, cb) for i, cb in enumerate(callbacks) if isinstance(cb, self._without)]
         for index, _ in reversed(off):

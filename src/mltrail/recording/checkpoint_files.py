@@ -123,6 +123,46 @@ class CheckpointUploads:
             model=model,
         )
 
+    def upload_saved(
+        self,
+        path: str | os.PathLike[str],
+        step: int,
+        best: BestTracker,
+        metrics: Mapping[str, Any],
+        *,
+        framework_best: bool | None = None,
+        model: CheckpointModel | None = None,
+    ) -> bool:
+        """Upload, if the policy wants it, a checkpoint the framework saved just now, after its
+        latest evaluation ``metrics``; for frameworks that save a checkpoint when they choose
+        (a Trainer's ``save_steps``), not at a step the adapter knows in advance.
+
+        It is the best when ``metrics`` improve on ``best`` (the monitored metric), unless the
+        framework picks the best itself (``framework_best``: its choice wins). It goes up with
+        the monitored metric's value, when ``metrics`` have it, and the aliases ``latest`` and,
+        when best, ``best``.
+
+        Args:
+            path: the framework's checkpoint file or folder (logged through a stable copy).
+            step: the run step it is logged at.
+            best: the best so far by the monitored metric (updated with ``metrics``).
+            metrics: the latest evaluation's values (empty: none yet).
+            framework_best: whether the framework itself says this checkpoint is its best
+                (None: it does not say).
+            model: how it loads as a model (checkpoints as LoggedModels).
+
+        Returns:
+            Whether it was uploaded.
+        """
+        improved = best.update(metrics, step)
+        is_best = improved if framework_best is None else framework_best
+        if not self.wanted(is_best):
+            return False
+        monitor = best.monitor
+        value = {monitor: metrics[monitor]} if monitor in metrics else None
+        self.upload(path, step, metrics=value, aliases=aliases_for(is_best), model=model)
+        return True
+
     def upload_changed(
         self,
         paths: Iterable[str | os.PathLike[str]],

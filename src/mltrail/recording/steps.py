@@ -8,6 +8,8 @@
   checkpoint, several trainings into one given Trail) continues the steps, never restarts
   them: the first epoch a training reports is moved past the last step the run has
   (:meth:`EpochLog.start`). Trainings that share one Trail share its next free step.
+- Step-level values of a framework that counts global steps across a resume
+  (:class:`GlobalSteps`) go on past the run's last global step, never log one twice.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltrail.errors import MltrailError
 from mltrail.recording.early_stopping import EarlyStop, early_stopping_metrics
 from mltrail.recording.trail import Trail
+
+if TYPE_CHECKING:
+    from mltrail.recording.session import RunSession
 
 STEP_PREFIX = "step/"
 
@@ -134,6 +139,67 @@ class EpochLog:
                 key = keys[name] = STEP_PREFIX + name
             values[key] = value
         trail.log_metrics(values, step=global_step)
+
+
+# The next free global step of each run (by run id), for trainings that count from 0 again.
+_next_global: dict[str, int] = {}
+
+
+class GlobalSteps:
+    """The global optimizer steps of one adapter's trainings, on the steps of the run they log to.
+
+    For a framework whose trainings count their global steps from 0, and from a checkpoint's step
+    when resumed (the Transformers Trainer). A run never gets values of one global step twice:
+
+    - a training that starts at step 0 into a run that has steps already (a second training into
+      one given Trail) goes on after the last step the run got in this process;
+    - a training resumed from a checkpoint into a run that goes on (continued, not rewound)
+      skips the steps that the run has values of already (those the stopped training logged
+      after that checkpoint). The run's last step is kept in its tag
+      ``mltrail.<framework>.global_step``, so that a resume in another process knows it.
+
+    Args:
+        session: the adapter's :class:`~mltrail.recording.session.RunSession` (its current run,
+            and its framework, which names the tag).
+
+    Attributes:
+        tag: the run tag that holds the last global step the run has values of.
+        offset: what moves the framework's global steps to the run's (a training from step 0
+            into a run that has steps).
+    """
+
+    def __init__(self, session: RunSession) -> None:
+        self._session = session
+        self.tag = f"mltrail.{session.framework}.global_step"
+        self.offset = 0
+        self._skip_to = 0
+
+    def start(self, global_step: int) -> None:
+        """A training into the session's current run begins at the framework's ``global_step``
+        (0, or the step of the checkpoint it resumes from)."""
+        trail = self._session.trail
+        if trail is None:
+            self.offset = self._skip_to = 0
+            return
+        continued = trail.resumed and trail.restart != "rewind"  # a rewound run logs them again
+        self._skip_to = int(trail.attached_tags.get(self.tag, 0)) if continued else 0
+        with _lock:
+            self.offset = 0 if global_step else _next_global.get(trail.run_id, 0)
+
+    def step(self, global_step: int) -> int | None:
+        """The run's step of the framework's ``global_step``; None when the run has values of
+        that step already (a resumed training redoing it)."""
+        step = global_step + self.offset
+        return None if self._skip_to and step <= self._skip_to else step
+
+    def logged(self, step: int) -> None:
+        """Values of the run's ``step`` were logged: the run's last step, for later trainings."""
+        trail = self._session.trail
+        if trail is None:
+            return
+        trail.set_tags({self.tag: step})
+        with _lock:
+            _next_global[trail.run_id] = step + 1
 
 
 def every_n(step: int, previous: int, n: int) -> bool:
