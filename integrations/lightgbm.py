@@ -26,7 +26,7 @@ import functools
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 try:
@@ -46,18 +46,16 @@ from mltrail.adapters import (
     EpochLog,
     built_data_digest,
     by_name,
-    call_with_callback,
-    called_by_library,
+    callbacks_patch,
     cv_params,
     data_digest,
     eval_metrics,
     exception_safe,
-    frames_above,
+    find_training_call,
+    first_stopped,
     head_rows,
-    log_importance,
     options_for,
     pinned_requirements,
-    stop_outcome,
 )
 
 __all__ = ["TrailCallback", "autolog_patches"]
@@ -120,13 +118,12 @@ class TrailCallback(BoostingCallback):
             stops = [_settings(cb) for cb in self._stops]
             # The estimator's params, then params as written (a custom objective by name) win.
             self._log_start(trail, begin, _config(booster), fitted, env.params, stops=stops)
-        if after is not None:
-            loop = _Loop(self, list(after))
-            after[:] = [loop]  # not being iterated: LightGBM runs them after this callback
-            self._session.end_when_released(loop, functools.partial(self._stopped, None))
+        if after is not None:  # not being iterated: LightGBM runs them after this callback
+            self._loop_rounds(after, stop=EarlyStopException, last=_last)
 
     def after_iteration(self, env: Any) -> None:
-        """Log one iteration's metrics (and a checkpoint); called by the wrapper, see _Loop."""
+        """Log one iteration's metrics (and a checkpoint); called first by the RoundLoop that
+        stands in for the after-iteration callbacks (see the module doc)."""
         if self._session.trail is None:
             return
         metrics = eval_metrics(_results(env))
@@ -152,80 +149,67 @@ class TrailCallback(BoostingCallback):
             return  # lgb.cv: one booster per fold, no single final model
         booster = lightgbm.Booster(model_str=env.model.model_to_string(num_iteration=-1))
         booster.best_iteration = stop.best_iteration + 1 if stop is not None else 0
-        if self.log_model:
-            example, kwargs = self._call.example, {}
-            if example is None:  # LightGBM freed the raw rows: a signature from the names
-                import pandas as pd
-
-                example = pd.DataFrame([[float("nan")] * booster.num_feature()])
-                example.columns, kwargs = booster.feature_name(), {"input_example": None}
-            self._log_final_model(trail, booster, example, ["lightgbm"], **kwargs)
-        if self.importance and booster.num_trees():
-            names = booster.feature_name()
-            scores = {
-                kind: dict(zip(names, map(float, booster.feature_importance(kind)), strict=True))
-                for kind in ("gain", "split")
-            }
-            title = "LightGBM feature importance"
-            log_importance(trail, scores, "lightgbm/feature_importance", title)
+        self._log_model_and_importance(
+            trail,
+            lambda: (booster, ["lightgbm"]),
+            functools.partial(_importance, booster),
+            "LightGBM feature importance",
+            feature_names=booster.feature_name,  # LightGBM freed the raw rows: from the names
+        )
 
 
-class _Loop:
-    """Stands in for one training's after-iteration callbacks: logs, then runs them in order."""
+def _last(env: Any) -> bool:
+    return env.iteration == env.end_iteration - 1
 
-    def __init__(self, owner: TrailCallback, callbacks: list[Any]) -> None:
-        self.owner, self.callbacks = owner, callbacks
 
-    def __call__(self, env: Any) -> None:
-        try:
-            self.owner.after_iteration(env)
-            for callback in self.callbacks:
-                callback(env)
-        except EarlyStopException as stop:  # LightGBM's way to end training: not an error
-            self.owner._ended(env, stop)
-            raise
-        except BaseException as error:
-            self.owner._ended(env, error=error)
-            raise
-        if env.iteration == env.end_iteration - 1:
-            self.owner._ended(env)
+def _importance(booster: Any) -> dict[str, dict[str, float]] | None:
+    """The booster's feature importance by gain and split (none without trees)."""
+    if not booster.num_trees():
+        return None
+    names = booster.feature_name()
+    return {
+        kind: dict(zip(names, map(float, booster.feature_importance(kind)), strict=True))
+        for kind in ("gain", "split")
+    }
 
 
 def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
     """Fill ``call`` with the training call's API, arguments and example rows; returns the
     call's after-iteration callbacks (None when the call was not found)."""
-    after = None
-    for frame in frames_above(start, 12):
-        name, local = frame.f_code.co_name, frame.f_locals
-        if name in ("train", "cv") and frame.f_globals.get("__name__") == "lightgbm.engine":
-            call.api, after = name, local.get("callbacks_after_iter")
-            call.args["num_boost_round"] = local.get("num_boost_round")
-            metrics = local.get("feval") or []  # custom metrics, by name
-            for feval in metrics if isinstance(metrics, list | tuple) else [metrics]:
-                named = by_name(getattr(feval, "func", feval))  # the sklearn API wraps them
-                call.args["feval"] = [*call.args.get("feval", []), named]
-            data = local.get("train_set")
-            call.example, digest = callback._example, "unknown"
-            if data is not None:  # raw rows only while LightGBM keeps them (free_raw_data)
-                call.args["data.train.shape"] = f"{data.num_data()}x{data.num_feature()}"
-                if call.example is None:
-                    call.example = head_rows(_raw(data.data))
-                digest = _dataset_digest(data)
-            call.args["data.train.digest"] = digest
-            if isinstance(local.get("init_model"), lightgbm.Booster):
-                call.args["init_model"] = "booster"
-            elif local.get("init_model") is not None:
-                call.args["init_model"] = str(local["init_model"])
-            if name == "cv":
-                call.args.update(cv_params(local))
-        elif call.api == "train" and name == "fit":
-            owner = local.get("self")
-            if isinstance(owner, lightgbm.LGBMModel) and callback in (local.get("callbacks") or ()):
-                call.api, call.estimator, call.example = "sklearn", owner, head_rows(local.get("X"))
-                weight = local.get("sample_weight")
-                call.args["data.train.digest"] = _digest(local.get("X"), local.get("y"), weight)
-                break
-    return after
+    local, fit = find_training_call(
+        call,
+        start,
+        module="lightgbm.engine",
+        depth=12,
+        estimator_type=lightgbm.LGBMModel,
+        holds=lambda fit: callback in (fit.get("callbacks") or ()),
+    )
+    if local is None:
+        return None
+    call.args["num_boost_round"] = local.get("num_boost_round")
+    metrics = local.get("feval") or []  # custom metrics, by name
+    for feval in metrics if isinstance(metrics, list | tuple) else [metrics]:
+        named = by_name(getattr(feval, "func", feval))  # the sklearn API wraps them
+        call.args["feval"] = [*call.args.get("feval", []), named]
+    data = local.get("train_set")
+    call.example, digest = callback._example, "unknown"
+    if data is not None:  # raw rows only while LightGBM keeps them (free_raw_data)
+        call.args["data.train.shape"] = f"{data.num_data()}x{data.num_feature()}"
+        if call.example is None:
+            call.example = head_rows(_raw(data.data))
+        digest = _dataset_digest(data)
+    call.args["data.train.digest"] = digest
+    if isinstance(local.get("init_model"), lightgbm.Booster):
+        call.args["init_model"] = "booster"
+    elif local.get("init_model") is not None:
+        call.args["init_model"] = str(local["init_model"])
+    if call.api == "cv":
+        call.args.update(cv_params(local))
+    if fit is not None:  # the scikit-learn API: its rows, still in memory
+        call.example = head_rows(fit.get("X"))
+        weight = fit.get("sample_weight")
+        call.args["data.train.digest"] = _digest(fit.get("X"), fit.get("y"), weight)
+    return local.get("callbacks_after_iter")
 
 
 def _raw(rows: Any) -> Any:
@@ -288,30 +272,22 @@ def _settings(stopper: Any) -> EarlyStop:
 
 def _outcome(stopper: Any, env: Any, stop: Any, epochs: EpochLog) -> EarlyStop:
     """What an early-stopping callback did: the metric that stopped it (else its first one)."""
-    results = env.evaluation_result_list or ()
-    watched = [
-        i
-        for i, (data, metric, *_) in enumerate(results)
-        if i < len(stopper.best_iter)
-        and data != _train_name(env)
-        and not (stopper.first_metric_only and metric != stopper.first_metric)
-    ]
-    if stop is None or not watched:
+    if stop is None:
         return _settings(stopper)
-    stopped = [
-        i for i in watched if env.iteration - stopper.best_iter[i] >= stopper.stopping_rounds
-    ]
-    i = (stopped or watched)[0]
-    data, metric, _, maximize, *_ = results[i]
-    return stop_outcome(
+    watched = []  # the validation metrics it watches (the first only, if so configured)
+    for i, (data, metric, _, maximize, *_) in enumerate(env.evaluation_result_list or ()):
+        if i >= len(stopper.best_iter) or data == _train_name(env):
+            continue
+        if not stopper.first_metric_only or metric == stopper.first_metric:
+            best = epochs.step(stopper.best_iter[i])
+            mode = "max" if maximize else "min"
+            watched.append((f"{data}-{metric}", mode, stopper.best_score[i], best))
+    return first_stopped(
         _settings(stopper),
-        best_score=stopper.best_score[i],
-        best_round=epochs.step(stopper.best_iter[i]),
+        watched,
         last_round=epochs.step(env.iteration),
         patience=stopper.stopping_rounds,
         restored=True,  # the model predicts and saves with best_iteration
-        monitor=f"{data}-{metric}",
-        mode="max" if maximize else "min",
     )
 
 
@@ -324,28 +300,16 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     start, own = options_for("lightgbm", options)
 
     def patch(signature: inspect.Signature, data: str) -> Callable[..., Any]:
-        def record(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            if called_by_library():
-                return call_original(*args, **kwargs)
-            bound = signature.bind(*args, **kwargs)
+        def make(arguments: Mapping[str, Any]) -> TrailCallback:
+            callback = TrailCallback(**start, **own)
+            rows = arguments.get(data)
+            if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
+                # before LightGBM frees them: example rows and the data's digest
+                callback._example = head_rows(rows.data)
+                built_data_digest(rows, lambda: rows.data)
+            return callback
 
-            def make() -> TrailCallback:
-                callback = TrailCallback(**start, **own)
-                rows = bound.arguments.get(data)
-                if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
-                    # before LightGBM frees them: example rows and the data's digest
-                    callback._example = head_rows(rows.data)
-                    built_data_digest(rows, lambda: rows.data)
-                return callback
-
-            def train(callbacks: Any) -> Any:
-                bound.arguments["callbacks"] = callbacks
-                return call_original(*bound.args, **bound.kwargs)
-
-            callbacks = bound.arguments.get("callbacks")
-            return call_with_callback(train, callbacks, TrailCallback, make, TrailCallback._stopped)
-
-        return record
+        return callbacks_patch(TrailCallback, make, signature)
 
     from lightgbm import engine
     from lightgbm import sklearn as lgb_sklearn

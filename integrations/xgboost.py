@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,11 +54,11 @@ from mltrail.adapters import (
     eval_round,
     eval_rounds,
     exception_safe,
+    find_training_call,
     fingerprint,
     frames_above,
     head_rows,
     importance_plot,
-    log_importance,
     options_for,
     pinned_requirements,
     stop_outcome,
@@ -89,6 +88,7 @@ _INTERNAL_CONFIG = frozenset(
 )
 _FULL_DIGEST_BYTES = 8 << 20  # larger training data is digested from evenly spaced rows
 _IMPORTANCES = ("gain", "weight", "cover")
+_LOOP_HOOKS = ("before_iteration", "after_iteration", "after_training")  # the last ends the run
 
 
 @exception_safe(returns_argument=("before_training", "after_training"))
@@ -144,7 +144,11 @@ class TrailCallback(BoostingCallback, TrainingCallback):
             self._log_start(trail, rounds, config, written, stops=stops)
         if container is not None:
             with self._session.guarded("watching the training"):
-                self._watch(container)
+                # Its loop hooks end the run (see the module doc); the end, with the model
+                # train() returns (maybe trimmed).
+                end = functools.partial(self._end_with, self._log_end)
+                self._watch_hooks(container, _LOOP_HOOKS, end)
+                self._watched = True
         return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
@@ -195,32 +199,8 @@ class TrailCallback(BoostingCallback, TrainingCallback):
         self._logged = max(self._logged, upto)
         return metrics
 
-    def _watch(self, container: Any) -> None:
-        """Wrap the per-call container's loop hooks (see the module doc)."""
-        # A weak reference: a bound method stored on the container would keep it alive in a
-        # reference cycle, and the finalizer below must run as soon as train()'s frame is gone.
-        ref = weakref.ref(container)
-
-        def wrap(name: str) -> Callable[..., Any]:
-            method = getattr(type(container), name)
-
-            def watched(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    result = method(ref(), *args, **kwargs)
-                except BaseException as error:
-                    self._stopped(error)
-                    raise
-                if name == "after_training":  # the model train() returns (maybe trimmed)
-                    self._end(functools.partial(self._log_end, model=result))
-                return result
-
-            return watched
-
-        for name in ("before_iteration", "after_iteration", "after_training"):
-            setattr(container, name, wrap(name))
-        # The container dies with train()'s frame: if that happens before the end, it raised.
-        self._session.end_when_released(container, functools.partial(self._stopped, None))
-        self._watched = True
+    def _end_with(self, summary: Callable[..., Any], model: Any) -> None:
+        self._end(functools.partial(summary, model=model))
 
     def _stopped(self, error: BaseException | None) -> None:
         """End the run for an exception that stopped training (None: one no hook saw), with
@@ -241,17 +221,17 @@ class TrailCallback(BoostingCallback, TrainingCallback):
         device = config["learner"].get("generic_param", {}).get("device")
         if device:
             trail.log_params({"device_used": device})
-        if self._call.api == "cv":
-            return  # no single final model: one booster per fold
-        if self.log_model:
-            self._log_model(trail, model)  # first: it is saved in the background while we plot
         tree = config["learner"]["gradient_booster"]["name"] in ("gbtree", "dart")
-        if self.importance and tree and model.num_boosted_rounds():
-            scores = {kind: model.get_score(importance_type=kind) for kind in _IMPORTANCES}
-            title = "XGBoost feature importance (share of each type's total)"
-            log_importance(trail, scores, "xgboost/feature_importance", title, plot=importance_plot)
+        self._log_model_and_importance(  # none in cv: one booster per fold
+            trail,
+            functools.partial(self._final_model, model),
+            functools.partial(_importance, model, tree),
+            "XGBoost feature importance (share of each type's total)",
+            plot=importance_plot,
+            model_format="ubj",
+        )
 
-    def _log_model(self, trail: Trail, booster: Any) -> None:
+    def _final_model(self, booster: Any) -> tuple[Any, list[str]]:
         model, packages = booster.copy(), ["xgboost"]  # the user may keep training theirs
         if self._call.estimator is not None:
             with self._session.guarded("rebuilding the fitted estimator"):
@@ -259,36 +239,43 @@ class TrailCallback(BoostingCallback, TrainingCallback):
                 fitted = type(self._call.estimator)()
                 fitted.load_model(booster.save_raw("ubj"))
                 model, packages = fitted, ["xgboost", "sklearn"]
-        self._log_final_model(trail, model, self._call.example, packages, model_format="ubj")
+        return model, packages
+
+
+def _importance(model: Any, tree: bool) -> dict[str, Any] | None:
+    """The feature importance by gain, weight and cover (tree boosters with rounds only)."""
+    if not (tree and model.num_boosted_rounds()):
+        return None
+    return {kind: model.get_score(importance_type=kind) for kind in _IMPORTANCES}
 
 
 def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
     """Fill ``call`` from the frames above ``start`` (see the module doc); returns the
     ``CallbackContainer`` (None when it was not found)."""
-    dtrain = fit_x = container = frame = None
-    for frame in frames_above(start, 16):
-        name = frame.f_code.co_name
-        if container is None and name == "before_training":
-            owner = frame.f_locals.get("self")
-            container = owner if isinstance(owner, CallbackContainer) else None
-        elif name in ("train", "cv") and frame.f_globals.get("__name__") == "xgboost.training":
-            local = frame.f_locals
-            call.api, call.params, dtrain = name, local.get("params"), local.get("dtrain")
-            call.args = {n: local.get(n) for n in ("num_boost_round", "early_stopping_rounds")}
-            call.args.update(_training_inputs(local))
-            if name == "cv":
-                call.args.update(cv_params(local))
-                if local.get("metrics"):
-                    call.args["cv.metrics"] = list(local["metrics"])
-        elif call.api == "train" and name == "fit":
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, xgboost.XGBModel) and callback in (owner.callbacks or ()):
-                call.api, call.estimator, fit_x = "sklearn", owner, frame.f_locals.get("X")
-                break
-    del frame
+    # The container's before_training calls ours: the first frame of that name above it.
+    hook = next((f for f in frames_above(start, 16) if f.f_code.co_name == "before_training"), None)
+    container = hook.f_locals.get("self") if hook is not None else None
+    del hook
+    local, fit = find_training_call(
+        call,
+        start,
+        module="xgboost.training",
+        depth=16,
+        estimator_type=xgboost.XGBModel,
+        holds=lambda fit: callback in (fit["self"].callbacks or ()),
+    )
+    if local is not None:
+        call.params = local.get("params")
+        call.args = {n: local.get(n) for n in ("num_boost_round", "early_stopping_rounds")}
+        call.args.update(_training_inputs(local))
+        if call.api == "cv":
+            call.args.update(cv_params(local))
+            if local.get("metrics"):
+                call.args["cv.metrics"] = list(local["metrics"])
     if call.api != "cv":
-        call.example = _example(fit_x, dtrain)
-    return container
+        dtrain = local.get("dtrain") if local is not None else None
+        call.example = _example(fit.get("X") if fit is not None else None, dtrain)
+    return container if isinstance(container, CallbackContainer) else None
 
 
 def _training_inputs(local: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,14 @@ framework's configuration; that is all:
   what it read of the training call; :func:`eval_metrics` (with :func:`eval_round`,
   :func:`eval_rounds`): a round's evaluation as ``{data}-{metric}`` (cv: ``-mean``,
   ``-std``); :func:`written_params`, :func:`cv_params`: params as written, a cv's folds;
-  :func:`stop_outcome`: what a patience-based early stopping did, from its best and last rounds;
+  :func:`stop_outcome`: what a patience-based early stopping did, from its best and last rounds
+  (:func:`first_stopped`: by the first of several metrics that stopped it);
+  :func:`find_training_call`: the ``train``/``cv`` call the callback runs inside (and the
+  scikit-learn API's ``fit`` around it); :class:`RoundLoop`: one stand-in for the training's
+  after-round callbacks that sees its end (``BoostingCallback._loop_rounds``; a framework's
+  own container of callbacks: ``_watch_hooks``); the final model and feature importance at
+  the end (``_log_model_and_importance``); :func:`callbacks_patch`: the autolog patch that
+  adds the callback to a call's ``callbacks`` argument;
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
   stopping under one set of names (:meth:`EpochLog.log_early_stopping`: on the run's steps);
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
@@ -124,10 +131,14 @@ from mltrail.errors import MltrailError, strict_mode
 from mltrail.recording.boosting import (
     BoostingCall,
     BoostingCallback,
+    RoundLoop,
+    callbacks_patch,
     cv_params,
     eval_metrics,
     eval_round,
     eval_rounds,
+    find_training_call,
+    first_stopped,
     stop_outcome,
     written_params,
 )
@@ -248,6 +259,7 @@ __all__ = [
     "GlobalSteps",
     "MltrailError",
     "Pending",
+    "RoundLoop",
     "RunIdHandoff",
     "RunSession",
     "SaveBudget",
@@ -257,6 +269,7 @@ __all__ = [
     "built_data_digest",
     "by_name",
     "call_with_callback",
+    "callbacks_patch",
     "called_by_library",
     "caller_module",
     "can_record_later",
@@ -280,7 +293,9 @@ __all__ = [
     "every_n",
     "example_io",
     "exception_safe",
+    "find_training_call",
     "fingerprint",
+    "first_stopped",
     "fit_arguments",
     "frames_above",
     "head_rows",

@@ -4,8 +4,10 @@ the params as written, a cv's folds and an early stopping's outcome."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,18 @@ import pytest
 import mltrail
 from mltrail import MltrailError
 from mltrail.adapters import (
+    BoostingCall,
     BoostingCallback,
     EarlyStop,
+    RoundLoop,
     built_data_digest,
+    callbacks_patch,
     cv_params,
     eval_metrics,
     eval_round,
     eval_rounds,
+    find_training_call,
+    first_stopped,
     stop_outcome,
     written_params,
 )
@@ -244,3 +251,181 @@ def test_built_data_digest_reads_rows_once_and_labels_each_time() -> None:
         built_data_digest(broken, broken.read)
     broken.rows = rows  # nothing was kept of the failed read
     assert built_data_digest(broken, broken.read, labels) == first
+
+
+class Stop(Exception):
+    """The toy framework's way to end a training early."""
+
+
+class LoopToy(ToyCallback):
+    """A toy whose framework runs after-round callbacks from a list (as LightGBM does)."""
+
+    def after_iteration(self, index: int) -> None:
+        self.round(index, LOG)
+
+    def _ended(self, index: int, stop: Any = None, error: BaseException | None = None) -> None:
+        self._end(lambda trail: trail.log_params({"ended_by": type(stop or error).__name__}))
+
+
+def train_rounds(callbacks: list[Any], rounds: int, stop_at: int | None = None) -> None:
+    for index in range(rounds):
+        for callback in callbacks:
+            callback(index)
+        if index == stop_at:
+            raise Stop
+
+
+def test_a_round_loop_logs_each_round_and_ends_the_run_at_the_end_or_when_released(
+    client,
+) -> None:
+    callback = LoopToy(experiment="toyboost", **QUIET)
+    callbacks: list[Any] = [lambda index: None]
+    callback.begin()
+    callback._loop_rounds(callbacks, stop=Stop, last=lambda index: index == 3)
+    assert len(callbacks) == 1 and isinstance(callbacks[0], RoundLoop)
+    train_rounds(callbacks, 4)
+    finished = callback.run_id
+
+    def stopping(index: int) -> None:
+        if index == 1:
+            raise Stop
+
+    stopped_list: list[Any] = [stopping]
+    callback.begin()
+    callback._loop_rounds(stopped_list, stop=Stop, last=lambda index: index == 3)
+    with pytest.raises(Stop):
+        train_rounds(stopped_list, 4)
+    stopped = callback.run_id
+
+    callback.begin()
+    released: list[Any] = []
+    callback._loop_rounds(released, stop=Stop, last=lambda index: index == 3)
+    with pytest.raises(Stop):  # raised outside every callback: only the release tells
+        train_rounds(released, 4, stop_at=0)
+    del released
+    unseen = callback.run_id
+    mltrail.wait()
+
+    run = client.get_run(finished)
+    assert run.info.status == "FINISHED" and run.data.params["ended_by"] == "NoneType"
+    assert [s for s, _ in history(client, finished, "val-loss")] == [0, 1, 2, 3]
+    run = client.get_run(stopped)
+    assert run.info.status == "FINISHED" and run.data.params["ended_by"] == "Stop"
+    assert [s for s, _ in history(client, stopped, "val-loss")] == [0, 1]
+    run = client.get_run(unseen)
+    assert run.info.status == "FAILED" and "ended_by" not in run.data.params
+    assert [s for s, _ in history(client, unseen, "val-loss")] == [0]
+
+
+def test_the_final_importance_is_logged_for_a_single_model_not_for_cv(client) -> None:
+    scores = {"gain": {"a": 2.0, "b": 1.0}}
+    for api in ("train", "cv"):
+        callback = ToyCallback(experiment="toyboost", capture=False, log_model=False)
+        callback.begin(api=api)
+
+        def summary(trail: Any, callback: ToyCallback = callback) -> None:
+            callback._log_model_and_importance(
+                trail, lambda: ({}, ["numpy"]), lambda: scores, "ToyBoost importance"
+            )
+
+        callback._end(summary)
+        mltrail.wait()
+        files = [f.path for f in client.list_artifacts(callback.run_id, "toyboost")]
+        if api == "cv":
+            assert not files  # one model per fold: no single importance
+            continue
+        assert files == ["toyboost/feature_importance.json", "toyboost/feature_importance.png"]
+        path = client.download_artifacts(callback.run_id, "toyboost/feature_importance.json")
+        assert json.loads(Path(path).read_text()) == scores
+
+
+def toy_train(params: dict[str, Any], callbacks: list[Any]) -> Any:
+    """The framework's training function (this module plays its ``engine``)."""
+    return callbacks[-1].seen(sys._getframe())
+
+
+def toy_cv(params: dict[str, Any], nfold: int, callbacks: list[Any]) -> Any:
+    return callbacks[-1].seen(sys._getframe())
+
+
+class ToyEstimator:
+    """The framework's scikit-learn API: its fit runs the training."""
+
+    def fit(self, X: Any, callbacks: list[Any]) -> Any:
+        return toy_train({"eta": 0.1}, callbacks)
+
+
+class Reader:
+    """A callback that reads the training call it runs inside."""
+
+    def __init__(self, held: bool = True) -> None:
+        self.held = held  # whether the estimator's training holds it (else another callback's)
+
+    def seen(self, frame: Any) -> Any:
+        call = BoostingCall()
+        training, fit = find_training_call(
+            call,
+            frame,
+            module=__name__,
+            depth=8,
+            estimator_type=ToyEstimator,
+            holds=lambda local: self.held and self in local["callbacks"],
+        )
+        return call, dict(training or {}), dict(fit or {})
+
+
+# find_training_call looks for functions named train and cv
+toy_train.__code__ = toy_train.__code__.replace(co_name="train")
+toy_cv.__code__ = toy_cv.__code__.replace(co_name="cv")
+
+
+def test_find_training_call_reads_train_cv_and_the_estimator_whose_fit_holds_the_callback() -> None:
+    reader = Reader()
+    call, training, fit = toy_train({"eta": 0.3}, [reader])
+    assert (call.api, call.estimator, training["params"], fit) == ("train", None, {"eta": 0.3}, {})
+    call, training, _ = toy_cv({}, 5, [reader])
+    assert (call.api, training["nfold"]) == ("cv", 5)
+    estimator = ToyEstimator()
+    call, training, fit = estimator.fit([[1.0]], [reader])
+    assert (call.api, call.estimator, fit["X"]) == ("sklearn", estimator, [[1.0]])
+    assert training["params"] == {"eta": 0.1}
+    call, training, fit = ToyEstimator().fit([[1.0]], [Reader(held=False)])
+    assert (call.api, call.estimator, fit) == ("train", None, {})  # not its fit: plain train
+    assert find_training_call(
+        BoostingCall(),
+        sys._getframe(),
+        module=__name__,
+        depth=8,
+        estimator_type=ToyEstimator,
+        holds=lambda local: True,
+    ) == (None, None)  # no training call above
+
+
+def test_first_stopped_tells_the_outcome_by_the_metric_that_stopped() -> None:
+    watched = [("val-auc", "max", 0.9, 5), ("val-loss", "min", 0.3, 2)]
+    stop = first_stopped(EarlyStop({}), watched, last_round=6, patience=3, restored=True)
+    assert stop.settings == {"monitor": "val-loss", "mode": "min"}  # 4 rounds after its best
+    assert (stop.best_score, stop.best_epoch, stop.stopped_epoch) == (0.3, 2, 6)
+    stop = first_stopped(EarlyStop({}), watched, last_round=4, patience=3, restored=False)
+    assert stop.settings["monitor"] == "val-auc" and stop.stopped_epoch is None  # none stopped
+    assert first_stopped(EarlyStop({"patience": 3}), [], last_round=4, patience=3, restored=True)
+    assert first_stopped(EarlyStop({}), [], last_round=4, patience=3, restored=True).settings == {}
+
+
+def test_callbacks_patch_adds_the_callback_unless_the_call_has_one(client) -> None:
+    made: list[Any] = []
+
+    def make(arguments: Any) -> ToyCallback:
+        made.append(dict(arguments))
+        return ToyCallback(experiment="toyboost", **QUIET)
+
+    def fit(data: Any, rounds: int = 2, callbacks: Any = None) -> list[Any]:
+        return list(callbacks or ())
+
+    patch = callbacks_patch(ToyCallback, make, inspect.signature(fit))
+    user = [print]
+    given = patch(fit, [[1.0]], callbacks=user)
+    assert given[0] is print and isinstance(given[1], ToyCallback) and user == [print]
+    assert made == [{"data": [[1.0]], "callbacks": [print]}]  # before the training runs
+    own = ToyCallback(**QUIET)
+    assert patch(fit, [[1.0]], 3, [own]) == [own] and len(made) == 1

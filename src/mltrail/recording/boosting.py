@@ -18,16 +18,30 @@ booster) and hands over plain values:
   ``{data: {metric: [value per round]}}`` and how many rounds it holds;
 - :func:`written_params`: the params as the user wrote them (functions by name);
   :func:`cv_params`: a cv call's fold settings as ``cv.*`` params;
-- :func:`stop_outcome`: what a patience-based early stopping did, from its best and last rounds.
+- :func:`stop_outcome`: what a patience-based early stopping did, from its best and last rounds;
+  :func:`first_stopped`: that of one watching several metrics, by the metric that stopped it;
+- :func:`find_training_call`: the framework's ``train``/``cv`` call a callback runs inside, and
+  the scikit-learn API's ``fit`` that runs it;
+- :class:`RoundLoop`: one stand-in for a training's after-round callbacks that logs each round,
+  runs them and ends the run after the last round, at early stopping or at an error
+  (:meth:`BoostingCallback._loop_rounds`; :meth:`BoostingCallback._watch_hooks` wraps a
+  framework's own container of callbacks instead);
+- :func:`callbacks_patch`: an autolog patch that adds the adapter's callback to a training
+  call's ``callbacks`` argument.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from mltrail.autolog.patching import call_with_callback
+from mltrail.recording.callsite import called_by_library, frames_above
 from mltrail.recording.checkpoints import CheckpointEvery, CheckpointModel
 from mltrail.recording.early_stopping import (
     EarlyStop,
@@ -35,7 +49,7 @@ from mltrail.recording.early_stopping import (
     early_stopping_params,
 )
 from mltrail.recording.models import pinned_requirements
-from mltrail.recording.plots import preload_matplotlib
+from mltrail.recording.plots import log_importance, preload_matplotlib
 from mltrail.recording.sanitize import by_name
 from mltrail.recording.session import CopiedBySettings, RunSession
 from mltrail.recording.steps import EpochLog, check_every
@@ -169,6 +183,151 @@ def stop_outcome(
     stop.stopped_epoch = last_round if last_round - best_round >= patience else None
     stop.restored_best_weights = restored
     return stop
+
+
+def first_stopped(
+    stop: EarlyStop,
+    watched: Sequence[tuple[str, str, Any, int]],
+    *,
+    last_round: int,
+    patience: int,
+    restored: bool,
+) -> EarlyStop:
+    """What an early stopping that watches several metrics did (see :func:`stop_outcome`),
+    told by the first metric that stopped it, else by the first it watches.
+
+    Args:
+        stop: the early stopping as configured; returned as it is when it watches nothing.
+        watched: ``(monitor, mode, best_score, best_round)`` of each metric it watches, in its
+            order, rounds on the run's steps.
+        last_round: the last round trained.
+        patience: the rounds without improvement it waits for.
+        restored: whether the model predicts and saves with its best round.
+    """
+    if not watched:
+        return stop
+    stopped = [metric for metric in watched if last_round - metric[3] >= patience]
+    monitor, mode, best_score, best_round = (stopped or watched)[0]
+    return stop_outcome(
+        stop,
+        best_score=best_score,
+        best_round=best_round,
+        last_round=last_round,
+        patience=patience,
+        restored=restored,
+        monitor=monitor,
+        mode=mode,
+    )
+
+
+def find_training_call(
+    call: BoostingCall,
+    start: Any,
+    *,
+    module: str,
+    depth: int,
+    estimator_type: type,
+    holds: Callable[[Mapping[str, Any]], bool],
+) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """Find the training call a callback runs inside, in the frames above ``start``.
+
+    The framework's ``train`` or ``cv`` (a function of ``module``) sets ``call.api``; a
+    scikit-learn API's ``fit`` above a ``train``, of an ``estimator_type`` whose training
+    ``holds`` this callback, makes it "sklearn" and sets ``call.estimator``. The look is
+    bounded (``depth`` frames) and read-only; the caller reads the arguments it records from
+    the locals returned, and keeps none of them (the training's objects must go with it).
+
+    Returns:
+        The locals of the ``train``/``cv`` call and of the ``fit``, None where not found.
+    """
+    training = fit = None
+    for frame in frames_above(start, depth):
+        name, local = frame.f_code.co_name, frame.f_locals
+        if name in ("train", "cv") and frame.f_globals.get("__name__") == module:
+            call.api, training = name, local
+        elif call.api == "train" and name == "fit":
+            owner = local.get("self")
+            if isinstance(owner, estimator_type) and holds(local):
+                call.api, call.estimator, fit = "sklearn", owner, local
+                break
+    return training, fit
+
+
+def callbacks_patch(
+    kind: type[BoostingCallback],
+    make: Callable[[Mapping[str, Any]], BoostingCallback],
+    signature: inspect.Signature,
+) -> Callable[..., Any]:
+    """An autolog patch of a training function whose ``callbacks`` argument takes the
+    adapter's callback (see :func:`~mltrail.autolog.patching.call_with_callback`).
+
+    A call made by a library passes through; a call with a callback of ``kind`` runs as it
+    is; any other gets ``make(arguments)`` (the call's bound arguments, from which it may
+    read what the framework frees during training) in a new list of callbacks.
+
+    Args:
+        kind: the adapter's callback class; its ``_stopped`` ends a run the training's
+            exception stopped where no hook saw it.
+        make: a new callback for the call.
+        signature: the training function's signature, to bind the call's arguments.
+    """
+
+    def record(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if called_by_library():
+            return call_original(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+
+        def train(callbacks: Any) -> Any:
+            bound.arguments["callbacks"] = callbacks
+            return call_original(*bound.args, **bound.kwargs)
+
+        callbacks = bound.arguments.get("callbacks")
+        return call_with_callback(
+            train, callbacks, kind, lambda: make(bound.arguments), kind._stopped
+        )
+
+    return record
+
+
+class RoundLoop:
+    """Stands in for one training's callbacks that run after each round: logs the round, then
+    runs them in their order, and so sees the end of the training.
+
+    Args:
+        callbacks: the training's after-round callbacks, called with the round's arguments.
+        log: logs the round (the adapter's hook), called first.
+        ended: ends the run: ``ended(*args)`` after the last round, ``ended(*args, stop)`` for
+            the framework's early-stopping exception, ``ended(*args, error=error)`` for any
+            other exception; the exception propagates.
+        stop: the exception class the framework ends a training early with (not an error).
+        last: whether a round's arguments are those of the training's last round.
+    """
+
+    def __init__(
+        self,
+        callbacks: Sequence[Callable[..., Any]],
+        *,
+        log: Callable[..., Any],
+        ended: Callable[..., Any],
+        stop: type[BaseException],
+        last: Callable[..., bool],
+    ) -> None:
+        self.callbacks = list(callbacks)
+        self._log, self._ended, self._stop, self._last = log, ended, stop, last
+
+    def __call__(self, *args: Any) -> None:
+        try:
+            self._log(*args)
+            for callback in self.callbacks:
+                callback(*args)
+        except self._stop as stop:  # the framework's way to end training: not an error
+            self._ended(*args, stop)
+            raise
+        except BaseException as error:
+            self._ended(*args, error=error)
+            raise
+        if self._last(*args):
+            self._ended(*args)
 
 
 class BoostingCallback(CopiedBySettings):
@@ -320,6 +479,92 @@ class BoostingCallback(CopiedBySettings):
             pip_requirements=pinned_requirements(*packages),
             **kwargs,
         )
+
+    def _log_model_and_importance(
+        self,
+        trail: Trail,
+        final: Callable[[], tuple[Any, Sequence[str]]],
+        importance: Callable[[], Mapping[str, Mapping[str, float]] | None],
+        title: str,
+        *,
+        feature_names: Callable[[], Sequence[str]] | None = None,
+        plot: Callable[..., None] | None = None,
+        **model_kwargs: Any,
+    ) -> None:
+        """The end of a training with a single model (not cv, whose folds each have one): the
+        final model under ``model/`` when ``log_model`` (first: it is saved in the background
+        while the plot is drawn), the feature importance when ``importance``.
+
+        Args:
+            trail: the run.
+            final: the model to log and the packages it needs (called only when logged).
+            importance: the scores per importance type and feature, None when there are none.
+            title: the importance plot's title.
+            feature_names: the model's feature names, for a signature when the call's example
+                rows are not known (the framework freed them): a row of missing values.
+            plot: draws the importance plot (:func:`log_importance`'s ``plot``).
+            **model_kwargs: more arguments of :meth:`Trail.log_model`.
+        """
+        if self._call.api == "cv" or not trail.enabled:
+            return
+        if self.log_model:
+            model, packages = final()
+            example = self._call.example
+            if example is None and feature_names is not None:
+                import pandas as pd
+
+                names = list(feature_names())
+                example = pd.DataFrame([[float("nan")] * len(names)], columns=names)
+                model_kwargs = {"input_example": None, **model_kwargs}
+            self._log_final_model(trail, model, example, packages, **model_kwargs)
+        scores = importance() if self.importance else None
+        if scores is not None:
+            name = f"{self.framework}/feature_importance"
+            log_importance(trail, scores, name, title, plot=plot)
+
+    def _loop_rounds(
+        self, callbacks: list[Any], *, stop: type[BaseException], last: Callable[..., bool]
+    ) -> None:
+        """Put one :class:`RoundLoop` in place of the training's after-round ``callbacks``
+        (the framework's own list, not being iterated): it logs each round with the adapter's
+        ``after_iteration`` and ends the run with its ``_ended``; the run ends with
+        :meth:`_stopped` when the list is released before (the training raised where no
+        hook saw it)."""
+        loop = RoundLoop(
+            callbacks, log=self.after_iteration, ended=self._ended, stop=stop, last=last
+        )
+        callbacks[:] = [loop]
+        self._session.end_when_released(loop, functools.partial(self._stopped, None))
+
+    def _watch_hooks(
+        self, container: Any, names: Sequence[str], ended: Callable[[Any], Any]
+    ) -> None:
+        """Wrap the loop hooks ``names`` of a training's own container of callbacks: an
+        exception of any of them ends the run (:meth:`_stopped`) and propagates unchanged; the
+        last one's return ends it with ``ended(result)``; the run ends with :meth:`_stopped`
+        when the container is released before (the training raised where no hook saw it)."""
+        # A weak reference: a bound method stored on the container would keep it alive in a
+        # reference cycle, and the release must be seen as soon as train()'s frame is gone.
+        ref = weakref.ref(container)
+
+        def wrap(name: str) -> Callable[..., Any]:
+            method = getattr(type(container), name)
+
+            def watched(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    result = method(ref(), *args, **kwargs)
+                except BaseException as error:
+                    self._stopped(error)
+                    raise
+                if name == names[-1]:
+                    ended(result)
+                return result
+
+            return watched
+
+        for name in names:
+            setattr(container, name, wrap(name))
+        self._session.end_when_released(container, functools.partial(self._stopped, None))
 
     def _end(
         self, summary: Callable[[Trail], Any], error: BaseException | None = None, **how: Any
