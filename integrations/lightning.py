@@ -683,13 +683,11 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
         TrailCallback, lambda: TrailCallback(**start, **own), place=before_checkpoints
     )
 
-    def fit(call_original: Callable[..., Any], trainer: Any, *args: Any, **kw: Any) -> Any:
-        call = functools.partial(call_original, trainer, *args, **kw)
-        return added.call_training(trainer, trainer.callbacks, call)  # a new fit is a new run
+    def callbacks(trainer: Any) -> list[Any]:
+        return trainer.callbacks
 
-    def test(call_original: Callable[..., Any], trainer: Any, *args: Any, **kw: Any) -> Any:
-        call = functools.partial(call_original, trainer, *args, **kw)
-        return added.call_later(trainer, trainer.callbacks, call, or_new=True)
+    fit = added.training_patch(callbacks)  # a new fit is a new run
+    test = added.later_patch(callbacks, or_new=True)  # a test without a fit: a run of its own
 
     patches: list[tuple[Any, str, Callable[..., Any]]] = []
     for namespace in _NAMESPACES:

@@ -19,7 +19,6 @@ run already has. Only the main process writes. Beside Transformers' own ``MLflow
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
@@ -43,8 +42,8 @@ from mltrail.adapters import (
     CheckpointUploads,
     EarlyStop,
     EpochLog,
+    GlobalSteps,
     RunSession,
-    aliases_for,
     copy_to_save,
     early_stopping_params,
     exception_safe,
@@ -76,7 +75,6 @@ _TASKS = {
     "ForConditionalGeneration": "text2text-generation", "ForSeq2SeqLM": "text2text-generation",
 }  # fmt: skip
 _CARD = "---\nlibrary_name: transformers\n---\nTrained with transformers.Trainer; recorded by mltrail.\n"
-_STEP_TAG = "mltrail.transformers.global_step"  # the last global step the run has values of
 
 
 @exception_safe()
@@ -112,9 +110,9 @@ class TrailCallback(TrainerCallback, ExportableState):
         self.checkpoints = checkpoints
         self.log_model, self.registered_model_name = log_model, registered_model_name
         self._epochs = EpochLog(self._session)
+        self._steps = GlobalSteps(self._session)  # the run's global steps, resumed or not
         self._paused_mlflow = False  # autolog took Transformers' MLflowCallback off the trainer
         self._metrics_elsewhere = False
-        self._skip_to = self._offset = 0
         self._summary: dict[str, Any] = {}
         self._last: dict[str, Any] = {}  # the latest evaluation, for the checkpoint saved next
         self._stoppers: list[Any] = []  # the trainer's EarlyStoppingCallbacks
@@ -149,10 +147,7 @@ class TrailCallback(TrainerCallback, ExportableState):
         self._metrics_elsewhere = (
             not trail.owned and "mlflow" in (args.report_to or []) and not self._paused_mlflow
         )
-        # A continued run has values up to its last logged step; a rewound one logs them again.
-        continued = trail.resumed and trail.restart != "rewind"
-        self._skip_to = int(trail.attached_tags.get(_STEP_TAG, 0)) if continued else 0
-        self._offset = 0 if state.global_step else _next_global.get(trail.run_id, 0)
+        self._steps.start(state.global_step)
         self._summary, self._last, self._best = {}, {}, _tracker(args)
         self._epochs = EpochLog(self._session)
         self._epochs.start(_epoch(state.epoch) if state.global_step else 0)
@@ -177,11 +172,11 @@ class TrailCallback(TrainerCallback, ExportableState):
             after = {k: v for k, v in logs.items() if k != "epoch"}
             self._session.log_after(after, self._epochs.last_step or 0)
             return
-        step = state.global_step + self._offset
         if "train_runtime" in logs:  # the training's summary, logged at its end
             self._summary = {k: v for k, v in logs.items() if k != "epoch"}
             return
-        if self._skip_to and step <= self._skip_to:
+        step = self._steps.step(state.global_step)
+        if step is None:
             return  # a resumed training redoing steps that the run has values of
         evaluation = any(k.startswith("eval_") for k in logs)
         if evaluation:
@@ -192,27 +187,23 @@ class TrailCallback(TrainerCallback, ExportableState):
             self._epochs.stage(_epoch(state.epoch), logs)
         else:
             self._epochs.log_step(logs, step)
-        self._session.trail.set_tags({_STEP_TAG: step})
-        _next_global[self._session.trail.run_id] = step + 1
+        self._steps.logged(step)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any):
         trail = self._session.trail
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if trail is None or not state.is_world_process_zero or not os.path.isdir(folder):
             return
-        if self._skip_to and state.global_step + self._offset <= self._skip_to:
+        step = self._steps.step(state.global_step)
+        if step is None:
             return  # the run has it from before the training was resumed
         self._epochs.flush()  # the epoch's values are in before its checkpoint
-        best = self._best.update(self._last, state.global_step)
-        if state.best_model_checkpoint:  # the Trainer's own choice wins
-            best = os.path.abspath(state.best_model_checkpoint) == os.path.abspath(folder)
-        if not self._uploads.wanted(best):
-            return
-        monitor = self._best.monitor
-        metrics = {monitor: self._last[monitor]} if monitor in self._last else None
-        step = state.global_step + self._offset
+        chosen = state.best_model_checkpoint  # the Trainer's own choice of the best wins
+        best = os.path.abspath(chosen) == os.path.abspath(folder) if chosen else None
         model = _checkpoint_model(kw.get("model"))
-        self._uploads.upload(folder, step, metrics=metrics, aliases=aliases_for(best), model=model)
+        self._uploads.upload_saved(
+            folder, step, self._best, self._last, framework_best=best, model=model
+        )
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
         if self._session.trail is None:
@@ -265,9 +256,6 @@ class TrailCallback(TrainerCallback, ExportableState):
             self._session.end(error)
 
 
-_next_global: dict[str, int] = {}  # run id -> the next global step of trainings into it
-
-
 def _epoch(epoch: float | None) -> int:
     """The 0-based index of the epoch that ``state.epoch`` (a float, 1.0 at its end) is in."""
     return max(math.ceil((epoch or 0) - 1e-6) - 1, 0)
@@ -289,9 +277,7 @@ def _early_stoppers() -> list[Any]:
 def _early_stops(stoppers: list[Any], args: Any, state: Any) -> list[EarlyStop]:
     """Transformers' EarlyStoppingCallbacks under the names every adapter uses: they watch
     ``metric_for_best_model`` at each evaluation; the Trainer keeps the best value."""
-    monitor = args.metric_for_best_model
-    if monitor and not monitor.startswith("eval_"):
-        monitor = f"eval_{monitor}"
+    monitor = _monitor(args)
     best_epoch = next(
         (
             _epoch(entry.get("epoch"))
@@ -327,11 +313,16 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, bool | int | float | str | dict | type(None)) else str(value)
 
 
-def _tracker(args: Any) -> BestTracker:
+def _monitor(args: Any) -> str:
+    """The metric the Trainer picks its best checkpoint by (``metric_for_best_model``, which
+    EarlyStoppingCallback needs), as the Trainer logs it: with its ``eval_`` prefix."""
     metric = args.metric_for_best_model or "eval_loss"
-    metric = metric if metric.startswith("eval_") else f"eval_{metric}"
+    return metric if metric.startswith("eval_") else f"eval_{metric}"
+
+
+def _tracker(args: Any) -> BestTracker:
     greater = args.greater_is_better
-    return BestTracker(metric, "auto" if greater is None else ("max" if greater else "min"))
+    return BestTracker(_monitor(args), "auto" if greater is None else ("max" if greater else "min"))
 
 
 def _checkpoint_model(model: Any) -> CheckpointModel | None:
@@ -387,12 +378,8 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
         TrailCallback, make, without=(MLflowCallback,), stopped=TrailCallback._failed
     )
 
-    def train(call_original: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        call = functools.partial(call_original, trainer, *args, **kwargs)
-        return added.call_training(trainer, trainer.callback_handler.callbacks, call)
+    def callbacks(trainer: Any) -> list[Any]:
+        return trainer.callback_handler.callbacks
 
-    def later(call_original: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        call = functools.partial(call_original, trainer, *args, **kwargs)
-        return added.call_later(trainer, trainer.callback_handler.callbacks, call)
-
+    train, later = added.training_patch(callbacks), added.later_patch(callbacks)
     return [(Trainer, "train", train), (Trainer, "evaluate", later), (Trainer, "predict", later)]
