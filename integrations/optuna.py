@@ -39,16 +39,15 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import Trail
 from mltrail.adapters import (
     SearchRun,
-    after_call,
+    direction_params,
     exception_safe,
     frames_above,
     log_history,
     log_importance,
     options_for,
-    preload_matplotlib,
-    preload_modules,
     provide_runs,
     trainings_recorded,
+    value_names,
 )
 
 __all__ = ["RUN_ID_ATTR", "TrailCallback", "autolog_patches"]
@@ -94,60 +93,39 @@ class TrailCallback:
     # --- the study's run -----------------------------------------------------------------------
 
     def _open(self, study: Any, number: int, frame: Any) -> Trail:
-        with self._search.lock:
-            trail = self._search.current(study, number)
-            if trail is not None:
-                return trail
-            self._finish()  # another study
-            if self.log_plots:
-                preload_matplotlib()
-                # The importances import scikit-learn (seconds): beside the run's start and the
-                # trials, not after them on the optimize thread.
-                preload_modules("optuna.importance")
-            trail = self._search.open(study, number, study.user_attrs.get(RUN_ID_ATTR))
-            if study.user_attrs.get(RUN_ID_ATTR) != trail.run_id:
-                study.set_user_attr(RUN_ID_ATTR, trail.run_id)
-            with self._session.guarded("recording the study"):
-                trail.set_tags({"mltrail.optuna.study": study.study_name})
-                directions = [d.name.lower() for d in study.directions]
-                params = {"study_name": study.study_name}
-                if len(directions) == 1:
-                    params["direction"] = directions[0]
-                else:
-                    params["directions"] = directions
-                params["sampler"] = type(study.sampler).__name__
-                params["pruner"] = type(study.pruner).__name__
-                if study.metric_names:
-                    params["metric_names"] = study.metric_names
-                trail.log_params(params)
-            with self._session.guarded("watching the optimize call"):
-                self._watch(frame)
-            return trail
+        return self._search.enter(
+            study,
+            number,
+            study.user_attrs.get(RUN_ID_ATTR),
+            end_previous=self._finish,  # another study's
+            opened=functools.partial(self._opened, study, frame),
+            keep=functools.partial(study.set_user_attr, RUN_ID_ATTR),
+            # The importances import scikit-learn (seconds): beside the run's start and the
+            # trials, not after them on the optimize thread.
+            preload=("optuna.importance",) if self.log_plots else None,
+        )
 
-    def _watch(self, frame: Any) -> None:
-        """End the run when the optimize call closes its progress object, in its ``finally``
-        (with the exception leaving the call, if one is)."""
-        while frame is not None and frame.f_code.co_name != "_optimize_sequential":
-            frame = frame.f_back
-        progress = frame.f_locals.get("progress_bar") if frame is not None else None
-        if progress is not None:
-            report = functools.partial(self._session.report, "ending the study's run")
-            after_call(progress, "close", self._finish, report)
+    def _opened(self, study: Any, frame: Any, trail: Trail) -> None:
+        with self._session.guarded("recording the study"):
+            trail.set_tags({"mltrail.optuna.study": study.study_name})
+            directions = [d.name.lower() for d in study.directions]
+            params = {"study_name": study.study_name, **direction_params(directions)}
+            params["sampler"] = type(study.sampler).__name__
+            params["pruner"] = type(study.pruner).__name__
+            if study.metric_names:
+                params["metric_names"] = study.metric_names
+            trail.log_params(params)
+        with self._session.guarded("watching the optimize call"):
+            # The run ends when the optimize call closes its progress object, in its finally.
+            while frame is not None and frame.f_code.co_name != "_optimize_sequential":
+                frame = frame.f_back
+            progress = frame.f_locals.get("progress_bar") if frame is not None else None
+            if progress is not None:
+                self._search.end_after_call(progress, "close", self._finish)
 
     def _finish(self, error: BaseException | None = None) -> None:
         """The optimize call is over: log what the callback did not see, plots, end the run."""
-        with self._search.lock:
-            study = self._search.search
-            if study is None or self._session.trail is None:
-                return
-            unseen = [
-                t
-                for t in study.get_trials(deepcopy=False, states=_DONE)
-                if self._search.missed(t.number)
-            ]
-            failed = [t.number for t in unseen if t.state == TrialState.FAIL]
-            summary = functools.partial(self._log_end, study=study, unseen=unseen)
-            self._search.end(summary, error, failed=failed)
+        self._search.end_call(_done, _failed, self._log_end, error)
 
     def _log_end(self, trail: Trail, study: Any, unseen: list[Any]) -> None:
         for trial in unseen:
@@ -215,11 +193,16 @@ class TrailCallback:
         return f"TrailCallback(run={self.run_id!r})"
 
 
+def _done(study: Any) -> list[Any]:
+    return study.get_trials(deepcopy=False, states=_DONE)
+
+
+def _failed(trial: Any) -> bool:
+    return trial.state == TrialState.FAIL
+
+
 def _value_names(study: Any) -> list[str]:
-    if study.metric_names:
-        return list(study.metric_names)
-    count = len(study.directions)
-    return ["value"] if count == 1 else [f"value_{i}" for i in range(count)]
+    return value_names(len(study.directions), study.metric_names)
 
 
 def _provide(tracking_uri: str) -> str | None:
@@ -265,14 +248,10 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
 
         bound.arguments.update(callbacks=callbacks, func=recorded)
         study = bound.arguments["self"]
-        with callback._session.guarded("starting the study's run"):  # not in a timeout's time
-            callback._open(study, len(study.get_trials(deepcopy=False)), None)
-        try:
-            result = call_original(*bound.args, **bound.kwargs)
-        except BaseException as error:
-            callback._finish(error)
-            raise
-        callback._finish()
-        return result
+        return callback._search.run_call(
+            lambda: call_original(*bound.args, **bound.kwargs),
+            lambda: callback._open(study, len(study.get_trials(deepcopy=False)), None),
+            callback._finish,
+        )
 
     return [(optuna.study.Study, "optimize", optimize)]

@@ -78,7 +78,10 @@ framework's configuration; that is all:
   :class:`ChildRuns`: one child run per unit of work (a trial), logged at its end or started
   for a training inside it; :class:`SearchRun`: the run of a search whose units report as
   they end (one search at a time, the run kept with the search resumed, each unit logged
-  once, the best so far, the units never reported found at the end, the end's status);
+  once, the best so far, the units never reported found at the end, the end's status;
+  :meth:`SearchRun.enter`, :meth:`SearchRun.run_call`, :meth:`SearchRun.end_after_call`,
+  :meth:`SearchRun.end_call`: its lifecycle as the adapter drives it); :func:`value_names`,
+  :func:`direction_params`: a search of one or several objectives;
 - :func:`provide_runs`: the run that trainings inside a unit of work of the adapter's
   framework (a search's trial) join instead of starting runs of their own;
   :func:`trainings_recorded`: such trainings are recorded under ``autolog`` too;
@@ -213,9 +216,11 @@ from mltrail.recording.search import (
     ChildRuns,
     SearchRun,
     check_max_child_runs,
+    direction_params,
     log_candidates,
     log_search,
     results_csv,
+    value_names,
 )
 from mltrail.recording.session import (
     START_RUN_ARGS,
@@ -284,6 +289,7 @@ __all__ = [
     "dataset_input",
     "describe",
     "digest_once",
+    "direction_params",
     "early_stopping_metrics",
     "early_stopping_names",
     "early_stopping_params",
@@ -328,5 +334,6 @@ __all__ = [
     "strict_mode",
     "to_numpy",
     "trainings_recorded",
+    "value_names",
     "written_params",
 ]

@@ -17,9 +17,11 @@ from mltrail.adapters import (
     MltrailError,
     SearchRun,
     check_max_child_runs,
+    direction_params,
     log_candidates,
     log_search,
     results_csv,
+    value_names,
 )
 
 
@@ -235,3 +237,73 @@ def test_a_search_run_into_a_given_trail_never_resumes_another(client):
     search.end(lambda t: None)
     assert given.status is None  # its owner ends it
     given.end()
+
+
+class Unit:
+    """A unit of work as the framework keeps it: its number and whether it failed."""
+
+    def __init__(self, number: int, failed: bool = False) -> None:
+        self.number, self.failed = number, failed
+
+
+class Progress:
+    """The framework's object that closes when the search's call is over."""
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_search_driven_by_its_lifecycle_enter_run_call_and_end(client):
+    search = SearchRun("demo", None, {"experiment": "kernel-search-life", "capture": False})
+    study, kept, opened, ended = Study(), [], [], []
+    study.units = [Unit(0), Unit(1), Unit(2, failed=True)]
+
+    def summary(trail, searched, unseen) -> None:
+        ended.append((searched, [unit.number for unit in unseen]))
+
+    def end(error=None) -> None:
+        search.end_call(lambda s: s.units, lambda unit: unit.failed, summary, error)
+
+    def enter(number: int, run_id=None):
+        progress = Progress()
+
+        def started(trail) -> None:  # once per search: the end of its call watched
+            opened.append(trail.run_id)
+            search.end_after_call(progress, "close", end)
+
+        trail = search.enter(
+            study, number, run_id, end_previous=end, opened=started, keep=kept.append, preload=()
+        )
+        return trail, progress
+
+    def optimize() -> str:
+        trail, progress = enter(0)
+        assert enter(1)[0] is trail and opened == [trail.run_id]  # one run, opened once
+        search.log_unit(trail, 0, state="COMPLETE", params={}, values={"value": 1.0})
+        progress.close()  # the call is over: units 1 and 2 never reported, 2 failed
+        return trail.run_id
+
+    run_id = search.run_call(optimize, lambda: None, end)
+    assert kept == [run_id] and ended == [(study, [1, 2])]
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mltrail.exception.message"] == "trial 2 failed and stopped the search"
+
+    # The same search again, from its kept run; the call raises: the run ends FAILED with it.
+    study.units = [Unit(3)]
+
+    def failing() -> None:
+        enter(3, run_id)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search.run_call(failing, lambda: None, end)
+    assert kept == [run_id] and ended[-1] == (study, [3])  # resumed: its id is kept already
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_value_names_and_direction_params_of_one_or_several_objectives():
+    assert value_names(1) == ["value"] and value_names(2) == ["value_0", "value_1"]
+    assert value_names(2, ["loss", "latency"]) == ["loss", "latency"]
+    assert direction_params(["minimize"]) == {"direction": "minimize"}
+    assert direction_params(("minimize", "maximize")) == {"directions": ["minimize", "maximize"]}

@@ -9,6 +9,8 @@ An adapter reads its framework's results (scikit-learn's ``cv_results_``, Optuna
   ``mltrail.<framework>.rank`` and ``mltrail.<framework>.search`` (the kind of search); only
   the best ``limit`` candidates by rank (ties in the search's order), since a search may try
   thousands;
+- :func:`value_names`, :func:`direction_params`: a search of one or several objectives, its
+  values' names and its direction(s) as params;
 - :func:`results_csv`: the table, one row per candidate, for :meth:`mltrail.Trail.log_text`;
 - :func:`log_search`: a finished search in its run at once: its kind, the best candidate's
   params as ``best.<name>``, the number of candidates, the table and the candidates;
@@ -19,13 +21,17 @@ An adapter reads its framework's results (scikit-learn's ``cv_results_``, Optuna
   unit that ends (the run kept with the search resumed), each unit logged once as a child run
   and its values at ``step = unit number``, the best unit so far, the units the framework
   never reported found at the end, and the run ended FAILED when a unit's failure stopped
-  the search.
+  the search; :meth:`SearchRun.enter` (the run of the search a unit belongs to, opened or
+  resumed at its first unit, the previous search's ended), :meth:`SearchRun.end_after_call`
+  and :meth:`SearchRun.end_call` (the end of the search's call, with the units it never
+  reported) are its lifecycle as an adapter drives it.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import threading
@@ -35,6 +41,9 @@ from typing import Any
 import numpy as np
 
 from mltrail.errors import MltrailError
+from mltrail.recording.hooks import after_call
+from mltrail.recording.plots import preload_matplotlib
+from mltrail.recording.preload import preload_modules
 from mltrail.recording.session import RunSession
 from mltrail.recording.trail import Trail, start_run
 
@@ -54,6 +63,22 @@ class Candidate:
     params: Mapping[str, Any]
     metrics: Mapping[str, Any]
     rank: int
+
+
+def value_names(count: int, names: Sequence[str] | None = None) -> list[str]:
+    """The names of a search's objective values: the framework's ``names`` when it has them,
+    else ``value`` for one objective and ``value_0``, ``value_1``, ... for several."""
+    if names:
+        return list(names)
+    return ["value"] if count == 1 else [f"value_{i}" for i in range(count)]
+
+
+def direction_params(directions: Sequence[str]) -> dict[str, Any]:
+    """A search's optimisation direction(s) ("minimize", "maximize") as params: ``direction``
+    for one objective, ``directions`` (one per objective) for several."""
+    if len(directions) == 1:
+        return {"direction": directions[0]}
+    return {"directions": list(directions)}
 
 
 def check_max_child_runs(value: Any) -> int | None:
@@ -341,6 +366,111 @@ class SearchRun:
             self.session.training_started()
             self.search, self._first, self._logged = search, number, set()
             return trail
+
+    def enter(
+        self,
+        search: Any,
+        number: int,
+        run_id: str | None = None,
+        *,
+        end_previous: Callable[[], Any],
+        opened: Callable[[Trail], Any],
+        keep: Callable[[str], Any] | None = None,
+        preload: Sequence[str] | None = None,
+    ) -> Trail:
+        """The run of ``search``, whose unit ``number`` ended (or has a training starting).
+
+        The open run when it is this search's (:meth:`current`); else ``end_previous()`` ends
+        the run of the search before (the adapter's end, with its summary), the run of this
+        one is opened or resumed from ``run_id`` (:meth:`open`), its id kept with the search
+        (``keep(run_id)``, when it is not ``run_id``) and ``opened(trail)`` records what the
+        adapter records once per search (its settings, watching the search's call for its
+        end).
+
+        Args:
+            search: the framework's object of the search.
+            number: the unit's number.
+            run_id: the run the adapter kept with the search, to resume.
+            end_previous: ends the previous search's run.
+            opened: called once the run of this search is open.
+            keep: keeps a run id with the search (a study's user attribute), for the search
+                loaded again to go on in the same run.
+            preload: when not None, the end of the search draws plots and imports these
+                modules: both made ready on daemon threads from the run's start (their imports
+                take seconds), beside the units rather than after them.
+
+        Raises:
+            MltrailError: when the given Trail has ended.
+        """
+        with self.lock:
+            trail = self.current(search, number)
+            if trail is not None:
+                return trail
+            end_previous()
+            if preload is not None:
+                preload_matplotlib()
+                preload_modules(*preload)
+            trail = self.open(search, number, run_id)
+            if keep is not None and trail.run_id != run_id:
+                keep(trail.run_id)
+            opened(trail)
+            return trail
+
+    def run_call(
+        self,
+        call: Callable[[], Any],
+        start: Callable[[], Any],
+        end: Callable[[BaseException | None], Any],
+    ) -> Any:
+        """Run the search's call (an autolog patch's ``call``), its run opened by ``start()``
+        before it (an error there is counted, and the search runs unrecorded: it is not in the
+        call's time, a timeout's) and ended by ``end(error)`` after it, with the exception
+        that leaves it, which propagates unchanged."""
+        with self.session.guarded(f"starting the {self.noun}'s run"):
+            start()
+        try:
+            result = call()
+        except BaseException as error:
+            end(error)
+            raise
+        end(None)
+        return result
+
+    def end_after_call(
+        self, obj: Any, name: str, end: Callable[[BaseException | None], Any]
+    ) -> None:
+        """Call ``end(error)`` after ``obj``'s method ``name`` (the framework's object that
+        closes when the search's call is over), with the exception leaving the call, if one
+        is (see :func:`~mltrail.recording.hooks.after_call`); an error of ``end`` is counted
+        in the search's run."""
+        report = functools.partial(self.session.report, f"ending the {self.noun}'s run")
+        after_call(obj, name, end, report)
+
+    def end_call(
+        self,
+        done: Callable[[Any], Iterable[Any]],
+        failed: Callable[[Any], bool],
+        summary: Callable[[Trail, Any, list[Any]], Any],
+        error: BaseException | None = None,
+    ) -> None:
+        """The search's call is over: log the units it never reported, the summary, and end
+        the run (see :meth:`end`). Nothing happens when no run is open.
+
+        Args:
+            done: the units of the search that are done, each with its ``number``, from the
+                search's object.
+            failed: whether a unit failed; the last that failed unreported stopped the call.
+            summary: ``summary(trail, search, unseen)`` logs the units done but never
+                reported (:meth:`missed`) and the end of the search.
+            error: the exception that left the search's call.
+        """
+        with self.lock:
+            search = self.search
+            if search is None or self.session.trail is None:
+                return
+            unseen = [unit for unit in done(search) if self.missed(unit.number)]
+            numbers = [unit.number for unit in unseen if failed(unit)]
+            self.end(lambda trail: summary(trail, search, unseen), error, failed=numbers)
 
     def log_unit(
         self,
