@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -54,6 +53,7 @@ from mltrail.adapters import (
     find_training_call,
     first_stopped,
     head_rows,
+    in_memory,
     options_for,
     pinned_requirements,
 )
@@ -196,7 +196,7 @@ def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
     if data is not None:  # raw rows only while LightGBM keeps them (free_raw_data)
         call.args["data.train.shape"] = f"{data.num_data()}x{data.num_feature()}"
         if call.example is None:
-            call.example = head_rows(_raw(data.data))
+            call.example = head_rows(in_memory(data.data))
         digest = _dataset_digest(data)
     call.args["data.train.digest"] = digest
     if isinstance(local.get("init_model"), lightgbm.Booster):
@@ -205,21 +205,11 @@ def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
         call.args["init_model"] = str(local["init_model"])
     if call.api == "cv":
         call.args.update(cv_params(local))
-    if fit is not None:  # the scikit-learn API: its rows, still in memory
-        call.example = head_rows(fit.get("X"))
-        weight = fit.get("sample_weight")
-        call.args["data.train.digest"] = _digest(fit.get("X"), fit.get("y"), weight)
+    if fit is not None:  # the scikit-learn API: its rows, still in memory (unless a path)
+        call.example, rows = head_rows(fit.get("X")), in_memory(fit.get("X"))
+        digest = data_digest(rows, fit.get("y"), fit.get("sample_weight"))
+        call.args["data.train.digest"] = digest if rows is not None else None
     return local.get("callbacks_after_iter")
-
-
-def _raw(rows: Any) -> Any:
-    """Rows in memory (not a file's path)."""
-    return None if isinstance(rows, str | os.PathLike) else rows
-
-
-def _digest(rows: Any, label: Any, weight: Any) -> str | None:
-    """The ``data.train.digest`` of training rows with their labels and weights."""
-    return None if _raw(rows) is None else data_digest(rows, label, weight)
 
 
 def _dataset_digest(data: Any) -> str:
@@ -227,7 +217,9 @@ def _dataset_digest(data: Any) -> str:
     LightGBM keeps them (it frees them once the Dataset is built, so a loop of trainings on one
     Dataset has them only the first time; autolog reads them before that), with the labels and
     weights it has now (they can be set again)."""
-    return built_data_digest(data, lambda: _raw(data.data), data.get_label(), data.get_weight())
+    return built_data_digest(
+        data, lambda: in_memory(data.data), data.get_label(), data.get_weight()
+    )
 
 
 def _config(booster: Any) -> dict[str, str]:
@@ -248,16 +240,21 @@ def _results(env: Any) -> list[tuple[str, str, Any]]:
 
 
 def _monitor(env: Any) -> tuple[str | None, str]:
-    """The first validation set's first metric (the training data's are not validation)."""
-    for data, metric, _, maximize, *_ in env.evaluation_result_list or ():
-        if data != _train_name(env):
-            return f"{data}-{metric}", "max" if maximize else "min"
+    """The first validation set's first metric."""
+    for _, data, metric, mode in _validation(env):
+        return f"{data}-{metric}", mode
     return None, "auto"
 
 
-def _train_name(env: Any) -> str:
-    """The name the training data's own metrics have (not a validation set)."""
-    return "train" if hasattr(env.model, "boosters") else env.model._train_data_name
+def _validation(env: Any) -> list[tuple[int, str, str, str]]:
+    """The index, data, metric and mode of each validation metric of the iteration's
+    evaluation (the training data's own metrics are not validation)."""
+    train = "train" if hasattr(env.model, "boosters") else env.model._train_data_name
+    return [
+        (i, data, metric, "max" if maximize else "min")
+        for i, (data, metric, _, maximize, *_) in enumerate(env.evaluation_result_list or ())
+        if data != train
+    ]
 
 
 def _settings(stopper: Any) -> EarlyStop:
@@ -275,12 +272,10 @@ def _outcome(stopper: Any, env: Any, stop: Any, epochs: EpochLog) -> EarlyStop:
     if stop is None:
         return _settings(stopper)
     watched = []  # the validation metrics it watches (the first only, if so configured)
-    for i, (data, metric, _, maximize, *_) in enumerate(env.evaluation_result_list or ()):
-        if i >= len(stopper.best_iter) or data == _train_name(env):
-            continue
-        if not stopper.first_metric_only or metric == stopper.first_metric:
+    for i, data, metric, mode in _validation(env):
+        only = stopper.first_metric if stopper.first_metric_only else metric
+        if i < len(stopper.best_iter) and metric == only:
             best = epochs.step(stopper.best_iter[i])
-            mode = "max" if maximize else "min"
             watched.append((f"{data}-{metric}", mode, stopper.best_score[i], best))
     return first_stopped(
         _settings(stopper),
@@ -303,7 +298,7 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
         def make(arguments: Mapping[str, Any]) -> TrailCallback:
             callback = TrailCallback(**start, **own)
             rows = arguments.get(data)
-            if isinstance(rows, lightgbm.Dataset) and _raw(rows.data) is not None:
+            if isinstance(rows, lightgbm.Dataset) and in_memory(rows.data) is not None:
                 # before LightGBM frees them: example rows and the data's digest
                 callback._example = head_rows(rows.data)
                 built_data_digest(rows, lambda: rows.data)

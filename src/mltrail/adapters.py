@@ -64,6 +64,7 @@ framework's configuration; that is all:
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
   :func:`digest_once`: a digest of an immutable input (a ``DMatrix``) computed once;
   :func:`built_data_digest`: a built data object's rows once, its labels and weights each time;
+  :func:`in_memory`: rows held in memory, not a file's path a framework loads itself;
   :func:`fit_arguments`: the data among a patched training call's arguments;
 - :func:`importance_plot`, :func:`history_plot`: plots logged as images (PNGs drawn with
   Pillow in milliseconds; :func:`preload_matplotlib`, a historical name, prepares them);
@@ -177,6 +178,7 @@ from mltrail.recording.datasets import (
     digest_once,
     fingerprint,
     fit_arguments,
+    in_memory,
     shape_of,
 )
 from mltrail.recording.deferred import Pending, can_record_later, record_beside
@@ -307,6 +309,7 @@ __all__ = [
     "head_rows",
     "history_plot",
     "importance_plot",
+    "in_memory",
     "in_patched_call",
     "live_patch",
     "log_candidates",

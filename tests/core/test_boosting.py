@@ -29,6 +29,7 @@ from mltrail.adapters import (
     eval_rounds,
     find_training_call,
     first_stopped,
+    in_memory,
     stop_outcome,
     written_params,
 )
@@ -429,3 +430,9 @@ def test_callbacks_patch_adds_the_callback_unless_the_call_has_one(client) -> No
     assert made == [{"data": [[1.0]], "callbacks": [print]}]  # before the training runs
     own = ToyCallback(**QUIET)
     assert patch(fit, [[1.0]], 3, [own]) == [own] and len(made) == 1
+
+
+def test_in_memory_rows_are_not_a_file_path(tmp_path: Path) -> None:
+    rows = np.ones((2, 2))
+    assert in_memory(rows) is rows and in_memory([[1.0]]) == [[1.0]]
+    assert in_memory(str(tmp_path / "train.csv")) is None and in_memory(tmp_path) is None

@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import sys
 import threading
 import weakref
@@ -99,6 +100,12 @@ def data_digest(*parts: Any) -> str:
         return fingerprint(*parts)
     except Exception:
         return "unknown"
+
+
+def in_memory(rows: Any) -> Any:
+    """``rows`` when they are data held in memory; None for a file's path (``str`` or
+    ``os.PathLike``), which frameworks also take as training data and load themselves."""
+    return None if isinstance(rows, str | os.PathLike) else rows
 
 
 _DIGESTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
