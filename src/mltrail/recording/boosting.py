@@ -336,11 +336,15 @@ class BoostingCallback(CopiedBySettings):
     The adapter's class names its framework in the class attributes below, lists the
     framework's callback class after this one (whose constructor runs through ``super()``),
     and calls from its hooks: :meth:`_open` when a training starts, :meth:`_log_start` once it has read
-    the call (``self._call``), ``self._epochs.log`` and :meth:`_checkpoint` after each round,
-    :meth:`_end` with a summary (:meth:`_log_stops`, :meth:`_log_final_model`) when it ends,
-    and :meth:`_stopped` for an exception that stopped it (an adapter that knows the round it
-    stopped in overrides it with :meth:`_end_unfinished`). :meth:`_forget` sets what the
-    adapter keeps per training, before the first and after each.
+    the call (``self._call``, with :func:`find_training_call`), ``self._epochs.log`` and
+    :meth:`_checkpoint` after each round, :meth:`_end` with a summary (:meth:`_log_stops`,
+    :meth:`_log_model_and_importance` or :meth:`_log_final_model`) when it ends, and
+    :meth:`_stopped` for an exception that stopped it (an adapter that knows the round it
+    stopped in overrides it with :meth:`_end_unfinished`). To see the end of a training that
+    has no hook at the end, it puts a :class:`RoundLoop` in place of the framework's list of
+    after-round callbacks (:meth:`_loop_rounds`: it then has the hooks ``after_iteration`` and
+    ``_ended``) or wraps the framework's container of callbacks (:meth:`_watch_hooks`).
+    :meth:`_forget` sets what the adapter keeps per training, before the first and after each.
 
     Args:
         trail: log into this run (from :func:`mltrail.start_run`) instead of starting one per
