@@ -52,6 +52,7 @@ from mltrail.adapters import (
     exception_safe,
     find_training_call,
     first_stopped,
+    fit_classes,
     head_rows,
     in_memory,
     options_for,
@@ -314,7 +315,6 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
         for owner in (lightgbm, engine)
         for name in ("train", "cv")
     ]
-    for cls in vars(lgb_sklearn).values():
-        if isinstance(cls, type) and issubclass(cls, lightgbm.LGBMModel) and "fit" in vars(cls):
-            patches.append((cls, "fit", patch(inspect.signature(cls.fit), "X")))
+    for cls in fit_classes(lgb_sklearn, lightgbm.LGBMModel):
+        patches.append((cls, "fit", patch(inspect.signature(cls.fit), "X")))
     return patches

@@ -56,6 +56,7 @@ from mltrail.adapters import (
     exception_safe,
     find_training_call,
     fingerprint,
+    fit_classes,
     frames_above,
     head_rows,
     importance_plot,
@@ -440,7 +441,6 @@ def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..
     ]
     # Random forests refuse callbacks; their fit calls XGBClassifier/XGBRegressor.fit, patched.
     forests = (xgb_sklearn.XGBRFClassifier, xgb_sklearn.XGBRFRegressor)
-    for cls in vars(xgb_sklearn).values():
-        if isinstance(cls, type) and issubclass(cls, xgb_sklearn.XGBModel) and cls not in forests:
-            patches += [(cls, "fit", fit_with_callback)] if "fit" in vars(cls) else []
+    for cls in fit_classes(xgb_sklearn, xgb_sklearn.XGBModel, exclude=forests):
+        patches.append((cls, "fit", fit_with_callback))
     return patches

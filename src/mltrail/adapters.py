@@ -51,7 +51,8 @@ framework's configuration; that is all:
   after-round callbacks that sees its end (``BoostingCallback._loop_rounds``; a framework's
   own container of callbacks: ``_watch_hooks``); the final model and feature importance at
   the end (``_log_model_and_importance``); :func:`callbacks_patch`: the autolog patch that
-  adds the callback to a call's ``callbacks`` argument;
+  adds the callback to a call's ``callbacks`` argument; :func:`fit_classes`: the estimators
+  whose ``fit`` it patches;
 - :class:`EarlyStop`, :func:`early_stopping_params`, :func:`early_stopping_metrics`: early
   stopping under one set of names (:meth:`EpochLog.log_early_stopping`: on the run's steps);
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
@@ -143,6 +144,7 @@ from mltrail.recording.boosting import (
     eval_rounds,
     find_training_call,
     first_stopped,
+    fit_classes,
     stop_outcome,
     written_params,
 )
@@ -305,6 +307,7 @@ __all__ = [
     "fingerprint",
     "first_stopped",
     "fit_arguments",
+    "fit_classes",
     "frames_above",
     "head_rows",
     "history_plot",

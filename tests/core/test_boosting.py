@@ -8,6 +8,7 @@ import inspect
 import json
 import pickle
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from mltrail.adapters import (
     eval_rounds,
     find_training_call,
     first_stopped,
+    fit_classes,
     in_memory,
     stop_outcome,
     written_params,
@@ -436,3 +438,24 @@ def test_in_memory_rows_are_not_a_file_path(tmp_path: Path) -> None:
     rows = np.ones((2, 2))
     assert in_memory(rows) is rows and in_memory([[1.0]]) == [[1.0]]
     assert in_memory(str(tmp_path / "train.csv")) is None and in_memory(tmp_path) is None
+
+
+def test_fit_classes_are_the_estimators_that_define_their_own_fit() -> None:
+    api = types.ModuleType("toy_sklearn")
+
+    class Model:
+        def fit(self) -> None: ...
+
+    class Classifier(Model):
+        def fit(self) -> None: ...
+
+    class Regressor(Model):  # runs Model.fit: patched once, there
+        pass
+
+    class Forest(Classifier):  # refuses callbacks
+        def fit(self) -> None: ...
+
+    api.Model, api.Classifier, api.Regressor, api.Forest = Model, Classifier, Regressor, Forest
+    api.helper, api.Other = len, type("Other", (), {"fit": lambda self: None})
+    assert fit_classes(api, Model, exclude=[Forest]) == [Model, Classifier]
+    assert fit_classes(api, Model) == [Model, Classifier, Forest]

@@ -27,7 +27,8 @@ booster) and hands over plain values:
   (:meth:`BoostingCallback._loop_rounds`; :meth:`BoostingCallback._watch_hooks` wraps a
   framework's own container of callbacks instead);
 - :func:`callbacks_patch`: an autolog patch that adds the adapter's callback to a training
-  call's ``callbacks`` argument.
+  call's ``callbacks`` argument; :func:`fit_classes`: the scikit-learn API's estimators whose
+  ``fit`` autolog patches.
 """
 
 from __future__ import annotations
@@ -287,6 +288,19 @@ def callbacks_patch(
         )
 
     return record
+
+
+def fit_classes(module: Any, base: type, *, exclude: Iterable[type] = ()) -> list[type]:
+    """The estimators of a framework's scikit-learn API (the subclasses of ``base`` in
+    ``module``) that define their own ``fit``, for autolog to patch: one that inherits its
+    ``fit`` runs a patched one already. ``exclude``: those that refuse callbacks."""
+    refused = set(exclude)
+    return [
+        cls
+        for cls in vars(module).values()
+        if isinstance(cls, type) and issubclass(cls, base) and "fit" in vars(cls)
+        if cls not in refused
+    ]
 
 
 class RoundLoop:
