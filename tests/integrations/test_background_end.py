@@ -113,6 +113,34 @@ def test_a_script_that_fails_after_its_trainings_keeps_their_runs(client, tmp_pa
         assert "model/MLmodel" in artifact_paths(client, run.info.run_id)
 
 
+def test_a_fit_recorded_at_exit_gets_its_snapshot(client, tmp_path) -> None:
+    """The last fit of a script is recorded at exit, after the exit hooks that clean up: its
+    snapshot of the dirty tree still needs the temporary index those hooks removed."""
+    done = run_script(
+        tmp_path,
+        """
+        from pathlib import Path
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+        import mltrail
+        from mltrail.integrations.sklearn import TrackedEstimator
+
+        X, y = load_iris(return_X_y=True)
+        Path("notes.txt").write_text("first")
+        TrackedEstimator(LogisticRegression(C=0.1, max_iter=300), experiment="at-exit").fit(X, y)
+        mltrail.wait()  # the first fit's snapshot is taken before the script goes on
+        Path("notes.txt").write_text("second")
+        TrackedEstimator(LogisticRegression(C=1.0, max_iter=300), experiment="at-exit").fit(X, y)
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "snapshot failed" not in done.stderr, done.stderr[-3000:]
+    runs = runs_of(client, "at-exit")
+    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
+    snapshots = [run.data.tags.get("mltrail.git.snapshot") for run in runs]
+    assert all(snapshots) and snapshots[0] != snapshots[1], snapshots
+
+
 SLOW_MODEL = """
     import os, time
     from sklearn.datasets import load_iris

@@ -62,7 +62,8 @@ _lock = threading.RLock()  # one snapshot at a time: they share the index and co
 _indexes: dict[str, tuple[tuple[object, ...], Path]] = {}
 #: (repository, tree, parent) -> the snapshot commit already made for it by this process.
 _commits: dict[tuple[str, str, str | None], str] = {}
-_work: Path | None = None
+_work: Path | None = None  # the folder of the temporary indexes
+_exited = False  # the exit hook removed it: a snapshot taken later cleans up after itself
 _names = itertools.count()
 
 
@@ -163,6 +164,21 @@ def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.
         except BaseException:
             _indexes.pop(info.git_dir, None)  # start afresh next time
             raise
+        finally:
+            if _exited:  # a training recorded at exit, after the exit hook below
+                _remove_work()
+
+
+def _remove_work() -> None:
+    """Remove the temporary indexes (at exit). Trainings recorded at exit (after the ones of
+    :mod:`mltrail.recording.deferred`) may still snapshot: they make the folder again."""
+    global _work, _exited
+    with _lock:
+        _exited = True
+        if _work is not None:
+            shutil.rmtree(_work, ignore_errors=True)
+        _work = None
+        _indexes.clear()
 
 
 def _temporary_index(info: GitInfo, exclude: list[str]) -> Path:
@@ -182,7 +198,8 @@ def _temporary_index(info: GitInfo, exclude: list[str]) -> Path:
         return kept[1]
     if _work is None:
         _work = Path(tempfile.mkdtemp(prefix="mltrail-snapshot-"))
-        atexit.register(shutil.rmtree, _work, True)
+        if not _exited:
+            atexit.register(_remove_work)
     index = _work / f"index-{next(_names)}"
     if key[0] is not None:
         shutil.copy2(user_index, index)
