@@ -15,9 +15,19 @@ from mlflow.tracking import MlflowClient
 
 import mltrail
 
+# Waits as a training does, running Python code: a signal that arrives while the main thread
+# is between two calls (the print's write and the sleep, say, waiting for the interpreter lock
+# that mltrail's threads hold) is handled at the next loop turn. Python checks for signals
+# between loop turns, not before a call: one long sleep would hold it until the sleep ends.
+WAIT = """
+def wait_a_minute():
+    for _ in range(600):
+        time.sleep(0.1)
+"""
+
 
 def script(body: str) -> str:
-    return "import mltrail, time, sys\n" + textwrap.dedent(body)
+    return "import mltrail, time, sys\n" + WAIT + textwrap.dedent(body)
 
 
 def run_python(code: str, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -158,7 +168,7 @@ def test_sigterm_without_handler_terminates_with_the_signal(client) -> None:
     code = script("""
         trail = mltrail.start_run(experiment="sigterm-default", capture=False)
         print("ready", flush=True)
-        time.sleep(60)
+        wait_a_minute()
         """)
     process = start_python(code)
     assert process.stdout.readline().strip() == "ready"
@@ -182,7 +192,7 @@ def test_ctrl_c_ends_killed_and_the_process_dies_by_sigint(client) -> None:
         trail = mltrail.start_run(experiment="ctrl-c", capture=False)
         trail.log_metrics({"loss": 0.5}, step=0)
         print("ready", flush=True)
-        time.sleep(60)
+        wait_a_minute()
         """)
     process = start_python(code)
     assert process.stdout.readline().strip() == "ready"
