@@ -170,8 +170,9 @@ def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.
 
 
 def _remove_work() -> None:
-    """Remove the temporary indexes (at exit). Trainings recorded at exit (after the ones of
-    :mod:`mltrail.recording.deferred`) may still snapshot: they make the folder again."""
+    """Remove the temporary indexes (at exit). A training recorded after this hook ran (a fit
+    recorded beside it, see :mod:`mltrail.recording.deferred`) still snapshots: it makes the
+    folder again, and removes it when done."""
     global _work, _exited
     with _lock:
         _exited = True
