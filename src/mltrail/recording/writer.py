@@ -392,24 +392,28 @@ def _log_points(client: Any, run_id: str, metrics: list[Any]) -> None:
     its check and its insert: the run's metrics and a checkpoint's LoggedModel linking the same
     points are sent by two threads at once. The second try finds that point stored.
     """
-    try:
-        client.log_batch(run_id, metrics=metrics)
-    except Exception as error:
-        if not _already_stored(error, "metrics"):
-            raise
-        client.log_batch(run_id, metrics=metrics)
+    _send_again_if_stored(lambda: client.log_batch(run_id, metrics=metrics), "metrics")
 
 
 def _log_inputs(client: Any, run_id: str, inputs: list[Any]) -> None:
+    """``log_inputs``, once more when a SQL store refuses a dataset it holds.
+
+    SQL stores look a dataset up, then insert it: two runs of one experiment logging the same
+    data at once (a fold loop's runs, recorded while the previous one still sends) both insert
+    it, and the second is refused. Sent again, it finds the first's row.
+    """
+    _send_again_if_stored(lambda: client.log_inputs(run_id, datasets=inputs), "datasets")
+
+
+def _send_again_if_stored(send: Callable[[], Any], table: str) -> None:
+    """``send()``, and once more when the store refused a row of ``table`` that another request
+    inserted between the store's check and its insert (:func:`_already_stored`)."""
     try:
-        client.log_inputs(run_id, datasets=inputs)
+        send()
     except Exception as error:
-        # SQL stores look a dataset up, then insert it: two runs of one experiment logging the
-        # same data at once (a fold loop's runs, recorded while the previous one still sends)
-        # both insert it, and the second is refused. Sent again, it finds the first's row.
-        if not _already_stored(error, "datasets"):
+        if not _already_stored(error, table):
             raise
-        client.log_inputs(run_id, datasets=inputs)
+        send()
 
 
 def _already_stored(error: BaseException, table: str) -> bool:
