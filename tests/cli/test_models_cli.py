@@ -305,3 +305,31 @@ def test_replayed_registration_gets_the_fingerprint_that_follows_it(project: dic
     assert tags["mlflow.source.git.commit"] == "a" * 40 and tags["mltrail.run_id"] == run_id
     assert tags["mltrail.fingerprint"] == "f" * 64
     assert client.get_run(run_id).data.tags["mltrail.model.registered"] == "replayed/1"
+
+
+def test_provenance_stored_while_the_version_is_created_reaches_it(project: dict) -> None:
+    """The run's provenance (captured in the background) is sent by the writer's thread while
+    the model's registration is under way on the uploader's: stored after the registration read
+    the run, and before the version was noted as registered, it still reaches the version."""
+    from mlflow import MlflowClient
+
+    from mltrail.recording.writer import apply_record
+
+    client = project["client"]
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    run_id = client.create_run(experiment).info.run_id
+    commit = "c" * 40
+
+    class ProvenanceArrivesMeanwhile(MlflowClient):
+        def create_model_version(self, *args, **kwargs):
+            apply_record(
+                client, run_id, {"kind": "tags", "data": {"mlflow.source.git.commit": commit}}
+            )
+            return super().create_model_version(*args, **kwargs)
+
+    uploader = ProvenanceArrivesMeanwhile(client.tracking_uri)
+    register = {"kind": "register", "data": {"name": "meanwhile", "artifact_path": "model"}}
+    apply_record(uploader, run_id, register)
+    tags = client.get_model_version("meanwhile", "1").tags
+    assert tags["mltrail.run_id"] == run_id
+    assert tags["mlflow.source.git.commit"] == commit

@@ -330,6 +330,21 @@ def _tag_registered_versions(client: Any, run_id: str, tags: dict[str, Any]) -> 
             client.set_model_version_tag(name, version, key, value)
 
 
+def _tag_missing_provenance(client: Any, run_id: str, name: str, version: str) -> None:
+    """Copy the provenance tags that reached the run while its version was being created.
+
+    Another thread sends the run's provenance (captured in the background): tags stored after
+    the registration read the run, but checked for registered versions before this one was
+    noted, reach neither. Read after the note, the run has them.
+    """
+    run_tags = client.get_run(run_id).data.tags
+    version_tags = client.get_model_version(name, version).tags
+    for key in VERSION_PROVENANCE_TAGS:
+        value = run_tags.get(key)
+        if value and version_tags.get(key) != value:
+            client.set_model_version_tag(name, version, key, value)
+
+
 def _register_model(
     client: Any, run_id: str, data: dict[str, Any], progress: Callable[[], None] | None
 ) -> None:
@@ -347,6 +362,7 @@ def _register_model(
         if progress is not None:
             progress()
     _note_registered(client, run_id, name, data["version"])
+    _tag_missing_provenance(client, run_id, name, data["version"])
 
 
 def _log_logged_model(
