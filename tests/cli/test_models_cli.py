@@ -309,8 +309,9 @@ def test_replayed_registration_gets_the_fingerprint_that_follows_it(project: dic
 
 def test_provenance_stored_while_the_version_is_created_reaches_it(project: dict) -> None:
     """The run's provenance (captured in the background) is sent by the writer's thread while
-    the model's registration is under way on the uploader's: stored after the registration read
-    the run, and before the version was noted as registered, it still reaches the version."""
+    the model's registration is under way on the uploader's: tags and data stored after the
+    registration read the run, but before the version was noted as registered, still reach the
+    version, as do data logged after it."""
     from mlflow import MlflowClient
 
     from mltrail.recording.writer import apply_record
@@ -320,16 +321,21 @@ def test_provenance_stored_while_the_version_is_created_reaches_it(project: dict
     run_id = client.create_run(experiment).info.run_id
     commit = "c" * 40
 
+    def send(kind: str, data) -> None:
+        apply_record(client, run_id, {"kind": kind, "data": data})
+
     class ProvenanceArrivesMeanwhile(MlflowClient):
         def create_model_version(self, *args, **kwargs):
-            apply_record(
-                client, run_id, {"kind": "tags", "data": {"mlflow.source.git.commit": commit}}
-            )
+            send("tags", {"mlflow.source.git.commit": commit})
+            send("inputs", [{"name": "train.csv", "digest": "d1", "source": "{}"}])
             return super().create_model_version(*args, **kwargs)
 
     uploader = ProvenanceArrivesMeanwhile(client.tracking_uri)
     register = {"kind": "register", "data": {"name": "meanwhile", "artifact_path": "model"}}
     apply_record(uploader, run_id, register)
+    send("inputs", [{"name": "holdout.csv", "digest": "d2", "source": "{}"}])
     tags = client.get_model_version("meanwhile", "1").tags
     assert tags["mltrail.run_id"] == run_id
     assert tags["mlflow.source.git.commit"] == commit
+    assert tags["mltrail.data.train.csv"] == "d1"
+    assert tags["mltrail.data.holdout.csv"] == "d2"

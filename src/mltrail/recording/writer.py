@@ -103,11 +103,13 @@ def apply_record(
         for chunk in _chunks_by_size(list(data.items()), MAX_PARAMS_TAGS_PER_BATCH, _pair_size):
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in chunk])
         if run_id in _registered:
-            _tag_registered_versions(client, run_id, data)
+            _tag_registered_versions(client, run_id)
     elif kind == "delete_tag":
         client.delete_tag(run_id, data)
     elif kind == "inputs":
         _log_inputs(client, run_id, [_dataset_input(d) for d in data])
+        if run_id in _registered:
+            _tag_registered_versions(client, run_id)
     elif kind == "artifact":
         path = Path(record["path"])
         if path.is_dir():
@@ -320,28 +322,21 @@ def _note_registered(client: Any, run_id: str, name: str, version: str) -> None:
     client.set_tag(run_id, "mltrail.model.registered", f"{name}/{version}")
 
 
-def _tag_registered_versions(client: Any, run_id: str, tags: dict[str, Any]) -> None:
-    """Copy provenance tags the run got after a registration onto the versions registered."""
+def _tag_registered_versions(client: Any, run_id: str) -> None:
+    """Copy the provenance that reached the run after a registration (the fingerprint is set at
+    the run's end, dataset inputs may follow the model) onto the versions registered from it."""
     with _registered_lock:
         versions = sorted(_registered.get(run_id, ()))
-    late = {k: v for k, v in tags.items() if k in VERSION_PROVENANCE_TAGS and v}
-    for name, version in versions if late else ():
-        for key, value in late.items():
-            client.set_model_version_tag(name, version, key, value)
+    if versions:
+        wanted = model_version_tags(client.get_run(run_id))
+        for name, version in versions:
+            _tag_missing(client, name, version, wanted)
 
 
-def _tag_missing_provenance(client: Any, run_id: str, name: str, version: str) -> None:
-    """Copy the provenance tags that reached the run while its version was being created.
-
-    Another thread sends the run's provenance (captured in the background): tags stored after
-    the registration read the run, but checked for registered versions before this one was
-    noted, reach neither. Read after the note, the run has them.
-    """
-    run_tags = client.get_run(run_id).data.tags
-    version_tags = client.get_model_version(name, version).tags
-    for key in VERSION_PROVENANCE_TAGS:
-        value = run_tags.get(key)
-        if value and version_tags.get(key) != value:
+def _tag_missing(client: Any, name: str, version: str, wanted: dict[str, str]) -> None:
+    have = client.get_model_version(name, version).tags
+    for key, value in wanted.items():
+        if have.get(key) != value:
             client.set_model_version_tag(name, version, key, value)
 
 
@@ -362,7 +357,9 @@ def _register_model(
         if progress is not None:
             progress()
     _note_registered(client, run_id, name, data["version"])
-    _tag_missing_provenance(client, run_id, name, data["version"])
+    # Another thread sends the run's provenance (captured in the background): what it stored
+    # after the run was read above, but before the version was noted, is read now.
+    _tag_missing(client, name, data["version"], model_version_tags(client.get_run(run_id)))
 
 
 def _log_logged_model(
