@@ -264,3 +264,54 @@ def test_a_logged_model_record_sent_again_links_the_model_once(client, tmp_path:
     run = client.get_run(trail.run_id)
     assert run.data.tags["mltrail.model.id"] == data["model_id"]
     assert [o.model_id for o in run.outputs.model_outputs] == [data["model_id"]]
+
+
+def test_only_a_server_without_the_endpoints_is_taken_for_one_without_logged_models(
+    monkeypatch,
+) -> None:
+    """An MLflow 2 server answers 404 to the LoggedModel endpoints: the run's model/ is then
+    the model. An unreachable server is not one, whatever its address holds: its model is
+    journaled for `mltrail sync` (a port holding "404" made it look like one, and the model's
+    LoggedModel was never made)."""
+    import http.server
+    import socket
+    import threading
+
+    from mlflow.exceptions import MlflowException
+
+    from mltrail.recording.writer import _lacks_logged_models
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+    def refused(port: int) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) != 0
+
+    port = next(p for p in range(40400, 40500) if refused(p))
+    with pytest.raises(MlflowException) as unreachable:
+        MlflowClient(f"http://127.0.0.1:{port}").create_logged_model("0", name="model")
+    assert not _lacks_logged_models(unreachable.value), unreachable.value
+
+    class WithoutLoggedModels(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # as Flask answers a route it does not have
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>404 Not Found</title>")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), WithoutLoggedModels)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(MlflowException) as missing:
+            MlflowClient(f"http://127.0.0.1:{server.server_port}").create_logged_model(
+                "0", name="model"
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _lacks_logged_models(missing.value), missing.value

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -481,10 +482,14 @@ def _lacks_logged_models(error: Exception) -> bool:
     Only the tracking server's answer about those endpoints says so: a 404 from anything else
     (the object store, a proxy) is a failure to journal, not a server without LoggedModels."""
     code = getattr(error, "error_code", "")
-    text = str(error)[:500]
-    return code in {"ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED"} or (
-        "404" in text and "logged-models" in text
+    # The status, not any "404" in the text: an unreachable server's error names its port
+    # (127.0.0.1:40455), and its LoggedModel was then taken for unsupported and lost.
+    return code in {"ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED"} or bool(
+        _ENDPOINT_MISSING.search(str(error)[:500])
     )
+
+
+_ENDPOINT_MISSING = re.compile(r"/logged-models\S* failed with error code 404\b")
 
 
 def crashed_run_data(run_id: str, pid: str | None) -> dict[str, Any]:
