@@ -90,6 +90,11 @@ framework's configuration; that is all:
 - :func:`record_beside` (with :func:`can_record_later`, :class:`Pending`): a training that
   logs nothing while it runs recorded beside it, on mltrail's thread (its run opened once it
   ends or has run a while; model and plots not waited for; exit waits for them);
+- :class:`FitRecording`: one blocking ``fit`` that logs nothing while it runs recorded as a
+  run (params and dataset inputs read before it, the run opened first or the fit recorded
+  beside it, the fitted model measured after it, FAILED on its exception); the adapter gives
+  the params and what the fitted model logs; :func:`current_fit`: the session of the recorded
+  fit this thread runs (fits inside it are no runs of their own);
 - :class:`Framework`, :func:`options_for`, :func:`safe_patch` and friends: autolog
   registration (entry-point group ``mltrail.integrations``) and the safe-patch contract;
   :func:`call_with_callback`: a patched training gets the adapter's callback unless it has one;
@@ -191,6 +196,7 @@ from mltrail.recording.early_stopping import (
     early_stopping_names,
     early_stopping_params,
 )
+from mltrail.recording.fit_recording import FitRecording, current_fit
 from mltrail.recording.hooks import after_call, exception_safe
 from mltrail.recording.models import (
     EXAMPLE_ROWS,
@@ -264,6 +270,7 @@ __all__ = [
     "EpochCheckpoints",
     "EpochLog",
     "FileWatch",
+    "FitRecording",
     "Framework",
     "GlobalSteps",
     "MltrailError",
@@ -288,6 +295,7 @@ __all__ = [
     "check_start_run_kwargs",
     "confusion_matrix_plot",
     "copy_to_save",
+    "current_fit",
     "cv_params",
     "data_digest",
     "dataset_input",
