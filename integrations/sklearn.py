@@ -37,8 +37,6 @@ candidate, which reads the search's results from the search's own ``fit`` frame;
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import dataclasses
 import logging
@@ -64,14 +62,12 @@ except ImportError as error:  # pragma: no cover - exercised in the core-only en
 from mltrail import MltrailError, Trail
 from mltrail.adapters import (
     Candidate,
-    Pending,
+    FitRecording,
     RunSession,
     called_by_library,
-    can_record_later,
     check_max_child_runs,
     confusion_matrix_plot,
-    copy_to_save,
-    dataset_input,
+    current_fit,
     example_io,
     exception_safe,
     fit_arguments,
@@ -81,20 +77,12 @@ from mltrail.adapters import (
     packages_of,
     pinned_requirements,
     preload_matplotlib,
-    record_beside,
-    recording,
     residual_plot,
-    strict_mode,
 )
 
 logger = logging.getLogger("mltrail.sklearn")
 
 __all__ = ["TrackedEstimator", "TrailCallback", "autolog_patches"]
-
-# The session recording the fit that runs in this thread, for inner fits (nesting, pass-through).
-_current: contextvars.ContextVar[RunSession | None] = contextvars.ContextVar(
-    "mltrail_sklearn_run", default=None
-)
 
 
 @dataclasses.dataclass
@@ -140,7 +128,7 @@ def _fit_context(patched: bool = False) -> tuple[str, tuple[Any, Any] | None]:
     loky processes alike). Refit: the final fit of a search's best candidate, called from
     ``BaseSearchCV.fit``.
     """
-    if _current.get() is not None or (not patched and in_patched_call()):
+    if current_fit() is not None or (not patched and in_patched_call()):
         return "inner", None
     if patched and called_by_library(2):  # a library fitting a helper (LabelEncoder in a metric)
         return "inner", None
@@ -160,8 +148,9 @@ def _fit_context(patched: bool = False) -> tuple[str, tuple[Any, Any] | None]:
 # --- one recorded fit ----------------------------------------------------------------------------
 
 
-class _Recording:
-    """One fit recorded as a run: ``begin`` before the fit, ``finish`` after it, ``end`` always."""
+class _Recording(FitRecording):
+    """One fit recorded as a run (the kernel's wiring) with scikit-learn's params, and its
+    metrics, search results, model and plot once fitted."""
 
     def __init__(
         self,
@@ -176,8 +165,6 @@ class _Recording:
         private: bool = False,
     ) -> None:
         self.settings = settings
-        self.session = settings.session()
-        self.estimator = estimator
         self.X = X
         self.fit_params = dict(fit_params)
         # (role, X, y, sample_weight) of the data the fitted estimator is measured on
@@ -185,127 +172,32 @@ class _Recording:
         if eval_set is not None:
             self.sets.append(("eval", *eval_set, None))
         self.enclosing_search = enclosing_search
-        self.private = private  # the fitted estimator is ours alone (TrackedEstimator's clone)
-        self.fitted = False
-        self.pending: Pending | None = None  # the recording after the fit, when deferred
-        self._scope = contextlib.ExitStack()
-
-    def run(self, fit: Callable[[], Any]) -> Any:
-        """Run ``fit`` recorded; the estimator's own exception propagates unchanged."""
-        if self._can_record_beside():
-            return self._run_beside(fit)
-        self.begin()
-        try:
-            result = fit()
-        except BaseException as error:
-            self.end(error)
-            raise
-        self.complete(self.estimator)
-        return result
+        name = type(estimator).__name__
+        super().__init__(
+            settings.session(),
+            estimator,
+            [(role, X, y) for role, X, y, _ in self.sets],
+            tags={"mltrail.sklearn.estimator": name},
+            private=private,  # the fitted estimator is ours alone (TrackedEstimator's clone)
+            # nested fits are logged into the run as they run; a search's refit reads it running
+            beside=not settings.nested and enclosing_search is None,
+            what=f"scikit-learn {name} fit",
+        )
 
     def begin(self) -> None:
-        """Open the fit's run now, on the fit's thread, before the fit."""
-        self._open(self._described())
-        self._hold_thread()
-        self.session.training_started()
+        super().begin()
         if self.settings.log_plots:
             preload_matplotlib()  # imported while the estimator fits, not after
 
-    def _can_record_beside(self) -> bool:
-        """A fit logs nothing while it runs, so it can be recorded beside it (see
-        :func:`~mltrail.adapters.record_beside`), unless it records into a given Trail, logs
-        nested fits into its run as they run, or is the refit of a search still running."""
-        settings = self.settings
-        return (
-            settings.trail is None
-            and not settings.nested
-            and self.enclosing_search is None
-            and can_record_later(settings.start)
-        )
+    def params(self) -> dict[str, Any]:
+        return {
+            **_estimator_params(self.model, self.settings.prefix),
+            **_fit_params(self.fit_params),
+        }
 
-    def _run_beside(self, fit: Callable[[], Any]) -> Any:
-        """Run ``fit`` as it would run unrecorded, recorded beside it on mltrail's thread: the
-        run, the store and MLflow's import are not waited for. The recording measures a copy
-        of the fitted model when the user keeps the original (autolog: the next fold may refit
-        it)."""
-        described = self._described()  # the digest is of the data the fit saw
-        outcome: dict[str, Any] = {}  # the fitted model, or the fit's exception
-
-        def opened() -> None:
-            running = self.pending is not None and not self.pending.training_over
-            self._open(described, sample_system=running)  # samples after the fit tell nothing
-            if running:
-                self.session.training_started()  # a long fit: an exit before its end fails it
-
-        def fitted() -> None:
-            if "error" in outcome:
-                self.end(outcome["error"])
-            else:
-                self.complete(outcome["model"])
-
-        what = f"scikit-learn {type(self.estimator).__name__} fit"
-        self.pending = record_beside(opened, fitted, what)
-        self._hold_thread()
-        try:
-            result = fit()
-            outcome["model"] = self.estimator if self.private else copy_to_save(self.estimator)[0]
-        except BaseException as error:
-            outcome["error"] = error
-            raise
-        finally:
-            self._scope.close()
-            self.pending.ended()
-        return result
-
-    def _described(self) -> tuple[dict[str, Any], list[Any], list[tuple[str, Exception]]]:
-        """The fit's params and data inputs, read before it runs, and what could not be read
-        (reported into the run once it is open)."""
-        params: dict[str, Any] = {}
-        datasets: list[Any] = []
-        problems: list[tuple[str, Exception]] = []
-        try:
-            params.update(_estimator_params(self.estimator, self.settings.prefix))
-            params.update(_fit_params(self.fit_params))
-            for role, X, y, _ in self.sets:
-                found, dataset = dataset_input(X, y, role)
-                params.update(found)
-                datasets.append(dataset)
-        except Exception as error:
-            if strict_mode():
-                raise
-            problems.append(("describing the fit", error))
-        return params, datasets, problems
-
-    def _open(
-        self, described: tuple[dict[str, Any], list[Any], list[Any]], sample_system: bool = True
-    ) -> None:
-        """Open the fit's run with what :meth:`_described` read (one call per kind of record:
-        each one is a request, a transaction, to the store)."""
-        params, datasets, problems = described
-        tags = {"mltrail.sklearn.estimator": type(self.estimator).__name__}
-        trail = self.session.open(tags=tags, sample_system=sample_system)
-        if self.session.given is not None:
-            trail.set_tags(tags)  # open() tags only the runs it starts
-        for kind, problem in problems:
-            self.session.report(kind, problem)
-        try:
-            trail.log_params(params)
-            trail.log_inputs(datasets)
-        except BaseException as error:  # strict mode raises our own errors: end the run first
-            self.end(error)
-            raise
-
-    def _hold_thread(self) -> None:
-        """Mark this thread as running a recorded fit until :meth:`end` (or the fit's end)."""
-        self._scope.callback(_current.reset, _current.set(self.session))
-        self._scope.enter_context(recording())  # other adapters' patched fits pass through
-
-    def finish(self, model: Any) -> None:
+    def finish(self, trail: Trail, model: Any) -> None:
         """Record what the fitted ``model`` gives: metrics, search results, model, plot."""
-        self.fitted = True
         session, settings = self.session, self.settings
-        trail = session.trail
-        assert trail is not None
         metrics: dict[str, float] = {}
         plotted = None  # (kind, y_true, y_pred); the held-out set tells more when there is one
         with session.guarded("computing metrics"):
@@ -329,22 +221,10 @@ class _Recording:
                 if plot is not None:
                     trail.log_image(plot[1], f"plots/{plot[0]}", what="sklearn: plotting")
 
-    def complete(self, model: Any) -> None:
-        """:meth:`finish` with the fitted ``model``, then :meth:`end`, whatever happens."""
-        try:
-            self.finish(model)
-        finally:
-            self.end()
-
-    def end(self, error: BaseException | None = None, **how: Any) -> None:
-        """End the run (see :meth:`RunSession.end`), and this fit's hold on the thread."""
-        self._scope.close()
-        self.session.end(error, **how)
-
 
 def _record_nested(settings: _Settings, estimator: Any, X: Any, y: Any, weight: Any) -> None:
     """An inner fit as a finished child run of the run recording the outer fit."""
-    parent = _current.get()
+    parent = current_fit()
     if not settings.nested or parent is None or parent.trail is None:
         return
     with parent.guarded("recording a nested fit"):
