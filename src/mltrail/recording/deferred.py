@@ -238,11 +238,14 @@ def settle(limit: float | None = None) -> bool:
     if wait(min(QUIET_WAIT, until - time.monotonic())) or not _can_end():
         return _said
     _said = True
+    # The backstop is no deadline worth announcing ("at most 599 s" read as a hang to come);
+    # a limit that the exit set (a terminated process has seconds) is.
+    bound = "" if limit is None else f" (at most {max(0.0, until - time.monotonic()):.0f} s)"
     logger.warning(
         "mltrail: recording %d training(s) that ended and sending their last data before "
-        "exiting (at most %.0f s).",
+        "exiting%s.",
         len(_can_end()),
-        max(0.0, until - time.monotonic()),
+        bound,
     )
     try:
         wait(max(0.0, until - time.monotonic()))
