@@ -169,6 +169,7 @@ def test_exit_waits_for_the_run_being_closed_and_says_so_once(client, tmp_path) 
     assert len(waiting) == 1, done.stderr[-3000:]
     # The fit is recorded after it returned (its run may not even exist yet at exit).
     assert "1 training(s)" in waiting[0] or "1 run(s)" in waiting[0], waiting[0]
+    assert "599 s" not in waiting[0] and "600 s" not in waiting[0], waiting[0]  # no backstop
     (run,) = runs_of(client, "slow-save")
     assert run.info.status == "FINISHED"
     assert "model/MLmodel" in artifact_paths(client, run.info.run_id)
