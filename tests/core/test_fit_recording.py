@@ -332,3 +332,46 @@ def test_strict_mode_raises_our_errors_once_the_run_has_ended(client) -> None:
     (run,) = runs_of(client, "fit-strict")
     assert run.info.status == "FINISHED"  # ended before the error left
     assert current_fit() is None and not in_patched_call()
+
+
+def test_an_error_opening_the_run_beside_a_running_fit_leaves_the_next_fit_recorded(
+    client, monkeypatch
+) -> None:
+    """Strict mode raises our own errors: one raised while mltrail's thread opens the run of a
+    fit still running ends that run, and leaves the fit's thread to its fit (the thread's mark
+    was reset from the wrong thread, which failed and left every later fit of that thread
+    unrecorded, taken for a fit inside a recorded one)."""
+    monkeypatch.setenv("MLTRAIL_END_IN_BACKGROUND", "true")
+    monkeypatch.setattr(deferred, "OPEN_AFTER", 0.05)
+    X, y = data()
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("a param that has no text")
+
+        __repr__ = __str__
+
+    class BrokenParam(ToyRecording):
+        def params(self) -> dict[str, Any]:
+            return {"alpha": Unprintable()}
+
+    class SlowRidge(ToyRidge):
+        def fit(self, X: np.ndarray, y: np.ndarray) -> SlowRidge:
+            deadline = time.monotonic() + 30
+            while session.last_run_id is None and time.monotonic() < deadline:
+                time.sleep(0.02)  # till mltrail's thread has opened the run beside the fit
+            time.sleep(0.3)
+            return super().fit(X, y)
+
+    slow = SlowRidge()
+    session = RunSession("toy", None, {"experiment": "fit-open-broke", **QUIET})
+    with pytest.warns(mltrail.MltrailWarning, match="a param that has no text"):
+        BrokenParam(session, slow, X, y).run(lambda: slow.fit(X, y))
+        assert mltrail.wait(timeout=60)
+    assert current_fit() is None and not in_patched_call()
+    fit_recorded(ToyRidge(), X, y, experiment="fit-after-broke", **QUIET)
+    assert mltrail.wait(timeout=60)
+    (broken,) = runs_of(client, "fit-open-broke")
+    (after,) = runs_of(client, "fit-after-broke")
+    assert broken.info.status == "FAILED"
+    assert after.info.status == "FINISHED" and "train/mse" in after.data.metrics

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -101,6 +102,7 @@ class FitRecording:
         self.fitted = False
         self.pending: Pending | None = None
         self._scope = contextlib.ExitStack()
+        self._holder: int | None = None  # the thread marked as running this fit
 
     # --- what the adapter says -------------------------------------------------------------------
 
@@ -146,7 +148,10 @@ class FitRecording:
 
     def end(self, error: BaseException | None = None, **how: Any) -> None:
         """End the run (see :meth:`RunSession.end`), and this fit's hold on the thread."""
-        self._scope.close()
+        if self._holder == threading.get_ident():
+            # Only the marked thread can let go; a run that the recording thread ends while
+            # the fit still runs leaves the mark to the fit's own end.
+            self._scope.close()
         self.session.end(error, **how)
 
     # --- the wiring ------------------------------------------------------------------------------
@@ -225,5 +230,6 @@ class FitRecording:
 
     def _hold_thread(self) -> None:
         """Mark this thread as running a recorded fit until :meth:`end` (or the fit's end)."""
+        self._holder = threading.get_ident()
         self._scope.callback(_current.reset, _current.set(self.session))
         self._scope.enter_context(recording())  # other adapters' patched fits pass through
