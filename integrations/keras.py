@@ -7,20 +7,15 @@ logs plus ``learning_rate`` at ``step = epoch`` (batch logs under ``step/`` on r
 the files of the user's own ``ModelCheckpoint``; the final model in MLflow's Keras flavor.
 
 Keras callbacks have no exception hook, so ``keras.Model.fit`` is wrapped once per process (a
-pass-through unless a TrailCallback is among the callbacks): the wrapper hands the callback the
-fit arguments and its sibling callbacks, and ends the run after every callback's
-``on_train_end`` (EarlyStopping has restored the best weights) or FAILED when fit raises.
+pass-through unless a TrailCallback is among the callbacks; the kernel's
+:class:`~mltrail.adapters.TrainingWrapper`): the wrapper hands the callback the fit arguments
+and its sibling callbacks, and ends the run after every callback's ``on_train_end``
+(EarlyStopping has restored the best weights) or FAILED when fit raises.
 """
 
 from __future__ import annotations
 
-import functools
-import glob
-import inspect
-import json
-import logging
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +45,23 @@ from mltrail.adapters import (
     EpochLog,
     RunSession,
     SaveBudget,
+    SavedFile,
+    TrainingCall,
+    TrainingWrapper,
+    arrays_digest,
     check_every,
-    data_digest,
     describe,
     early_stopping_params,
     every_n,
     exception_safe,
-    head_rows,
+    input_rows,
+    log_weights,
     options_for,
     parameter_counts,
     pinned_requirements,
+    template_files,
     to_numpy,
 )
-
-logger = logging.getLogger("mltrail.keras")
 
 __all__ = ["TrailCallback", "autolog_patches"]
 
@@ -142,9 +140,9 @@ class TrailCallback(keras.callbacks.Callback):
         self._registered_model_name = registered_model_name
         self._summary_logged = False
         self._trail = trail  # the Trail in use or last used, for the trail property
-        self._fit: dict[str, Any] = {}  # fit's arguments, from the fit wrapper
-        self._siblings: list[Any] = []  # the other callbacks of the fit
-        self._wrapped = self._in_fit = self._first_epoch = False
+        # fit's arguments and other callbacks, from the fit wrapper, which ends the run after fit
+        self._call = TrainingCall(self._finish)
+        self._in_fit = self._first_epoch = False
         self._epoch_start, self._spe = 0, 1  # optimizer step at the epoch start, per batch call
         self._as_model: CheckpointModel | None = None  # how a .keras checkpoint is a model
 
@@ -168,9 +166,9 @@ class TrailCallback(keras.callbacks.Callback):
         # A later fit of the same callback resumes its run (a given Trail is used as it is).
         # A first fit into run_id= at initial_epoch=k+1 resumes a checkpoint of epoch k: the
         # kernel continues the run, or forks it when the run went past epoch k.
-        restart = None
-        if session.last_run_id is None and _int(self._fit.get("initial_epoch") or 0) > 0:
-            restart = _int(self._fit["initial_epoch"])
+        restart, fit = None, self._call.arguments
+        if session.last_run_id is None and _int(fit.get("initial_epoch") or 0) > 0:
+            restart = _int(fit["initial_epoch"])
         self._trail = trail = session.trail or session.open(
             run_id=session.last_run_id,
             restart_step=restart,
@@ -179,8 +177,8 @@ class TrailCallback(keras.callbacks.Callback):
         session.training_started()
         if not trail.enabled:
             return
-        fit, stopping = _fit_params(self._fit, self.params), self._early_stops()
-        trail.log_params({**fit, **_model_params(self.model), **early_stopping_params(stopping)})
+        stopping = early_stopping_params(self._early_stops())
+        trail.log_params({**_fit_params(fit, self.params), **_model_params(self.model), **stopping})
         self._spe = _int(getattr(self.model, "steps_per_execution", 1)) or 1
         self._uploads.baseline(self._user_checkpoints())  # files from before this fit
         if not self._summary_logged:
@@ -225,25 +223,10 @@ class TrailCallback(keras.callbacks.Callback):
         self._trail = self._session.log_after(metrics, self._epochs.last_step or 0)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if not self._wrapped:  # no fit wrapper around this call: finish here
+        if not self._call.wrapped:  # no fit wrapper around this call: finish here
             self._finish()
 
-    # --- the fit wrapper's calls and the end of a fit -------------------------------------------
-
-    def _before_fit(self, arguments: dict[str, Any], callbacks: list[Any]) -> bool:
-        """Take fit's arguments and sibling callbacks; False when an outer wrapper took them."""
-        if self._wrapped:
-            return False
-        self._wrapped, self._fit = True, arguments
-        self._siblings = [c for c in callbacks if c is not self]
-        return True
-
-    def _after_fit(self, error: BaseException | None) -> None:
-        self._wrapped = False
-        try:
-            self._finish(error)
-        finally:
-            self._fit, self._siblings = {}, []
+    # --- the end of a fit ----------------------------------------------------------------------
 
     def _finish(self, error: BaseException | None = None) -> None:
         """Final checkpoints, EarlyStopping's outcome and the model; then end the run."""
@@ -286,39 +269,32 @@ class TrailCallback(keras.callbacks.Callback):
     def _log_weights(self, trail: Trail) -> None:
         """A model without ``get_config`` cannot be an MLflow Model: log its weights and class,
         which rebuild it (``Net(...)``, call it once on an input, ``load_weights``)."""
-        kind = type(self.model)
-        folder = self._session.temp_dir() / "model"
-        folder.mkdir()
-        self.model.save_weights(str(folder / "model.weights.h5"))
-        (folder / "class.json").write_text(
-            json.dumps(
-                {"class": f"{kind.__module__}.{kind.__qualname__}", "keras": keras.__version__}
-            )
-        )
-        trail.log_artifact(folder, "model")
-        logger.warning(
-            "mltrail: %s has no get_config(), so it is logged as weights (model/model.weights.h5) "
-            "and its class, not as an MLflow Model; implement get_config() to log a model that "
-            "loads on its own.",
-            kind.__qualname__,
+        log_weights(
+            trail,
+            self._session.temp_dir() / "model",
+            self.model,
+            lambda path: self.model.save_weights(str(path)),
+            "model.weights.h5",
+            versions={"keras": keras.__version__},
+            why="has no get_config()",
+            how="implement get_config() to log a model that loads on its own",
         )
 
     def _early_stops(self) -> list[EarlyStop]:
         stops = []
-        for stop in self._siblings:
-            if isinstance(stop, keras.callbacks.EarlyStopping):
-                best = getattr(stop, "best", None)  # set by its on_train_begin
-                restored = stop.restore_best_weights and stop.best_weights is not None
-                stops.append(
-                    EarlyStop(
-                        settings={name: getattr(stop, name, None) for name in _STOPPING},
-                        stopped_epoch=stop.stopped_epoch or None,  # Keras' 0: it did not stop
-                        best_score=best,
-                        best_epoch=None if best is None else stop.best_epoch,
-                        wait_count=stop.wait,
-                        restored_best_weights=restored,
-                    )
+        for stop in self._call.of_type(keras.callbacks.EarlyStopping):
+            best = getattr(stop, "best", None)  # set by its on_train_begin
+            restored = stop.restore_best_weights and stop.best_weights is not None
+            stops.append(
+                EarlyStop(
+                    settings={name: getattr(stop, name, None) for name in _STOPPING},
+                    stopped_epoch=stop.stopped_epoch or None,  # Keras' 0: it did not stop
+                    best_score=best,
+                    best_epoch=None if best is None else stop.best_epoch,
+                    wait_count=stop.wait,
+                    restored_best_weights=restored,
                 )
+            )
         return stops
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -343,7 +319,7 @@ class TrailCallback(keras.callbacks.Callback):
         cheaply had), for the signatures of the model and its checkpoints."""
         example = output = None
         with self._session.guarded("taking an input example"):
-            example = _example(self._fit.get("x"))
+            example = _example(self._call.arguments.get("x"))
             if example is not None:
                 output = to_numpy(self.model(example, training=False))
         return example, output
@@ -357,7 +333,7 @@ class TrailCallback(keras.callbacks.Callback):
             pins = pinned_requirements("keras", keras.backend.backend(), "numpy")
             self._as_model = CheckpointModel(
                 "keras",
-                lambda path: _SAVED,
+                lambda path: SavedFile(),  # an empty file, which Keras' file replaces
                 {"pip_requirements": pins},
                 signature_from=example,
                 output_example=output,
@@ -365,11 +341,10 @@ class TrailCallback(keras.callbacks.Callback):
             )
         return self._as_model
 
-    def _user_checkpoints(self) -> Iterator[str]:
-        """The files matching the paths of the user's ModelCheckpoint callbacks."""
-        for callback in self._siblings:
-            if isinstance(callback, keras.callbacks.ModelCheckpoint):
-                yield from glob.glob(re.sub(r"\{[^}]*\}", "*", glob.escape(str(callback.filepath))))
+    def _user_checkpoints(self) -> list[str]:
+        """The files the paths of the user's ModelCheckpoint callbacks name."""
+        saving = self._call.of_type(keras.callbacks.ModelCheckpoint)
+        return template_files(str(callback.filepath) for callback in saving)
 
     def _upload_user_checkpoints(self, step: int) -> None:
         """The user's checkpoint files written since the last look, at ``step``, no aliases
@@ -381,17 +356,6 @@ class TrailCallback(keras.callbacks.Callback):
             )
 
         self._uploads.upload_changed(self._user_checkpoints(), step, describe, latest=False)
-
-
-class _SavedFile:
-    """What MLflow's Keras flavor saves for a checkpoint: an empty file, whose place the
-    checkpoint's own ``.keras`` file then takes (:class:`CheckpointModel` ``model_file``)."""
-
-    def save(self, path: str, **kwargs: Any) -> None:
-        Path(path).touch()
-
-
-_SAVED = _SavedFile()
 
 
 # --- reading Keras ------------------------------------------------------------------------------
@@ -407,7 +371,10 @@ def _fit_params(args: dict[str, Any], keras_params: dict[str, Any] | None) -> di
     for name in ("x", "y", "validation_data", "sample_weight"):
         if args.get(name) is not None:
             params[f"data.{name}"] = describe(args[name])
-    params["data.train.digest"] = _digest(args.get("x"), args.get("y"), args.get("sample_weight"))
+    # The training data by content when it is held in arrays; "unknown" for loaders.
+    params["data.train.digest"] = arrays_digest(
+        args.get("x"), args.get("y"), args.get("sample_weight")
+    )
     weights = args.get("class_weight")
     if weights:  # a dict {class: weight}, summarised when long
         values = {k: float(v) for k, v in weights.items()}
@@ -464,13 +431,6 @@ def _names(value: Any) -> str:
     return str(getattr(value, "name", None) or getattr(value, "__name__", type(value).__name__))
 
 
-def _digest(x: Any, *others: Any) -> str:
-    """The training data by content when it is held in arrays; "unknown" for loaders."""
-    if not hasattr(x, "shape"):
-        return "unknown"
-    return data_digest(*(None if part is None else to_numpy(part) for part in (x, *others)))
-
-
 def _int(value: Any) -> int:
     return int(keras.ops.convert_to_numpy(value))
 
@@ -508,76 +468,23 @@ def _load_state(model: keras.Model, state: list[np.ndarray]) -> None:
 
 
 def _example(data: Any) -> Any:
-    """A few rows of training input for the model signature, or None when not cheaply had."""
-    if isinstance(data, keras.utils.PyDataset):
-        data = data[0]
-    elif not (data is None or hasattr(data, "shape") or isinstance(data, dict | list | tuple)):
-        if not hasattr(data, "__iter__") or iter(data) is data:
-            return None  # a generator would lose the batch we took
-        data = next(iter(data))  # a re-iterable loader (torch DataLoader, tf.data): one batch
-    if isinstance(data, tuple):
-        data = data[0]  # (x, y[, sample_weight])
-    if isinstance(data, list | tuple):
-        return None  # multi-input lists have no MLflow tensor signature
-    rows = head_rows(data)
-    return None if rows is None else to_numpy(rows)
+    """A few rows of fit's input for the model signature (a PyDataset's from its first
+    batch), or None when not cheaply had."""
+    return input_rows(data[0] if isinstance(data, keras.utils.PyDataset) else data)
 
 
 # --- the fit wrapper ----------------------------------------------------------------------------
 
-_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
-
-
-def _wrapped_fit(
-    fit: Callable[..., Any], args: Any, kwargs: Any, added: AutologCallbacks | None = None
-) -> Any:
-    """Call ``fit`` with its TrailCallbacks (and autolog's, ``added``, when it has none) told
-    fit's arguments, and finished when it returns or raises."""
-    try:
-        bound = _FIT_SIGNATURE.bind(*args, **kwargs)
-    except TypeError:
-        return fit(*args, **kwargs)  # let Keras report the bad call
-    given = bound.arguments.get("callbacks")
-    if given is None or isinstance(given, keras.callbacks.CallbackList):
-        callbacks = list(getattr(given, "callbacks", ()))
-    else:
-        callbacks = list(given) if isinstance(given, Iterable) else [given]
-    ours = [c for c in callbacks if isinstance(c, TrailCallback)]
-    if added is not None and not isinstance(given, keras.callbacks.CallbackList):
-        new = added.for_training(bound.arguments["self"], callbacks)  # kept for evaluate()
-        if new is not None:  # autolog: a callback for a fit without one
-            ours = [new]
-            callbacks = bound.arguments["callbacks"] = [*callbacks, new]
-            args, kwargs = bound.args, bound.kwargs
-    bound.apply_defaults()
-    ours = [c for c in ours if c._before_fit(bound.arguments, callbacks)]  # not taken outside
-    if not ours:
-        return fit(*args, **kwargs)
-    try:
-        result = fit(*args, **kwargs)
-    except BaseException as error:
-        for callback in ours:
-            callback._after_fit(error)
-        raise
-    for callback in ours:
-        callback._after_fit(None)
-    return result
-
-
-_EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
-
-
-def _fit_wrapper(fit: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fit)
-    def fit_with_trail(*args: Any, **kwargs: Any) -> Any:
-        return _wrapped_fit(fit, args, kwargs)
-
-    return fit_with_trail
-
-
 # Once per process, at import: a pass-through for fits without a TrailCallback. autolog's patch
 # goes over it, and disabling autolog puts it back.
-keras.Model.fit = _fit_wrapper(keras.Model.fit)
+_FITS = TrainingWrapper(
+    keras.Model,
+    "fit",
+    TrailCallback,
+    lambda callback: callback._call,
+    container=(keras.callbacks.CallbackList,),  # read, never added to
+)
+_FITS.install()
 
 
 # --- autolog ------------------------------------------------------------------------------------
@@ -585,26 +492,9 @@ keras.Model.fit = _fit_wrapper(keras.Model.fit)
 
 def autolog_patches(options: dict[str, Any]) -> list[tuple[Any, str, Callable[..., Any]]]:
     """Patches for ``mltrail.autolog()``: every ``Model.fit`` without a TrailCallback gets one
-    (a new run per fit), built from the autolog options this adapter takes."""
+    (a new run per fit), built from the autolog options this adapter takes; ``evaluate()``
+    after an autologged fit adds ``test_*`` to that fit's run, as the explicit callback does."""
     start, own = options_for("keras", options)
     added = AutologCallbacks(TrailCallback, lambda: TrailCallback(**start, **own))
-
-    def fit(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return _wrapped_fit(call_original, args, kwargs, added)
-
-    def evaluate(call_original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """evaluate() after an autologged fit adds ``test_*`` to that fit's run, as the
-        explicit callback does."""
-        try:
-            bound = _EVALUATE_SIGNATURE.bind(*args, **kwargs)
-        except TypeError:
-            return call_original(*args, **kwargs)
-        given = bound.arguments.get("callbacks")
-        present = list(getattr(given, "callbacks", given) or ())
-        callback = added.for_later(bound.arguments["self"], present)
-        if callback is None:
-            return call_original(*args, **kwargs)
-        bound.arguments["callbacks"] = [*present, callback]
-        return call_original(*bound.args, **bound.kwargs)
-
+    fit, evaluate = _FITS.autolog_patch(added), _FITS.later_patch(added, "evaluate")
     return [(keras.Model, "fit", fit), (keras.Model, "evaluate", evaluate)]

@@ -20,15 +20,21 @@ framework's configuration; that is all:
 - :func:`exception_safe`: every framework hook wrapped once (errors counted, never raised
   into the training; raised with ``MLTRAIL_STRICT=1``); :func:`after_call`: a hook after a
   framework's method, with the exception leaving its caller (the end of a unit of work that
-  has no hook);
+  has no hook); :class:`TrainingWrapper`: a framework's training method (Keras' ``fit``)
+  wrapped once per process for callbacks that see neither its arguments nor an exception
+  that stops it: each callback's :class:`TrainingCall` gets the call's arguments and other
+  callbacks, and its run ends after the call, FAILED when it raises (with the autolog
+  patches of that method and of the calls after it, ``evaluate``);
 - :class:`EpochLog`: the step convention (``step = epoch``, ``step/`` at the global step,
   runs that go on continue their steps); :class:`GlobalSteps`: a framework's global steps on
   the run's (a second training into a run goes on past its steps, a resumed one skips those
   the run has values of);
 - :class:`BestTracker`, :class:`FileWatch`, :func:`stable_copy`, :data:`CHECKPOINT_POLICIES`:
   checkpoints (which is best, which files changed, a copy that uploads safely);
-  :class:`CheckpointModel`: how a checkpoint loads as a model (checkpoints as MLflow 3
-  LoggedModels); :class:`CheckpointUploads` (with :class:`CheckpointFile`,
+  :func:`template_files`: the files a checkpoint path template (``ckpt-{epoch:02d}.keras``)
+  names; :class:`CheckpointModel`: how a checkpoint loads as a model (checkpoints as MLflow 3
+  LoggedModels; :class:`SavedFile`: the stand-in for a file that is the flavor's own
+  serialisation); :class:`CheckpointUploads` (with :class:`CheckpointFile`,
   :func:`aliases_for`): the policy, the framework's changed checkpoint files, their stable
   copies and aliases, to the run (:meth:`CheckpointUploads.upload_saved`: one the framework
   saved when it chose, best by a :class:`BestTracker` or the framework's own choice);
@@ -58,11 +64,15 @@ framework's configuration; that is all:
 - :func:`head_rows`, :func:`pinned_requirements`, :func:`pytorch_flavor_kwargs`: what
   :meth:`mltrail.Trail.log_model` needs besides the model; :func:`copy_to_save` (a copy
   saved in the background), :func:`parameter_counts` (the model's size as params);
-  :func:`example_io` (input example and output), :func:`packages_of` (the packages a model
-  is made of), :func:`to_numpy` (tensors, frames and their dicts and lists as numpy);
+  :func:`example_io` (input example and output), :func:`input_rows` (example rows of a
+  training call's input: arrays, an ``(x, y)`` tuple, a loader's first batch),
+  :func:`packages_of` (the packages a model is made of), :func:`to_numpy` (tensors, frames
+  and their dicts and lists as numpy); :func:`log_weights`: a model that cannot be an MLflow
+  Model logged as its weights and class;
 - :func:`by_name`: functions among settings (a custom objective) by name, not address;
   :func:`frames_above`: a bounded look at the training call a callback runs inside;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
+  :func:`arrays_digest`: the digest of training data given as arrays of any framework;
   :func:`digest_once`: a digest of an immutable input (a ``DMatrix``) computed once;
   :func:`built_data_digest`: a built data object's rows once, its labels and weights each time;
   :func:`in_memory`: rows held in memory, not a file's path a framework loads itself;
@@ -172,12 +182,15 @@ from mltrail.recording.checkpoints import (
     CheckpointEvery,
     CheckpointModel,
     FileWatch,
+    SavedFile,
     aliases_for,
     check_policy,
     mode_for,
     stable_copy,
+    template_files,
 )
 from mltrail.recording.datasets import (
+    arrays_digest,
     built_data_digest,
     data_digest,
     dataset_input,
@@ -203,6 +216,8 @@ from mltrail.recording.models import (
     copy_to_save,
     example_io,
     head_rows,
+    input_rows,
+    log_weights,
     packages_of,
     parameter_counts,
     pinned_requirements,
@@ -246,6 +261,7 @@ from mltrail.recording.steps import (
     every_n,
     next_free_step,
 )
+from mltrail.recording.training_call import TrainingCall, TrainingWrapper
 
 __all__ = [
     "CHECKPOINT_POLICIES",
@@ -279,9 +295,13 @@ __all__ = [
     "RunIdHandoff",
     "RunSession",
     "SaveBudget",
+    "SavedFile",
     "SearchRun",
+    "TrainingCall",
+    "TrainingWrapper",
     "after_call",
     "aliases_for",
+    "arrays_digest",
     "built_data_digest",
     "by_name",
     "call_with_callback",
@@ -322,11 +342,13 @@ __all__ = [
     "importance_plot",
     "in_memory",
     "in_patched_call",
+    "input_rows",
     "live_patch",
     "log_candidates",
     "log_history",
     "log_importance",
     "log_search",
+    "log_weights",
     "mode_for",
     "next_free_step",
     "options_for",
@@ -346,6 +368,7 @@ __all__ = [
     "stable_copy",
     "stop_outcome",
     "strict_mode",
+    "template_files",
     "to_numpy",
     "trainings_recorded",
     "value_names",

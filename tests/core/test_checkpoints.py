@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mltrail.adapters import mode_for, stable_copy
+from mltrail.adapters import SavedFile, mode_for, stable_copy, template_files
 
 
 @pytest.mark.parametrize(
@@ -84,3 +84,24 @@ def test_a_resumed_run_adds_to_its_checkpoint_index(client, tmp_path: Path) -> N
     index = json.loads(local.read_text())
     assert sorted(index["files"]) == ["checkpoints/a.ckpt", "checkpoints/b.ckpt"]
     assert index["aliases"] == {"best": "checkpoints/a.ckpt", "latest": "checkpoints/b.ckpt"}
+
+
+def test_template_files_are_those_a_checkpoint_path_template_names(tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt [v1]"  # glob's special characters in the path are literal
+    folder.mkdir()
+    for name in ("model-01-0.50.keras", "model-02-0.40.keras", "model.keras", "other-01.keras"):
+        (folder / name).write_text(name)
+    template = folder / "model-{epoch:02d}-{val_loss:.2f}.keras"
+    found = template_files([template, str(folder / "missing-{epoch}.keras")])
+    assert sorted(Path(path).name for path in found) == [
+        "model-01-0.50.keras",
+        "model-02-0.40.keras",
+    ]
+    assert template_files([folder / "model.keras"]) == [str(folder / "model.keras")]
+
+
+def test_a_saved_file_stand_in_saves_an_empty_file(tmp_path: Path) -> None:
+    target = tmp_path / "data" / "model.keras"
+    target.parent.mkdir()
+    SavedFile().save(str(target), include_optimizer=True)
+    assert target.read_bytes() == b""

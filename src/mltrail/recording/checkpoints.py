@@ -3,14 +3,18 @@ stable copy of each that the background upload can read while training goes on.
 
 The upload itself, ``checkpoints/index.json`` and the ``best``/``latest`` aliases are
 :meth:`mltrail.Trail.log_checkpoint`'s; so are a checkpoint as a LoggedModel (an adapter says
-how to load it: :class:`CheckpointModel`) and retention (:func:`superseded`).
+how to load it: :class:`CheckpointModel`, with :class:`SavedFile` for a file that is the
+flavor's own serialisation) and retention (:func:`superseded`). :func:`template_files`: the
+files a framework's checkpoint path template names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -77,6 +81,16 @@ class CheckpointModel:
     output_example: Any = None
     model_file: str | None = None
     tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+class SavedFile:
+    """The stand-in model that a :class:`CheckpointModel` ``load`` returns when the checkpoint
+    file is the flavor's ``model_file`` and the flavor saves a model through its own
+    ``save(path)`` (MLflow's Keras flavor): it writes an empty file, whose place the
+    checkpoint's own file then takes."""
+
+    def save(self, path: str, **kwargs: Any) -> None:
+        Path(path).touch()
 
 
 def superseded(files: Mapping[str, Any], aliases: Mapping[str, str], keep: str | int) -> list[str]:
@@ -225,6 +239,16 @@ class FileWatch:
                 self._seen[path] = signature
                 found.append((signature[0], path))
         return [path for _, path in sorted(found)]
+
+
+def template_files(templates: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The files that checkpoint path templates name now, for a framework's checkpoint callback
+    that writes to a path with format fields (Keras' ``ModelCheckpoint("ckpt-{epoch:02d}.keras")``):
+    a field matches any name; the rest of the path is taken literally."""
+    files: list[str] = []
+    for template in templates:
+        files.extend(glob.glob(re.sub(r"\{[^}]*\}", "*", glob.escape(os.fspath(template)))))
+    return files
 
 
 def stable_copy(

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mltrail.recording.models import to_numpy
+
 _FULL_HASH_BYTES = 256 << 20  # larger arrays are fingerprinted from evenly spaced rows
 
 
@@ -100,6 +102,16 @@ def data_digest(*parts: Any) -> str:
         return fingerprint(*parts)
     except Exception:
         return "unknown"
+
+
+def arrays_digest(*parts: Any) -> str:
+    """The ``data.<role>.digest`` of training data given as arrays: numpy, pandas, or any
+    framework's tensors (read with :func:`~mltrail.recording.models.to_numpy`); "unknown" when
+    its first part is no array (a loader or generator the framework iterates itself). Parts
+    after the first (labels, weights) may be None."""
+    if not parts or not hasattr(parts[0], "shape"):
+        return "unknown"
+    return data_digest(*(None if part is None else to_numpy(part) for part in parts))
 
 
 def in_memory(rows: Any) -> Any:

@@ -1,6 +1,7 @@
 """What an adapter hands :meth:`mltrail.Trail.log_model` besides the model: a few rows of
 input for the signature and input example, pinned requirements, and flavor arguments; a copy
-of the model that can be saved in the background; the model's size as params.
+of the model that can be saved in the background; the model's size as params; and a model
+that cannot be an MLflow Model logged as its weights and class (:func:`log_weights`).
 
 Pinned requirements matter for speed: without them MLflow infers them by importing the model
 again in a subprocess, which costs seconds per model.
@@ -11,9 +12,14 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.metadata
+import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mltrail.recording.trail import Trail
 
 logger = logging.getLogger("mltrail.models")
 
@@ -128,6 +134,28 @@ def head_rows(data: Any, rows: int = EXAMPLE_ROWS) -> Any:
     return None
 
 
+def input_rows(data: Any) -> Any:
+    """A few rows (:func:`head_rows`, as numpy) of a training call's input, for the model's
+    signature and input example; None when not cheaply had.
+
+    ``data`` is what the call takes as input: arrays, or a dict of them (a multi-input
+    model); an ``(x, y[, sample_weight])`` tuple, whose ``x`` is taken; or a loader that can be
+    iterated again (a torch ``DataLoader``, a ``tf.data`` dataset), whose first batch is read.
+    A generator gives None (iterating it would lose the batch taken), and so do lists of
+    several inputs (no MLflow tensor signature).
+    """
+    if not (data is None or hasattr(data, "shape") or isinstance(data, dict | list | tuple)):
+        if not hasattr(data, "__iter__") or iter(data) is data:
+            return None  # a generator would lose the batch we took
+        data = next(iter(data))  # a re-iterable loader: one batch
+    if isinstance(data, tuple):
+        data = data[0]  # (x, y[, sample_weight])
+    if isinstance(data, list | tuple):
+        return None  # multi-input lists have no MLflow tensor signature
+    rows = head_rows(data)
+    return None if rows is None else to_numpy(rows)
+
+
 def to_numpy(value: Any) -> Any:
     """``value`` as numpy, for input and output examples and data digests: a torch tensor
     detached, on the CPU (bfloat16 as float32, which numpy lacks); a pandas object through
@@ -182,6 +210,49 @@ def copy_to_save(model: Any, prepare: Callable[[Any], Any] | None = None) -> tup
     except Exception as error:
         logger.debug("the model is saved in the foreground: no copy of it (%s)", error)
         return model, False
+
+
+def log_weights(
+    trail: Trail,
+    folder: Path,
+    model: Any,
+    save: Callable[[Path], Any],
+    file: str,
+    *,
+    versions: Mapping[str, str],
+    why: str,
+    how: str,
+) -> None:
+    """Log a model that cannot be an MLflow Model (its framework cannot save its architecture)
+    under ``model/`` as its weights and its class, which rebuild it, with one warning.
+
+    Args:
+        trail: the run.
+        folder: a new folder (made here) in the adapter's session's ``temp_dir()``, uploaded
+            as ``model/``.
+        model: the trained model; its class goes into ``class.json`` as ``module.QualName``.
+        save: writes the model's weights into the path it is given (``folder / file``).
+        file: the weights file's name (``model.weights.h5``).
+        versions: the versions of the packages that load the weights, kept in ``class.json``
+            (``{"keras": "3.6.0"}``).
+        why: why the model is no MLflow Model, for the warning ("has no get_config()").
+        how: what the user does to log a model that loads on its own, for the warning.
+    """
+    kind = type(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    save(folder / file)
+    (folder / "class.json").write_text(
+        json.dumps({"class": f"{kind.__module__}.{kind.__qualname__}", **versions})
+    )
+    trail.log_artifact(folder, "model")
+    logger.warning(
+        "mltrail: %s %s, so it is logged as weights (model/%s) and its class, not as an "
+        "MLflow Model; %s.",
+        kind.__qualname__,
+        why,
+        file,
+        how,
+    )
 
 
 def parameter_counts(total: int, trainable: int) -> dict[str, int]:
