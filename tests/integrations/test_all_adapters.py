@@ -236,13 +236,15 @@ def test_sklearn_offline_fit_with_an_internal_error(
     from sklearn.linear_model import SGDClassifier
 
     from mltrail.integrations import sklearn as adapter
+    from mltrail.recording import fit_recording
 
     monkeypatch.setenv("MLTRAIL_STRICT", "0")
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected into the data description")
 
-    monkeypatch.setattr(adapter, "dataset_input", broken)
+    # The fit's data is described by the kernel's FitRecording, which the adapter records through.
+    monkeypatch.setattr(fit_recording, "dataset_input", broken)
     spool = tmp_path / "spool"
     model = adapter.TrackedEstimator(
         SGDClassifier(early_stopping=True, n_iter_no_change=2, random_state=0),
