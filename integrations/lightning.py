@@ -44,12 +44,6 @@ from mltrail.integrations import lightning_checkpoint
 __all__ = ["CHECKPOINT_CHOICES", "TrailCallback", "autolog_patches"]
 
 CHECKPOINT_CHOICES = kernel.CHECKPOINT_POLICIES
-# Param-group entries that are implementation switches, not hyperparameters.
-_OPTIMIZER_SKIP = {"params", "foreach", "capturable", "differentiable", "fused", "initial_lr"}
-# Scheduler attributes that are running state, not settings.
-_SCHEDULER_SKIP = {
-    "optimizer", "last_epoch", "verbose", "best", "num_bad_epochs", "cooldown_counter",
-}  # fmt: skip
 # Trainer settings that change results.
 _TRAINER_SETTINGS = (
     "max_epochs", "min_epochs", "max_steps", "precision", "accumulate_grad_batches",
@@ -190,23 +184,24 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         if trail is not None:
             self._epochs.start(trainer.current_epoch)  # a resumed fit goes on at its epoch
             loader = trainer.train_dataloader
-            batch_size = _batch_size(loader)
+            batch_size = kernel.loader_batch_size(loader)
             if batch_size is not None and "batch_size" not in trail.params:
                 trail.log_params({"batch_size": batch_size})
-            trail.log_params({"data.train.digest": _digest(getattr(loader, "dataset", None))})
+            digest = kernel.tensor_dataset_digest(getattr(loader, "dataset", None))
+            trail.log_params({"data.train.digest": digest})
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if self.trail is not None:
             self._stage_train_epoch(trainer)
             self._sync_checkpoints(trainer)
-            self._epochs.stage(trainer.current_epoch, _learning_rates(trainer.optimizers))
+            self._epochs.stage(trainer.current_epoch, kernel.learning_rates(trainer.optimizers))
 
     def on_train_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
     ) -> None:
         if self._want_example:
             self._want_example = False
-            self._example = _input_candidates(batch)
+            self._example = kernel.batch_inputs(batch)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
@@ -409,7 +404,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
                 model.load_state_dict(state["state_dict"])
                 source = f"best:{os.path.basename(best)}"
         model = model.cpu().eval()
-        example, output = _example_io(model, self._example)
+        example, output = kernel.forward_example(model, self._example)
         trail.set_tags({"mltrail.model.weights": source})
         trail.log_model(model, "pytorch", signature_from=example, output_example=output, **options)
 
@@ -531,95 +526,23 @@ def _fit_params(trainer: Any, pl_module: Any) -> dict[str, Any]:
     seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything()
     if seed is not None and "seed" not in params:
         params["seed"] = int(seed) if seed.lstrip("-").isdigit() else seed
-    params.update(_optimizer_params(trainer.optimizers))
+    params.update(kernel.optimizer_params(trainer.optimizers))
     params.update(_scheduler_params(trainer.lr_scheduler_configs))
     params.update(kernel.early_stopping_params(_early_stops(trainer)))
     return params
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as a param when it is a setting (number, string, flag, tuple of numbers)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool | int | float | str):
-        return value
-    if (
-        isinstance(value, list | tuple)
-        and value
-        and all(isinstance(v, int | float | str) for v in value)
-    ):
-        return tuple(value)
-    return None
-
-
-def _prefixes(base: str, count: int) -> list[str]:
-    return [base] if count == 1 else [f"{base}{i}" for i in range(count)]
-
-
-def _optimizer_params(optimizers: list[Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for prefix, optimizer in zip(_prefixes("optimizer", len(optimizers)), optimizers, strict=True):
-        params[f"{prefix}.name"] = type(optimizer).__name__
-        groups = optimizer.param_groups
-        for index, group in enumerate(groups):
-            at = prefix if len(groups) == 1 else f"{prefix}.pg{index + 1}"
-            for key, value in group.items():
-                if key in _OPTIMIZER_SKIP:
-                    continue
-                if key == "lr":  # the configured rate, before a scheduler changed it
-                    value = group.get("initial_lr", value)
-                value = _plain(value)
-                if value is not None:
-                    params[f"{at}.{key}"] = value
-    return params
-
-
 def _scheduler_params(configs: list[Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for prefix, config in zip(_prefixes("lr_scheduler", len(configs)), configs, strict=True):
-        scheduler = config.scheduler
-        params[f"{prefix}.name"] = type(scheduler).__name__
-        params[f"{prefix}.interval"] = config.interval
-        params[f"{prefix}.frequency"] = config.frequency
-        if config.monitor:
-            params[f"{prefix}.monitor"] = config.monitor
-        for key, value in vars(scheduler).items():
-            value = None if key.startswith("_") or key in _SCHEDULER_SKIP else _plain(value)
-            if value is not None:
-                params[f"{prefix}.{key}"] = value
-    return params
-
-
-def _learning_rates(optimizers: list[Any]) -> dict[str, float]:
-    """Each optimizer's current learning rate, named as Lightning's LearningRateMonitor does."""
-    rates: dict[str, float] = {}
-    seen: dict[str, int] = {}
-    for optimizer in optimizers:
-        name = f"lr-{type(optimizer).__name__}"
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        if count:
-            name = f"{name}-{count}"
-        groups = optimizer.param_groups
-        for index, group in enumerate(groups):
-            key = name if len(groups) == 1 else f"{name}/{group.get('name', f'pg{index + 1}')}"
-            rates[key] = group["lr"]
-    return rates
-
-
-def _digest(dataset: Any) -> str:
-    """The training data by content when it is tensors in memory (a ``TensorDataset``)."""
-    tensors = getattr(dataset, "tensors", None)
-    if not isinstance(tensors, tuple) or not all(isinstance(t, torch.Tensor) for t in tensors):
-        return "unknown"
-    return kernel.data_digest(*(t.detach().cpu().float().numpy() for t in tensors))
-
-
-def _batch_size(loader: Any) -> int | None:
-    size = getattr(loader, "batch_size", None)
-    if size is None:
-        size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
-    return size if isinstance(size, int) else None
+    """The LR schedulers with how Lightning steps each (interval, frequency, monitor)."""
+    settings = [
+        {
+            "interval": config.interval,
+            "frequency": config.frequency,
+            **({"monitor": config.monitor} if config.monitor else {}),
+        }
+        for config in configs
+    ]
+    return kernel.scheduler_params([config.scheduler for config in configs], settings)
 
 
 def _step_values(trainer: Any) -> Mapping[str, Any]:
@@ -628,40 +551,6 @@ def _step_values(trainer: Any) -> Mapping[str, Any]:
     if results is not None and hasattr(results, "metrics"):
         return results.metrics(True)["log"]
     return {k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_epoch")}
-
-
-def _input_candidates(batch: Any) -> list[Any]:
-    """A few rows of what the model may take as input: the batch, or its first element."""
-    if isinstance(batch, torch.Tensor):
-        items = [batch]
-    elif isinstance(batch, list | tuple) and batch:
-        items = [batch[0]]
-    elif isinstance(batch, Mapping):
-        items = list(batch.values())
-    else:
-        items = []
-    return [
-        kernel.head_rows(item) for item in items if isinstance(item, torch.Tensor) and item.dim()
-    ]
-
-
-def _numpy(value: Any) -> Any:
-    """A tensor, or the first tensor of a tuple (a forward's outputs), as numpy; else None."""
-    if isinstance(value, list | tuple):
-        value = next((v for v in value if isinstance(v, torch.Tensor)), None)
-    return kernel.to_numpy(value) if isinstance(value, torch.Tensor) else None
-
-
-def _example_io(model: Any, candidates: list[Any]) -> tuple[Any, Any]:
-    """An input the model's forward accepts, and its output, as numpy arrays."""
-    for candidate in candidates:
-        try:
-            with torch.no_grad():
-                output = model(candidate)
-        except Exception:
-            continue
-        return _numpy(candidate), _numpy(output)
-    return None, None
 
 
 # --- autolog ------------------------------------------------------------------------------------

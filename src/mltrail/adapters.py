@@ -69,6 +69,13 @@ framework's configuration; that is all:
   :func:`packages_of` (the packages a model is made of), :func:`to_numpy` (tensors, frames
   and their dicts and lists as numpy); :func:`log_weights`: a model that cannot be an MLflow
   Model logged as its weights and class;
+- :func:`optimizer_params`, :func:`scheduler_params` (with :func:`torch_setting`): torch
+  optimizers' and LR schedulers' settings as params; :func:`learning_rates`: each optimizer's
+  current rate as metrics; :func:`loader_batch_size`, :func:`tensor_dataset_digest`: a
+  ``DataLoader``'s batch size and the digest of a ``TensorDataset``; :func:`batch_inputs`,
+  :func:`forward_example`: the model's input example from a training batch, and its output;
+  :func:`log_torch_model`: the final ``nn.Module`` as an MLflow PyTorch model, a copy with the
+  best checkpoint's weights when there is one (torch imported only when they are called);
 - :func:`by_name`: functions among settings (a custom objective) by name, not address;
   :func:`frames_above`: a bounded look at the training call a callback runs inside;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
@@ -261,6 +268,17 @@ from mltrail.recording.steps import (
     every_n,
     next_free_step,
 )
+from mltrail.recording.tensor_training import (
+    batch_inputs,
+    forward_example,
+    learning_rates,
+    loader_batch_size,
+    log_torch_model,
+    optimizer_params,
+    scheduler_params,
+    tensor_dataset_digest,
+    torch_setting,
+)
 from mltrail.recording.training_call import TrainingCall, TrainingWrapper
 
 __all__ = [
@@ -302,6 +320,7 @@ __all__ = [
     "after_call",
     "aliases_for",
     "arrays_digest",
+    "batch_inputs",
     "built_data_digest",
     "by_name",
     "call_with_callback",
@@ -336,6 +355,7 @@ __all__ = [
     "first_stopped",
     "fit_arguments",
     "fit_classes",
+    "forward_example",
     "frames_above",
     "head_rows",
     "history_plot",
@@ -343,14 +363,18 @@ __all__ = [
     "in_memory",
     "in_patched_call",
     "input_rows",
+    "learning_rates",
     "live_patch",
+    "loader_batch_size",
     "log_candidates",
     "log_history",
     "log_importance",
     "log_search",
+    "log_torch_model",
     "log_weights",
     "mode_for",
     "next_free_step",
+    "optimizer_params",
     "options_for",
     "packages_of",
     "parameter_counts",
@@ -364,12 +388,15 @@ __all__ = [
     "residual_plot",
     "results_csv",
     "safe_patch",
+    "scheduler_params",
     "shape_of",
     "stable_copy",
     "stop_outcome",
     "strict_mode",
     "template_files",
+    "tensor_dataset_digest",
     "to_numpy",
+    "torch_setting",
     "trainings_recorded",
     "value_names",
     "written_params",

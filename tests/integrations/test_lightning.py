@@ -343,7 +343,7 @@ def test_an_error_inside_mltrail_is_counted_in_the_run_and_training_goes_on(
     def broken(optimizers):
         raise RuntimeError("no learning rates today")
 
-    monkeypatch.setattr(adapter, "_learning_rates", broken)  # read at each epoch start
+    monkeypatch.setattr(adapter.kernel, "learning_rates", broken)  # read at each epoch start
     callback = TrailCallback(experiment="lightning-errors", checkpoints="none", log_model=False)
     with pytest.warns(mltrail.MltrailWarning, match="lightning: on_train_epoch_start failed"):
         trainer(tmp_path, max_epochs=2, callbacks=[callback]).fit(
