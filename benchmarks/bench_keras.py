@@ -89,7 +89,6 @@ HOOKS = (
     "on_epoch_end",
     "on_test_end",
     "on_train_end",
-    "_after_fit",  # called by the fit wrapper: final checkpoints, the model, ending the run
 )
 
 
@@ -108,6 +107,8 @@ def with_hook_timer(callback: Any, spent: list[float]) -> Any:
 
     for name in HOOKS:
         setattr(callback, name, timer(getattr(callback, name)))
+    # Called by the fit wrapper after fit: final checkpoints, the model, ending the run.
+    callback._call.exit = timer(callback._call.exit)
     return callback
 
 
