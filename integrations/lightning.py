@@ -385,28 +385,26 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             self._uploads.upload(path, step, aliases=("latest",), model=model, copy=False)
 
     def _log_final_model(self, trail: Trail, trainer: Any, pl_module: Any) -> None:
-        options = {
-            "registered_model_name": self._registered_model_name,
-            **kernel.pytorch_flavor_kwargs(),
-        }
-        # A copy, serialised in the background while the user's model stays untouched.
-        model, copied = kernel.copy_to_save(pl_module)
-        if not copied:
-            trail.log_model(pl_module, "pytorch", background=False, **options)
-            trail.set_tags({"mltrail.model.weights": "last"})
-            return
-        source = "last"
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-        if best and getattr(trainer.checkpoint_callback, "monitor", None) and os.path.isfile(best):
-            with self._session.guarded("loading the best checkpoint"):
+        """The module with the best checkpoint's weights when a monitored ``ModelCheckpoint``
+        wrote one, else with its last weights."""
+        best = None
+        path = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if path and getattr(trainer.checkpoint_callback, "monitor", None) and os.path.isfile(path):
+
+            def load(model: Any) -> None:
                 # The user's own checkpoint, just written by this training.
-                state = torch.load(best, map_location="cpu", weights_only=False)
+                state = torch.load(path, map_location="cpu", weights_only=False)
                 model.load_state_dict(state["state_dict"])
-                source = f"best:{os.path.basename(best)}"
-        model = model.cpu().eval()
-        example, output = kernel.forward_example(model, self._example)
-        trail.set_tags({"mltrail.model.weights": source})
-        trail.log_model(model, "pytorch", signature_from=example, output_example=output, **options)
+
+            best = (os.path.basename(path), load)
+        kernel.log_torch_model(
+            trail,
+            self._session,
+            pl_module,
+            inputs=self._example,
+            best=best,
+            registered_model_name=self._registered_model_name,
+        )
 
     # --- spawned processes (ddp_spawn) ----------------------------------------------------------
 
