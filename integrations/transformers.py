@@ -1,20 +1,13 @@
 """Transformers adapter: ``Trainer(..., callbacks=[TrailCallback()])`` records the training.
 
 Params: the ``TrainingArguments`` that change results, the model's config as ``model.*`` and its
-parameter counts. Metrics: the Trainer's logs at its own cadence; per-epoch values (evaluation
-with ``eval_strategy="epoch"``, training logs with ``logging_strategy="epoch"``) at
-``step = epoch``, the others under ``step/`` at the global step; the training's summary
-(``train_loss``, ``train_runtime``, ...) and later ``evaluate``/``predict`` metrics at the last
-epoch's step. Artifacts: each ``checkpoint-N`` folder the Trainer saves (in the background, with
-its step and metric, aliases ``best`` and ``latest``; on MLflow 3 also a LoggedModel in the PyTorch
-flavor, loaded from the folder by the model class's ``from_pretrained``), the final model in
-MLflow's transformers flavor (with its tokenizer and a task known from its class), else in the
-PyTorch flavor.
-
-The run id travels in each checkpoint's ``trainer_state.json``: ``trainer.train(
-resume_from_checkpoint=...)`` with a new callback continues that run, leaving out the steps the
-run already has. Only the main process writes. Beside Transformers' own ``MLflowCallback``
-(``report_to="mlflow"``) the callback records into its run and leaves the metrics to it.
+parameter counts. Metrics: the Trainer's logs at its own cadence, per-epoch values at ``step =
+epoch`` and the rest under ``step/`` at the global step; the summary and later ``evaluate`` and
+``predict`` metrics at the last epoch's step. Artifacts: each ``checkpoint-N`` folder (a
+LoggedModel on MLflow 3), the final model in MLflow's transformers flavor, else PyTorch's.
+The run id travels in each checkpoint's ``trainer_state.json``: ``train(resume_from_checkpoint=
+...)`` continues that run. Only the main process writes; beside Transformers' own
+``MLflowCallback`` the callback records into its run and leaves the metrics to it.
 """
 
 from __future__ import annotations
@@ -275,37 +268,29 @@ def _early_stoppers() -> list[Any]:
 
 
 def _early_stops(stoppers: list[Any], args: Any, state: Any) -> list[EarlyStop]:
-    """Transformers' EarlyStoppingCallbacks under the names every adapter uses: they watch
-    ``metric_for_best_model`` at each evaluation; the Trainer keeps the best value."""
-    monitor = _monitor(args)
-    best_epoch = next(
-        (
-            _epoch(entry.get("epoch"))
-            for entry in state.log_history
-            if state.best_metric is not None and entry.get(monitor) == state.best_metric
-        ),
-        None,
-    )
-    return [
-        EarlyStop(
-            settings={
-                "monitor": monitor,
-                "mode": "max" if args.greater_is_better else "min",
-                "patience": stop.early_stopping_patience,
-                "min_delta": stop.early_stopping_threshold,
-            },
-            stopped_epoch=(
-                _epoch(state.epoch)
-                if stop.early_stopping_patience_counter >= stop.early_stopping_patience
-                else None
-            ),
-            best_score=state.best_metric,
-            best_epoch=best_epoch,
-            wait_count=stop.early_stopping_patience_counter,
-            restored_best_weights=bool(args.load_best_model_at_end and state.best_model_checkpoint),
+    """The EarlyStoppingCallbacks as every adapter names them: they watch the Trainer's
+    ``metric_for_best_model`` at each evaluation, and the Trainer keeps its best value."""
+    monitor, best = _monitor(args), state.best_metric
+    logged = [e for e in state.log_history if best is not None and e.get(monitor) == best]
+    best_epoch = _epoch(logged[0].get("epoch")) if logged else None
+    restored = bool(args.load_best_model_at_end and state.best_model_checkpoint)
+    stops = []
+    for stop in stoppers:
+        patience, waited = stop.early_stopping_patience, stop.early_stopping_patience_counter
+        settings = {"monitor": monitor, "mode": "max" if args.greater_is_better else "min"}
+        settings.update(patience=patience, min_delta=stop.early_stopping_threshold)
+        stopped = _epoch(state.epoch) if waited >= patience else None
+        stops.append(
+            EarlyStop(
+                settings,
+                stopped_epoch=stopped,
+                best_score=best,
+                best_epoch=best_epoch,
+                wait_count=waited,
+                restored_best_weights=restored,
+            )
         )
-        for stop in stoppers
-    ]
+    return stops
 
 
 def _plain(value: Any) -> Any:
@@ -314,8 +299,7 @@ def _plain(value: Any) -> Any:
 
 
 def _monitor(args: Any) -> str:
-    """The metric the Trainer picks its best checkpoint by (``metric_for_best_model``, which
-    EarlyStoppingCallback needs), as the Trainer logs it: with its ``eval_`` prefix."""
+    """The metric the Trainer picks its best checkpoint by, as it logs it (``eval_`` first)."""
     metric = args.metric_for_best_model or "eval_loss"
     return metric if metric.startswith("eval_") else f"eval_{metric}"
 
@@ -326,10 +310,9 @@ def _tracker(args: Any) -> BestTracker:
 
 
 def _checkpoint_model(model: Any) -> CheckpointModel | None:
-    """How a ``checkpoint-N`` folder is a LoggedModel: the model's class loads the folder with
-    ``from_pretrained`` (a copy of the weights in memory, on the upload thread) and MLflow's
-    PyTorch flavor saves it. None for a model that is not a ``PreTrainedModel`` (a PEFT
-    wrapper), whose folder its class cannot load alone."""
+    """A ``checkpoint-N`` folder as a LoggedModel: loaded by the model's class (on the upload
+    thread), saved by MLflow's PyTorch flavor. None for a model that is not a
+    ``PreTrainedModel`` (a PEFT wrapper), whose folder its class cannot load alone."""
     if not isinstance(model, transformers.PreTrainedModel):
         return None
     kind = type(model)
@@ -346,15 +329,13 @@ def _model_params(model: Any) -> dict[str, Any]:
     config = getattr(model, "config", None)
     if config is None:
         return {"model.class": type(model).__name__} if model is not None else {}
-    params = {
-        f"model.{k.lstrip('_')}": v
-        for k, v in config.to_dict().items()
-        if isinstance(v, bool | int | float | str) and k != "transformers_version"
-    }
+    scalars = bool | int | float | str
+    items = config.to_dict().items()
+    params = {f"model.{k.lstrip('_')}": v for k, v in items if isinstance(v, scalars)}
+    params.pop("model.transformers_version", None)
     params["model.architectures"] = ",".join(config.architectures or [type(model).__name__])
     total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
-    params.update(parameter_counts(total, trainable))
-    return params
+    return {**params, **parameter_counts(total, trainable)}
 
 
 # --- autolog ----------------------------------------------------------------------------------
