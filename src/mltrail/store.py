@@ -72,10 +72,17 @@ def quiet_mlflow_notices() -> None:
             target.addFilter(quiet)
 
 
-#: MLflow warnings about data that mltrail itself handed MLflow, on its own threads: the hint
-#: that a signature inferred from training rows has integer columns (the rows are the user's;
-#: mltrail infers the signature for them). Raised by the user's own MLflow calls, they pass.
-QUIET_WARNINGS = ("Hint: Inferred schema contains integer column(s)",)
+#: MLflow warnings on mltrail's own threads that ask nothing of the user. The hint that a
+#: signature inferred from training rows has integer columns (the rows are the user's; mltrail
+#: infers the signature for them). The "Any type hint" notice of MLflow's own GenAI schemas,
+#: which MLflow silences while it imports them by replacing ``warnings.showwarning`` for every
+#: thread: when mltrail imports MLflow beside the user's code, a ``catch_warnings`` block of the
+#: user's thread (scikit-learn's ``fit`` has many) that ends meanwhile puts the previous
+#: function back, and the notice printed. Raised by the user's own MLflow calls, they pass.
+QUIET_WARNINGS = (
+    "Hint: Inferred schema contains integer column(s)",
+    "Any type hint is inferred as AnyType",
+)
 
 
 def quiet_mlflow_warnings() -> None:
@@ -86,7 +93,8 @@ def quiet_mlflow_warnings() -> None:
 
     def showwarning(message: Any, category: Any, filename: str, lineno: int, *rest: Any) -> None:
         ours = threading.current_thread().name.startswith("mltrail")
-        if not (ours and str(message).startswith(QUIET_WARNINGS)):
+        # MLflow colours some of its warnings: the text follows a terminal escape.
+        if not (ours and any(text in str(message) for text in QUIET_WARNINGS)):
             shown(message, category, filename, lineno, *rest)
 
     showwarning.mltrail_quiet = True  # type: ignore[attr-defined]

@@ -70,3 +70,42 @@ def test_store_creation_and_pickle_notices_are_not_printed(tmp_path: Path) -> No
     for run in runs:  # the models were logged all the same
         files = [f.path for f in client.list_artifacts(run.info.run_id, "model")]
         assert "model/MLmodel" in files
+
+
+# MLflow silences its own "Any type hint" notice while it imports its GenAI schemas, by
+# replacing ``warnings.showwarning`` for every thread. When mltrail imports MLflow on its thread
+# and a ``catch_warnings`` block of the user's thread (scikit-learn's ``fit``) ends meanwhile,
+# the user's block restores the function it saved and the notice reaches it. The script emits
+# the notice as it then arrives: on mltrail's thread, with nothing of MLflow's in the way.
+INTERLEAVED_IMPORT = """
+import threading, typing, warnings
+
+import mltrail  # noqa: F401  (what a recorded script has imported)
+from mlflow.types.type_hints import _infer_colspec_type_from_type_hint
+
+
+def mltrail_thread_imports_mlflow():
+    _infer_colspec_type_from_type_hint(typing.Any)
+
+
+thread = threading.Thread(target=mltrail_thread_imports_mlflow, name="mltrail-record")
+thread.start()
+thread.join()
+print("user:", flush=True)
+_infer_colspec_type_from_type_hint(typing.Any)  # the user's own call: the notice is theirs
+"""
+
+
+def test_mlflows_own_schema_notice_on_mltrails_thread_is_not_printed(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(INTERLEAVED_IMPORT)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "user:"
+    # Once: for the user's own call, none for the one on mltrail's thread.
+    assert done.stderr.count("Any type hint is inferred as AnyType") == 1, done.stderr
