@@ -183,6 +183,24 @@ def with_retries(func: Callable[[], T], what: str, attempts: int = 8) -> T:
 _clients: dict[str, Any] = {}
 _experiments: dict[tuple[str, str | None], str] = {}
 _cache_lock = threading.Lock()
+_sqlite_turns: dict[Path, threading.RLock] = {}
+
+
+def sqlite_turns(tracking_uri: str) -> contextlib.AbstractContextManager[Any]:
+    """Held while one of this process's threads writes to a local sqlite store (a no-op for
+    other stores).
+
+    SQLite lets one connection write at a time. The runs of a loop each send from a thread of
+    their own; a dozen of them writing at once wait in SQLite's busy handler, which sleeps in
+    growing steps and leaves the file idle between writers: a cross-validation loop's writes
+    slowed to the point of missing their flush deadline and going to the journal. Taking turns
+    in the process hands the file over at once.
+    """
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        return contextlib.nullcontext()
+    with _cache_lock:
+        return _sqlite_turns.setdefault(path.resolve(), threading.RLock())
 
 
 def make_client(tracking_uri: str) -> Any:

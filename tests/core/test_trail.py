@@ -301,6 +301,55 @@ def test_many_threads_and_two_runs_lose_nothing(client) -> None:
             assert sorted(s for s, _ in points) == list(range(200))
 
 
+def test_runs_sending_at_once_write_a_sqlite_store_in_turns(client, monkeypatch) -> None:
+    """The runs of a loop send from a thread each. On one sqlite file their writes take turns
+    in the process: all at once, they waited in SQLite's busy handler, and a cross-validation
+    loop's last data missed its flush deadline and went to the journal."""
+    import time
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    writing, most, lock = [0], [0], threading.Lock()
+    store_log_batch = SqlAlchemyStore.log_batch
+
+    def log_batch(self, *args, **kwargs):
+        with lock:
+            writing[0] += 1
+            most[0] = max(most[0], writing[0])
+        try:
+            time.sleep(0.02)  # a write that takes a moment: another one would meet it
+            return store_log_batch(self, *args, **kwargs)
+        finally:
+            with lock:
+                writing[0] -= 1
+
+    monkeypatch.setattr(SqlAlchemyStore, "log_batch", log_batch)
+    trails = [
+        mltrail.start_run(experiment="core", system_metrics=False, capture=False) for _ in range(6)
+    ]
+    ready = threading.Barrier(len(trails))
+
+    def train(trail: mltrail.Trail) -> None:
+        ready.wait()
+        for step in range(4):
+            trail.log_params({f"p{step}": step})
+            trail.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+            trail.flush(30)  # a write of its own per step, as a slow loop sends them
+        trail.end()
+
+    threads = [threading.Thread(target=train, args=(trail,)) for trail in trails]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1, f"{most[0]} runs wrote to the sqlite file at once"
+    for trail in trails:
+        run = client.get_run(trail.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {f"p{step}": str(step) for step in range(4)}
+        assert [s for s, _ in history(client, trail.run_id, "loss")] == [0, 1, 2, 3]
+
+
 def test_tag_set_deleted_and_set_again_keeps_the_last_value(client) -> None:
     with mltrail.start_run(experiment="core", system_metrics=False) as trail:
         trail.set_tags({"stage": "one", "keep": "yes"})

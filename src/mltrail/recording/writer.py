@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from mltrail.errors import ErrorCounter, strict_mode
 from mltrail.recording import spool as spool_module
 from mltrail.recording.spool import Spool
+from mltrail.store import sqlite_turns
 
 logger = logging.getLogger("mltrail.writer")
 
@@ -827,8 +828,10 @@ class Writer:
         return False
 
     def _apply(self, record: Record) -> None:
-        """Write ``record`` into this run, once more if it met the pools closed at exit."""
-        when_pools_open(lambda: apply_record(self.client, self.run_id, record))
+        """Write ``record`` into this run, once more if it met the pools closed at exit; on a
+        local sqlite store, in turn with the process's other writers (see :func:`sqlite_turns`)."""
+        with sqlite_turns(str(getattr(self.client, "tracking_uri", "") or "")):
+            when_pools_open(lambda: apply_record(self.client, self.run_id, record))
 
     def is_offline(self) -> bool:
         """True while the store is known to be unreachable: the run started offline, or a
