@@ -75,6 +75,7 @@ from mltrail.adapters import (
     log_search,
     options_for,
     packages_of,
+    param_text,
     pinned_requirements,
     preload_matplotlib,
     residual_plot,
@@ -241,9 +242,10 @@ def _record_nested(settings: _Settings, estimator: Any, X: Any, y: Any, weight: 
 
 
 def _param_value(value: Any) -> Any:
-    """A param value as it reads best in MLflow: estimators by their repr, functions by name."""
+    """A param value as it reads best in MLflow: estimators by their repr (without addresses:
+    the same in every process), functions by name."""
     if hasattr(value, "get_params") and not isinstance(value, type):
-        return repr(value)
+        return param_text(value)
     if isinstance(value, type) or callable(value):
         module = getattr(value, "__module__", None)
         name = getattr(value, "__qualname__", None) or repr(value)
@@ -253,14 +255,14 @@ def _param_value(value: Any) -> Any:
             return value.tolist()
         return f"array(shape={value.shape}, dtype={value.dtype})"
     if isinstance(value, list | tuple) and any(hasattr(v, "get_params") for v in value):
-        return repr(value)
+        return param_text(value)
     return value
 
 
 def _estimator_params(estimator: Any, prefix: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if prefix:
-        params[prefix.rstrip("_")] = repr(estimator)
+        params[prefix.rstrip("_")] = param_text(estimator)
     try:
         deep = estimator.get_params(deep=True)
     except Exception:  # a third-party estimator that breaks the protocol

@@ -77,6 +77,8 @@ framework's configuration; that is all:
   :func:`log_torch_model`: the final ``nn.Module`` as an MLflow PyTorch model, a copy with the
   best checkpoint's weights when there is one (torch imported only when they are called);
 - :func:`by_name`: functions among settings (a custom objective) by name, not address;
+  :func:`param_text`: any value as the text of its param, the same in every process (no
+  object addresses; SciPy distributions as written);
   :func:`frames_above`: a bounded look at the training call a callback runs inside;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
   :func:`arrays_digest`: the digest of training data given as arrays of any framework;
@@ -241,7 +243,7 @@ from mltrail.recording.plots import (
     residual_plot,
 )
 from mltrail.recording.preload import preload_modules
-from mltrail.recording.sanitize import by_name
+from mltrail.recording.sanitize import by_name, param_text
 from mltrail.recording.scopes import provide_runs
 from mltrail.recording.search import (
     Candidate,
@@ -377,6 +379,7 @@ __all__ = [
     "optimizer_params",
     "options_for",
     "packages_of",
+    "param_text",
     "parameter_counts",
     "pinned_requirements",
     "preload_matplotlib",

@@ -17,6 +17,7 @@ from mltrail.recording.sanitize import (
     is_secret_name,
     is_valid_key,
     metric_value,
+    param_text,
     redact_text,
     redact_value,
     truncate,
@@ -166,3 +167,21 @@ def test_a_set_param_reads_the_same_in_every_process() -> None:
         for seed in ("1", "2", "3")
     }
     assert texts == {"{'auc', 'l1', 'l2', 'map', 'rmse'}"}
+
+
+def test_object_params_read_the_same_in_every_process() -> None:
+    """A random search's SciPy distributions read as written, and no param keeps the address
+    of a default repr (a different one in every process, so the fingerprint would differ)."""
+    from scipy.stats import loguniform, randint, uniform
+
+    class Opaque:
+        pass
+
+    rng = np.random.RandomState(0)
+    assert param_text(randint(1, 6)) == "randint(1, 6)"
+    assert param_text(loguniform(1e-3, 10)) == "loguniform(0.001, 10)"
+    assert param_text(uniform(loc=0, scale=2)) == "uniform(loc=0, scale=2)"
+    assert param_text(Opaque()).endswith("Opaque object>")
+    assert param_text([rng]) == "[RandomState(MT19937)]"  # its repr holds its address
+    assert "0x" not in param_text({"dist": randint(1, 6), "rng": rng, "obj": Opaque()})
+    assert param_text("made at 0x10") == "made at 0x10"  # the user's own text stays as it is

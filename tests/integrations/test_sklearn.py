@@ -7,6 +7,7 @@ import io
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import joblib
@@ -418,6 +419,34 @@ def test_other_searches_halving_and_randomized(client, iris):
     runs = runs_of(client, "randomized")
     assert len(runs) == 5
     assert len(children(client, "randomized", search.best_estimator_.run_id_)) == 4
+
+
+def test_a_random_search_over_distributions_reads_the_same_in_every_process(client, iris):
+    """SciPy distributions and a ``RandomState`` (scikit-learn's own random-search examples):
+    the params say what was written, with no object address that would change the text, and
+    the run's fingerprint, in every process."""
+    from scipy.stats import loguniform, randint
+    from sklearn.ensemble import RandomForestClassifier
+
+    X_train, _, y_train, _ = iris
+    forest = RandomForestClassifier(n_estimators=3, random_state=np.random.RandomState(0))
+    search = RandomizedSearchCV(
+        forest,
+        {"max_depth": randint(1, 4), "min_impurity_decrease": loguniform(1e-4, 1e-1)},
+        n_iter=2,
+        cv=2,
+        random_state=np.random.RandomState(0),
+    )
+    model = TrackedEstimator(search, experiment="distributions", log_model=False)
+    model.fit(X_train, y_train)
+    params = client.get_run(model.run_id_).data.params
+    assert params["estimator__param_distributions.max_depth"] == "randint(1, 4)"
+    distribution = params["estimator__param_distributions.min_impurity_decrease"]
+    assert distribution == "loguniform(0.0001, 0.1)"
+    assert params["estimator__random_state"] == "RandomState(MT19937)"
+    # The wrapped search's repr holds the forest's, whose RandomState reprs with its address.
+    assert "random_state=RandomState(MT19937))" in params["estimator"]
+    assert not [k for k, v in params.items() if re.search(r" at 0x[0-9a-fA-F]+", v)], params
 
 
 def test_autolog_records_top_level_fits_and_reverts(client, iris):

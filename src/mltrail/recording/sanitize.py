@@ -285,8 +285,14 @@ def metric_value(value: Any) -> float | None:
     return None
 
 
+# The address in a default repr (``<Foo object at 0x7f...>``, NumPy's ``RandomState(MT19937) at
+# 0x7F...``): it differs in every process, and so would the param and the run's fingerprint.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def param_text(value: Any) -> str:
-    """The text MLflow stores for a param value (None and nested values included)."""
+    """The text MLflow stores for a param value (None and nested values included), the same in
+    every process for the same value."""
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
@@ -295,7 +301,18 @@ def param_text(value: Any) -> str:
         # In a fixed order: a set's own order changes from process to process (string hashing
         # is salted), and so would the param and the run's fingerprint.
         return "{" + ", ".join(sorted(map(repr, value))) + "}"
-    return str(value)
+    return _ADDRESS.sub("", _distribution(value) or str(value))
+
+
+def _distribution(value: Any) -> str | None:
+    """A frozen SciPy distribution (a random search's ``randint(1, 6)``) as it was written;
+    its repr says only its class and address."""
+    dist, args = getattr(value, "dist", None), getattr(value, "args", None)
+    if not type(value).__module__.startswith("scipy.stats") or dist is None or args is None:
+        return None
+    words = [repr(arg) for arg in args]
+    words += [f"{key}={item!r}" for key, item in (getattr(value, "kwds", None) or {}).items()]
+    return f"{getattr(dist, 'name', type(dist).__name__)}({', '.join(words)})"
 
 
 def by_name(value: Any) -> Any:
