@@ -37,10 +37,10 @@ from mltrail.adapters import (
     EpochLog,
     GlobalSteps,
     RunSession,
+    calling_object,
     copy_to_save,
     early_stopping_params,
     exception_safe,
-    frames_above,
     options_for,
     parameter_counts,
     pinned_requirements,
@@ -259,12 +259,9 @@ def _early_stoppers() -> list[Any]:
     callback is not given its trainer: the handler is the caller a few frames up)."""
     from transformers.trainer_callback import CallbackHandler
 
-    for frame in frames_above(sys._getframe(1), 8):
-        handler = frame.f_locals.get("self")
-        if isinstance(handler, CallbackHandler):
-            kind = transformers.EarlyStoppingCallback
-            return [c for c in handler.callbacks if isinstance(c, kind)]
-    return []
+    handler = calling_object(sys._getframe(1), CallbackHandler, 8)
+    stoppers = handler.callbacks if handler is not None else []
+    return [c for c in stoppers if isinstance(c, transformers.EarlyStoppingCallback)]
 
 
 def _early_stops(stoppers: list[Any], args: Any, state: Any) -> list[EarlyStop]:

@@ -49,6 +49,7 @@ from mltrail.adapters import (
     built_data_digest,
     by_name,
     call_with_callback,
+    calling_object,
     cv_params,
     eval_metrics,
     eval_round,
@@ -57,7 +58,6 @@ from mltrail.adapters import (
     find_training_call,
     fingerprint,
     fit_classes,
-    frames_above,
     head_rows,
     importance_plot,
     options_for,
@@ -253,10 +253,7 @@ def _importance(model: Any, tree: bool) -> dict[str, Any] | None:
 def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
     """Fill ``call`` from the frames above ``start`` (see the module doc); returns the
     ``CallbackContainer`` (None when it was not found)."""
-    # The container's before_training calls ours: the first frame of that name above it.
-    hook = next((f for f in frames_above(start, 16) if f.f_code.co_name == "before_training"), None)
-    container = hook.f_locals.get("self") if hook is not None else None
-    del hook
+    container = calling_object(start, CallbackContainer, 16)  # its before_training calls ours
     local, fit = find_training_call(
         call,
         start,
@@ -276,7 +273,7 @@ def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
     if call.api != "cv":
         dtrain = local.get("dtrain") if local is not None else None
         call.example = _example(fit.get("X") if fit is not None else None, dtrain)
-    return container if isinstance(container, CallbackContainer) else None
+    return container
 
 
 def _training_inputs(local: Mapping[str, Any]) -> dict[str, Any]:

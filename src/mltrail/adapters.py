@@ -80,6 +80,7 @@ framework's configuration; that is all:
   :func:`param_text`: any value as the text of its param, the same in every process (no
   object addresses; SciPy distributions as written);
   :func:`frames_above`: a bounded look at the training call a callback runs inside;
+  :func:`calling_object`: the framework's container of callbacks that calls a hook;
 - :func:`describe`, :func:`dataset_input`, :func:`fingerprint`: the training data;
   :func:`arrays_digest`: the digest of training data given as arrays of any framework;
   :func:`digest_once`: a digest of an immutable input (a ``DMatrix``) computed once;
@@ -176,6 +177,7 @@ from mltrail.recording.callsite import (
     LIBRARY_PACKAGES,
     called_by_library,
     caller_module,
+    calling_object,
     frames_above,
 )
 from mltrail.recording.checkpoint_files import (
@@ -329,6 +331,7 @@ __all__ = [
     "callbacks_patch",
     "called_by_library",
     "caller_module",
+    "calling_object",
     "can_record_later",
     "check_every",
     "check_max_child_runs",

@@ -13,6 +13,7 @@ import pickle
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from mltrail.adapters import (
     RunSession,
     by_name,
     call_with_callback,
+    calling_object,
     copy_to_save,
     frames_above,
     log_importance,
@@ -251,6 +253,26 @@ def test_frames_above_look_up_the_callers_within_a_limit() -> None:
 
     assert outer() == ["inner", "middle", "outer"]
     assert list(frames_above(None, 5)) == []
+
+
+def test_calling_object_is_the_nearest_container_that_calls_the_hook() -> None:
+    class Handler:  # a framework's container of callbacks, calling each one's hook
+        def __init__(self, callbacks: list[Any]) -> None:
+            self.callbacks = callbacks
+
+        def call(self) -> list[Any]:
+            return [callback.hook() for callback in self.callbacks]
+
+    class Callback:
+        def hook(self) -> Any:
+            return calling_object(sys._getframe(), Handler, 5)
+
+    inner = Handler([Callback(), Callback()])
+    inner.hook = inner.call  # an outer container calls the inner one like a callback
+    outer = Handler([inner])
+    assert outer.call() == [[inner, inner]]  # the nearest container, not the outer one
+    assert calling_object(sys._getframe(), Handler, 5) is None  # no container called this
+    assert Callback().hook() is None
 
 
 class Trainer:

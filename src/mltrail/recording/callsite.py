@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 #: Top-level packages whose calls to a framework's ``fit`` are not the user's trainings.
 LIBRARY_PACKAGES = frozenset(
@@ -73,6 +74,18 @@ def frames_above(frame: FrameType | None, limit: int) -> Iterator[FrameType]:
             return
         yield frame
         frame = frame.f_back
+
+
+def calling_object(frame: FrameType | None, kind: type | tuple[type, ...], limit: int) -> Any:
+    """The nearest object of ``kind`` whose method is among ``frame`` and its callers (at most
+    ``limit`` frames), or None: the framework's container that calls a callback's hook (XGBoost's
+    ``CallbackContainer``, Transformers' ``CallbackHandler``), which hands the callback neither
+    itself nor the other callbacks."""
+    for each in frames_above(frame, limit):
+        caller = each.f_locals.get("self")
+        if isinstance(caller, kind):
+            return caller
+    return None
 
 
 def called_by_library(depth: int = 1) -> bool:
