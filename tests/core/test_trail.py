@@ -350,6 +350,31 @@ def test_runs_sending_at_once_write_a_sqlite_store_in_turns(client, monkeypatch)
         assert [s for s, _ in history(client, trail.run_id, "loss")] == [0, 1, 2, 3]
 
 
+def test_an_artifact_copy_does_not_wait_for_the_sqlite_writers_turn(
+    client, module_store: str, tmp_path: Path
+) -> None:
+    """An artifact writes no rows: its copy (a checkpoint of gigabytes on a local store) neither
+    waits for the other runs' writes nor holds them up."""
+    from mltrail.store import sqlite_turns
+
+    trail = mltrail.start_run(experiment="core", system_metrics=False, capture=False)
+    (tmp_path / "weights.bin").write_bytes(b"0" * 1024)
+    assert trail.flush(30)
+    copied = threading.Event()
+    with sqlite_turns(module_store):  # another run of the process writing its rows
+        trail._writer.add_job(  # type: ignore[union-attr]
+            lambda: (
+                copied.set()
+                if trail._writer.upload_now(tmp_path / "weights.bin", "ckpt", "upload")
+                else None
+            )
+        )
+        assert copied.wait(30), "the copy waited for the sqlite writer's turn"
+    trail.end()
+    files = [f.path for f in client.list_artifacts(trail.run_id, "ckpt")]
+    assert files == ["ckpt/weights.bin"]
+
+
 def test_tag_set_deleted_and_set_again_keeps_the_last_value(client) -> None:
     with mltrail.start_run(experiment="core", system_metrics=False) as trail:
         trail.set_tags({"stage": "one", "keep": "yes"})

@@ -829,8 +829,10 @@ class Writer:
 
     def _apply(self, record: Record) -> None:
         """Write ``record`` into this run, once more if it met the pools closed at exit; on a
-        local sqlite store, in turn with the process's other writers (see :func:`sqlite_turns`)."""
-        with sqlite_turns(str(getattr(self.client, "tracking_uri", "") or "")):
+        local sqlite store, in turn with the process's other writers (see :func:`sqlite_turns`).
+        An artifact writes no rows: its copy (a checkpoint of gigabytes) holds up no one."""
+        uri = "" if record["kind"] == "artifact" else str(getattr(self.client, "tracking_uri", ""))
+        with sqlite_turns(uri):
             when_pools_open(lambda: apply_record(self.client, self.run_id, record))
 
     def is_offline(self) -> bool:
