@@ -16,9 +16,11 @@ torch = pytest.importorskip("torch")
 
 from mltrail.adapters import (  # noqa: E402 - after the skip without torch
     RunSession,
+    arrays_digest,
     batch_inputs,
     fingerprint,
     forward_example,
+    input_rows,
     learning_rates,
     loader_batch_size,
     log_torch_model,
@@ -130,6 +132,21 @@ def test_a_tensor_datasets_digest_is_its_tensors_as_float32_by_content() -> None
     assert other != digest
     assert tensor_dataset_digest(list(range(3))) == "unknown"
     assert tensor_dataset_digest(None) == "unknown"
+
+
+def test_a_torch_loader_given_to_another_framework_gives_rows_and_a_digest() -> None:
+    """Keras on its torch backend trains from a ``DataLoader``, whose batches collate an
+    ``(x, y)`` sample into a list: the signature's rows are ``x``'s, and the digest is the
+    dataset's, as Lightning's runs record it."""
+    x, y = torch.arange(24.0).reshape(8, 3), torch.tensor([0, 1] * 4)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True)
+    rows = input_rows(loader)
+    assert isinstance(rows, np.ndarray) and rows.shape[1] == 3 and rows.dtype == np.float32
+    assert arrays_digest(loader) == tensor_dataset_digest(dataset) != "unknown"
+    listed = torch.utils.data.DataLoader(list(zip(x, y, strict=True)), batch_size=4)
+    assert input_rows(listed).shape[1] == 3  # a list of samples: rows, but
+    assert arrays_digest(listed) == "unknown"  # no tensors held in one place to digest
 
 
 def test_batch_inputs_are_a_few_rows_of_each_tensor_the_model_may_take() -> None:

@@ -162,6 +162,35 @@ def test_fit_records_params_metrics_checkpoints_model_and_evaluate(client, tmp_p
     assert history(client, callback.run_id, "test_loss") == [(2, pytest.approx(results["loss"]))]
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="a torch DataLoader as input")
+def test_a_torch_dataloader_gives_the_model_a_signature_and_the_data_a_digest(client, caplog):
+    """Keras on its torch backend trains from a torch ``DataLoader``: the model still gets a
+    signature and input example from the first batch (MLflow warned, twice, that it had none),
+    and the training data its digest (it was "unknown")."""
+    import torch
+
+    from mltrail.adapters import tensor_dataset_digest
+
+    x, y = data()
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
+    callback = TrailCallback(experiment=EXPERIMENT)
+    with caplog.at_level("WARNING"):
+        model().fit(loader, epochs=2, verbose=0, callbacks=[callback])
+        mltrail.wait()
+    assert "without specifying model signature" not in caplog.text
+    run = client.get_run(callback.run_id)
+    assert run.data.params["data.x"] == "DataLoader"
+    other = torch.utils.data.TensorDataset(torch.from_numpy(x + 1), torch.from_numpy(y))
+    digest = run.data.params["data.train.digest"]
+    assert digest not in ("unknown", tensor_dataset_digest(other))
+    assert digest == tensor_dataset_digest(dataset)
+    mlmodel = Path(client.download_artifacts(run.info.run_id, "model/MLmodel")).read_text()
+    assert '"shape": [-1, 6]' in mlmodel  # the signature, from the first batch's x
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/input_example.json" in files
+
+
 def test_learning_rate_history_under_a_schedule_and_reduce_on_plateau(client):
     x, y = data()
     schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.5)

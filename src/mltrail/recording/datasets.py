@@ -106,12 +106,27 @@ def data_digest(*parts: Any) -> str:
 
 def arrays_digest(*parts: Any) -> str:
     """The ``data.<role>.digest`` of training data given as arrays: numpy, pandas, or any
-    framework's tensors (read with :func:`~mltrail.recording.models.to_numpy`); "unknown" when
-    its first part is no array (a loader or generator the framework iterates itself). Parts
+    framework's tensors (read with :func:`~mltrail.recording.models.to_numpy`); a torch
+    ``DataLoader`` over tensors in memory (a ``TensorDataset``) by its dataset's content, as
+    :func:`~mltrail.recording.tensor_training.tensor_dataset_digest` reads it; "unknown" when
+    its first part is another loader or a generator, which the framework iterates itself. Parts
     after the first (labels, weights) may be None."""
+    if parts and _over_tensors(parts[0]):
+        from mltrail.recording.tensor_training import tensor_dataset_digest
+
+        return tensor_dataset_digest(parts[0].dataset)
     if not parts or not hasattr(parts[0], "shape"):
         return "unknown"
     return data_digest(*(None if part is None else to_numpy(part) for part in parts))
+
+
+def _over_tensors(loader: Any) -> bool:
+    """Whether ``loader`` is a torch ``DataLoader`` whose dataset holds its tensors in memory."""
+    module = type(loader).__module__
+    dataset = getattr(loader, "dataset", None)
+    return module.startswith("torch.utils.data") and isinstance(
+        getattr(dataset, "tensors", None), tuple
+    )
 
 
 def in_memory(rows: Any) -> Any:

@@ -148,6 +148,8 @@ def input_rows(data: Any) -> Any:
         if not hasattr(data, "__iter__") or iter(data) is data:
             return None  # a generator would lose the batch we took
         data = next(iter(data))  # a re-iterable loader: one batch
+        if isinstance(data, list):
+            data = tuple(data)  # a torch DataLoader collates an (x, y) sample into [x, y]
     if isinstance(data, tuple):
         data = data[0]  # (x, y[, sample_weight])
     if isinstance(data, list | tuple):
