@@ -315,6 +315,26 @@ def test_sklearn_api_logs_estimator_params_and_fitted_estimator(client, data) ->
     assert client.get_run(twin.callbacks[0].run_id).info.status == "FINISHED"
 
 
+def test_a_model_of_categorical_columns_loads_and_predicts_through_the_pyfunc(client) -> None:
+    """MLflow's schemas have no categorical type: a signature inferred from a DataFrame with a
+    ``category`` column says "string", and the pyfunc then refuses the very DataFrames the
+    model was trained on. Such a model goes without a signature, and the run says why."""
+    rng = np.random.default_rng(0)
+    colors = pd.Categorical(rng.choice(["red", "green", "blue"], 200))
+    x = pd.DataFrame({"size": rng.normal(size=200), "color": colors})
+    y = ((x["size"] > 0) ^ (x["color"] == "red")).astype(int)
+    callback = TrailCallback(experiment="xgb-sklearn", importance=False)
+    model = xgb.XGBClassifier(
+        n_estimators=5, enable_categorical=True, tree_method="hist", callbacks=[callback]
+    )
+    model.fit(x, y, verbose=False)
+    run = client.get_run(callback.run_id)
+    assert run.data.tags["mltrail.model.no_signature"] == "categorical columns: color"
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert pyfunc.metadata.get_input_schema() is None
+    assert pyfunc.predict(x.head(20)).tolist() == model.predict(x.head(20)).tolist()
+
+
 def test_an_error_inside_the_adapter_is_counted_into_its_run(client, dtrain, monkeypatch) -> None:
     monkeypatch.setenv("MLTRAIL_STRICT", "0")  # as for users: counted and warned, not raised
 

@@ -58,6 +58,8 @@ _STATUSES = {"FINISHED", "FAILED", "KILLED"}
 _SAVING = threading.Lock()
 #: Seconds ``end()`` waits for the crashed-run repair started with the run to queue its records.
 REPAIR_WAIT = 2.0
+#: Run tag: why the run's models have no signature and input example (categorical columns).
+NO_SIGNATURE_TAG = "mltrail.model.no_signature"
 
 
 def start_run(
@@ -927,6 +929,12 @@ class Trail:
             raise MltrailError(f"MLflow has no model flavor {flavor!r}.") from error
         from mlflow.models import infer_signature
 
+        categorical = _categorical_columns(example)
+        if categorical:
+            # MLflow's schemas have no categorical type: the signature would say "string", and
+            # the pyfunc would refuse the very DataFrames the model was trained on.
+            self.set_tags({NO_SIGNATURE_TAG: f"categorical columns: {', '.join(categorical)}"})
+            example = None
         signature = None
         if example is not None:
             with guarded("inferring the model signature", self._errors):
@@ -1260,3 +1268,11 @@ def _unchecked_pins() -> Iterator[None]:
         yield
     finally:
         environment.warn_dependency_requirement_mismatches = check
+
+
+def _categorical_columns(example: Any) -> list[str]:
+    """The pandas ``category`` columns of a DataFrame example (none for other examples)."""
+    dtypes = getattr(example, "dtypes", None)
+    if not hasattr(dtypes, "items"):
+        return []
+    return [str(name) for name, dtype in dtypes.items() if str(dtype) == "category"]
