@@ -203,6 +203,10 @@ def sqlite_turns(tracking_uri: str) -> contextlib.AbstractContextManager[Any]:
         return _sqlite_turns.setdefault(path.resolve(), threading.RLock())
 
 
+# A forked child has none of its parent's threads: a turn one of them held would never end.
+os.register_at_fork(after_in_child=_sqlite_turns.clear)
+
+
 def make_client(tracking_uri: str) -> Any:
     """The MLflow client of ``tracking_uri``, opened (and a local store migrated) once per
     process."""

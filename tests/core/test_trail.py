@@ -375,6 +375,35 @@ def test_an_artifact_copy_does_not_wait_for_the_sqlite_writers_turn(
     assert files == ["ckpt/weights.bin"]
 
 
+def test_a_forked_child_writes_although_a_parent_thread_held_the_turn(module_store) -> None:
+    """A process forked while one of its threads wrote to the sqlite store: that thread does
+    not exist in the child, so its turn must not either (the child's writes would wait on it
+    for ever)."""
+    import os
+
+    from mltrail.store import sqlite_turns
+
+    holding, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with sqlite_turns(module_store):
+            holding.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert holding.wait(30)
+    try:
+        child = os.fork()
+        if child == 0:  # the child: its own writes take the turn at once
+            os._exit(0 if sqlite_turns(module_store).acquire(timeout=10) else 1)
+        _, status = os.waitpid(child, 0)
+    finally:
+        release.set()
+        writer.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_tag_set_deleted_and_set_again_keeps_the_last_value(client) -> None:
     with mltrail.start_run(experiment="core", system_metrics=False) as trail:
         trail.set_tags({"stage": "one", "keep": "yes"})
