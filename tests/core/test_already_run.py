@@ -58,6 +58,20 @@ def test_a_repeat_warns_once_before_training(client, caplog) -> None:
     assert tags["mltrail.fingerprint"] == client.get_run(first).data.tags["mltrail.fingerprint"]
 
 
+def test_what_to_do_is_said_once_per_process(client, caplog, monkeypatch) -> None:
+    """A script's folds, rerun unchanged, each match their earlier run: every one is named,
+    the advice on what to do about it comes with the first warning only."""
+    monkeypatch.setattr(already_run, "_ADVISED", already_run.threading.Event())
+    for fold in range(2):
+        train("advice", {"fold": fold})
+    caplog.set_level(logging.WARNING, logger="mltrail.already_run")
+    for fold in range(2):
+        train("advice", {"fold": fold})
+    messages = warnings_in(caplog)
+    assert len(messages) == 2 and all("already run" in m for m in messages)
+    assert [already_run.ADVICE in m for m in messages] == [True, False]
+
+
 def test_different_params_code_or_experiment_do_not_warn(
     client, caplog, git_repo: Path, monkeypatch
 ) -> None:

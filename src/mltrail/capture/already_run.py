@@ -42,6 +42,12 @@ FINISH_SEARCH_TIMEOUT = 3.0
 #: Seconds the check waits for the provenance capture (code and data parts of the fingerprint).
 CAPTURE_TIMEOUT = 120.0
 _COUNTED = ("FINISHED", "FAILED")
+#: What to do about the warning, said with the first one of a process only.
+ADVICE = (
+    " Set already_run='ignore' (MLTRAIL_ALREADY_RUN=ignore) to silence this warning, or "
+    "'error' to stop such runs before they train."
+)
+_ADVISED = threading.Event()
 
 
 def find_earlier(
@@ -169,13 +175,15 @@ class AlreadyRunCheck:
         if earlier is None:
             return
         self.trail.set_tags({TAG: earlier.info.run_id})
+        # The advice once per process: a script's folds, rerun unchanged, each match their run.
+        advice = "" if _ADVISED.is_set() else ADVICE
+        _ADVISED.set()
         logger.warning(
-            "mltrail: this experiment was already run: %s had %s (fingerprint %s). Set "
-            "already_run='ignore' (MLTRAIL_ALREADY_RUN=ignore) to silence this warning, or "
-            "'error' to stop such runs before they train.",
+            "mltrail: this experiment was already run: %s had %s (fingerprint %s).%s",
             describe(earlier),
             what_matched(self.trail.params),
             (fingerprint or "")[:12],
+            advice,
         )
 
     def _check(self, fingerprint: str | None, timeout: float = SEARCH_TIMEOUT) -> Any:
