@@ -111,22 +111,18 @@ def arrays_digest(*parts: Any) -> str:
     :func:`~mltrail.recording.tensor_training.tensor_dataset_digest` reads it; "unknown" when
     its first part is another loader or a generator, which the framework iterates itself. Parts
     after the first (labels, weights) may be None."""
-    if parts and _over_tensors(parts[0]):
+    if parts and _torch_loader(parts[0]):
         from mltrail.recording.tensor_training import tensor_dataset_digest
 
-        return tensor_dataset_digest(parts[0].dataset)
+        return tensor_dataset_digest(parts[0].dataset)  # "unknown" unless tensors in memory
     if not parts or not hasattr(parts[0], "shape"):
         return "unknown"
     return data_digest(*(None if part is None else to_numpy(part) for part in parts))
 
 
-def _over_tensors(loader: Any) -> bool:
-    """Whether ``loader`` is a torch ``DataLoader`` whose dataset holds its tensors in memory."""
-    module = type(loader).__module__
-    dataset = getattr(loader, "dataset", None)
-    return module.startswith("torch.utils.data") and isinstance(
-        getattr(dataset, "tensors", None), tuple
-    )
+def _torch_loader(data: Any) -> bool:
+    """Whether ``data`` is a torch ``DataLoader`` (or another loader of ``torch.utils.data``)."""
+    return type(data).__module__.startswith("torch.utils.data") and hasattr(data, "dataset")
 
 
 def in_memory(rows: Any) -> Any:
