@@ -248,6 +248,45 @@ def test_continued_training_continues_the_steps(client, dtrain, dval) -> None:
     assert client.get_run(trail.run_id).info.status == "FINISHED"  # ended by its owner
 
 
+def test_a_training_starts_without_waiting_for_its_run(client, dtrain, dval, monkeypatch):
+    """A loop of short trainings waited once per training for the store to create its run. The
+    run now opens on mltrail's thread: here the store cannot create it until the training has
+    returned, and the run still holds every round, at the training's own times."""
+    import threading
+    import time
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    monkeypatch.setenv("MLTRAIL_END_IN_BACKGROUND", "true")  # as scripts run (see conftest)
+    returned, created = threading.Event(), []
+    create_run = SqlAlchemyStore.create_run
+
+    def create_after_the_training(self, *args, **kwargs):
+        returned.wait(10)  # a training that waited for its run would wait this long
+        created.append(int(time.time() * 1000))
+        return create_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "create_run", create_after_the_training)
+    callback = TrailCallback(experiment="xgb-beside", **LIGHT)
+    began = int(time.time() * 1000)
+    booster = xgb.train(
+        PARAMS, dtrain, 6, evals=[(dval, "val")], verbose_eval=False, callbacks=[callback]
+    )
+    ended = int(time.time() * 1000)
+    returned.set()
+    assert booster.num_boosted_rounds() == 6
+    assert mltrail.wait(60)
+    assert created[0] >= ended  # the run was created once the training had returned
+    run = client.get_run(callback.run_id)
+    assert run.info.status == "FINISHED"
+    assert steps(client, run.info.run_id, "val-logloss") == list(range(6))
+    assert run.data.params["max_depth"] == "2"
+    # The training's times, not those of the run's late creation and close.
+    assert began <= run.info.start_time <= run.info.end_time <= ended
+    stamps = [m.timestamp for m in client.get_metric_history(run.info.run_id, "val-logloss")]
+    assert all(run.info.start_time <= t <= run.info.end_time for t in stamps)
+
+
 def test_checkpoints_every_n_rounds(client, dtrain, dval) -> None:
     callback = TrailCallback(experiment="xgb", checkpoint_every=4, **LIGHT)
     xgb.train(PARAMS, dtrain, 10, evals=[(dval, "val")], verbose_eval=False, callbacks=[callback])

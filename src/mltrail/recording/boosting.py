@@ -426,13 +426,18 @@ class BoostingCallback(CopiedBySettings):
         """
         if self._session.trail is not None:
             self._stopped(None)  # the last training raised past every hook and was caught
-        # Continued training into run_id= at round k+1: continue, fork or rewind that run; into
-        # trail=, only past the rounds it holds.
-        trail = self._session.open(
-            restart_step=done,
-            steps_name=f"{self.framework_title} {self.round_name}s",
-            how_to_continue=self.how_to_continue,
-        )
+        if self._session.can_open_beside():
+            # The rounds start at once; the run opens on mltrail's thread (a loop of short
+            # trainings would otherwise wait for the store once per training).
+            trail: Any = self._session.open_beside(f"{self.framework_title} training")
+        else:
+            # Continued training into run_id= at round k+1: continue, fork or rewind that run;
+            # into trail=, only past the rounds it holds.
+            trail = self._session.open(
+                restart_step=done,
+                steps_name=f"{self.framework_title} {self.round_name}s",
+                how_to_continue=self.how_to_continue,
+            )
         self._session.training_started()
         self._epochs = EpochLog(self._session)  # a new run, at the model's rounds
         self._epochs.start(first_round, resumed_from=done)

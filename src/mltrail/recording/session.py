@@ -37,9 +37,11 @@ from typing import Any
 
 from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors, reject_unknown
-from mltrail.recording import deferred
+from mltrail.recording import deferred, distributed
+from mltrail.recording.late_trail import LateTrail
+from mltrail.recording.recorder import recorder
 from mltrail.recording.steps import next_free_step
-from mltrail.recording.trail import Trail, start_run
+from mltrail.recording.trail import RUN_START_TIME, Trail, start_run
 
 logger = logging.getLogger("mltrail.session")
 
@@ -117,7 +119,8 @@ class RunSession:
         self.start_run_kwargs = kwargs
         self.trail: Trail | None = None
         self.owns = False
-        self.last_run_id: str | None = trail.run_id if trail is not None else None
+        self._last_run_id: str | None = trail.run_id if trail is not None else None
+        self._late: LateTrail | None = None  # the last run opened beside its training
         self.last_tracking_uri: str | None = (trail.tracking_uri or None) if trail else None
         self.last_status: str | None = None
         # Plain data, kept in copies: where a copy finds the given Trail's run.
@@ -127,6 +130,21 @@ class RunSession:
         self._tmp: Path | None = None
         self._training = False
         self._release: weakref.finalize | None = None  # see end_when_released
+
+    @property
+    def last_run_id(self) -> str | None:
+        """The run id of the current or last run; of a run opened beside its training
+        (:meth:`open_beside`) once it has opened, which this waits for (a moment at most)."""
+        late = self._late
+        if late is not None:
+            late.wait_open(deferred.OPEN_AFTER + late.options.start_timeout)
+            if late.run_id is not None:
+                return late.run_id
+        return self._last_run_id
+
+    @last_run_id.setter
+    def last_run_id(self, run_id: str | None) -> None:
+        self._last_run_id = run_id
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -220,6 +238,54 @@ class RunSession:
         if self._given_run is not None:  # a copy of a session given a Trail (copies_join)
             run_id, tracking_uri = self._given_run
             join = True
+        self._late = None
+        self.trail = self._start_trail(
+            run_id, join, tracking_uri, tags, light, restart, sample_system=sample_system
+        )
+        self.owns = not (join and run_id is not None)
+        self.last_run_id = self.trail.run_id
+        self.last_tracking_uri = self.trail.tracking_uri or None
+        self.last_status = None
+        return self.trail
+
+    def _start_trail(
+        self,
+        run_id: str | None,
+        join: bool,
+        tracking_uri: str | None,
+        tags: Mapping[str, Any] | None,
+        light: bool,
+        restart: tuple[int | None, str | None, int | None] = (None, None, None),
+        *,
+        sample_system: bool = True,
+    ) -> Trail:
+        """The Trail of a run started, resumed or joined (see :meth:`_start`)."""
+        kwargs, run_tags = self._start_args(run_id, join, tracking_uri, tags, light, sample_system)
+        restart_step, checkpoint, global_step = restart
+        resuming = kwargs.get("run_id") is not None and not join and self._given_run is None
+        if resuming and restart_step is not None:  # continue, fork or rewind: the kernel decides
+            from mltrail.recording.restart import open_resumed
+
+            return open_resumed(
+                kwargs.pop("run_id"),
+                restart_step,
+                tags=run_tags,
+                checkpoint=checkpoint,
+                global_step=global_step,
+                **kwargs,
+            )
+        return start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
+
+    def _start_args(
+        self,
+        run_id: str | None,
+        join: bool,
+        tracking_uri: str | None,
+        tags: Mapping[str, Any] | None,
+        light: bool,
+        sample_system: bool,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The start-run arguments of a run of this session, and its tags."""
         kwargs = dict(self.start_run_kwargs)
         run_tags = {
             **(kwargs.pop("tags", None) or {}),
@@ -236,26 +302,57 @@ class RunSession:
             kwargs.update(capture=False, system_metrics=False)
         if not sample_system:
             kwargs["system_metrics"] = False
-        restart_step, checkpoint, global_step = restart
-        resuming = kwargs.get("run_id") is not None and not join and self._given_run is None
-        if resuming and restart_step is not None:  # continue, fork or rewind: the kernel decides
-            from mltrail.recording.restart import open_resumed
+        return kwargs, run_tags
 
-            self.trail = open_resumed(
-                kwargs.pop("run_id"),
-                restart_step,
-                tags=run_tags,
-                checkpoint=checkpoint,
-                global_step=global_step,
-                **kwargs,
-            )
-        else:
-            self.trail = start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
-        self.owns = not (join and run_id is not None)
-        self.last_run_id = self.trail.run_id
-        self.last_tracking_uri = self.trail.tracking_uri or None
-        self.last_status = None
-        return self.trail
+    def can_open_beside(self) -> bool:
+        """Whether this session's next run may open beside its training (:meth:`open_beside`):
+        a new run of its own, in the main process of a training (rank zero), that nothing needs
+        before the training ends (:func:`~mltrail.recording.deferred.can_record_later`)."""
+        return (
+            self.given is None
+            and self._given_run is None
+            and "run_id" not in self.start_run_kwargs
+            and distributed.is_rank_zero()
+            and deferred.can_record_later(self.start_run_kwargs)
+        )
+
+    def open_beside(self, what: str, *, tags: Mapping[str, Any] | None = None) -> LateTrail:
+        """Open a new run on mltrail's recording thread while the training runs: the training
+        logs into the :class:`~mltrail.recording.late_trail.LateTrail` returned at once, and
+        waits for neither MLflow, the store nor the run (only when :meth:`can_open_beside`).
+
+        Args:
+            what: what the run records, for messages ("XGBoost training").
+            tags: more tags for the run (``mltrail.framework`` is always set).
+        """
+        fields = Options.__dataclass_fields__
+        options = Options.resolve(**{k: v for k, v in self.start_run_kwargs.items() if k in fields})
+        late = LateTrail(options, self.start_run_kwargs.get("tracking_uri"))
+        self.trail, self.owns, self.last_status = late, True, None  # type: ignore[assignment]
+        self._late = late
+        process = recorder()
+        if process is not None:  # recorded in mltrail's recorder process, opened at once
+            kwargs, run_tags = self._start_args(None, False, None, tags, False, True)
+            remote = process.open(kwargs, run_tags, late.started_ms, options, self.framework)
+            late.attach(remote)  # type: ignore[arg-type]
+            return late
+
+        def begin() -> None:
+            running = late.pending is not None and not late.pending.training_over
+            token = RUN_START_TIME.set(late.started_ms)
+            try:
+                trail = self._start_trail(None, False, None, tags, False, sample_system=running)
+            except BaseException:
+                late.failed()
+                raise
+            finally:
+                RUN_START_TIME.reset(token)
+            if self._late is late:
+                self.last_tracking_uri = trail.tracking_uri or None
+            late.attach(trail)
+
+        late.pending = deferred.record_beside(begin, _nothing, what)
+        return late
 
     def reopen(self) -> Trail:
         """Add to the run this session recorded last (an ``evaluate`` after ``fit``): joined,
@@ -433,7 +530,8 @@ class RunSession:
                     trail.end("FINISHED", background=background)
                 else:
                     message = reason or f"the {self.framework} training stopped before its end"
-                    logger.warning("mltrail: run %s: %s; marked FAILED.", trail.run_id, message)
+                    run = trail.run_id or "of this training"  # one still opening beside it
+                    logger.warning("mltrail: run %s: %s; marked FAILED.", run, message)
                     trail.set_tags(
                         {"mltrail.exception.type": "unknown", "mltrail.exception.message": message}
                     )
@@ -506,7 +604,7 @@ class RunSession:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(trail=None, given=None, _tmp=None, _training=False, _release=None)
+        state.update(trail=None, given=None, _tmp=None, _training=False, _release=None, _late=None)
         return state
 
     def __repr__(self) -> str:
@@ -573,3 +671,7 @@ def _end_abandoned() -> None:
     for session in sessions:
         with contextlib.suppress(Exception):
             session._abandon()
+
+
+def _nothing() -> None:
+    """A run opened beside its training is ended by the training's own end."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import importlib
 import json
@@ -60,6 +61,11 @@ _SAVING = threading.Lock()
 REPAIR_WAIT = 2.0
 #: Run tag: why the run's models have no signature and input example (categorical columns).
 NO_SIGNATURE_TAG = "mltrail.model.no_signature"
+#: When the training of a run opened after it started began (ms since the epoch): the run's
+#: start time, set by the recording that opens it (see :mod:`mltrail.recording.late_trail`).
+RUN_START_TIME: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "mltrail_run_start_time", default=None
+)
 
 
 def start_run(
@@ -165,6 +171,7 @@ class Trail:
         self._ended = threading.Event()
         self._repair: threading.Thread | None = None  # crashed runs found at start
         self._final_models: list[FinalModel] = []  # the exit line says if one was journaled
+        self._end_ms = 0  # when end() was called: the run's end time
         self.provenance: Any = None
         self.attached_tags: dict[str, str] = {}  # tags of a run joined or resumed, at attach
 
@@ -275,17 +282,23 @@ class Trail:
         return self.options.start_timeout
 
     def _create(self, experiment: str | None, run_name: str | None, options: Options) -> None:
+        began = RUN_START_TIME.get()  # read here: create() runs on a thread of its own
+
         def create() -> Any:
             exp_id = experiment_id(self.client, experiment, self.tracking_uri)
             try:
-                return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
+                return self.client.create_run(
+                    exp_id, start_time=began, run_name=run_name, tags=_source_tags()
+                )
             except Exception:
                 if experiment is None:
                     raise
                 # The experiment remembered from an earlier run may have been deleted since.
                 forget_experiment(self.tracking_uri, experiment)
                 exp_id = experiment_id(self.client, experiment, self.tracking_uri)
-                return self.client.create_run(exp_id, run_name=run_name, tags=_source_tags())
+                return self.client.create_run(
+                    exp_id, start_time=began, run_name=run_name, tags=_source_tags()
+                )
 
         run = call_with_timeout(
             create, self._start_budget(), "creating the run", late=self._adopt_late_run
@@ -446,9 +459,15 @@ class Trail:
             )
 
     def log_metrics(
-        self, metrics: Mapping[str, Any], step: int | None = None, epoch: int | None = None
+        self,
+        metrics: Mapping[str, Any],
+        step: int | None = None,
+        epoch: int | None = None,
+        *,
+        timestamp: int | None = None,
     ) -> None:
-        """Log metric values at ``step`` (per-key auto-increment when None).
+        """Log metric values at ``step`` (per-key auto-increment when None), at ``timestamp``
+        (milliseconds since the epoch; default: now).
 
         Values may be Python, numpy or torch scalars, or numeric strings. NaN and inf are
         counted (``mltrail.metrics.nonfinite``) and which ones a key had is kept in
@@ -463,7 +482,7 @@ class Trail:
         if step is not None and type(step) is not int:
             step = self._user_step(step)
         try:
-            ts = int(time.time() * 1000)
+            ts = int(time.time() * 1000) if timestamp is None else int(timestamp)
             keys = self._keys
             items = []
             for raw, value in metrics.items():
@@ -962,13 +981,17 @@ class Trail:
             return True
         return self._writer.flush(self.options.flush_timeout if timeout is None else timeout)
 
-    def end(self, status: str = "FINISHED", *, background: bool = False) -> None:
+    def end(
+        self, status: str = "FINISHED", *, background: bool = False, end_time: int | None = None
+    ) -> None:
         """End the run with ``status`` (FINISHED, FAILED or KILLED), flushing within the budget.
 
         A run that mltrail joined (the user's own active run) is flushed but left open.
         Calling ``end`` again does nothing. ``background=True`` returns at once and closes the
         run on a thread of its own (what adapters do, see ``end_in_background``): the
-        interpreter's exit, or ``mltrail.wait()``, waits for it.
+        interpreter's exit, or ``mltrail.wait()``, waits for it. The run's end time is when
+        ``end`` is called (``end_time``: that time in ms since the epoch), not when its last
+        data has been sent.
         """
         status = status.upper()
         if status not in _STATUSES:
@@ -976,6 +999,7 @@ class Trail:
         if self._ended.is_set() or not self.enabled:
             return
         self._ended.set()
+        self._end_ms = int(time.time() * 1000) if end_time is None else int(end_time)
         lifecycle.unregister(self)
         self.status = status
         if background:
@@ -1035,7 +1059,7 @@ class Trail:
             self.set_tags(end_tags)
             if self.owned:
                 self._writer.add(  # type: ignore[union-attr]
-                    "status", {"status": status, "end_time": int(time.time() * 1000)}
+                    "status", {"status": status, "end_time": self._end_ms}
                 )
             left = max(0.0, self.options.flush_timeout - (time.monotonic() - started))
             summary = self._writer.close(left)  # type: ignore[union-attr]
@@ -1123,8 +1147,11 @@ class Trail:
         else:
             self.end_with_exception(exc)
 
-    def end_with_exception(self, exc: BaseException, *, background: bool = False) -> None:
-        """End the run for ``exc``: KILLED for interrupts, FAILED otherwise, with its type."""
+    def end_with_exception(
+        self, exc: BaseException, *, background: bool = False, end_time: int | None = None
+    ) -> None:
+        """End the run for ``exc``: KILLED for interrupts, FAILED otherwise, with its type
+        (``end_time``: see :meth:`end`)."""
         killed = isinstance(exc, KeyboardInterrupt)
         if not isinstance(exc, SystemExit) or exc.code not in (0, None):
             self.set_tags(
@@ -1134,9 +1161,9 @@ class Trail:
                 }
             )
         if isinstance(exc, SystemExit) and exc.code in (0, None):
-            self.end("FINISHED", background=background)
+            self.end("FINISHED", background=background, end_time=end_time)
         else:
-            self.end("KILLED" if killed else "FAILED", background=background)
+            self.end("KILLED" if killed else "FAILED", background=background, end_time=end_time)
 
     # --- helpers -------------------------------------------------------------------------------
 
