@@ -41,7 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("plain", "mltrail_run", "explicit", "mlflow_autolog", "dvclive")
+VARIANTS = (
+    "plain",
+    "mltrail_run",
+    "mltrail_run_in_process",
+    "explicit",
+    "mlflow_autolog",
+    "dvclive",
+)
 SIZES = {
     "full": {"rows": 20_000, "single_rounds": 300, "repeats": 3},
     "quick": {"rows": 5_000, "single_rounds": 100, "repeats": 2},
@@ -173,9 +180,11 @@ def _run_once(
     repo: Path, workload: str, variant: str, store: str, env: dict[str, str]
 ) -> tuple[float, dict[str, Any]]:
     command = [sys.executable, f"train_{workload}.py"]
-    if variant == "mltrail_run":
-        command = [str(Path(sys.executable).parent / "mltrail"), "run", "--", *command]
     env = {**env, "BENCH_VARIANT": variant, "MLFLOW_TRACKING_URI": store}
+    if variant in ("mltrail_run", "mltrail_run_in_process"):
+        command = [str(Path(sys.executable).parent / "mltrail"), "run", "--", *command]
+    if variant == "mltrail_run_in_process":  # no recorder process: every run recorded in-process
+        env["MLTRAIL_RECORDER"] = "thread"
     began = time.perf_counter()
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - began

@@ -763,7 +763,7 @@ def summarise_scripts(r: dict[str, Any], case: str) -> list[Row]:
     for workload, times in r["seconds"].items():
         limit, label = _SCRIPT_LIMITS.get(workload, (None, workload))
         plain = times.get("plain")
-        for variant in ("mltrail_run", "explicit"):
+        for variant in ("mltrail_run", "mltrail_run_in_process", "explicit"):
             if variant not in times or not plain:
                 continue
             ratio = statistics.median(times[variant]) / statistics.median(plain)

@@ -24,15 +24,19 @@ SKLEARN_MODULES = tuple(
 )
 
 
-def _declared(name: str, triggers: str, options: str = "", flavors: str = "") -> Framework:
+def _declared(
+    name: str, triggers: str, options: str = "", flavors: str = "", beside: bool = False
+) -> Framework:
     """The built-in adapter ``mltrail.integrations.<name>``, each list space-separated: the
     modules whose import applies its autolog patches, its own ``autolog`` options, and the
-    MLflow autolog integrations paused while it records a training."""
+    MLflow autolog integrations paused while it records a training; ``beside``: its runs
+    open beside their trainings."""
     return Framework(
         f"mltrail.integrations.{name}",
         tuple(triggers.split()),
         frozenset(options.split()),
         tuple(flavors.split()),
+        beside,
     )
 
 
@@ -47,14 +51,15 @@ LIGHTNING = _declared(
 KERAS = _declared(
     "keras", "keras", f"log_every_n_batches checkpoints monitor mode {_MODEL}", "keras tensorflow"
 )
-XGBOOST = _declared("xgboost", "xgboost", f"checkpoint_every importance {_MODEL}", "xgboost")
+_BOOSTING = f"checkpoint_every importance {_MODEL}"
+XGBOOST = _declared("xgboost", "xgboost", _BOOSTING, "xgboost", beside=True)
 SKLEARN = _declared(
     "sklearn",
     " ".join(("sklearn", *SKLEARN_MODULES)),
     f"log_plots max_child_runs nested {_MODEL}",
     "sklearn",
 )
-LIGHTGBM = _declared("lightgbm", "lightgbm", f"checkpoint_every importance {_MODEL}", "lightgbm")
+LIGHTGBM = _declared("lightgbm", "lightgbm", _BOOSTING, "lightgbm", beside=True)
 OPTUNA = _declared("optuna", "optuna", "log_plots")
 # Not plain `transformers`: its Trainer takes seconds to import.
 TRANSFORMERS = _declared(

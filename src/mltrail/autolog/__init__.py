@@ -46,6 +46,7 @@ from mltrail.autolog.registry import (
     options_for,
 )
 from mltrail.errors import MltrailError, process_errors, strict_mode
+from mltrail.recording import recorder
 
 logger = logging.getLogger("mltrail.autolog")
 
@@ -196,8 +197,9 @@ def _apply(framework: str) -> None:
     if framework in _applying:
         return  # the adapter's own imports got here: the outer call patches what they brought
     _applying.add(framework)
+    spec = registry.frameworks()[framework]
     try:
-        adapter = importlib.import_module(registry.frameworks()[framework].adapter)
+        adapter = importlib.import_module(spec.adapter)
         patches = adapter.autolog_patches(enabled[framework])
     except Exception as error:
         if strict_mode():
@@ -208,6 +210,8 @@ def _apply(framework: str) -> None:
         _applying.discard(framework)
     for owner, name, wrapper in patches:
         safe_patch(framework, owner, name, wrapper)
+    if spec.records_beside:  # its first run will want the recorder: have it ready by then
+        recorder.start_early(enabled[framework])
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):

@@ -49,12 +49,16 @@ class Framework:
         options: the adapter's own options accepted by ``autolog(**options)``.
         mlflow_flavors: MLflow autolog integrations that would record the same trainings
             (paused while mltrail records one).
+        records_beside: its trainings' runs open beside them (see
+            :meth:`~mltrail.recording.session.RunSession.open_beside`): mltrail's recorder
+            process is started as soon as the framework is imported, ready by the first run.
     """
 
     adapter: str
     triggers: tuple[str, ...]
     options: frozenset[str] = frozenset()
     mlflow_flavors: tuple[str, ...] = ()
+    records_beside: bool = False
 
 
 #: Keyword arguments of start_run that autolog passes on (run_id would make every fit one run).

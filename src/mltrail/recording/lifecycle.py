@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mltrail.recording import deferred
+from mltrail.recording import deferred, recorder
 from mltrail.recording.spool import read_journal
 from mltrail.recording.writer import POOLS_OPEN, crashed_run_data
 from mltrail.store import describe_uri
@@ -120,7 +120,29 @@ def wait(
     for thread, _trail, _deadline in _still_closing(run_id):
         left = None if stop is None else max(0.0, stop - time.monotonic())
         thread.join(left)
+    process = recorder.running()
+    if process is not None and run_id is None:  # the runs recorded in mltrail's recorder
+        left = None if stop is None else max(0.0, stop - time.monotonic())
+        recorded = process.wait(left) and recorded
     return recorded and not _still_closing(run_id)
+
+
+def _close_recorder(limit: float | None = None, *, killed: bool = False) -> None:
+    """Let mltrail's recorder process (if started) finish the runs it records, and wait for it:
+    at most about a run's close (:meth:`Trail.end` in the background), or ``limit``."""
+    process = recorder.running()
+    if process is None:
+        return
+    if limit is None:
+        from mltrail.config import Options
+
+        timeout = Options.resolve().flush_timeout
+        limit = max(5.0, timeout) + timeout + 10
+    if not process.close(limit, killed=killed):
+        logger.warning(
+            "mltrail: the recorder process is still sending the last data of this process's "
+            "runs; it finishes on its own."
+        )
 
 
 def _wait_at_exit(limit: float | None = None, *, announced: bool = False) -> None:
@@ -223,6 +245,7 @@ def _at_exit() -> None:
         announced = deferred.settle()
         _end_all("FINISHED")
         _wait_at_exit(announced=announced)
+        _close_recorder()
     if _interrupted:
         _keep_sigint_exit()
 
@@ -257,6 +280,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         trail.set_tags({"mltrail.exception.type": "SIGTERM"})
     _end_all("KILLED")
     _wait_at_exit(limit=5.0, announced=announced)
+    _close_recorder(5.0, killed=True)
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)

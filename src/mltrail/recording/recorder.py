@@ -1,0 +1,459 @@
+"""mltrail's recorder process: runs opened beside their trainings, recorded in a process of
+their own.
+
+Importing MLflow and its store (SQLAlchemy) takes seconds of CPU, and each request to the store
+takes Python time. In the training's interpreter all of it holds the interpreter's lock (the
+GIL) that the training needs too: a script of short trainings paid for it whole, even with
+the recording on background threads. A run opened beside its training
+(:class:`~mltrail.recording.late_trail.LateTrail`) is recorded by a second Python process
+instead, started at the first such run: the training's process sends it what the training
+logs (params, metrics with their times, checkpoint files, the model, the end) and never imports
+MLflow for it; the recorder opens the runs with :func:`mltrail.start_run` and records them as
+the training's process would, provenance included (it is told the script's command line and
+folder).
+
+- Messages are pickled frames on the recorder's standard input, sent from a thread of the
+  training's process (the training never waits on the pipe); the recorder answers each run's
+  id on a pipe of its own.
+- :func:`mltrail.wait` and the exit of the training's process wait for the recorder to have
+  sent everything (bounded as a run's close is); its own lines (an "already run" warning, the
+  exit line) go to the same terminal.
+- If the training's process dies, the recorder sees its input end, ends the runs it left open
+  FAILED, sends what it has, and exits.
+
+Used when the training's process has not imported MLflow (a process that has pays nothing more
+to record in itself) and is no notebook or Hydra app (whose provenance is read in-process);
+``MLTRAIL_RECORDER=process`` or ``thread`` decides instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from mltrail.errors import ErrorCounter, process_errors
+
+logger = logging.getLogger("mltrail.recording.recorder")
+
+__all__ = ["Recorder", "RemoteTrail", "recorder"]
+
+#: Environment variable: "process" (record runs opened beside their trainings in the recorder
+#: process), "thread" (in the training's process), or unset (decided per process).
+MODE_VARIABLE = "MLTRAIL_RECORDER"
+_HEADER = struct.Struct("!I")
+_ENTRY = "import sys; from mltrail.recording.recorder import main; sys.exit(main())"
+
+
+def _dumps(message: tuple[Any, ...]) -> bytes:
+    try:
+        return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle  # MLflow's dependency: lambdas and closures (a plot's drawing)
+
+        return cloudpickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_frame(stream: io.BufferedReader) -> bytes | None:
+    """The next message, pickled, or None at the end of the stream."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def _write_frame(stream: Any, data: bytes) -> None:
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+# --- the training's process ----------------------------------------------------------------------
+
+
+class RemoteTrail:
+    """Stands in for a run's Trail in the training's process; the run lives in the recorder.
+
+    Its methods are those a training calls on its run (see
+    :data:`~mltrail.recording.late_trail.KEPT_CALLS`) and the run's end; each one sends a
+    message and returns at once.
+    """
+
+    def __init__(self, owner: Recorder, key: int, options: Any) -> None:
+        self._owner = owner
+        self._key = key
+        self.options = options
+        self.enabled = True
+        self.error_counter = ErrorCounter()  # the recorder counts the run's own errors
+        self._opened = threading.Event()
+        self._run_id: str | None = None
+        self._tracking_uri = ""
+
+    def __getattr__(self, name: str) -> Any:
+        from mltrail.recording.late_trail import KEPT_CALLS
+
+        if name not in KEPT_CALLS:
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._owner.send(("call", self._key, name, args, kwargs))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._owner.send(("call", self._key, "log_params", (_portable_params(params),), {}))
+
+    def end(self, status: str = "FINISHED", **kwargs: Any) -> None:
+        self._owner.send(("call", self._key, "end", (status,), kwargs))
+
+    def end_with_exception(self, exc: BaseException, **kwargs: Any) -> None:
+        # The exception itself may not pickle; the run keeps its type's name and message.
+        described = (type(exc).__name__, str(exc), _exception_kind(exc))
+        self._owner.send(("end_exc", self._key, described, kwargs))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def opened(self, run_id: str | None, tracking_uri: str) -> None:
+        self._run_id, self._tracking_uri = run_id, tracking_uri
+        self._opened.set()
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id, once the recorder has created it (waited for, a while at most)."""
+        self._opened.wait(self.options.start_timeout + 30)
+        return self._run_id
+
+    @property
+    def tracking_uri(self) -> str:
+        return self._tracking_uri
+
+
+class Recorder:
+    """The recorder process of this process, and the thread that feeds it."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._trails: dict[int, RemoteTrail] = {}
+        self._waits: dict[int, threading.Event] = {}
+        self._keys = itertools.count(1)
+        self._broken = False
+        self._lock = threading.Lock()
+        answers_read, answers_write = os.pipe()
+        env = {**os.environ, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"}
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ENTRY, str(answers_write)],
+            stdin=subprocess.PIPE,
+            env=env,
+            pass_fds=(answers_write,),
+            close_fds=True,
+            # Out of the terminal's process group: a Ctrl-C is the training's to handle (its
+            # runs end KILLED); the recorder ends when this process's pipe closes, however.
+            start_new_session=True,
+        )
+        os.close(answers_write)
+        self._answers = os.fdopen(answers_read, "rb")
+        facts = {"argv": list(sys.argv), "main_file": main_file, "cwd": os.getcwd()}
+        facts["pid"] = os.getpid()
+        self._queue.put(_dumps(("hello", facts)))
+        threading.Thread(target=self._feed, name="mltrail-recorder-feed", daemon=True).start()
+        threading.Thread(target=self._listen, name="mltrail-recorder-answers", daemon=True).start()
+
+    def open(
+        self,
+        start_run_kwargs: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        began: int,
+        options: Any,
+        framework: str,
+    ) -> RemoteTrail:
+        """Have the recorder start a run (``mltrail.start_run(**start_run_kwargs)``, tagged
+        ``tags``, started at ``began``) and return its stand-in. The recorder imports the
+        ``framework`` and its MLflow flavor while the training runs (the model it gets at the
+        end is one of its objects)."""
+        key = next(self._keys)
+        trail = RemoteTrail(self, key, options)
+        with self._lock:
+            self._trails[key] = trail
+        run_tags = {**tags, "mltrail.pid": str(os.getpid())}  # the training's, not ours
+        self.send(("open", key, dict(start_run_kwargs), run_tags, began, framework))
+        return trail
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Queue ``message`` for the recorder (pickled now: what the training changes later
+        does not change what was logged)."""
+        if self._broken:
+            return
+        try:
+            data = _dumps(message)
+        except Exception as error:
+            what = message[2] if message[0] == "call" else message[0]
+            process_errors.report(f"sending {what} to mltrail's recorder process", error)
+            return
+        self._queue.put(data)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until the recorder has sent everything it was given so far; True when it has."""
+        if self._broken:
+            return True
+        token, answered = next(self._keys), threading.Event()
+        with self._lock:
+            self._waits[token] = answered
+        self.send(("wait", token, timeout))
+        return answered.wait(None if timeout is None else timeout + 5)
+
+    def close(self, timeout: float, *, killed: bool = False) -> bool:
+        """Tell the recorder that this process ends (``killed``: by a signal, its runs end
+        KILLED), and wait for it to finish (True) within ``timeout`` seconds; past it, the
+        recorder finishes on its own."""
+        if killed:
+            self.send(("terminated",))
+        self._queue.put(None)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _feed(self) -> None:
+        stream = self.process.stdin
+        assert stream is not None
+        while True:
+            data = self._queue.get()
+            if data is None:
+                break
+            try:
+                _write_frame(stream, data)
+            except OSError as error:  # the recorder died: count it once, drop what follows
+                self._broken = True
+                process_errors.report("sending to mltrail's recorder process", error)
+                for event in list(self._waits.values()) + [
+                    t._opened for t in self._trails.values()
+                ]:
+                    event.set()
+                return
+        with contextlib.suppress(OSError):
+            stream.close()
+
+    def _listen(self) -> None:
+        while True:
+            frame = _read_frame(self._answers)  # type: ignore[arg-type]
+            if frame is None:
+                break
+            answer = pickle.loads(frame)
+            kind = answer[0]
+            with self._lock:
+                if kind == "opened":
+                    trail = self._trails.pop(answer[1], None)
+                    if trail is not None:
+                        trail.opened(answer[2], answer[3])
+                        if answer[2]:
+                            os.environ["MLTRAIL_RUN_ID"] = answer[2]  # for subprocesses
+                elif kind == "waited":
+                    event = self._waits.pop(answer[1], None)
+                    if event is not None:
+                        event.set()
+        with self._lock:  # the recorder has ended: nobody waits for an answer any more
+            for trail in self._trails.values():
+                trail.opened(None, "")
+            for event in self._waits.values():
+                event.set()
+
+
+_recorder: Recorder | None = None
+_recorder_lock = threading.Lock()
+
+
+def use_recorder() -> bool:
+    """Whether runs opened beside their trainings go to the recorder process (see the module
+    doc)."""
+    mode = os.environ.get(MODE_VARIABLE, "").strip().lower()
+    if os.name != "posix" or not sys.executable or mode == "thread":
+        return False
+    return mode == "process" or not ({"mlflow", "ipykernel", "hydra"} & sys.modules.keys())
+
+
+def recorder() -> Recorder | None:
+    """This process's recorder, started now if need be; None when runs are recorded here."""
+    global _recorder
+    if not use_recorder():
+        return None
+    with _recorder_lock:
+        if _recorder is None:
+            from mltrail.recording import lifecycle
+
+            lifecycle.install()  # the exit waits for the recorder
+            try:
+                _recorder = Recorder()
+            except (OSError, subprocess.SubprocessError) as error:  # record in-process
+                process_errors.report("starting mltrail's recorder process", error)
+                os.environ[MODE_VARIABLE] = "thread"
+                return None
+        return _recorder
+
+
+def start_early(start_run_kwargs: Mapping[str, Any]) -> None:
+    """Start the recorder now if the runs of trainings started with these start-run arguments
+    will use it: its imports then overlap with the script's own, before the first training."""
+    from mltrail.recording import distributed
+    from mltrail.recording.deferred import can_record_later
+
+    try:
+        if use_recorder() and distributed.is_rank_zero() and can_record_later(start_run_kwargs):
+            recorder()
+    except Exception:  # the first run starts it, or records in this process
+        logger.debug("starting mltrail's recorder process early failed", exc_info=True)
+
+
+def running() -> Recorder | None:
+    """The recorder if this process started one."""
+    return _recorder
+
+
+def _forget_after_fork() -> None:
+    """A forked child writes to no pipe of its parent's: it starts its own recorder."""
+    global _recorder, _recorder_lock
+    _recorder, _recorder_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _portable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Params that pickle: a value that does not is sent as the text it is logged as."""
+    from mltrail.recording.sanitize import flatten, param_text
+
+    plain: dict[str, Any] = {}
+    for key, value in flatten(params).items():
+        try:
+            pickle.dumps(value)
+            plain[key] = value
+        except Exception:
+            plain[key] = param_text(value)
+    return plain
+
+
+def _exception_kind(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupt"
+    if isinstance(exc, SystemExit):
+        return "exit-ok" if exc.code in (0, None) else "exit"
+    return "error"
+
+
+# --- the recorder process ------------------------------------------------------------------------
+
+
+def _rebuilt_exception(name: str, message: str, kind: str) -> BaseException:
+    if kind == "interrupt":
+        return KeyboardInterrupt(message)
+    if kind in {"exit", "exit-ok"}:
+        return SystemExit(0 if kind == "exit-ok" else 1)
+    return type(name, (Exception,), {})(message)
+
+
+def _serve(requests: io.BufferedReader, answers: Any) -> None:
+    """The recorder's loop: open runs, make the training's calls on them, answer waits."""
+    import mltrail
+    from mltrail.recording import lifecycle
+    from mltrail.recording.plots import preload_matplotlib
+    from mltrail.recording.preload import preload_modules
+    from mltrail.recording.trail import RUN_START_TIME
+
+    trails: dict[int, Any] = {}  # the runs open, by the training process's key
+    while True:
+        frame = _read_frame(requests)
+        if frame is None:
+            break
+        kind = "message"
+        try:
+            message = pickle.loads(frame)  # a model's class is imported here
+            kind = message[0]
+            if kind == "hello":
+                _take_on(message[1])
+            elif kind == "open":
+                _, key, kwargs, tags, began, framework = message
+                token = RUN_START_TIME.set(began)
+                trail = None
+                try:
+                    trail = mltrail.start_run(tags=tags, **kwargs)
+                    trails[key] = trail
+                finally:
+                    RUN_START_TIME.reset(token)
+                    run_id = trail.run_id if trail is not None else None
+                    uri = trail.tracking_uri if trail is not None else ""
+                    _write_frame(answers, _dumps(("opened", key, run_id, uri)))
+                # What the run's end needs, imported while the training runs.
+                preload_modules(framework, f"mlflow.{framework}", "mlflow.models.signature")
+                preload_matplotlib()
+            elif kind == "call":
+                _, key, name, args, kwargs = message
+                if key in trails:
+                    getattr(trails[key], name)(*args, **kwargs)
+                    if name == "end":
+                        del trails[key]  # it closes on its own; its memory goes with it
+            elif kind == "end_exc":
+                _, key, (name, text, how), kwargs = message
+                if key in trails:
+                    trail = trails.pop(key)
+                    trail.end_with_exception(_rebuilt_exception(name, text, how), **kwargs)
+            elif kind == "terminated":
+                for trail in trails.values():
+                    if trail.status is None:
+                        trail.set_tags({"mltrail.exception.type": "SIGTERM"})
+                        trail.end("KILLED", background=True)
+            elif kind == "wait":
+                _, token, timeout = message
+                done = lifecycle.wait(timeout)
+                _write_frame(answers, _dumps(("waited", token, done)))
+        except Exception as error:  # one call failed: the others still count
+            process_errors.report(f"recording ({kind})", error)
+    # The training's process has ended: a run it left open ended with it.
+    for trail in trails.values():
+        if trail.status is None:
+            trail.set_tags(
+                {
+                    "mltrail.exception.type": "unknown",
+                    "mltrail.exception.message": "the training's process exited before the "
+                    "training ended",
+                }
+            )
+            trail.end("FAILED", background=True)
+
+
+def _take_on(facts: Mapping[str, Any]) -> None:
+    """Read the training's command line and folder as this process's own (provenance)."""
+    sys.argv[:] = list(facts["argv"])
+    main = sys.modules.get("__main__")
+    if main is not None:
+        if facts.get("main_file"):
+            main.__file__ = facts["main_file"]
+        else:
+            with contextlib.suppress(AttributeError):
+                del main.__file__
+    with contextlib.suppress(OSError):
+        os.chdir(facts["cwd"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the recorder process (its argument: the descriptor to answer on)."""
+    from mltrail.recording import lifecycle
+
+    argv = sys.argv[1:] if argv is None else argv
+    answers = os.fdopen(int(argv[0]), "wb")
+    # Stray prints of the libraries it runs go to the terminal, never into the answers.
+    sys.stdout = sys.stderr
+    _serve(sys.stdin.buffer, answers)  # type: ignore[arg-type]
+    # The exit's own work (the runs' last data, as at any exit), then no interpreter teardown:
+    # unloading MLflow, SQLAlchemy and the framework took a second the training waited for.
+    lifecycle._at_exit()
+    sys.stderr.flush()
+    os._exit(0)

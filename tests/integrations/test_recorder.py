@@ -1,0 +1,142 @@
+"""mltrail's recorder process: a script's boosting runs recorded outside its interpreter.
+
+Real scripts run as users run them (subprocesses in a git repository, a real sqlite store):
+the runs hold what the in-process recording gives them, the script's process never imports
+MLflow, and a training process that dies or is interrupted leaves no run RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import git, user_env
+
+pytest.importorskip("xgboost")
+
+TRAINING = """
+import json, os, sys
+import numpy as np
+import xgboost as xgb
+from mltrail.integrations.xgboost import TrailCallback
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(300, 4))
+y = (x[:, 0] + x[:, 1] > 0).astype(int)
+dtrain, dval = xgb.DMatrix(x[:200], label=y[:200]), xgb.DMatrix(x[200:], label=y[200:])
+params = {"objective": "binary:logistic", "max_depth": 2, "eta": 0.3}
+"""
+
+CONTINUED = (
+    TRAINING
+    + """
+runs, booster = [], None
+for part in range(2):
+    callback = TrailCallback(experiment="recorder")
+    booster = xgb.train(params, dtrain, 5, evals=[(dval, "val")], verbose_eval=False,
+                        xgb_model=booster, callbacks=[callback])
+    runs.append(callback.run_id)
+print(json.dumps({"pid": os.getpid(), "runs": runs, "mlflow": "mlflow" in sys.modules}))
+"""
+)
+
+# Rounds that wait for the test's signal once the run is open.
+STOPPED = (
+    TRAINING
+    + """
+import time
+class Slow(xgb.callback.TrainingCallback):
+    def __init__(self, outer):
+        self.outer = outer
+    def after_iteration(self, model, epoch, evals_log):
+        if epoch == 2:
+            print(self.outer.run_id, flush=True)
+        time.sleep(0.2)
+        return False
+callback = TrailCallback(experiment="recorder", log_model=False, importance=False)
+xgb.train(params, dtrain, 1000, evals=[(dval, "val")], verbose_eval=False,
+          callbacks=[callback, Slow(callback)])
+"""
+)
+
+
+@pytest.fixture
+def project(git_repo: Path) -> Path:
+    (git_repo / "train.py").write_text(textwrap.dedent(CONTINUED))
+    (git_repo / "stopped.py").write_text(textwrap.dedent(STOPPED))
+    git(git_repo, "add", ".")
+    git(git_repo, "commit", "-q", "-m", "scripts")
+    return git_repo
+
+
+def test_a_script_s_runs_are_recorded_in_the_recorder_process(client, project, module_store):
+    done = subprocess.run(
+        [sys.executable, "train.py"],
+        cwd=project,
+        env=user_env(MLFLOW_TRACKING_URI=module_store),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not seen["mlflow"]  # the training's process never imported MLflow
+    head = git(project, "rev-parse", "HEAD")
+    for index, run_id in enumerate(seen["runs"]):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run_id, "val-logloss")]
+        assert steps == list(range(5 * index, 5 * index + 5))  # the second one continues
+        assert run.data.params["max_depth"] == "2"
+        tags = run.data.tags
+        assert tags["mltrail.pid"] == str(seen["pid"])  # the training's process, not ours
+        assert tags["mltrail.framework"] == "xgboost"
+        assert tags["mlflow.source.git.commit"] == head
+        assert tags["mltrail.git.dirty"] == "false"
+        assert tags["mlflow.source.name"].endswith("train.py")  # the script, as in-process
+        paths = {a.path for a in client.list_artifacts(run_id)}
+        assert {"model", "xgboost", "mltrail"} <= paths
+        assert run.info.start_time <= run.info.end_time
+    assert client.get_run(seen["runs"][1]).data.tags["mltrail.xgboost.initial_rounds"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("stop", "status"), [(signal.SIGKILL, "FAILED"), (signal.SIGINT, "KILLED")]
+)
+def test_a_stopped_training_process_leaves_no_run_running(
+    client, project, module_store, stop, status
+):
+    script = subprocess.Popen(
+        [sys.executable, "stopped.py"],
+        cwd=project,
+        env=user_env(MLFLOW_TRACKING_URI=module_store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = script.stdout.readline().strip()  # the run is open, the training goes on
+        assert run_id, script.stderr.read()[-3000:]
+        os.kill(script.pid, stop)
+        script.wait(120)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    deadline = time.monotonic() + 120  # a killed process's recorder finishes on its own
+    while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    run = client.get_run(run_id)
+    assert run.info.status == status
+    assert len(client.get_metric_history(run_id, "val-logloss")) >= 3  # its rounds were kept
+    if stop == signal.SIGKILL:
+        assert "process exited" in run.data.tags["mltrail.exception.message"]
+    else:
+        assert run.data.tags["mltrail.exception.type"] == "KeyboardInterrupt"
