@@ -14,8 +14,9 @@ Real scripts are rarely one long training. Four workloads, each a script of its 
   ``GridSearchCV``, with the time inside each ``fit`` printed too.
 
 Each runs as: ``plain`` (no recording), ``mltrail_run`` (the plain script under
-``mltrail run``), ``explicit`` (mltrail's ``TrailCallback`` or ``TrackedEstimator`` in the
-script), ``mlflow_autolog`` (``mlflow.autolog()`` at the top) and, for the XGBoost workloads,
+``mltrail run``), ``mltrail_run_in_process`` (the same with ``MLTRAIL_RECORDER=thread``: the
+boosting runs recorded in the script's process, not in mltrail's recorder process),
+``explicit`` (mltrail's ``TrailCallback`` or ``TrackedEstimator`` in the script), ``mlflow_autolog`` (``mlflow.autolog()`` at the top) and, for the XGBoost workloads,
 ``dvclive`` (its XGBoost callback). Every process starts in the same git repository, with its
 own sqlite store created beforehand (a user's store exists already). Variants run interleaved in
 a rotating order after one untimed warm-up round.

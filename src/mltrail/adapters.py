@@ -13,7 +13,10 @@ framework's configuration; that is all:
   run id kept elsewhere, a study's); :meth:`RunSession.log_after`: the
   metrics of an ``evaluate``/``predict``/``test`` after the training into its run; and
   ``open(restart_step=..., steps_name=...)`` refuses a training that would log a given
-  Trail's steps again; :meth:`RunSession.end_when_released`:
+  Trail's steps again; :meth:`RunSession.open_beside` (when
+  :meth:`RunSession.can_open_beside`): a run that opens beside its training, in mltrail's
+  recorder process where MLflow is not imported, the training logging meanwhile into a
+  :class:`~mltrail.recording.late_trail.LateTrail`; :meth:`RunSession.end_when_released`:
   the run ends when an object only the training holds goes (an exception no hook saw);
   :class:`CopiedBySettings`: an adapter's copies (``clone``, pickling) built from its settings;
   :class:`RunIdHandoff`: the run id back from copies in spawned processes (``ddp_spawn``);

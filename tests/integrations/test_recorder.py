@@ -140,3 +140,28 @@ def test_a_stopped_training_process_leaves_no_run_running(
         assert "process exited" in run.data.tags["mltrail.exception.message"]
     else:
         assert run.data.tags["mltrail.exception.type"] == "KeyboardInterrupt"
+
+
+def test_under_mltrail_run_the_recorder_starts_when_the_framework_is_imported(
+    client, project, module_store
+):
+    """It imports MLflow and opens the store while the script goes on, ready for the first
+    training; a script that trains nothing leaves no run and exits as it would."""
+    (project / "imports.py").write_text(
+        "import json, psutil, xgboost\n"
+        "print(json.dumps([' '.join(p.cmdline()) for p in psutil.Process().children()]))\n"
+    )
+    before = len(client.search_runs(["0"], max_results=100))
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "mltrail"), "run", "--", sys.executable, "imports.py"],
+        cwd=project,
+        env=user_env(MLFLOW_TRACKING_URI=module_store),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""
+    children = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("mltrail.recording.recorder" in command for command in children)
+    assert len(client.search_runs(["0"], max_results=100)) == before

@@ -209,6 +209,8 @@ sys.stdin.readline()
 
 class Pace(xgb.callback.TrainingCallback):
     def after_iteration(self, model, epoch, evals_log):
+        if epoch == 0:
+            callback.run_id  # its run opens beside the training: it exists before the outage
         print(f"step {epoch}", flush=True)
         time.sleep(0.2)
         return False

@@ -210,8 +210,8 @@ def _apply(framework: str) -> None:
         _applying.discard(framework)
     for owner, name, wrapper in patches:
         safe_patch(framework, owner, name, wrapper)
-    if spec.records_beside:  # its first run will want the recorder: have it ready by then
-        recorder.start_early(enabled[framework])
+    if spec.records_beside:  # imported before autolog was on: its runs will want the recorder
+        recorder.start_early(framework, enabled[framework])
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
@@ -225,6 +225,11 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         ]
         if not frameworks or getattr(thread_state, "finding", False):
             return None
+        for framework in frameworks:
+            if registry.frameworks()[framework].records_beside:
+                # Its runs will want the recorder: started now, it imports MLflow while the
+                # framework imports, not after.
+                recorder.start_early(framework, enabled[framework])
         thread_state.finding = True
         try:
             spec = importlib.util.find_spec(fullname)

@@ -145,6 +145,7 @@ class Recorder:
         self._waits: dict[int, threading.Event] = {}
         self._keys = itertools.count(1)
         self._broken = False
+        self._warmed: set[str] = set()
         self._lock = threading.Lock()
         answers_read, answers_write = os.pipe()
         env = {**os.environ, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"}
@@ -176,16 +177,22 @@ class Recorder:
         framework: str,
     ) -> RemoteTrail:
         """Have the recorder start a run (``mltrail.start_run(**start_run_kwargs)``, tagged
-        ``tags``, started at ``began``) and return its stand-in. The recorder imports the
-        ``framework`` and its MLflow flavor while the training runs (the model it gets at the
-        end is one of its objects)."""
+        ``tags``, started at ``began``) of a ``framework`` training, and return its stand-in."""
+        self.warm_up(framework)
         key = next(self._keys)
         trail = RemoteTrail(self, key, options)
         with self._lock:
             self._trails[key] = trail
         run_tags = {**tags, "mltrail.pid": str(os.getpid())}  # the training's, not ours
-        self.send(("open", key, dict(start_run_kwargs), run_tags, began, framework))
+        self.send(("open", key, dict(start_run_kwargs), run_tags, began))
         return trail
+
+    def warm_up(self, framework: str) -> None:
+        """Have the recorder import MLflow, open the store and import ``framework`` and its
+        MLflow flavor now, in the background, ready for the runs to come."""
+        if framework not in self._warmed:
+            self._warmed.add(framework)
+            self.send(("warm", framework))
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Queue ``message`` for the recorder (pickled now: what the training changes later
@@ -300,15 +307,18 @@ def recorder() -> Recorder | None:
         return _recorder
 
 
-def start_early(start_run_kwargs: Mapping[str, Any]) -> None:
-    """Start the recorder now if the runs of trainings started with these start-run arguments
-    will use it: its imports then overlap with the script's own, before the first training."""
+def start_early(framework: str, start_run_kwargs: Mapping[str, Any]) -> None:
+    """Start the recorder now if the runs of ``framework``'s trainings started with these
+    start-run arguments will use it: it imports MLflow, opens the store and imports the
+    framework while the script imports its own modules, before the first training."""
     from mltrail.recording import distributed
     from mltrail.recording.deferred import can_record_later
 
     try:
         if use_recorder() and distributed.is_rank_zero() and can_record_later(start_run_kwargs):
-            recorder()
+            process = recorder()
+            if process is not None:
+                process.warm_up(framework)
     except Exception:  # the first run starts it, or records in this process
         logger.debug("starting mltrail's recorder process early failed", exc_info=True)
 
@@ -364,8 +374,6 @@ def _serve(requests: io.BufferedReader, answers: Any) -> None:
     """The recorder's loop: open runs, make the training's calls on them, answer waits."""
     import mltrail
     from mltrail.recording import lifecycle
-    from mltrail.recording.plots import preload_matplotlib
-    from mltrail.recording.preload import preload_modules
     from mltrail.recording.trail import RUN_START_TIME
 
     trails: dict[int, Any] = {}  # the runs open, by the training process's key
@@ -379,8 +387,12 @@ def _serve(requests: io.BufferedReader, answers: Any) -> None:
             kind = message[0]
             if kind == "hello":
                 _take_on(message[1])
+            elif kind == "warm":
+                threading.Thread(
+                    target=_warm_up, args=(message[1],), name="mltrail-warm-up", daemon=True
+                ).start()
             elif kind == "open":
-                _, key, kwargs, tags, began, framework = message
+                _, key, kwargs, tags, began = message
                 token = RUN_START_TIME.set(began)
                 trail = None
                 try:
@@ -391,9 +403,6 @@ def _serve(requests: io.BufferedReader, answers: Any) -> None:
                     run_id = trail.run_id if trail is not None else None
                     uri = trail.tracking_uri if trail is not None else ""
                     _write_frame(answers, _dumps(("opened", key, run_id, uri)))
-                # What the run's end needs, imported while the training runs.
-                preload_modules(framework, f"mlflow.{framework}", "mlflow.models.signature")
-                preload_matplotlib()
             elif kind == "call":
                 _, key, name, args, kwargs = message
                 if key in trails:
@@ -427,6 +436,26 @@ def _serve(requests: io.BufferedReader, answers: Any) -> None:
                 }
             )
             trail.end("FAILED", background=True)
+
+
+def _warm_up(framework: str) -> None:
+    """What the runs of ``framework``'s trainings need, done before the first one asks: MLflow
+    imported, the configured store opened, the framework (whose model the run's end gets) and
+    its flavor imported, git's layer and the plots' font loaded."""
+    import importlib
+
+    from mltrail.capture.git import preload_gitpython
+    from mltrail.recording.plots import preload_matplotlib
+    from mltrail.store import make_client, resolve_tracking_uri
+
+    try:
+        preload_gitpython()
+        make_client(resolve_tracking_uri(None))
+        for name in (framework, f"mlflow.{framework}", "mlflow.models.signature"):
+            importlib.import_module(name)
+        preload_matplotlib()
+    except Exception:  # the run that needs it meets it again, and reports it
+        logger.debug("warming up for %s failed", framework, exc_info=True)
 
 
 def _take_on(facts: Mapping[str, Any]) -> None:
