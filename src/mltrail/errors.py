@@ -14,7 +14,7 @@ import logging
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from mltrail.flags import env_flag
@@ -83,6 +83,11 @@ class ErrorCounter:
                 # Warnings turned into errors (-W error) must not break training either.
                 logger.warning(text)
         logger.debug(message, exc_info=(type(error), error, error.__traceback__))
+
+    def add(self, counts: Mapping[str, int]) -> None:
+        """Count errors reported (and warned about) elsewhere, without warning again."""
+        with self._lock:
+            self.counts.update(counts)
 
     def total(self) -> int:
         return sum(self.counts.values())

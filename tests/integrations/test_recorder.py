@@ -165,3 +165,37 @@ def test_under_mltrail_run_the_recorder_starts_when_the_framework_is_imported(
     children = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("mltrail.recording.recorder" in command for command in children)
     assert len(client.search_runs(["0"], max_results=100)) == before
+
+
+def test_an_adapter_error_in_the_training_process_is_counted_in_the_run(
+    client, project, module_store
+):
+    (project / "broken.py").write_text(
+        textwrap.dedent(TRAINING)
+        + textwrap.dedent("""
+        import mltrail.integrations.xgboost as adapter
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("configuration unreadable")
+
+        adapter._config_params = broken  # fails in the training's process, in a hook
+        callback = TrailCallback(experiment="recorder", log_model=False, importance=False)
+        xgb.train(params, dtrain, 3, evals=[(dval, "val")], verbose_eval=False,
+                  callbacks=[callback])
+        print(callback.run_id)
+        """)
+    )
+    done = subprocess.run(
+        [sys.executable, "broken.py"],
+        cwd=project,
+        env=user_env(MLFLOW_TRACKING_URI=module_store, MLTRAIL_STRICT="0"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "configuration unreadable" in done.stderr  # warned once, where it happened
+    run = client.get_run(done.stdout.split()[-1])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.errors"] == "1"  # and counted in the run
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val-logloss")] == [0, 1, 2]

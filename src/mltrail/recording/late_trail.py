@@ -159,7 +159,7 @@ class LateTrail:
         """The run is open: make the calls kept, in order, then send later ones straight on."""
         with self._lock:  # a call of the training's thread meanwhile waits, to keep the order
             try:
-                trail.error_counter.counts.update(self.error_counter.counts)
+                trail.error_counter.add(self.error_counter.counts)
                 self.error_counter = trail.error_counter
                 for name, args, kwargs in self._calls:
                     _replay(trail, name, args, kwargs)

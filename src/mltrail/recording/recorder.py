@@ -35,11 +35,12 @@ import logging
 import os
 import pickle
 import queue
+import select
 import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mltrail.errors import ErrorCounter, process_errors
@@ -74,6 +75,32 @@ def _read_frame(stream: io.BufferedReader) -> bytes | None:
     return body if len(body) == size else None
 
 
+def _requests(fd: int, parent: int) -> Iterator[bytes]:
+    """The messages on ``fd``, until it ends or the process ``parent`` is gone (a forked
+    child of the training may hold the pipe open after the training's process died)."""
+
+    def exactly(size: int) -> bytes | None:
+        chunks, left = [], size
+        while left:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                if os.getppid() != parent:
+                    return None
+                continue
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    while (header := exactly(_HEADER.size)) is not None:
+        body = exactly(_HEADER.unpack(header)[0])
+        if body is None:
+            return
+        yield body
+
+
 def _write_frame(stream: Any, data: bytes) -> None:
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
@@ -95,7 +122,7 @@ class RemoteTrail:
         self._key = key
         self.options = options
         self.enabled = True
-        self.error_counter = ErrorCounter()  # the recorder counts the run's own errors
+        self.error_counter = _RunErrors(self)
         self._opened = threading.Event()
         self._run_id: str | None = None
         self._tracking_uri = ""
@@ -134,6 +161,24 @@ class RemoteTrail:
     @property
     def tracking_uri(self) -> str:
         return self._tracking_uri
+
+
+class _RunErrors(ErrorCounter):
+    """The errors of a run recorded in the recorder that the training's process meets (an
+    adapter's hook): warned about here, counted in the run's ``mltrail.errors`` there."""
+
+    def __init__(self, trail: RemoteTrail) -> None:
+        super().__init__()
+        self._trail = trail
+
+    def report(self, kind: str, error: BaseException) -> None:
+        super().report(kind, error)
+        self._trail._owner.send(("errors", self._trail._key, {kind: 1}))
+
+    def add(self, counts: Mapping[str, int]) -> None:
+        super().add(counts)
+        if counts:
+            self._trail._owner.send(("errors", self._trail._key, dict(counts)))
 
 
 class Recorder:
@@ -223,6 +268,7 @@ class Recorder:
         recorder finishes on its own."""
         if killed:
             self.send(("terminated",))
+        self.send(("close",))  # not only the pipe's end: a forked child may hold it open
         self._queue.put(None)
         try:
             self.process.wait(timeout)
@@ -370,21 +416,20 @@ def _rebuilt_exception(name: str, message: str, kind: str) -> BaseException:
     return type(name, (Exception,), {})(message)
 
 
-def _serve(requests: io.BufferedReader, answers: Any) -> None:
+def _serve(requests: Iterator[bytes], answers: Any) -> None:
     """The recorder's loop: open runs, make the training's calls on them, answer waits."""
     import mltrail
     from mltrail.recording import lifecycle
     from mltrail.recording.trail import RUN_START_TIME
 
     trails: dict[int, Any] = {}  # the runs open, by the training process's key
-    while True:
-        frame = _read_frame(requests)
-        if frame is None:
-            break
+    for frame in requests:
         kind = "message"
         try:
             message = pickle.loads(frame)  # a model's class is imported here
             kind = message[0]
+            if kind == "close":
+                break
             if kind == "hello":
                 _take_on(message[1])
             elif kind == "warm":
@@ -409,6 +454,10 @@ def _serve(requests: io.BufferedReader, answers: Any) -> None:
                     getattr(trails[key], name)(*args, **kwargs)
                     if name == "end":
                         del trails[key]  # it closes on its own; its memory goes with it
+            elif kind == "errors":
+                _, key, counts = message
+                if key in trails:
+                    trails[key].error_counter.add(counts)
             elif kind == "end_exc":
                 _, key, (name, text, how), kwargs = message
                 if key in trails:
@@ -480,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     answers = os.fdopen(int(argv[0]), "wb")
     # Stray prints of the libraries it runs go to the terminal, never into the answers.
     sys.stdout = sys.stderr
-    _serve(sys.stdin.buffer, answers)  # type: ignore[arg-type]
+    _serve(_requests(sys.stdin.fileno(), os.getppid()), answers)
     # The exit's own work (the runs' last data, as at any exit), then no interpreter teardown:
     # unloading MLflow, SQLAlchemy and the framework took a second the training waited for.
     lifecycle._at_exit()
