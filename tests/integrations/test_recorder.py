@@ -67,6 +67,20 @@ xgb.train(params, dtrain, 1000, evals=[(dval, "val")], verbose_eval=False,
 )
 
 
+def run_in(project: Path, store: str, *command: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``command`` in the project as a user would, and check that it succeeded."""
+    done = subprocess.run(
+        command,
+        cwd=project,
+        env=user_env(MLFLOW_TRACKING_URI=store, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.fixture
 def project(git_repo: Path) -> Path:
     (git_repo / "train.py").write_text(textwrap.dedent(CONTINUED))
@@ -77,15 +91,7 @@ def project(git_repo: Path) -> Path:
 
 
 def test_a_script_s_runs_are_recorded_in_the_recorder_process(client, project, module_store):
-    done = subprocess.run(
-        [sys.executable, "train.py"],
-        cwd=project,
-        env=user_env(MLFLOW_TRACKING_URI=module_store),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_in(project, module_store, sys.executable, "train.py")
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert not seen["mlflow"]  # the training's process never imported MLflow
@@ -152,15 +158,8 @@ def test_under_mltrail_run_the_recorder_starts_when_the_framework_is_imported(
         "print(json.dumps([' '.join(p.cmdline()) for p in psutil.Process().children()]))\n"
     )
     before = len(client.search_runs(["0"], max_results=100))
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "mltrail"), "run", "--", sys.executable, "imports.py"],
-        cwd=project,
-        env=user_env(MLFLOW_TRACKING_URI=module_store),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    done = run_in(project, module_store, mltrail, "run", "--", sys.executable, "imports.py")
     assert done.stderr == ""
     children = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("mltrail.recording.recorder" in command for command in children)
@@ -185,15 +184,7 @@ def test_an_adapter_error_in_the_training_process_is_counted_in_the_run(
         print(callback.run_id)
         """)
     )
-    done = subprocess.run(
-        [sys.executable, "broken.py"],
-        cwd=project,
-        env=user_env(MLFLOW_TRACKING_URI=module_store, MLTRAIL_STRICT="0"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_in(project, module_store, sys.executable, "broken.py", MLTRAIL_STRICT="0")
     assert "configuration unreadable" in done.stderr  # warned once, where it happened
     run = client.get_run(done.stdout.split()[-1])
     assert run.info.status == "FINISHED"
