@@ -8,7 +8,9 @@ metrics with the time they were logged, checkpoints, the model, the end) are kep
 and the run is opened on mltrail's recording thread
 (:func:`~mltrail.recording.deferred.record_beside`) once the training has ended or has run
 :data:`~mltrail.recording.deferred.OPEN_AFTER` seconds; the calls kept are then made on the
-real Trail, and later calls go straight to it. The run's start time is the training's.
+real Trail, and later calls go straight to it. The run's start and end times are the
+training's. In a process that has not imported MLflow the run is recorded in mltrail's
+recorder process instead (:mod:`mltrail.recording.recorder`), and the calls go there at once.
 
 Only for runs that nothing needs before the training ends (see
 :meth:`mltrail.recording.session.RunSession.can_open_beside`).
@@ -90,12 +92,12 @@ class LateTrail:
         )
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if name == "log_metrics":  # the time it was logged, not when a run or process takes it
+            kwargs.setdefault("timestamp", int(time.time() * 1000))
         with self._lock:
             trail = self._trail
             if trail is None:
                 if not self._failed:
-                    if name == "log_metrics":
-                        kwargs.setdefault("timestamp", int(time.time() * 1000))
                     self._calls.append((name, args, kwargs))
                 return
         getattr(trail, name)(*args, **kwargs)

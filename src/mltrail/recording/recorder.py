@@ -6,20 +6,22 @@ takes Python time. In the training's interpreter all of it holds the interpreter
 GIL) that the training needs too: a script of short trainings paid for it whole, even with
 the recording on background threads. A run opened beside its training
 (:class:`~mltrail.recording.late_trail.LateTrail`) is recorded by a second Python process
-instead, started at the first such run: the training's process sends it what the training
-logs (params, metrics with their times, checkpoint files, the model, the end) and never imports
-MLflow for it; the recorder opens the runs with :func:`mltrail.start_run` and records them as
-the training's process would, provenance included (it is told the script's command line and
-folder).
+instead: the training's process sends it what the training logs (params, metrics with their
+times, checkpoint files, the model, the end) and never imports MLflow for it; the recorder
+opens the runs with :func:`mltrail.start_run` and records them as the training's process
+would, provenance included (it is told the script's command line and folder).
 
+- It is started when autolog sees a framework whose runs open beside their trainings imported
+  (:func:`start_early`), else at the first such run, and warms up at once: MLflow imported,
+  the store opened, the framework imported, while the script goes on.
 - Messages are pickled frames on the recorder's standard input, sent from a thread of the
   training's process (the training never waits on the pipe); the recorder answers each run's
   id on a pipe of its own.
 - :func:`mltrail.wait` and the exit of the training's process wait for the recorder to have
   sent everything (bounded as a run's close is); its own lines (an "already run" warning, the
   exit line) go to the same terminal.
-- If the training's process dies, the recorder sees its input end, ends the runs it left open
-  FAILED, sends what it has, and exits.
+- If the training's process dies, the recorder sees its input end (or its parent gone), ends
+  the runs it left open FAILED, sends what it has, and exits.
 
 Used when the training's process has not imported MLflow (a process that has pays nothing more
 to record in itself) and is no notebook or Hydra app (whose provenance is read in-process);
