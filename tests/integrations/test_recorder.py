@@ -156,15 +156,25 @@ def test_under_mltrail_run_the_recorder_starts_when_the_framework_is_imported(
     """It imports MLflow and opens the store while the script goes on, ready for the first
     training; a script that trains nothing leaves no run and exits as it would."""
     (project / "imports.py").write_text(
-        "import json, psutil, xgboost\n"
-        "print(json.dumps([' '.join(p.cmdline()) for p in psutil.Process().children()]))\n"
+        textwrap.dedent("""
+        import json, os, time, psutil, xgboost
+        children = psutil.Process().children()
+        idle = False
+        for _ in range(100):  # the recorder takes the idle class first thing
+            idle = any(os.sched_getscheduler(p.pid) == os.SCHED_IDLE for p in children)
+            if idle:
+                break
+            time.sleep(0.05)
+        print(json.dumps({"children": [" ".join(p.cmdline()) for p in children], "idle": idle}))
+        """)
     )
     before = len(client.search_runs(["0"], max_results=100))
     mltrail = str(Path(sys.executable).parent / "mltrail")
     done = run_in(project, module_store, mltrail, "run", "--", sys.executable, "imports.py")
     assert done.stderr == ""
-    children = json.loads(done.stdout.strip().splitlines()[-1])
-    assert any("mltrail.recording.recorder" in command for command in children)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("mltrail.recording.recorder" in command for command in seen["children"])
+    assert seen["idle"]  # it only takes what the training leaves idle
     assert len(client.search_runs(["0"], max_results=100)) == before
 
 

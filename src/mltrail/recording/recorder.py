@@ -13,7 +13,8 @@ would, provenance included (it is told the script's command line and folder).
 
 - It is started when autolog sees a framework whose runs open beside their trainings imported
   (:func:`start_early`), else at the first such run, and warms up at once: MLflow imported,
-  the store opened, the framework imported, while the script goes on.
+  the store opened, the framework imported, while the script goes on. It runs in the idle
+  scheduling class, on what the training leaves idle.
 - Messages are pickled frames on the recorder's standard input, sent from a thread of the
   training's process (the training never waits on the pipe); the recorder answers each run's
   id on a pipe of its own.
@@ -435,9 +436,9 @@ def _serve(requests: Iterator[bytes], answers: Any) -> None:
             if kind == "hello":
                 _take_on(message[1])
             elif kind == "warm":
-                threading.Thread(
-                    target=_warm_up, args=(message[1],), name="mltrail-warm-up", daemon=True
-                ).start()
+                # Here, not on a thread: a model unpickled meanwhile would import its framework
+                # on this thread while the warm-up imports it on the other.
+                _warm_up(message[1])
             elif kind == "open":
                 _, key, kwargs, tags, began = message
                 token = RUN_START_TIME.set(began)
@@ -523,8 +524,20 @@ def _take_on(facts: Mapping[str, Any]) -> None:
         os.chdir(facts["cwd"])
 
 
+def _yield_to_the_training() -> None:
+    """Run only on what the training leaves idle. A training on every core (XGBoost's threads
+    wait for each other every round) lost 10x its speed to a recorder importing MLflow beside
+    it: Linux's idle class gives the recorder a core only when nothing else wants it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # not Linux: the lowest priority there is
+        with contextlib.suppress(OSError):
+            os.nice(19)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the recorder process (its argument: the descriptor to answer on)."""
+    _yield_to_the_training()
     from mltrail.recording import lifecycle
 
     argv = sys.argv[1:] if argv is None else argv
