@@ -11,6 +11,8 @@ framework, so that an adapter only translates its framework's events:
   an ``evaluate``/``predict``/``test`` after the training into the training's run;
   :meth:`RunSession.open_checkpoint_run`: the run whose id a checkpoint holds, else a new one
   (:meth:`RunSession.open_kept_run`, for any run id an adapter keeps with its framework);
+  :meth:`RunSession.open_beside`: a run that opens beside a training that logs while it runs
+  (boosting rounds), which never waits for it;
 - ending: FINISHED, FAILED with the exception (KILLED on KeyboardInterrupt), or FAILED for a
   training that stopped where no hook could see why; a given Trail is only flushed;
   :meth:`RunSession.end_after` logs the run's last values first;
@@ -317,9 +319,11 @@ class RunSession:
         )
 
     def open_beside(self, what: str, *, tags: Mapping[str, Any] | None = None) -> LateTrail:
-        """Open a new run on mltrail's recording thread while the training runs: the training
-        logs into the :class:`~mltrail.recording.late_trail.LateTrail` returned at once, and
-        waits for neither MLflow, the store nor the run (only when :meth:`can_open_beside`).
+        """Open a new run beside the training: in mltrail's recorder process
+        (:mod:`mltrail.recording.recorder`) where this process has not imported MLflow, else on
+        mltrail's recording thread. The training logs into the
+        :class:`~mltrail.recording.late_trail.LateTrail` returned at once, and waits for
+        neither MLflow, the store nor the run (only when :meth:`can_open_beside`).
 
         Args:
             what: what the run records, for messages ("XGBoost training").
