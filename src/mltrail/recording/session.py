@@ -240,35 +240,13 @@ class RunSession:
         if self._given_run is not None:  # a copy of a session given a Trail (copies_join)
             run_id, tracking_uri = self._given_run
             join = True
-        self._late = None
-        self.trail = self._start_trail(
-            run_id, join, tracking_uri, tags, light, restart, sample_system=sample_system
-        )
-        self.owns = not (join and run_id is not None)
-        self.last_run_id = self.trail.run_id
-        self.last_tracking_uri = self.trail.tracking_uri or None
-        self.last_status = None
-        return self.trail
-
-    def _start_trail(
-        self,
-        run_id: str | None,
-        join: bool,
-        tracking_uri: str | None,
-        tags: Mapping[str, Any] | None,
-        light: bool,
-        restart: tuple[int | None, str | None, int | None] = (None, None, None),
-        *,
-        sample_system: bool = True,
-    ) -> Trail:
-        """The Trail of a run started, resumed or joined (see :meth:`_start`)."""
         kwargs, run_tags = self._start_args(run_id, join, tracking_uri, tags, light, sample_system)
         restart_step, checkpoint, global_step = restart
         resuming = kwargs.get("run_id") is not None and not join and self._given_run is None
         if resuming and restart_step is not None:  # continue, fork or rewind: the kernel decides
             from mltrail.recording.restart import open_resumed
 
-            return open_resumed(
+            self.trail = open_resumed(
                 kwargs.pop("run_id"),
                 restart_step,
                 tags=run_tags,
@@ -276,7 +254,14 @@ class RunSession:
                 global_step=global_step,
                 **kwargs,
             )
-        return start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
+        else:
+            self.trail = start_run(tags=run_tags, join=join and run_id is not None, **kwargs)
+        self._late = None
+        self.owns = not (join and run_id is not None)
+        self.last_run_id = self.trail.run_id
+        self.last_tracking_uri = self.trail.tracking_uri or None
+        self.last_status = None
+        return self.trail
 
     def _start_args(
         self,
@@ -343,9 +328,10 @@ class RunSession:
 
         def begin() -> None:
             running = late.pending is not None and not late.pending.training_over
+            kwargs, run_tags = self._start_args(None, False, None, tags, False, running)
             token = RUN_START_TIME.set(late.started_ms)
             try:
-                trail = self._start_trail(None, False, None, tags, False, sample_system=running)
+                trail = start_run(tags=run_tags, **kwargs)
             except BaseException:
                 late.failed()
                 raise
