@@ -202,3 +202,15 @@ def test_an_adapter_error_in_the_training_process_is_counted_in_the_run(
     assert run.info.status == "FINISHED"
     assert run.data.tags["mltrail.errors"] == "1"  # and counted in the run
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val-logloss")] == [0, 1, 2]
+
+
+def test_a_script_that_trains_nothing_does_not_wait_for_the_recorder(project, tmp_path):
+    """The recorder started at ``import xgboost`` warms up for trainings to come; when none
+    comes, the exit lets it go rather than waiting for MLflow's import and the store."""
+    (project / "loads.py").write_text("import xgboost\nprint(xgboost.__version__)\n")
+    fresh = tmp_path / "never-opened.db"  # the warm-up would create it, migrations and all
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    done = run_in(project, f"sqlite:///{fresh}", mltrail, "run", "--", sys.executable, "loads.py")
+    assert done.stderr == ""
+    time.sleep(1)  # a recorder left running would go on warming up meanwhile
+    assert not fresh.exists()

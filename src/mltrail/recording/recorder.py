@@ -194,6 +194,7 @@ class Recorder:
         self._keys = itertools.count(1)
         self._broken = False
         self._warmed: set[str] = set()
+        self._given_runs = False  # until then, nothing would be lost without it
         self._lock = threading.Lock()
         answers_read, answers_write = os.pipe()
         env = {**os.environ, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"}
@@ -232,6 +233,7 @@ class Recorder:
         with self._lock:
             self._trails[key] = trail
         run_tags = {**tags, "mltrail.pid": str(os.getpid())}  # the training's, not ours
+        self._given_runs = True
         self.send(("open", key, dict(start_run_kwargs), run_tags, began))
         return trail
 
@@ -257,7 +259,7 @@ class Recorder:
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until the recorder has sent everything it was given so far; True when it has."""
-        if self._broken:
+        if self._broken or not self._given_runs:
             return True
         token, answered = next(self._keys), threading.Event()
         with self._lock:
@@ -269,6 +271,13 @@ class Recorder:
         """Tell the recorder that this process ends (``killed``: by a signal, its runs end
         KILLED), and wait for it to finish (True) within ``timeout`` seconds; past it, the
         recorder finishes on its own."""
+        if not self._given_runs:
+            # Started for trainings that never came (a script that imports XGBoost to load a
+            # model): its warm-up is of no use, and the exit does not wait for it.
+            self._queue.put(None)
+            with contextlib.suppress(OSError):
+                self.process.kill()
+            return True
         if killed:
             self.send(("terminated",))
         self.send(("close",))  # not only the pipe's end: a forked child may hold it open
