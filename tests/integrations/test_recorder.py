@@ -165,7 +165,10 @@ def test_under_mltrail_run_the_recorder_starts_when_the_framework_is_imported(
             if idle:
                 break
             time.sleep(0.05)
-        print(json.dumps({"children": [" ".join(p.cmdline()) for p in children], "idle": idle}))
+        sessions = {os.getsid(p.pid) for p in children}
+        print(json.dumps({"children": [" ".join(p.cmdline()) for p in children], "idle": idle,
+                          "same_session": sessions == {os.getsid(0)},
+                          "own_group": all(os.getpgid(p.pid) != os.getpgid(0) for p in children)}))
         """)
     )
     before = len(client.search_runs(["0"], max_results=100))
@@ -175,6 +178,10 @@ def test_under_mltrail_run_the_recorder_starts_when_the_framework_is_imported(
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("mltrail.recording.recorder" in command for command in seen["children"])
     assert seen["idle"]  # it only takes what the training leaves idle
+    # Linux schedules a session's processes as one group: in a session of its own the idle
+    # class would only rank it among its own threads, and it took half the CPU.
+    assert seen["same_session"]
+    assert seen["own_group"]  # a Ctrl-C at the terminal is the training's alone
     assert len(client.search_runs(["0"], max_results=100)) == before
 
 
