@@ -58,6 +58,7 @@ SKLEARN = _declared(
     " ".join(("sklearn", *SKLEARN_MODULES)),
     f"log_plots max_child_runs nested {_MODEL}",
     "sklearn",
+    beside=True,
 )
 LIGHTGBM = _declared("lightgbm", "lightgbm", _BOOSTING, "lightgbm", beside=True)
 OPTUNA = _declared("optuna", "optuna", "log_plots")

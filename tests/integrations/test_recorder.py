@@ -1,4 +1,4 @@
-"""mltrail's recorder process: a script's boosting runs recorded outside its interpreter.
+"""mltrail's recorder process: a script's runs recorded outside its interpreter.
 
 Real scripts run as users run them (subprocesses in a git repository, a real sqlite store):
 the runs hold what the in-process recording gives them, the script's process never imports
@@ -221,3 +221,51 @@ def test_a_script_that_trains_nothing_does_not_wait_for_the_recorder(project, tm
     assert done.stderr == ""
     time.sleep(1)  # a recorder left running would go on warming up meanwhile
     assert not fresh.exists()
+
+
+def test_scikit_learn_fits_and_searches_are_recorded_in_the_recorder(client, project, tmp_path):
+    """Under ``mltrail run``, scikit-learn's fits go to the recorder too: the script never
+    imports MLflow, and the runs hold what the in-process recording gives them."""
+    (project / "fits.py").write_text(
+        textwrap.dedent("""
+        import json, os, sys
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV
+
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(200, 3))
+        y = (X[:, 0] > 0).astype(int)
+        LogisticRegression(C=0.5).fit(X, y)
+        GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, cv=3).fit(X, y)
+        print(json.dumps({"pid": os.getpid(), "mlflow": "mlflow" in sys.modules}))
+        """)
+    )
+    store = f"sqlite:///{tmp_path / 'fits.db'}"
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "fits.py")
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not seen["mlflow"]  # the script's process never imported MLflow
+    from mlflow.tracking import MlflowClient
+
+    store_client = MlflowClient(store)
+    runs = store_client.search_runs(["0"], max_results=50)
+    by_estimator = {
+        r.data.tags.get("mltrail.sklearn.estimator"): r
+        for r in runs
+        if "mlflow.parentRunId" not in r.data.tags
+    }
+    assert set(by_estimator) == {"LogisticRegression", "GridSearchCV"}
+    for run in by_estimator.values():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mltrail.pid"] == str(seen["pid"])  # recorded for the script
+        assert run.data.tags["mltrail.command"]  # the provenance of the script's own run
+        assert run.data.params["data.train.shape"] == "200x3"
+        assert "train/accuracy" in run.data.metrics
+        assert "model" in {a.path for a in store_client.list_artifacts(run.info.run_id)}
+    assert by_estimator["LogisticRegression"].data.params["C"] == "0.5"
+    search = by_estimator["GridSearchCV"]
+    assert "best_cv_score" in search.data.metrics
+    assert "cv_results.csv" in {a.path for a in store_client.list_artifacts(search.info.run_id)}
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == search.info.run_id]
+    assert sorted(r.data.params["C"] for r in children) == ["0.1", "1.0", "10.0"]

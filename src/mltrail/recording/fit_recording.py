@@ -12,7 +12,9 @@ The rest is here:
 - the fit run either with its run opened first on the fit's thread, or recorded beside it on
   mltrail's recording thread (:func:`~mltrail.recording.deferred.record_beside`), measuring a
   copy of the fitted model when the user keeps the original (the next fold may refit it), with
-  system metrics only while the fit still runs when the run opens;
+  system metrics only while the fit still runs when the run opens; in a process that has not
+  imported MLflow the run beside it is opened at once in mltrail's recorder process
+  (:mod:`~mltrail.recording.recorder`), and what the fitted model gives is sent there;
 - the thread marked as running a recorded fit (:func:`current_fit`; patched fits of any adapter
   pass through, :func:`~mltrail.autolog.patching.recording`), so fits inside it are no runs of
   their own;
@@ -168,8 +170,14 @@ class FitRecording:
         run, the store and MLflow's import are not waited for."""
         described = self._described()  # the digest is of the data the fit saw
         outcome: dict[str, Any] = {}  # the fitted model, or the fit's exception
+        elsewhere = self._in_recorder()
+        if elsewhere:  # opened at once, in the recorder process: the fit waits for nothing
+            trail = self.session.open_beside(self.what, tags=self.tags)
+            self._log_described(trail, described)
 
         def opened() -> None:
+            if elsewhere:
+                return
             running = self.pending is not None and not self.pending.training_over
             self._open(described, sample_system=running)  # samples after the fit tell nothing
             if running:
@@ -194,6 +202,14 @@ class FitRecording:
             self.pending.ended()
         return result
 
+    def _in_recorder(self) -> bool:
+        """Whether this fit's run is recorded in mltrail's recorder process
+        (:mod:`~mltrail.recording.recorder`): then this process never imports MLflow for it,
+        and the fits that follow never share the interpreter with the recording."""
+        from mltrail.recording import recorder
+
+        return self.session.can_open_beside() and recorder.recorder() is not None
+
     def _described(self) -> _Described:
         """The fit's params and data inputs, read before it runs, and what could not be read
         (reported into the run once it is open)."""
@@ -215,10 +231,13 @@ class FitRecording:
     def _open(self, described: _Described, sample_system: bool = True) -> None:
         """Open the fit's run with what :meth:`_described` read (one call per kind of record:
         each one is a request, a transaction, to the store)."""
-        params, datasets, problems = described
         trail = self.session.open(tags=self.tags, sample_system=sample_system)
         if self.session.given is not None and self.tags:
             trail.set_tags(self.tags)  # open() tags only the runs it starts
+        self._log_described(trail, described)
+
+    def _log_described(self, trail: Any, described: _Described) -> None:
+        params, datasets, problems = described
         for kind, problem in problems:
             self.session.report(kind, problem)
         try:

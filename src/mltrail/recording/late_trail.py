@@ -48,6 +48,7 @@ KEPT_CALLS = frozenset(
         "log_image",
         "log_model",
         "log_checkpoint",
+        "log_child_run",
         "remove_at_close",
     }
 )

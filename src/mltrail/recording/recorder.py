@@ -11,10 +11,14 @@ times, checkpoint files, the model, the end) and never imports MLflow for it; th
 opens the runs with :func:`mltrail.start_run` and records them as the training's process
 would, provenance included (it is told the script's command line and folder).
 
+- Its runs: the boosting kernel's (XGBoost, LightGBM) and those of fits that log nothing while
+  they run (:class:`~mltrail.recording.fit_recording.FitRecording`: scikit-learn's).
 - It is started when autolog sees a framework whose runs open beside their trainings imported
   (:func:`start_early`), else at the first such run, and warms up at once: MLflow imported,
   the store opened, the framework imported, while the script goes on. It runs in the idle
-  scheduling class, on what the training leaves idle.
+  scheduling class, on what the training leaves idle, in the training's session (Linux
+  schedules each session as one group) but not its process group (Ctrl-C is the training's).
+  A recorder given no run is killed at exit rather than waited for.
 - Messages are pickled frames on the recorder's standard input, sent from a thread of the
   training's process (the training never waits on the pipe); the recorder answers each run's
   id on a pipe of its own.
