@@ -237,8 +237,12 @@ def test_scikit_learn_fits_and_searches_are_recorded_in_the_recorder(client, pro
         X = rng.normal(size=(200, 3))
         y = (X[:, 0] > 0).astype(int)
         LogisticRegression(C=0.5).fit(X, y)
-        GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, cv=3).fit(X, y)
-        print(json.dumps({"pid": os.getpid(), "mlflow": "mlflow" in sys.modules}))
+        GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, cv=3, n_jobs=2).fit(X, y)
+        import psutil  # the search's workers (joblib's loky) are still alive: none records
+        recorders = [p for p in psutil.Process().children(recursive=True)
+                     if "mltrail.recording.recorder" in " ".join(p.cmdline())]
+        print(json.dumps({"pid": os.getpid(), "mlflow": "mlflow" in sys.modules,
+                          "recorders": len(recorders)}))
         """)
     )
     store = f"sqlite:///{tmp_path / 'fits.db'}"
@@ -246,6 +250,7 @@ def test_scikit_learn_fits_and_searches_are_recorded_in_the_recorder(client, pro
     done = run_in(project, store, mltrail, "run", "--", sys.executable, "fits.py")
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert not seen["mlflow"]  # the script's process never imported MLflow
+    assert seen["recorders"] == 1  # the script's own; its workers start none
     from mlflow.tracking import MlflowClient
 
     store_client = MlflowClient(store)

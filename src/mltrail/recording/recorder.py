@@ -380,12 +380,25 @@ def start_early(framework: str, start_run_kwargs: Mapping[str, Any]) -> None:
     from mltrail.recording.deferred import can_record_later
 
     try:
-        if use_recorder() and distributed.is_rank_zero() and can_record_later(start_run_kwargs):
+        if (
+            use_recorder()
+            and distributed.is_rank_zero()
+            and not _worker_process()
+            and can_record_later(start_run_kwargs)
+        ):
             process = recorder()
             if process is not None:
                 process.warm_up(framework)
     except Exception:  # the first run starts it, or records in this process
         logger.debug("starting mltrail's recorder process early failed", exc_info=True)
+
+
+def _worker_process() -> bool:
+    """Whether this is a worker that Python's ``multiprocessing`` (or joblib's loky) started:
+    it imports the framework to run a piece of a larger job (a search's fold), seldom a
+    training of its own, and many of them would each warm up a recorder for nothing."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 def running() -> Recorder | None:
