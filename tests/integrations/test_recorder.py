@@ -230,13 +230,22 @@ def test_scikit_learn_fits_and_searches_are_recorded_in_the_recorder(client, pro
         textwrap.dedent("""
         import json, os, sys
         import numpy as np
+        from sklearn.base import BaseEstimator, TransformerMixin
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GridSearchCV
+        from sklearn.pipeline import make_pipeline
+
+        class Halved(BaseEstimator, TransformerMixin):  # the script's own: pickled by value
+            def fit(self, X, y=None):
+                return self
+            def transform(self, X):
+                return X / 2
 
         rng = np.random.default_rng(0)
         X = rng.normal(size=(200, 3))
         y = (X[:, 0] > 0).astype(int)
         LogisticRegression(C=0.5).fit(X, y)
+        make_pipeline(Halved(), LogisticRegression()).fit(X, y)
         GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, cv=3, n_jobs=2).fit(X, y)
         import psutil  # the search's workers (joblib's loky) are still alive: none records
         recorders = [p for p in psutil.Process().children(recursive=True)
@@ -260,7 +269,7 @@ def test_scikit_learn_fits_and_searches_are_recorded_in_the_recorder(client, pro
         for r in runs
         if "mlflow.parentRunId" not in r.data.tags
     }
-    assert set(by_estimator) == {"LogisticRegression", "GridSearchCV"}
+    assert set(by_estimator) == {"LogisticRegression", "Pipeline", "GridSearchCV"}
     for run in by_estimator.values():
         assert run.info.status == "FINISHED"
         assert run.data.tags["mltrail.pid"] == str(seen["pid"])  # recorded for the script
@@ -269,6 +278,12 @@ def test_scikit_learn_fits_and_searches_are_recorded_in_the_recorder(client, pro
         assert "train/accuracy" in run.data.metrics
         assert "model" in {a.path for a in store_client.list_artifacts(run.info.run_id)}
     assert by_estimator["LogisticRegression"].data.params["C"] == "0.5"
+    import mlflow.sklearn
+
+    pipeline = by_estimator["Pipeline"]
+    assert "mltrail.errors" not in pipeline.data.tags
+    loaded = mlflow.sklearn.load_model(f"{pipeline.info.artifact_uri}/model")
+    assert type(loaded.steps[0][1]).__name__ == "Halved"
     search = by_estimator["GridSearchCV"]
     assert "best_cv_score" in search.data.metrics
     assert "cv_results.csv" in {a.path for a in store_client.list_artifacts(search.info.run_id)}

@@ -65,11 +65,16 @@ _ENTRY = "import sys; from mltrail.recording.recorder import main; sys.exit(main
 
 def _dumps(message: tuple[Any, ...]) -> bytes:
     try:
-        return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        # pickle names a class or function of the script (a custom transformer in a Pipeline,
+        # an objective) by reference to __main__, which the recorder's __main__ lacks.
+        if b"__main__" not in data:
+            return data
     except Exception:
-        import cloudpickle  # MLflow's dependency: lambdas and closures (a plot's drawing)
+        pass
+    import cloudpickle  # MLflow's dependency: lambdas, closures (a plot's drawing), the script's
 
-        return cloudpickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _read_frame(stream: io.BufferedReader) -> bytes | None:
