@@ -289,3 +289,41 @@ def test_scikit_learn_fits_and_searches_are_recorded_in_the_recorder(client, pro
     assert "cv_results.csv" in {a.path for a in store_client.list_artifacts(search.info.run_id)}
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == search.info.run_id]
     assert sorted(r.data.params["C"] for r in children) == ["0.1", "1.0", "10.0"]
+
+
+def test_a_model_made_of_the_script_s_own_modules_is_recorded(project, tmp_path):
+    """``python pipeline/train.py`` finds ``pipeline/steps.py`` on its path; the recorder,
+    which unpickles the model, finds it there too."""
+    (project / "pipeline").mkdir()
+    (project / "pipeline" / "steps.py").write_text(
+        textwrap.dedent("""
+        from sklearn.base import BaseEstimator, TransformerMixin
+
+        class Halved(BaseEstimator, TransformerMixin):
+            def fit(self, X, y=None):
+                return self
+            def transform(self, X):
+                return X / 2
+        """)
+    )
+    (project / "pipeline" / "train.py").write_text(
+        textwrap.dedent("""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from steps import Halved
+
+        X = np.random.default_rng(0).normal(size=(100, 3))
+        make_pipeline(Halved(), LogisticRegression()).fit(X, (X[:, 0] > 0).astype(int))
+        """)
+    )
+    store = f"sqlite:///{tmp_path / 'modules.db'}"
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "pipeline/train.py")
+    assert "MltrailWarning" not in done.stderr, done.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    store_client = MlflowClient(store)
+    (run,) = store_client.search_runs(["0"])
+    assert "Halved" in run.data.params["halved"]  # the params, which hold a Halved, arrived
+    assert "model" in {a.path for a in store_client.list_artifacts(run.info.run_id)}

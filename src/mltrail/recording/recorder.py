@@ -47,7 +47,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from mltrail.errors import ErrorCounter, process_errors
@@ -223,8 +223,9 @@ class Recorder:
         )
         os.close(answers_write)
         self._answers = os.fdopen(answers_read, "rb")
+        self._path = list(sys.path)
         facts = {"argv": list(sys.argv), "main_file": main_file, "cwd": os.getcwd()}
-        facts["pid"] = os.getpid()
+        facts.update(pid=os.getpid(), path=self._path)
         self._queue.put(_dumps(("hello", facts)))
         threading.Thread(target=self._feed, name="mltrail-recorder-feed", daemon=True).start()
         threading.Thread(target=self._listen, name="mltrail-recorder-answers", daemon=True).start()
@@ -245,6 +246,9 @@ class Recorder:
         with self._lock:
             self._trails[key] = trail
         run_tags = {**tags, "mltrail.pid": str(os.getpid())}  # the training's, not ours
+        if sys.path != self._path:  # the script extended it: its model's modules may be there
+            self._path = list(sys.path)
+            self.send(("path", self._path))
         self._given_runs = True
         self.send(("open", key, dict(start_run_kwargs), run_tags, began))
         return trail
@@ -469,6 +473,8 @@ def _serve(requests: Iterator[bytes], answers: Any) -> None:
                 break
             if kind == "hello":
                 _take_on(message[1])
+            elif kind == "path":
+                _search_path(message[1])
             elif kind == "warm":
                 # Here, not on a thread: a model unpickled meanwhile would import its framework
                 # on this thread while the warm-up imports it on the other.
@@ -556,6 +562,13 @@ def _take_on(facts: Mapping[str, Any]) -> None:
                 del main.__file__
     with contextlib.suppress(OSError):
         os.chdir(facts["cwd"])
+    _search_path(facts.get("path", ()))
+
+
+def _search_path(path: Sequence[str]) -> None:
+    """Find modules where the training finds them: a model's class in a module beside the
+    script (``src/train.py`` importing ``src/models.py``) is imported when it is unpickled."""
+    sys.path[:] = [*path, *(entry for entry in sys.path if entry not in path)]
 
 
 def _yield_to_the_training() -> None:
