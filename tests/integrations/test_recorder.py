@@ -327,3 +327,44 @@ def test_a_model_made_of_the_script_s_own_modules_is_recorded(project, tmp_path)
     (run,) = store_client.search_runs(["0"])
     assert "Halved" in run.data.params["halved"]  # the params, which hold a Halved, arrived
     assert "model" in {a.path for a in store_client.list_artifacts(run.info.run_id)}
+
+
+def test_a_long_fit_recorded_in_the_recorder_samples_the_system(project, tmp_path):
+    """The recorder may open a fit's run after a short fit has ended: that run has no system
+    metrics (they would describe the recording); a fit still running after two seconds gets
+    them, as a run opened in the script's process while its fit runs does."""
+    (project / "slow.py").write_text(
+        textwrap.dedent("""
+        import time
+        import numpy as np
+        from sklearn.base import BaseEstimator, TransformerMixin
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        class Slow(BaseEstimator, TransformerMixin):
+            def fit(self, X, y=None):
+                time.sleep(3)
+                return self
+            def transform(self, X):
+                return X
+
+        X = np.random.default_rng(0).normal(size=(100, 3))
+        y = (X[:, 0] > 0).astype(int)
+        LogisticRegression().fit(X, y)
+        make_pipeline(Slow(), LogisticRegression()).fit(X, y)
+        """)
+    )
+    store = f"sqlite:///{tmp_path / 'slow.db'}"
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    run_in(project, store, mltrail, "run", "--", sys.executable, "slow.py",
+           MLTRAIL_SYSTEM_METRICS="true")  # fmt: skip
+    from mlflow.tracking import MlflowClient
+
+    runs = {
+        r.data.tags["mltrail.sklearn.estimator"]: r for r in MlflowClient(store).search_runs(["0"])
+    }
+    assert runs["Pipeline"].data.tags["mltrail.pid"]  # recorded in the recorder
+    sampled = {
+        name: any(m.startswith("system/") for m in r.data.metrics) for name, r in runs.items()
+    }
+    assert sampled == {"LogisticRegression": False, "Pipeline": True}

@@ -172,13 +172,16 @@ class FitRecording:
         outcome: dict[str, Any] = {}  # the fitted model, or the fit's exception
         elsewhere = self._in_recorder()
         if elsewhere:  # opened at once, in the recorder process: the fit waits for nothing
-            trail = self.session.open_beside(self.what, tags=self.tags)
-            self._log_described(trail, described)
+            # It may open it after the fit has ended: no samples then, they would tell nothing.
+            late = self.session.open_beside(self.what, tags=self.tags, sample_system=False)
+            self._log_described(late, described)
 
         def opened() -> None:
-            if elsewhere:
-                return
             running = self.pending is not None and not self.pending.training_over
+            if elsewhere:  # a long fit: sampled from now on, as a run opened now would be
+                if running and late.options.system_metrics:
+                    late.start_system_metrics()
+                return
             self._open(described, sample_system=running)  # samples after the fit tell nothing
             if running:
                 self.session.training_started()  # a long fit: an exit before its end fails it

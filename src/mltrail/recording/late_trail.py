@@ -50,6 +50,7 @@ KEPT_CALLS = frozenset(
         "log_checkpoint",
         "log_child_run",
         "remove_at_close",
+        "start_system_metrics",
     }
 )
 

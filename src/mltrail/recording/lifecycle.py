@@ -127,9 +127,12 @@ def wait(
     return recorded and not _still_closing(run_id)
 
 
-def _close_recorder(limit: float | None = None, *, killed: bool = False) -> None:
+def _close_recorder(
+    limit: float | None = None, *, killed: bool = False, announced: bool = False
+) -> None:
     """Let mltrail's recorder process (if started) finish the runs it records, and wait for it:
-    at most about a run's close (:meth:`Trail.end` in the background), or ``limit``."""
+    at most about a run's close (:meth:`Trail.end` in the background), or ``limit``
+    (``announced``: this process said it waits already; the recorder says nothing more)."""
     process = recorder.running()
     if process is None:
         return
@@ -138,7 +141,7 @@ def _close_recorder(limit: float | None = None, *, killed: bool = False) -> None
 
         timeout = Options.resolve().flush_timeout
         limit = max(5.0, timeout) + timeout + 10
-    if not process.close(limit, killed=killed):
+    if not process.close(limit, killed=killed, announced=announced):
         logger.warning(
             "mltrail: the recorder process is still sending the last data of this process's "
             "runs; it finishes on its own."
@@ -238,14 +241,16 @@ def _end_all(status: str | None = None, error: BaseException | None = None) -> N
             logger.debug("ending run %s failed", trail.run_id, exc_info=True)
 
 
-def _at_exit() -> None:
+def _at_exit(announced: bool = False) -> None:
+    """End what is open and wait for what is being sent, saying so once (``announced``: the
+    process that hands this one its runs, the recorder's training, said it already)."""
     global _exiting
     _exiting = True  # from here on, runs end on this thread
     with _thread_pools_open():
-        announced = deferred.settle()
+        announced = deferred.settle() or announced
         _end_all("FINISHED")
         _wait_at_exit(announced=announced)
-        _close_recorder()
+        _close_recorder(announced=announced)
     if _interrupted:
         _keep_sigint_exit()
 
@@ -280,7 +285,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         trail.set_tags({"mltrail.exception.type": "SIGTERM"})
     _end_all("KILLED")
     _wait_at_exit(limit=5.0, announced=announced)
-    _close_recorder(5.0, killed=True)
+    _close_recorder(5.0, killed=True, announced=announced)
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)

@@ -283,7 +283,7 @@ class Recorder:
         self.send(("wait", token, timeout))
         return answered.wait(None if timeout is None else timeout + 5)
 
-    def close(self, timeout: float, *, killed: bool = False) -> bool:
+    def close(self, timeout: float, *, killed: bool = False, announced: bool = False) -> bool:
         """Tell the recorder that this process ends (``killed``: by a signal, its runs end
         KILLED), and wait for it to finish (True) within ``timeout`` seconds; past it, the
         recorder finishes on its own."""
@@ -296,7 +296,9 @@ class Recorder:
             return True
         if killed:
             self.send(("terminated",))
-        self.send(("close",))  # not only the pipe's end: a forked child may hold it open
+        # Not only the pipe's end (a forked child may hold it open); ``announced``: this
+        # process said it waits for its runs already, the recorder need not say it again.
+        self.send(("close", announced))
         self._queue.put(None)
         try:
             self.process.wait(timeout)
@@ -457,19 +459,22 @@ def _rebuilt_exception(name: str, message: str, kind: str) -> BaseException:
     return type(name, (Exception,), {})(message)
 
 
-def _serve(requests: Iterator[bytes], answers: Any) -> None:
-    """The recorder's loop: open runs, make the training's calls on them, answer waits."""
+def _serve(requests: Iterator[bytes], answers: Any) -> bool:
+    """The recorder's loop: open runs, make the training's calls on them, answer waits.
+    Returns whether the training's process said at its exit that it waits for its runs."""
     import mltrail
     from mltrail.recording import lifecycle
     from mltrail.recording.trail import RUN_START_TIME
 
     trails: dict[int, Any] = {}  # the runs open, by the training process's key
+    announced = False
     for frame in requests:
         kind = "message"
         try:
             message = pickle.loads(frame)  # a model's class is imported here
             kind = message[0]
             if kind == "close":
+                announced = bool(message[1:] and message[1])
                 break
             if kind == "hello":
                 _take_on(message[1])
@@ -528,6 +533,7 @@ def _serve(requests: Iterator[bytes], answers: Any) -> None:
                 }
             )
             trail.end("FAILED", background=True)
+    return announced
 
 
 def _warm_up(framework: str) -> None:
@@ -591,9 +597,9 @@ def main(argv: list[str] | None = None) -> int:
     answers = os.fdopen(int(argv[0]), "wb")
     # Stray prints of the libraries it runs go to the terminal, never into the answers.
     sys.stdout = sys.stderr
-    _serve(_requests(sys.stdin.fileno(), os.getppid()), answers)
+    announced = _serve(_requests(sys.stdin.fileno(), os.getppid()), answers)
     # The exit's own work (the runs' last data, as at any exit), then no interpreter teardown:
     # unloading MLflow, SQLAlchemy and the framework took a second the training waited for.
-    lifecycle._at_exit()
+    lifecycle._at_exit(announced=announced)
     sys.stderr.flush()
     os._exit(0)

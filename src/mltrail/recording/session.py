@@ -303,7 +303,9 @@ class RunSession:
             and deferred.can_record_later(self.start_run_kwargs)
         )
 
-    def open_beside(self, what: str, *, tags: Mapping[str, Any] | None = None) -> LateTrail:
+    def open_beside(
+        self, what: str, *, tags: Mapping[str, Any] | None = None, sample_system: bool = True
+    ) -> LateTrail:
         """Open a new run beside the training: in mltrail's recorder process
         (:mod:`mltrail.recording.recorder`) where this process has not imported MLflow, else on
         mltrail's recording thread. The training logs into the
@@ -313,6 +315,10 @@ class RunSession:
         Args:
             what: what the run records, for messages ("XGBoost training").
             tags: more tags for the run (``mltrail.framework`` is always set).
+            sample_system: ``False``: no system metrics from the recorder's run until
+                :meth:`~mltrail.Trail.start_system_metrics` (a training that may end before
+                the recorder opens its run); on mltrail's thread they are sampled when the run
+                opens while the training runs.
         """
         fields = Options.__dataclass_fields__
         options = Options.resolve(**{k: v for k, v in self.start_run_kwargs.items() if k in fields})
@@ -321,7 +327,7 @@ class RunSession:
         self._late = late
         process = recorder()
         if process is not None:  # recorded in mltrail's recorder process, opened at once
-            kwargs, run_tags = self._start_args(None, False, None, tags, False, True)
+            kwargs, run_tags = self._start_args(None, False, None, tags, False, sample_system)
             remote = process.open(kwargs, run_tags, late.started_ms, options, self.framework)
             late.attach(remote)  # type: ignore[arg-type]
             return late

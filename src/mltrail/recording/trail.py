@@ -256,12 +256,8 @@ class Trail:
                 from mltrail.capture import provenance
 
                 trail.provenance = provenance.capture_run(trail)
-        if options.system_metrics and not trail.offline:
-            with guarded("starting system metrics", trail._errors):
-                from mltrail.recording.system_metrics import SystemMonitor
-
-                trail._monitor = SystemMonitor(trail, options.system_metrics_interval)
-                trail._monitor.start()
+        if options.system_metrics:
+            trail.start_system_metrics()
         if trail.owned and not trail.offline:
             trail._repair = lifecycle.repair_stale_runs_soon(
                 trail.client,
@@ -627,6 +623,19 @@ class Trail:
         if specs:
             self._datasets.extend(specs)  # for the metrics of models: which data they were on
             self._writer.add("inputs", specs)  # type: ignore[union-attr]
+
+    def start_system_metrics(self) -> None:
+        """Sample ``system/`` metrics from now on, every ``system_metrics_interval`` seconds,
+        as a run started with ``system_metrics=True`` does: for a run opened without them
+        whose training turned out long. Does nothing once sampling, nor offline or ended."""
+        if self._monitor is not None or self.status is not None or self.offline:
+            return
+        with guarded("starting system metrics", self._errors):
+            from mltrail.recording.system_metrics import SystemMonitor
+
+            monitor = SystemMonitor(self, self.options.system_metrics_interval)
+            monitor.start()
+            self._monitor = monitor
 
     @guard("logging child runs")
     def log_child_run(
