@@ -368,3 +368,38 @@ def test_a_long_fit_recorded_in_the_recorder_samples_the_system(project, tmp_pat
         name: any(m.startswith("system/") for m in r.data.metrics) for name, r in runs.items()
     }
     assert sampled == {"LogisticRegression": False, "Pipeline": True}
+
+
+def test_what_the_recorder_cannot_read_is_counted_in_its_run(project, tmp_path):
+    """A model whose class the recorder cannot import (here a module that exists only in the
+    script's memory) is lost, but not silently: the run counts it in ``mltrail.errors`` and
+    the warning says how to record in the script's process instead."""
+    (project / "vanishing.py").write_text(
+        textwrap.dedent("""
+        import sys, types
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        module = types.ModuleType("made_in_memory")
+        sys.modules["made_in_memory"] = module
+
+        class Weights(dict):
+            pass
+
+        Weights.__module__ = module.__name__
+        module.Weights = Weights
+        X = np.random.default_rng(0).normal(size=(100, 3))
+        y = (X[:, 0] > 0).astype(int)
+        LogisticRegression(class_weight=Weights({0: 1.0, 1: 2.0})).fit(X, y)
+        """)
+    )
+    store = f"sqlite:///{tmp_path / 'vanishing.db'}"
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "vanishing.py")
+    assert "MLTRAIL_RECORDER=thread" in done.stderr, done.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    (run,) = MlflowClient(store).search_runs(["0"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.errors"] == "1"
+    assert "train/accuracy" in run.data.metrics  # the rest of the run is there

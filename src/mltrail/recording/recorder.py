@@ -60,6 +60,14 @@ __all__ = ["Recorder", "RemoteTrail", "recorder"]
 #: process), "thread" (in the training's process), or unset (decided per process).
 MODE_VARIABLE = "MLTRAIL_RECORDER"
 _HEADER = struct.Struct("!I")
+# Each request starts with the key of the run it is for (0: none), readable when its pickle is
+# not: what the recorder cannot rebuild is then counted in that run.
+_RUN_KEY = struct.Struct("!Q")
+_FOR_A_RUN = frozenset({"open", "call", "errors", "end_exc"})
+_UNREADABLE = (
+    "reading what the training's process sent (MLTRAIL_RECORDER=thread records in that "
+    "process instead)"
+)
 _ENTRY = "import sys; from mltrail.recording.recorder import main; sys.exit(main())"
 
 
@@ -75,6 +83,12 @@ def _dumps(message: tuple[Any, ...]) -> bytes:
     import cloudpickle  # MLflow's dependency: lambdas, closures (a plot's drawing), the script's
 
     return cloudpickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _request(message: tuple[Any, ...]) -> bytes:
+    """A request for the recorder: the key of the run it is for, then the pickled message."""
+    key = message[1] if message[0] in _FOR_A_RUN else 0
+    return _RUN_KEY.pack(key) + _dumps(message)
 
 
 def _read_frame(stream: io.BufferedReader) -> bytes | None:
@@ -226,7 +240,7 @@ class Recorder:
         self._path = list(sys.path)
         facts = {"argv": list(sys.argv), "main_file": main_file, "cwd": os.getcwd()}
         facts.update(pid=os.getpid(), path=self._path)
-        self._queue.put(_dumps(("hello", facts)))
+        self._queue.put(_request(("hello", facts)))
         threading.Thread(target=self._feed, name="mltrail-recorder-feed", daemon=True).start()
         threading.Thread(target=self._listen, name="mltrail-recorder-answers", daemon=True).start()
 
@@ -266,7 +280,7 @@ class Recorder:
         if self._broken:
             return
         try:
-            data = _dumps(message)
+            data = _request(message)
         except Exception as error:
             what = message[2] if message[0] == "call" else message[0]
             process_errors.report(f"sending {what} to mltrail's recorder process", error)
@@ -470,8 +484,19 @@ def _serve(requests: Iterator[bytes], answers: Any) -> bool:
     announced = False
     for frame in requests:
         kind = "message"
+        (key,) = _RUN_KEY.unpack_from(frame)
         try:
-            message = pickle.loads(frame)  # a model's class is imported here
+            message = pickle.loads(memoryview(frame)[_RUN_KEY.size :])  # imports a model's class
+        except Exception as error:  # a class the recorder cannot import: lost, counted, said
+            trail = trails.get(key)
+            if trail is not None:
+                trail.error_counter.report(_UNREADABLE, error)
+            else:
+                process_errors.report(_UNREADABLE, error)
+                if key:  # a run's opening: the training must not wait for its id
+                    _write_frame(answers, _dumps(("opened", key, None, "")))
+            continue
+        try:
             kind = message[0]
             if kind == "close":
                 announced = bool(message[1:] and message[1])
