@@ -250,6 +250,18 @@ def test_system_metrics_are_sampled(client) -> None:
     assert not any(k.startswith("system/") for k in client.get_run(quiet.run_id).data.metrics)
 
 
+def test_system_metrics_started_later_sample_from_then_until_the_end(client) -> None:
+    """A run opened without system metrics whose training turned out long starts them."""
+    with mltrail.start_run(experiment="core", system_metrics=False, system_metrics_interval=0.2,
+                           capture=False) as trail:  # fmt: skip
+        trail.start_system_metrics()
+        trail.start_system_metrics()  # once is enough: no second sampler
+        threading.Event().wait(0.5)
+    trail.start_system_metrics()  # ended: nothing more
+    steps = [step for step, _ in history(client, trail.run_id, "system/cpu_utilization_percentage")]
+    assert len(steps) >= 2 and steps == list(range(len(steps)))  # one sampler, numbered once
+
+
 def test_the_first_system_sample_is_logged_once_when_the_run_ends_while_it_is_taken(
     client,
 ) -> None:

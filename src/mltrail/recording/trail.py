@@ -628,14 +628,15 @@ class Trail:
         """Sample ``system/`` metrics from now on, every ``system_metrics_interval`` seconds,
         as a run started with ``system_metrics=True`` does: for a run opened without them
         whose training turned out long. Does nothing once sampling, nor offline or ended."""
-        if self._monitor is not None or self.status is not None or self.offline:
+        if self._monitor is not None or not self.enabled or self.offline:
+            return
+        if self.status is not None:  # ended
             return
         with guarded("starting system metrics", self._errors):
             from mltrail.recording.system_metrics import SystemMonitor
 
-            monitor = SystemMonitor(self, self.options.system_metrics_interval)
-            monitor.start()
-            self._monitor = monitor
+            self._monitor = SystemMonitor(self, self.options.system_metrics_interval)
+            self._monitor.start()  # known before it starts: an end meanwhile stops it
 
     @guard("logging child runs")
     def log_child_run(
