@@ -403,3 +403,25 @@ def test_what_the_recorder_cannot_read_is_counted_in_its_run(project, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.tags["mltrail.errors"] == "1"
     assert "train/accuracy" in run.data.metrics  # the rest of the run is there
+
+
+def test_under_mltrail_run_a_script_that_imports_xgboost_has_its_recorder_from_the_start(
+    project, tmp_path
+):
+    """Its file imports XGBoost: the recorder starts before the script's first line, so that
+    MLflow's import overlaps the script's own imports. A script that imports none of the
+    frameworks it records starts none."""
+    first_line = (
+        "import json, psutil\n"
+        "print(json.dumps([' '.join(p.cmdline()) for p in psutil.Process().children()]))\n"
+    )
+    (project / "early.py").write_text(first_line + "import xgboost\n")
+    (project / "plain.py").write_text(first_line + "import json\n")
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    store = f"sqlite:///{tmp_path / 'early.db'}"
+    children = {}
+    for script in ("early.py", "plain.py"):
+        done = run_in(project, store, mltrail, "run", "--", sys.executable, script)
+        children[script] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("mltrail.recording.recorder" in command for command in children["early.py"])
+    assert children["plain.py"] == []

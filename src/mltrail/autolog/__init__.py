@@ -21,6 +21,7 @@ import importlib.abc
 import importlib.util
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -157,7 +158,36 @@ def autolog_from_environment(environ: Mapping[str, str] | None = None) -> bool:
     if env.get("MLTRAIL_COMMAND"):
         options["tags"] = {"mltrail.command": env["MLTRAIL_COMMAND"]}
     autolog([n for n in frameworks if n] or None, silent=True, **options)
+    if env.get(SCRIPT_PID_VARIABLE) == str(os.getpid()):
+        _start_recorder_with_the_script()
     return True
+
+
+#: Set by ``mltrail run`` to the id of the process the script runs in (its workers have others).
+SCRIPT_PID_VARIABLE = "MLTRAIL_SCRIPT_PID"
+
+
+def _start_recorder_with_the_script() -> None:
+    """Start the recorder at interpreter start for the frameworks whose runs it records that
+    the script's own file imports: MLflow's import and the store's opening then overlap the
+    script's own imports instead of following them. A framework imported elsewhere (a module
+    of the script's) starts it when its import begins, as without this."""
+    path = sys.argv[0] if sys.argv else ""
+    if not path.endswith(".py"):
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            source = file.read(1_000_000)
+    except OSError:
+        return
+    imported = set(_IMPORTED.findall(source))
+    for name, spec in registry.frameworks().items():
+        packages = {trigger.split(".")[0] for trigger in spec.triggers}
+        if name in enabled and spec.records_beside and imported & packages:
+            recorder.start_early(name, enabled[name])
+
+
+_IMPORTED = re.compile(r"^[ \t]*(?:import|from)[ \t]+([A-Za-z_]\w*)", re.MULTILINE)
 
 
 def parse_options(text: str) -> dict[str, Any]:

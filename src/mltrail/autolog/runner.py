@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mltrail.autolog import parse_options, registry
+from mltrail.autolog import SCRIPT_PID_VARIABLE, parse_options, registry
 from mltrail.capture.env import command_line
 from mltrail.errors import MltrailError
 
@@ -36,7 +36,9 @@ def execute(executable: str, command: list[str], env: dict[str, str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":
-        os.execve(executable, command, env)
+        # The command keeps this process's id: the script's own interpreter knows it is the
+        # script (not a worker it starts), and may start the recorder at once.
+        os.execve(executable, command, {**env, SCRIPT_PID_VARIABLE: str(os.getpid())})
     return _run_child([executable, *command[1:]], env)  # pragma: no cover - Windows
 
 

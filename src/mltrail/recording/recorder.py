@@ -14,7 +14,8 @@ would, provenance included (it is told the script's command line and folder).
 - Its runs: the boosting kernel's (XGBoost, LightGBM) and those of fits that log nothing while
   they run (:class:`~mltrail.recording.fit_recording.FitRecording`: scikit-learn's).
 - It is started when autolog sees a framework whose runs open beside their trainings imported
-  (:func:`start_early`), else at the first such run, and warms up at once: MLflow imported,
+  (:func:`start_early`; under ``mltrail run``, at the script's start if the script's file
+  imports one), else at the first such run, and warms up at once: MLflow imported,
   the store opened, the framework imported, while the script goes on. It runs in the idle
   scheduling class, on what the training leaves idle, in the training's session (Linux
   schedules each session as one group) but not its process group (Ctrl-C is the training's).
@@ -221,7 +222,6 @@ class Recorder:
         self._lock = threading.Lock()
         answers_read, answers_write = os.pipe()
         env = {**os.environ, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"}
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
         self.process = subprocess.Popen(
             [sys.executable, "-c", _ENTRY, str(answers_write)],
             stdin=subprocess.PIPE,
@@ -237,10 +237,8 @@ class Recorder:
         )
         os.close(answers_write)
         self._answers = os.fdopen(answers_read, "rb")
-        self._path = list(sys.path)
-        facts = {"argv": list(sys.argv), "main_file": main_file, "cwd": os.getcwd()}
-        facts.update(pid=os.getpid(), path=self._path)
-        self._queue.put(_request(("hello", facts)))
+        self._facts = _facts()
+        self._queue.put(_request(("hello", self._facts)))
         threading.Thread(target=self._feed, name="mltrail-recorder-feed", daemon=True).start()
         threading.Thread(target=self._listen, name="mltrail-recorder-answers", daemon=True).start()
 
@@ -260,9 +258,10 @@ class Recorder:
         with self._lock:
             self._trails[key] = trail
         run_tags = {**tags, "mltrail.pid": str(os.getpid())}  # the training's, not ours
-        if sys.path != self._path:  # the script extended it: its model's modules may be there
-            self._path = list(sys.path)
-            self.send(("path", self._path))
+        facts = _facts()
+        if facts != self._facts:  # started with the interpreter, or the script changed them
+            self._facts = facts
+            self.send(("hello", facts))
         self._given_runs = True
         self.send(("open", key, dict(start_run_kwargs), run_tags, began))
         return trail
@@ -418,6 +417,20 @@ def start_early(framework: str, start_run_kwargs: Mapping[str, Any]) -> None:
         logger.debug("starting mltrail's recorder process early failed", exc_info=True)
 
 
+def _facts() -> dict[str, Any]:
+    """What the recorder reads as its own to record a run as the training's process would:
+    the command line, the main file, the folder, the module search path (a model's classes are
+    imported from it) and the process id."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return {
+        "argv": list(sys.argv),
+        "main_file": main_file,
+        "cwd": os.getcwd(),
+        "path": list(sys.path),
+        "pid": os.getpid(),
+    }
+
+
 def _worker_process() -> bool:
     """Whether this is a worker that Python's ``multiprocessing`` (or joblib's loky) started:
     it imports the framework to run a piece of a larger job (a search's fold), seldom a
@@ -503,8 +516,6 @@ def _serve(requests: Iterator[bytes], answers: Any) -> bool:
                 break
             if kind == "hello":
                 _take_on(message[1])
-            elif kind == "path":
-                _search_path(message[1])
             elif kind == "warm":
                 # Here, not on a thread: a model unpickled meanwhile would import its framework
                 # on this thread while the warm-up imports it on the other.
