@@ -417,11 +417,13 @@ def test_under_mltrail_run_a_script_that_imports_xgboost_has_its_recorder_from_t
     )
     (project / "early.py").write_text(first_line + "import xgboost\n")
     (project / "plain.py").write_text(first_line + "import json\n")
+    # One that imports MLflow records in its own process: no recorder.
+    (project / "own.py").write_text(first_line + "import mlflow\nimport xgboost\n")
     mltrail = str(Path(sys.executable).parent / "mltrail")
     store = f"sqlite:///{tmp_path / 'early.db'}"
     children = {}
-    for script in ("early.py", "plain.py"):
+    for script in ("early.py", "plain.py", "own.py"):
         done = run_in(project, store, mltrail, "run", "--", sys.executable, script)
         children[script] = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("mltrail.recording.recorder" in command for command in children["early.py"])
-    assert children["plain.py"] == []
+    assert children["plain.py"] == children["own.py"] == []

@@ -181,6 +181,8 @@ def _start_recorder_with_the_script() -> None:
     except OSError:
         return
     imported = set(_IMPORTED.findall(source))
+    if "mlflow" in imported:  # a script that imports MLflow records in its own process
+        return
     for name, spec in registry.frameworks().items():
         packages = {trigger.split(".")[0] for trigger in spec.triggers}
         if name in enabled and spec.records_beside and imported & packages:
