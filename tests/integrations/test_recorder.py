@@ -427,3 +427,30 @@ def test_under_mltrail_run_a_script_that_imports_xgboost_has_its_recorder_from_t
         children[script] = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("mltrail.recording.recorder" in command for command in children["early.py"])
     assert children["plain.py"] == children["own.py"] == []
+
+
+def test_a_training_run_twice_is_said_already_run_in_the_recorder(project, tmp_path):
+    """Two identical short trainings: the second run's check, made as it ends, waits for the
+    first one still closing in the recorder, and names it."""
+    (project / "twice.py").write_text(
+        textwrap.dedent(TRAINING)
+        + textwrap.dedent("""
+        runs = []
+        for attempt in range(2):
+            callback = TrailCallback(experiment="twice", log_model=False, importance=False)
+            xgb.train(params, dtrain, 3, evals=[(dval, "val")], verbose_eval=False,
+                      callbacks=[callback])
+            runs.append(callback.run_id)
+        print(json.dumps(runs))
+        """)
+    )
+    store = f"sqlite:///{tmp_path / 'twice.db'}"
+    done = run_in(project, store, sys.executable, "twice.py")
+    first, second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert f"already run: run {first}" in done.stderr, done.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    store_client = MlflowClient(store)
+    assert store_client.get_run(second).data.tags["mltrail.already_run"] == first
+    assert store_client.get_run(second).data.tags["mltrail.pid"]  # recorded in the recorder
+    assert "mltrail.already_run" not in store_client.get_run(first).data.tags

@@ -153,6 +153,10 @@ class AlreadyRunCheck:
         self._ended.set()
         self._wake.set()
         if self.mode == "warn" and self.found is None and fingerprint:
+            if fingerprint not in self._checked:
+                # A run that ended within a second of its params (a short training) was not
+                # checked yet: this process's earlier runs, still closing, count too.
+                lifecycle.wait_for_earlier_closes(FINISH_SEARCH_TIMEOUT)
             self._check_and_warn(fingerprint, FINISH_SEARCH_TIMEOUT)
 
     # --- the background check ----------------------------------------------------------------------

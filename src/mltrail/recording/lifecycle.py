@@ -95,6 +95,19 @@ def _still_closing(run_id: str | None = None) -> list[tuple[threading.Thread, An
         ]
 
 
+def wait_for_earlier_closes(timeout: float) -> None:
+    """Wait (``timeout`` seconds at most) for the runs whose close began before the caller's,
+    from a run's close: what it looks up in the store (the same run before it) is there then.
+    Only earlier ones, so that two closes never wait for each other."""
+    stop = time.monotonic() + timeout
+    me = threading.current_thread()
+    with _lock:
+        began = list(_closing)
+    earlier = began[: began.index(me)] if me in began else began
+    for thread in earlier:
+        thread.join(max(0.0, stop - time.monotonic()))
+
+
 def wait(
     timeout: float | None = None,
     run_id: str | None = None,
