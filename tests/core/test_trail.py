@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -248,6 +251,22 @@ def test_system_metrics_are_sampled(client) -> None:
     with mltrail.start_run(experiment="core", system_metrics=False) as quiet:
         pass
     assert not any(k.startswith("system/") for k in client.get_run(quiet.run_id).data.metrics)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.path.exists("/proc/driver/nvidia"),
+    reason="needs a Linux machine without an NVIDIA driver",
+)
+def test_system_metrics_without_an_nvidia_driver_skip_the_gpu_monitor() -> None:
+    """Importing the GPU monitor (pynvml) cost a recorder a quarter second of CPU per process
+    on machines that have no GPU to monitor."""
+    code = (
+        "import sys; from mltrail.recording.system_metrics import _monitors; "
+        "names = [type(m).__name__ for m in _monitors()]; "
+        "print(names, 'pynvml' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[0] == "['CPUMonitor', 'DiskMonitor', 'NetworkMonitor'] False"
 
 
 def test_system_metrics_started_later_sample_from_then_until_the_end(client) -> None:
