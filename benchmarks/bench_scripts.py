@@ -16,10 +16,13 @@ Real scripts are rarely one long training. Four workloads, each a script of its 
 Each runs as: ``plain`` (no recording), ``mltrail_run`` (the plain script under
 ``mltrail run``), ``mltrail_run_in_process`` (the same with ``MLTRAIL_RECORDER=thread``: the
 boosting runs recorded in the script's process, not in mltrail's recorder process),
+``mltrail_run_cold`` (the same with ``MLTRAIL_RECORDER_SPARE=0``: no spare recorder waits
+warm for the script, as for the first script of a session; ``mltrail_run`` finds the spare
+that the run before it left),
 ``explicit`` (mltrail's ``TrailCallback`` or ``TrackedEstimator`` in the script), ``mlflow_autolog`` (``mlflow.autolog()`` at the top) and, for the XGBoost workloads,
 ``dvclive`` (its XGBoost callback). Every process starts in the same git repository, with its
 own sqlite store created beforehand (a user's store exists already). Variants run interleaved in
-a rotating order after one untimed warm-up round.
+a rotating order after one untimed warm-up round, each once the machine is idle again.
 
 The JSON printed holds every process time, the medians, the ratios to ``plain`` and the times
 inside ``fit`` for the scikit-learn workload. Targets (real-scripts issue): ``continued`` and
@@ -46,6 +49,7 @@ VARIANTS = (
     "plain",
     "mltrail_run",
     "mltrail_run_in_process",
+    "mltrail_run_cold",
     "explicit",
     "mlflow_autolog",
     "dvclive",
@@ -182,16 +186,39 @@ def _run_once(
 ) -> tuple[float, dict[str, Any]]:
     command = [sys.executable, f"train_{workload}.py"]
     env = {**env, "BENCH_VARIANT": variant, "MLFLOW_TRACKING_URI": store}
-    if variant in ("mltrail_run", "mltrail_run_in_process"):
+    if variant in ("mltrail_run", "mltrail_run_in_process", "mltrail_run_cold"):
         command = [str(Path(sys.executable).parent / "mltrail"), "run", "--", *command]
     if variant == "mltrail_run_in_process":  # no recorder process: every run recorded in-process
         env["MLTRAIL_RECORDER"] = "thread"
+    if variant == "mltrail_run_cold":  # no spare recorder: each script warms up its own
+        env["MLTRAIL_RECORDER_SPARE"] = "0"
+    _settle()
     began = time.perf_counter()
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"{workload}/{variant} failed:\n{done.stderr[-3000:]}")
     return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _settle(limit: float = 20.0) -> None:
+    """Wait until the machine is idle (a spare recorder warming up in the background, the
+    tail of the last process): each process is timed alone, whatever ran before it."""
+    try:
+        with open("/proc/stat") as stat:
+            first = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:  # not Linux: nothing runs in the background to wait for
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        with open("/proc/stat") as stat:
+            now = [int(v) for v in stat.readline().split()[1:]]
+        busy = [b - a for a, b in zip(first, now, strict=False)]
+        total = sum(busy) or 1
+        if (busy[3] + busy[4]) / total > 0.9:  # idle and iowait
+            return
+        first = now
 
 
 def main(argv: list[str] | None = None) -> int:

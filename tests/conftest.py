@@ -25,6 +25,9 @@ os.environ["GIT_TERMINAL_PROMPT"] = "0"
 # A dead server must fail fast in tests instead of MLflow's minutes of retries.
 os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
+# No spare recorder waits after a test's script for the next test's (the tests of spares
+# turn them on): each test's recorder is its own.
+os.environ["MLTRAIL_RECORDER_SPARE"] = "0"
 # Test servers need no background job runner (it starts a dozen worker processes).
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 

@@ -454,3 +454,190 @@ def test_a_training_run_twice_is_said_already_run_in_the_recorder(project, tmp_p
     assert store_client.get_run(second).data.tags["mltrail.already_run"] == first
     assert store_client.get_run(second).data.tags["mltrail.pid"]  # recorded in the recorder
     assert "mltrail.already_run" not in store_client.get_run(first).data.tags
+
+
+def test_what_the_script_sets_in_its_environment_is_what_its_runs_get(project, tmp_path):
+    """The recorder started at XGBoost's import; the script names its experiment after."""
+    (project / "late.py").write_text(
+        textwrap.dedent(TRAINING)
+        + textwrap.dedent("""
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = "named-late"
+        callback = TrailCallback(log_model=False, importance=False)
+        xgb.train(params, dtrain, 2, evals=[(dval, "val")], verbose_eval=False,
+                  callbacks=[callback])
+        print(callback.run_id)
+        """)
+    )
+    store = f"sqlite:///{tmp_path / 'late.db'}"
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "late.py")
+    from mlflow.tracking import MlflowClient
+
+    store_client = MlflowClient(store)
+    run = store_client.get_run(done.stdout.split()[-1])
+    assert store_client.get_experiment(run.info.experiment_id).name == "named-late"
+
+
+# --- the spare recorder ------------------------------------------------------------------------
+
+SPARE_ENTRY = "mltrail.recording.spare import main"
+
+# Two identical trainings, the second "already run"; it reports its recorder children.
+REPEATED = (
+    TRAINING
+    + """
+import psutil
+runs = []
+for attempt in range(2):
+    callback = TrailCallback(importance=False)
+    xgb.train(params, dtrain, 3, evals=[(dval, "val")], verbose_eval=False,
+              callbacks=[callback])
+    runs.append(callback.run_id)
+children = [" ".join(p.cmdline()) for p in psutil.Process().children()]
+print(json.dumps({"pid": os.getpid(), "runs": runs, "children": children}))
+"""
+)
+
+
+def _spares() -> list[int]:
+    """The spare recorders of this user and interpreter running now."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "uids"]):
+        command = " ".join(process.info["cmdline"] or ())
+        uids = process.info["uids"]
+        ours = uids and uids.real == os.getuid() and command.startswith(sys.executable)
+        if ours and SPARE_ENTRY in command:
+            found.append(process.pid)
+    return found
+
+
+def _listening_spare(other_than: int | None = None, timeout: float = 60.0) -> int:
+    """The spare waiting for a script (bound to its name), once there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = Path("/proc/net/unix").read_text()
+        if f"@mltrail-recorder-{os.getuid()}-" in names:
+            found = [pid for pid in _spares() if pid != other_than]
+            if found:
+                return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no spare recorder is waiting: {_spares()}")
+
+
+@pytest.fixture
+def spares():
+    """Spares on for this test's scripts (the suite turns them off), none left after it."""
+    for pid in _spares():  # a spare of an earlier test or session would serve ours
+        os.kill(pid, signal.SIGKILL)
+    yield {"MLTRAIL_RECORDER_SPARE": "120"}
+    for pid in _spares():
+        os.kill(pid, signal.SIGKILL)
+
+
+def _second_project(tmp_path: Path) -> Path:
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    (other / "repeated.py").write_text(textwrap.dedent(REPEATED))
+    git(other, "add", ".")
+    git(other, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-qm", "s")
+    return other
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="spares are Linux's")
+def test_the_next_script_is_recorded_by_the_spare_that_the_last_one_left(project, tmp_path, spares):
+    """A spare waits warm for the next script: that script starts no recorder, and its runs
+    are recorded as its own recorder would record them: its store, its experiment, its
+    repository's commit, its process, its terminal for the warnings."""
+    run_in(project, f"sqlite:///{tmp_path / 'first.db'}", sys.executable, "train.py", **spares)
+    spare = _listening_spare()
+    other = _second_project(tmp_path)
+    store = f"sqlite:///{tmp_path / 'second.db'}"
+    done = run_in(
+        other, store, sys.executable, "repeated.py", MLFLOW_EXPERIMENT_NAME="second", **spares
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not any("mltrail.recording" in command for command in seen["children"])
+    assert f"already run: run {seen['runs'][0]}" in done.stderr  # the spare's, on our stderr
+    from mlflow.tracking import MlflowClient
+
+    store_client = MlflowClient(store)
+    head = git(other, "rev-parse", "HEAD")
+    for run_id in seen["runs"]:
+        run = store_client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert store_client.get_experiment(run.info.experiment_id).name == "second"
+        assert run.data.tags["mlflow.source.git.commit"] == head
+        assert run.data.tags["mlflow.source.name"].endswith("repeated.py")
+        assert run.data.tags["mltrail.pid"] == str(seen["pid"])
+        assert "model" in {a.path for a in store_client.list_artifacts(run_id)}
+    first = MlflowClient(f"sqlite:///{tmp_path / 'first.db'}")
+    ids = [e.experiment_id for e in first.search_experiments()]
+    pids = {r.data.tags["mltrail.pid"] for r in first.search_runs(ids)}
+    assert str(seen["pid"]) not in pids  # nothing of it went to the first script's store
+    # It served one script and left; the next spare waits.
+    assert _listening_spare(other_than=spare) != spare
+    assert spare not in _spares()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="spares are Linux's")
+def test_a_spare_serves_one_script_of_its_own_session(project, tmp_path, spares):
+    """Two scripts at once: one is served by the spare, the other starts its own recorder,
+    and both have all their runs. A script of another session starts its own."""
+    run_in(project, f"sqlite:///{tmp_path / 'first.db'}", sys.executable, "train.py", **spares)
+    spare = _listening_spare()
+    other = _second_project(tmp_path)
+    scripts = [
+        subprocess.Popen(
+            [sys.executable, "repeated.py"],
+            cwd=other,
+            env=user_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / f'{n}.db'}", **spares),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in ("a", "b")
+    ]
+    outputs = [script.communicate(timeout=300) for script in scripts]
+    from mlflow.tracking import MlflowClient
+
+    served = 0
+    for name, (out, err) in zip(("a", "b"), outputs, strict=True):
+        seen = json.loads(out.strip().splitlines()[-1])
+        served += not any("mltrail.recording" in c for c in seen["children"])
+        store_client = MlflowClient(f"sqlite:///{tmp_path / f'{name}.db'}")
+        for run_id in seen["runs"]:
+            assert store_client.get_run(run_id).info.status == "FINISHED", err[-3000:]
+    assert served == 1
+    spare = _listening_spare(other_than=spare)
+    alone = subprocess.run(
+        [sys.executable, "repeated.py"],
+        cwd=other,
+        env=user_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'c.db'}", **spares),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    seen = json.loads(alone.stdout.strip().splitlines()[-1])
+    assert any("mltrail.recording.recorder" in c for c in seen["children"])
+    assert spare in _spares()  # still waiting for a script of its session
+
+
+def test_a_recorder_collects_garbage_again_once_warm(project):
+    """The collector is off while the recorder imports MLflow and the framework (it walked
+    their objects over and over), and on again after, with those objects left out of it."""
+    code = textwrap.dedent("""
+        import gc, json
+        from mltrail.recording import recorder
+        recorder._collect_after_warm_up()
+        off = not gc.isenabled()
+        recorder._warm_up("xgboost")
+        print(json.dumps([off, gc.isenabled(), gc.get_freeze_count() > 100_000]))
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, env=user_env(), capture_output=True, text=True
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, True], done.stderr

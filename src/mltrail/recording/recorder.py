@@ -37,6 +37,7 @@ to record in itself) and is no notebook or Hydra app (whose provenance is read i
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import itertools
 import logging
@@ -48,7 +49,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from mltrail.errors import ErrorCounter, process_errors
@@ -102,16 +103,16 @@ def _read_frame(stream: io.BufferedReader) -> bytes | None:
     return body if len(body) == size else None
 
 
-def _requests(fd: int, parent: int) -> Iterator[bytes]:
-    """The messages on ``fd``, until it ends or the process ``parent`` is gone (a forked
-    child of the training may hold the pipe open after the training's process died)."""
+def _requests(fd: int, alive: Callable[[], bool]) -> Iterator[bytes]:
+    """The messages on ``fd``, until it ends or the training's process is no longer
+    ``alive()`` (a forked child of the training may hold the pipe open after it died)."""
 
     def exactly(size: int) -> bytes | None:
         chunks, left = [], size
         while left:
             ready, _, _ = select.select([fd], [], [], 1.0)
             if not ready:
-                if os.getppid() != parent:
+                if not alive():
                     return None
                 continue
             chunk = os.read(fd, min(left, 1 << 20))
@@ -220,27 +221,39 @@ class Recorder:
         self._warmed: set[str] = set()
         self._given_runs = False  # until then, nothing would be lost without it
         self._lock = threading.Lock()
-        answers_read, answers_write = os.pipe()
-        env = {**os.environ, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _ENTRY, str(answers_write)],
-            stdin=subprocess.PIPE,
-            env=env,
-            pass_fds=(answers_write,),
-            close_fds=True,
-            # Out of the terminal's process group: a Ctrl-C is the training's to handle (its
-            # runs end KILLED); the recorder ends when this process's pipe closes, however.
-            # Not out of its session: Linux schedules each session's processes as one group
-            # (autogroup), and a recorder in a session of its own took half the CPU from the
-            # training whatever its class (a 12-candidate search ran 3x slower).
-            process_group=0,
-        )
-        os.close(answers_write)
-        self._answers = os.fdopen(answers_read, "rb")
+        from mltrail.recording import spare
+
+        waiting = spare.connect()  # a recorder warmed up already, when one waits for us
+        if waiting is not None:
+            self.process: Any = spare.SpareProcess(*waiting)
+            self._answers = self.process.answers
+        else:
+            answers_read, answers_write = os.pipe()
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _ENTRY, str(answers_write)],
+                stdin=subprocess.PIPE,
+                env={**os.environ, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"},
+                pass_fds=(answers_write,),
+                close_fds=True,
+                # Out of the terminal's process group: a Ctrl-C is the training's to handle
+                # (its runs end KILLED); the recorder ends when this process's pipe closes,
+                # however. Not out of its session: Linux schedules each session's processes as
+                # one group (autogroup), and a recorder in a session of its own took half the
+                # CPU from the training whatever its class (a 12-candidate search ran 3x
+                # slower).
+                process_group=0,
+            )
+            os.close(answers_write)
+            self._answers = os.fdopen(answers_read, "rb")
         self._facts = _facts()
         self._queue.put(_request(("hello", self._facts)))
         threading.Thread(target=self._feed, name="mltrail-recorder-feed", daemon=True).start()
-        threading.Thread(target=self._listen, name="mltrail-recorder-answers", daemon=True).start()
+        listener = threading.Thread(
+            target=self._listen, name="mltrail-recorder-answers", daemon=True
+        )
+        listener.start()
+        if waiting is not None:
+            self.process.read_answers_on(listener)
 
     def open(
         self,
@@ -420,7 +433,7 @@ def start_early(framework: str, start_run_kwargs: Mapping[str, Any]) -> None:
 def _facts() -> dict[str, Any]:
     """What the recorder reads as its own to record a run as the training's process would:
     the command line, the main file, the folder, the module search path (a model's classes are
-    imported from it) and the process id."""
+    imported from it), the process id and the environment."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     return {
         "argv": list(sys.argv),
@@ -428,6 +441,10 @@ def _facts() -> dict[str, Any]:
         "cwd": os.getcwd(),
         "path": list(sys.path),
         "pid": os.getpid(),
+        # What the script set since the recorder started (MLFLOW_EXPERIMENT_NAME, say) is
+        # what its runs are recorded with; a spare started with another script's. Not the
+        # run id this process is told for its subprocesses: the recorder sets its own.
+        "env": {k: v for k, v in os.environ.items() if k != "MLTRAIL_RUN_ID"},
     }
 
 
@@ -572,6 +589,9 @@ def _serve(requests: Iterator[bytes], answers: Any) -> bool:
     return announced
 
 
+_warmed: set[str] = set()  # the frameworks this recorder warmed up for (its spare does too)
+
+
 def _warm_up(framework: str) -> None:
     """What the runs of ``framework``'s trainings need, done before the first one asks: MLflow
     imported, the configured store opened, the framework (whose model the run's end gets) and
@@ -582,6 +602,7 @@ def _warm_up(framework: str) -> None:
     from mltrail.recording.plots import preload_matplotlib
     from mltrail.store import make_client, resolve_tracking_uri
 
+    _warmed.add(framework)
     try:
         preload_gitpython()
         make_client(resolve_tracking_uri(None))
@@ -590,6 +611,9 @@ def _warm_up(framework: str) -> None:
         preload_matplotlib()
     except Exception:  # the run that needs it meets it again, and reports it
         logger.debug("warming up for %s failed", framework, exc_info=True)
+    # What the warm-up made lives as long as the recorder: out of every later collection.
+    gc.freeze()
+    gc.enable()
 
 
 def _take_on(facts: Mapping[str, Any]) -> None:
@@ -605,12 +629,24 @@ def _take_on(facts: Mapping[str, Any]) -> None:
     with contextlib.suppress(OSError):
         os.chdir(facts["cwd"])
     _search_path(facts.get("path", ()))
+    if "env" in facts:  # key by key: the recorder's threads never see it half empty
+        env = {**facts["env"], MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"}
+        for key in set(os.environ) - set(env):
+            os.environ.pop(key, None)
+        os.environ.update(env)
 
 
 def _search_path(path: Sequence[str]) -> None:
     """Find modules where the training finds them: a model's class in a module beside the
     script (``src/train.py`` importing ``src/models.py``) is imported when it is unpickled."""
     sys.path[:] = [*path, *(entry for entry in sys.path if entry not in path)]
+
+
+def _collect_after_warm_up() -> None:
+    """No garbage collection until :func:`_warm_up` ends: importing MLflow, SQLAlchemy and
+    the framework makes millions of objects, and the collector walked them over and over
+    (0.8 s of a recorder's 3-4 s of CPU for a script of 12 short trainings; 0.05 s without)."""
+    gc.disable()
 
 
 def _yield_to_the_training() -> None:
@@ -627,15 +663,37 @@ def _yield_to_the_training() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the recorder process (its argument: the descriptor to answer on)."""
     _yield_to_the_training()
-    from mltrail.recording import lifecycle
-
+    _collect_after_warm_up()
     argv = sys.argv[1:] if argv is None else argv
-    answers = os.fdopen(int(argv[0]), "wb")
+    serve(sys.stdin.fileno(), os.fdopen(int(argv[0]), "wb"), os.getppid())
+    return 0
+
+
+def serve(
+    requests: int, answers: Any, training: int, *, spare_for: Sequence[str] | None = None
+) -> None:
+    """Record what the training's process ``training`` sends on the descriptor ``requests``,
+    answering on the stream ``answers``, until it ends; then start a spare recorder for the
+    next script (:mod:`~mltrail.recording.spare`) and exit. ``spare_for``: this is a spare,
+    warmed up for these frameworks (the training is no parent of it)."""
+    from mltrail.recording import lifecycle, spare
+
+    if spare_for is None:
+
+        def alive() -> bool:
+            return os.getppid() == training
+
+    else:
+
+        def alive() -> bool:
+            return lifecycle.pid_alive(training)
+
     # Stray prints of the libraries it runs go to the terminal, never into the answers.
     sys.stdout = sys.stderr
-    announced = _serve(_requests(sys.stdin.fileno(), os.getppid()), answers)
+    announced = _serve(_requests(requests, alive), answers)
     # The exit's own work (the runs' last data, as at any exit), then no interpreter teardown:
     # unloading MLflow, SQLAlchemy and the framework took a second the training waited for.
     lifecycle._at_exit(announced=announced)
     sys.stderr.flush()
+    spare.start([*(spare_for or ()), *_warmed])
     os._exit(0)
