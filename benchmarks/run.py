@@ -763,7 +763,7 @@ def summarise_scripts(r: dict[str, Any], case: str) -> list[Row]:
     for workload, times in r["seconds"].items():
         limit, label = _SCRIPT_LIMITS.get(workload, (None, workload))
         plain = times.get("plain")
-        for variant in ("mltrail_run", "mltrail_run_in_process", "explicit"):
+        for variant in ("mltrail_run", "mltrail_run_cold", "mltrail_run_in_process", "explicit"):
             if variant not in times or not plain:
                 continue
             ratio = statistics.median(times[variant]) / statistics.median(plain)
@@ -793,7 +793,7 @@ def summarise_scripts(r: dict[str, Any], case: str) -> list[Row]:
             )
     for name, by_variant in (r.get("fit_s") or {}).items():
         plain = by_variant.get("plain")
-        for variant in ("mltrail_run", "explicit"):
+        for variant in ("mltrail_run", "mltrail_run_cold", "explicit"):
             if variant not in by_variant or not plain:
                 continue
             added = statistics.median(by_variant[variant]) - statistics.median(plain)

@@ -19,7 +19,9 @@ would, provenance included (it is told the script's command line and folder).
   the store opened, the framework imported, while the script goes on. It runs in the idle
   scheduling class, on what the training leaves idle, in the training's session (Linux
   schedules each session as one group) but not its process group (Ctrl-C is the training's).
-  A recorder given no run is killed at exit rather than waited for.
+  A recorder given no run is killed at exit rather than waited for. Where a spare recorder
+  waits warm for this script (:mod:`~mltrail.recording.spare`, left by the script before it),
+  the script connects to it instead of starting one.
 - Messages are pickled frames on the recorder's standard input, sent from a thread of the
   training's process (the training never waits on the pipe); the recorder answers each run's
   id on a pipe of its own.
