@@ -641,3 +641,20 @@ def test_a_recorder_collects_garbage_again_once_warm(project):
         [sys.executable, "-c", code], cwd=project, env=user_env(), capture_output=True, text=True
     )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, True], done.stderr
+
+
+def test_a_spare_is_named_after_the_code_it_would_run():
+    """An adapter changed in a source checkout (no pip involved) names another spare: one
+    started before the change never records with the old code."""
+    import mltrail.integrations
+    from mltrail.recording import spare
+
+    adapter = Path(mltrail.integrations.__file__)
+    before = spare._address()
+    stat = adapter.stat()
+    try:
+        os.utime(adapter, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert spare._address() != before
+    finally:
+        os.utime(adapter, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert spare._address() == before

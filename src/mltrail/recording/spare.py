@@ -67,21 +67,24 @@ def linger() -> float:
 def _address() -> bytes:
     """The abstract socket of the spare for this user, interpreter and installation."""
     import mltrail
+    import mltrail.integrations  # light: names only; its folder is apart in a source checkout
     from mltrail.version import __version__
 
     states = []
     for folder in sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")}):
         with contextlib.suppress(OSError):
             states.append(f"{folder}:{os.stat(folder).st_mtime_ns}")
-    # mltrail's own files too: a source checkout installed in place changes without pip.
-    package = os.path.dirname(os.path.abspath(mltrail.__file__))
-    newest = 0
-    for folder, subfolders, files in os.walk(package):
-        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
-        for name in files:
-            with contextlib.suppress(OSError):
-                newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
-    states.append(f"{package}:{newest}")
+    # mltrail's own files too (its adapters included): a source checkout installed in place
+    # changes without pip.
+    for module in (mltrail, mltrail.integrations):
+        package = os.path.dirname(os.path.abspath(module.__file__ or ""))
+        newest = 0
+        for folder, subfolders, files in os.walk(package):
+            subfolders[:] = [name for name in subfolders if name != "__pycache__"]
+            for name in files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
+        states.append(f"{package}:{newest}")
     identity = "\0".join([sys.executable, sys.prefix, __version__, *states])
     digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
     return f"\0mltrail-recorder-{os.getuid()}-{digest}".encode()
