@@ -24,20 +24,9 @@ SKLEARN_MODULES = tuple(
 )
 
 
-def _declared(
-    name: str, triggers: str, options: str = "", flavors: str = "", beside: bool = False
-) -> Framework:
-    """The built-in adapter ``mltrail.integrations.<name>``, each list space-separated: the
-    modules whose import applies its autolog patches, its own ``autolog`` options, and the
-    MLflow autolog integrations paused while it records a training; ``beside``: its runs
-    open beside their trainings."""
-    return Framework(
-        f"mltrail.integrations.{name}",
-        tuple(triggers.split()),
-        frozenset(options.split()),
-        tuple(flavors.split()),
-        beside,
-    )
+def _declared(name: str, *lists: str, beside: bool = False) -> Framework:
+    """The built-in adapter ``mltrail.integrations.<name>`` (see :meth:`Framework.named`)."""
+    return Framework.named(f"mltrail.integrations.{name}", *lists, records_beside=beside)
 
 
 _MODEL = "log_model registered_model_name"  # the options of the adapters that log a model

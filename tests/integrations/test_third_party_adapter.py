@@ -203,3 +203,15 @@ def test_an_error_in_its_hook_is_counted_not_raised(
     assert run.data.tags["mltrail.errors"] == "1"
     steps = [m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, "loss")]
     assert sorted(steps) == [0, 2]  # the epoch whose hook failed is the only one missing
+
+
+def test_a_framework_named_with_space_separated_lists_is_the_same_framework():
+    from mltrail.adapters import Framework
+
+    assert Framework.named("pkg.adapter", "toyfw toyfw.sub", "log_model", "toy") == Framework(
+        adapter="pkg.adapter",
+        triggers=("toyfw", "toyfw.sub"),
+        options=frozenset({"log_model"}),
+        mlflow_flavors=("toy",),
+    )
+    assert Framework.named("pkg.adapter", "toyfw", records_beside=True).records_beside

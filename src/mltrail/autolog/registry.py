@@ -60,6 +60,21 @@ class Framework:
     mlflow_flavors: tuple[str, ...] = ()
     records_beside: bool = False
 
+    @classmethod
+    def named(
+        cls, adapter: str, triggers: str, options: str = "", flavors: str = "", **more: Any
+    ) -> Framework:
+        """The framework of ``adapter``, its lists written space-separated: the modules whose
+        import applies its patches, its own ``autolog`` options and the MLflow autolog
+        integrations paused while it records (``more``: the other fields)."""
+        return cls(
+            adapter,
+            tuple(triggers.split()),
+            frozenset(options.split()),
+            tuple(flavors.split()),
+            **more,
+        )
+
 
 #: Keyword arguments of start_run that autolog passes on (run_id would make every fit one run).
 RUN_OPTIONS = frozenset({"experiment", "run_name", "tracking_uri", "tags"}) | frozenset(
