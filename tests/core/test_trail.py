@@ -101,6 +101,53 @@ def test_many_params_are_batched(client) -> None:
     assert len(client.get_run(trail.run_id).data.params) == 1500
 
 
+def test_params_tags_and_metrics_sent_together_go_in_one_request(client) -> None:
+    """A short training's run sends its params, tags and metrics once: one ``log_batch``, not
+    one per kind (each request also reads the whole run back from the store)."""
+    trail = mltrail.start_run(experiment="core", capture=False, system_metrics=False)
+    assert trail.flush(10)
+    before = trail._writer.stats["requests"]
+    trail.log_params({"lr": 0.1, "depth": 4})
+    trail.set_tags({"stage": "tuning"})
+    trail.log_metrics({"loss": 0.5, "acc": 0.8}, step=0)
+    trail.log_metrics({"loss": 0.25, "acc": 0.9}, step=1)
+    assert trail.flush(10)
+    assert trail._writer.stats["requests"] - before == 1
+    trail.end()
+    run = client.get_run(trail.run_id)
+    assert {"lr": "0.1", "depth": "4"}.items() <= run.data.params.items()
+    assert run.data.tags["stage"] == "tuning"
+    assert history(client, trail.run_id, "loss") == [(0, 0.5), (1, 0.25)]
+    assert history(client, trail.run_id, "acc") == [(0, 0.8), (1, 0.9)]
+
+
+def test_a_param_the_store_refuses_holds_back_nothing_sent_with_it(
+    client, monkeypatch, tmp_path: Path
+) -> None:
+    """Sent together, a param the store refuses (another value behind mltrail's back) fails
+    alone: the tags and metrics of the same request land, the param is journaled and counted."""
+    monkeypatch.setenv("MLTRAIL_STRICT", "0")  # the refusal is the point
+    trail = mltrail.start_run(
+        experiment="core", capture=False, system_metrics=False, spool_dir=tmp_path / "spool"
+    )
+    client.log_param(trail.run_id, "lr", "0.5")
+    trail.log_params({"lr": 0.1})
+    trail.set_tags({"stage": "tuning"})
+    trail.log_metrics({"loss": 0.5}, step=0)
+    with pytest.warns(mltrail.MltrailWarning):
+        trail.end()
+    run = client.get_run(trail.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["lr"] == "0.5"
+    assert run.data.tags["stage"] == "tuning"
+    assert history(client, trail.run_id, "loss") == [(0, 0.5)]
+    assert trail.errors == {"sending params": 1}
+    # Journaled as the record any mltrail replays, not as the request it was part of.
+    (journal,) = (tmp_path / "spool").glob(f"{trail.run_id}*/journal.jsonl")
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [(r["kind"], r["data"]) for r in records] == [("params", {"lr": "0.1"})]
+
+
 def test_metric_value_policy(client) -> None:
     np = pytest.importorskip("numpy")
     with mltrail.start_run(experiment="core") as trail:

@@ -73,7 +73,8 @@ def apply_record(
         client: an ``MlflowClient``.
         run_id: the run the record belongs to (the parent of a ``child_run``).
         record: ``{"kind": ..., "data": ...}``; the kinds are ``metrics`` (``[key, value,
-            timestamp, step]`` lists), ``params``, ``tags``, ``delete_tag``, ``inputs``,
+            timestamp, step]`` lists), ``params``, ``tags``, ``batch`` (``{"params", "tags",
+            "metrics"}`` in one request, see :func:`_merged`), ``delete_tag``, ``inputs``,
             ``artifact``, ``status``, ``child_run`` (see :func:`child_run_data`), ``register``
             (``{"name", "artifact_path"}``, optionally ``"model_id"``: a LoggedModel; the version
             gets the run's provenance tags), ``crashed_run`` (see :func:`crashed_run_data`),
@@ -92,7 +93,9 @@ def apply_record(
 
     kind = record["kind"]
     data = record.get("data")
-    if kind == "metrics":
+    if kind == "batch":
+        _log_together(client, run_id, data)
+    elif kind == "metrics":
         for chunk in _chunks_by_size(data, MAX_METRICS_PER_BATCH, lambda m: len(m[0]) + 64):
             metrics = [
                 Metric(key, float(value), int(ts), int(step)) for key, value, ts, step in chunk
@@ -400,6 +403,59 @@ def _log_logged_model(
         _register_model(client, run_id, registration, progress)
 
 
+def _log_together(client: Any, run_id: str, data: dict[str, Any]) -> None:
+    """A ``batch`` record: its params, tags and metrics in one ``log_batch`` (the writer sends
+    the records it was merged from one by one where the store refuses it)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in data["metrics"]],
+        params=[Param(k, v) for k, v in data["params"].items()],
+        tags=[RunTag(k, v) for k, v in data["tags"].items()],
+    )
+    if data["tags"] and run_id in _registered:
+        _tag_registered_versions(client, run_id)
+
+
+def _parts(data: dict[str, Any]) -> list[Record]:
+    """The records a ``batch`` record was merged from, in their order."""
+    return [{"kind": kind, "data": data[kind]} for kind in _BATCHED if data[kind]]
+
+
+_BATCHED = ("params", "tags", "metrics")  # in this order: a batch that names the config first
+
+
+def _merged(records: list[Record]) -> list[Record]:
+    """The params, tags and metrics records of one send as one ``batch`` record, where MLflow's
+    limits allow: one request, one look-up of the run, instead of three (each run of a loop of
+    short trainings sends each once). It takes the place of the first of them: what they
+    preceded they still precede. Not across a tag's deletion, which orders the tags around it.
+    """
+    parts = [r for r in records if r["kind"] in _BATCHED]
+    if len(parts) < 2 or any(r["kind"] == "delete_tag" for r in records):
+        return records
+    data: dict[str, Any] = {"params": {}, "tags": {}, "metrics": []}
+    for record in parts:
+        if record["kind"] == "metrics":
+            data["metrics"].extend(record["data"])
+        else:
+            data[record["kind"]].update(record["data"])
+    pairs = [*data["params"].items(), *data["tags"].items()]
+    size = sum(map(_pair_size, pairs)) + sum(len(m[0]) + 64 for m in data["metrics"])
+    if (
+        len(data["params"]) > MAX_PARAMS_TAGS_PER_BATCH
+        or len(data["tags"]) > MAX_PARAMS_TAGS_PER_BATCH
+        or len(pairs) + len(data["metrics"]) > MAX_METRICS_PER_BATCH
+        or size > MAX_BATCH_BYTES
+    ):
+        return records
+    first = records.index(parts[0])
+    rest = [r for r in records if r["kind"] not in _BATCHED]
+    before = [r for r in records[:first] if r["kind"] not in _BATCHED]
+    return [*before, {"kind": "batch", "data": data}, *rest[len(before) :]]
+
+
 def _log_points(client: Any, run_id: str, metrics: list[Any]) -> None:
     """``log_batch`` of metric points, once more when a SQL store refuses one it holds.
 
@@ -548,6 +604,17 @@ def _coalesce(ops: list[Record]) -> list[Record]:
             by_kind.pop("tags", None)  # tags set after the deletion go in a later request
         merged.append(record)
     return merged
+
+
+def _metric_points(record: Record) -> list[Any]:
+    kind = record["kind"]
+    return (
+        record["data"]
+        if kind == "metrics"
+        else record["data"]["metrics"]
+        if kind == "batch"
+        else []
+    )
 
 
 def _is_permanent(error: Exception) -> bool:
@@ -772,6 +839,7 @@ class Writer:
             # Params and tags before metrics: a batch that names the run's config comes first.
             batch = [r for r in _coalesce(ops) if r["kind"] != "status"]
             batch += [{"kind": "metrics", "data": metrics}] if metrics else []
+            batch = _merged(batch)
             ends = [r for r in ops if r["kind"] == "status"]
             if ends and self._uploads_pending:
                 # The run's end waits for the uploads still under way (the model, a
@@ -799,10 +867,19 @@ class Writer:
 
     def _deliver(self, record: Record) -> bool:
         """Send a record, retrying a few times; journal it when the store stays unreachable."""
-        values = len(record["data"]) if record["kind"] == "metrics" else 0
+        values = len(_metric_points(record))
         if self.is_offline():
             self._spool_records([record])
             return False
+        if record["kind"] == "batch":
+            try:
+                self.stats["requests"] += 1
+                self._apply(record)
+                self.stats["values_sent"] += values
+                return True
+            except Exception:  # a part refused (the others still land) or the store away
+                self.stats["failures"] += 1
+                return all([self._deliver(part) for part in _parts(record["data"])])
         error: Exception | None = None
         for attempt in range(self._retries):
             try:
@@ -841,11 +918,10 @@ class Writer:
         return self.permanently_offline or time.monotonic() < self._offline_until
 
     def _spool_records(self, records: Iterable[Record]) -> None:
-        records = list(records)
+        # A batch is journaled as the records it was merged from: what any mltrail replays.
+        records = [p for r in records for p in (_parts(r["data"]) if r["kind"] == "batch" else [r])]
         if self.spool.append(records):
-            self.stats["values_spooled"] += sum(
-                len(r["data"]) for r in records if r["kind"] == "metrics"
-            )
+            self.stats["values_spooled"] += sum(len(_metric_points(r)) for r in records)
 
     def _upload_loop(self) -> None:
         while True:
