@@ -108,8 +108,16 @@ def capture(gpu_timeout: float = 5.0) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    """Versions of mltrail, MLflow and DVC (from package metadata: nothing is imported)."""
-    return {name: package_version(name) for name in ("mltrail", "mlflow", "dvc")}
+    """Versions of mltrail, MLflow and DVC (from package metadata: nothing is imported), read
+    again only when the package folders change, as :func:`requirements` is (each lookup scans
+    the installed distributions: milliseconds per run of a loop)."""
+    with _cache_lock:
+        state = _package_folders()
+        cached = _cache.get("versions")
+        if cached is None or cached[0] != state:
+            cached = (state, {name: package_version(name) for name in ("mltrail", "mlflow", "dvc")})
+            _cache["versions"] = cached
+        return dict(cached[1])
 
 
 def mlflow_user() -> str:
