@@ -24,9 +24,9 @@ SKLEARN_MODULES = tuple(
 )
 
 
-def _declared(name: str, *lists: str, beside: bool = False) -> Framework:
+def _declared(name: str, *lists: str, beside: bool = False, **more: bool) -> Framework:
     """The built-in adapter ``mltrail.integrations.<name>`` (see :meth:`Framework.named`)."""
-    return Framework.named(f"mltrail.integrations.{name}", *lists, records_beside=beside)
+    return Framework.named(f"mltrail.integrations.{name}", *lists, records_beside=beside, **more)
 
 
 _MODEL = "log_model registered_model_name"  # the options of the adapters that log a model
@@ -41,7 +41,7 @@ KERAS = _declared(
     "keras", "keras", f"log_every_n_batches checkpoints monitor mode {_MODEL}", "keras tensorflow"
 )
 _BOOSTING = f"checkpoint_every importance {_MODEL}"
-XGBOOST = _declared("xgboost", "xgboost", _BOOSTING, "xgboost", beside=True)
+XGBOOST = _declared("xgboost", "xgboost", _BOOSTING, "xgboost", beside=True, models_as_files=True)
 SKLEARN = _declared(
     "sklearn",
     " ".join(("sklearn", *SKLEARN_MODULES)),

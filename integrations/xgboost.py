@@ -46,6 +46,7 @@ from mltrail.adapters import (
     BoostingCallback,
     CheckpointModel,
     EarlyStop,
+    ModelFile,
     built_data_digest,
     by_name,
     call_with_callback,
@@ -62,6 +63,7 @@ from mltrail.adapters import (
     importance_plot,
     options_for,
     pinned_requirements,
+    send_models_as_files,
     stop_outcome,
 )
 
@@ -80,6 +82,22 @@ _AS_MODEL = CheckpointModel(
 )
 
 __all__ = ["TrailCallback", "autolog_patches"]
+
+
+def _model_file(model: Any) -> ModelFile:
+    """The final model (a Booster or a scikit-learn API estimator) as MLflow's XGBoost flavor
+    saves it: ``model.ubj``, written by the model itself."""
+    return ModelFile.written(
+        model,
+        "xgboost",
+        "model.ubj",
+        model.save_model,
+        xgb_version=xgboost.__version__,
+        model_format="ubj",
+    )
+
+
+send_models_as_files("xgboost", _model_file)  # the recorder never imports XGBoost for them
 
 # Booster configuration entries that are bookkeeping or estimated during training, not settings
 # (base_score is estimated from the labels at the first round).

@@ -70,7 +70,9 @@ framework's configuration; that is all:
   :func:`example_io` (input example and output), :func:`input_rows` (example rows of a
   training call's input: arrays, an ``(x, y)`` tuple, a loader's first batch),
   :func:`packages_of` (the packages a model is made of), :func:`to_numpy` (tensors, frames
-  and their dicts and lists as numpy); :func:`log_weights`: a model that cannot be an MLflow
+  and their dicts and lists as numpy); :func:`send_models_as_files` (with :class:`ModelFile`):
+  a flavor's models sent to mltrail's recorder process as the file the flavor writes, so that
+  it never imports the framework; :func:`log_weights`: a model that cannot be an MLflow
   Model logged as its weights and class;
 - :func:`optimizer_params`, :func:`scheduler_params` (with :func:`torch_setting`): torch
   optimizers' and LR schedulers' settings as params; :func:`learning_rates`: each optimizer's
@@ -225,6 +227,7 @@ from mltrail.recording.early_stopping import (
 )
 from mltrail.recording.fit_recording import FitRecording, current_fit
 from mltrail.recording.hooks import after_call, exception_safe
+from mltrail.recording.model_file import ModelFile, send_models_as_files
 from mltrail.recording.models import (
     EXAMPLE_ROWS,
     copy_to_save,
@@ -315,6 +318,7 @@ __all__ = [
     "Framework",
     "GlobalSteps",
     "MltrailError",
+    "ModelFile",
     "Pending",
     "RoundLoop",
     "RunIdHandoff",
@@ -398,6 +402,7 @@ __all__ = [
     "results_csv",
     "safe_patch",
     "scheduler_params",
+    "send_models_as_files",
     "shape_of",
     "stable_copy",
     "stop_outcome",

@@ -429,6 +429,85 @@ def test_under_mltrail_run_a_script_that_imports_xgboost_has_its_recorder_from_t
     assert children["plain.py"] == children["own.py"] == []
 
 
+# What the script's recorder has loaded: its shared libraries (XGBoost's, scikit-learn's
+# compiled modules), read from Linux's map of its memory.
+RECORDER_LIBRARIES = """
+import psutil
+def recorder_libraries():
+    (recorder,) = [p for p in psutil.Process().children()
+                   if "mltrail.recording.recorder" in " ".join(p.cmdline())]
+    maps = open(f"/proc/{recorder.pid}/maps").read()
+    return sorted(name for name in ("xgboost", "sklearn") if f"/{name}/" in maps)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_recorder_of_an_xgboost_script_never_imports_xgboost(project, tmp_path):
+    """The models come as the files the script's process wrote: the recorder imports neither
+    XGBoost nor (with it) scikit-learn, which the first script of a session waited for at its
+    exit; the models load and predict as the script's own."""
+    (project / "files.py").write_text(
+        textwrap.dedent(TRAINING)
+        + textwrap.dedent(RECORDER_LIBRARIES)
+        + textwrap.dedent("""
+        import mltrail
+        booster = xgb.train(params, dtrain, 5, evals=[(dval, "val")], verbose_eval=False)
+        estimator = xgb.XGBClassifier(n_estimators=5, max_depth=2).fit(x[:200], y[:200])
+        mltrail.wait()  # the models are saved
+        print(json.dumps({"loaded": recorder_libraries(),
+                          "booster": booster.predict(dval).tolist(),
+                          "estimator": estimator.predict_proba(x[200:])[:, 1].tolist()}))
+        """)
+    )
+    store = f"sqlite:///{tmp_path / 'files.db'}"
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "files.py")
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "xgboost" not in seen["loaded"]
+    import mlflow
+    import numpy as np
+    import xgboost as xgb
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(store).search_runs(["0"], max_results=10)
+    by_class = {}
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        info = mlflow.models.get_model_info(f"{run.info.artifact_uri}/model")
+        by_class[info.flavors["xgboost"]["model_class"]] = run.info.artifact_uri
+    assert set(by_class) == {"xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"}
+    rows = np.random.default_rng(0).normal(size=(300, 4))[200:]  # the script's validation rows
+    booster = mlflow.xgboost.load_model(f"{by_class['xgboost.core.Booster']}/model")
+    assert np.allclose(booster.predict(xgb.DMatrix(rows)), seen["booster"])
+    estimator = mlflow.xgboost.load_model(f"{by_class['xgboost.sklearn.XGBClassifier']}/model")
+    assert np.allclose(estimator.predict_proba(rows)[:, 1], seen["estimator"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_framework_whose_models_come_pickled_is_imported_while_the_script_is_busy(
+    project, tmp_path
+):
+    """The recorder imports scikit-learn (which unpickling its models needs) once the script
+    has been busy a second, so that the fit at the end of a long script does not wait for it,
+    and not as soon as the script imports it (XGBoost imports it for nothing of the recorder)."""
+    (project / "busy.py").write_text(
+        textwrap.dedent(RECORDER_LIBRARIES)
+        + textwrap.dedent("""
+        import json, time
+        import sklearn.linear_model
+        for _ in range(600):  # the script's long work (its data, say) before a fit
+            if "sklearn" in recorder_libraries():
+                break
+            time.sleep(0.1)
+        print(json.dumps(recorder_libraries()))
+        """)
+    )
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    store = f"sqlite:///{tmp_path / 'busy.db'}"
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "busy.py")
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["sklearn"]
+
+
 def test_a_training_run_twice_is_said_already_run_in_the_recorder(project, tmp_path):
     """Two identical short trainings: the second run's check, made as it ends, waits for the
     first one still closing in the recorder, and names it."""
@@ -652,8 +731,9 @@ def test_a_spare_is_named_after_the_code_it_would_run():
     adapter = Path(mltrail.integrations.__file__)
     before = spare._address()
     stat = adapter.stat()
+    newest = max(path.stat().st_mtime_ns for path in adapter.parent.glob("*.py"))
     try:
-        os.utime(adapter, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        os.utime(adapter, ns=(stat.st_atime_ns, newest + 10**9))  # edited: the newest now
         assert spare._address() != before
     finally:
         os.utime(adapter, ns=(stat.st_atime_ns, stat.st_mtime_ns))

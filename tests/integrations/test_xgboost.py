@@ -605,3 +605,63 @@ def test_continued_training_into_run_id_from_an_older_booster_forks(client, dtra
         == history(client, first.run_id, "val-logloss")[:3]
     )
     assert steps(client, first.run_id, "val-logloss") == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("kind", ["booster", "estimator"])
+def test_a_model_sent_as_its_file_is_saved_as_the_flavor_saves_it(data, dtrain, tmp_path, kind):
+    """mltrail's recorder gets XGBoost models as the file the training's process wrote
+    (it never imports XGBoost for them) and writes the MLflow Model folder itself: the folder
+    is the flavor's own, file for file, and loads as the same model."""
+    import yaml
+    from mlflow.models import infer_signature
+
+    from mltrail.recording.model_file import ModelFile, for_recorder
+
+    if kind == "booster":
+        model = xgb.train(PARAMS, dtrain, 4)
+        predicted = model.predict(xgb.DMatrix(data["xv"]))
+    else:
+        model = xgb.XGBClassifier(n_estimators=4, max_depth=2).fit(data["x"], data["y"])
+        predicted = model.predict(data["xv"])
+    example = data["x"][:5]
+    signature = infer_signature(example, predicted[:5])
+    requirements = [f"xgboost=={xgb.__version__}"]
+    sent = pickle.loads(pickle.dumps(for_recorder(model, "xgboost")))  # as the recorder gets it
+    assert isinstance(sent, ModelFile)
+    ours, flavors = tmp_path / "ours", tmp_path / "flavor"
+    ours.mkdir()
+    kwargs = {"input_example": example, "pip_requirements": requirements, "model_format": "ubj"}
+    assert sent.save(ours, signature, kwargs)
+    mlflow.xgboost.save_model(model, str(flavors), signature=signature, **kwargs)
+
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in flavors.iterdir())
+    for name in ("model.ubj", "requirements.txt", "conda.yaml", "python_env.yaml"):
+        assert (ours / name).read_bytes() == (flavors / name).read_bytes(), name
+    mine, theirs = (yaml.safe_load((f / "MLmodel").read_text()) for f in (ours, flavors))
+    for varying in ("model_uuid", "utc_time_created"):
+        mine.pop(varying), theirs.pop(varying)
+    assert mine == theirs
+    loaded = mlflow.xgboost.load_model(str(ours))
+    assert type(loaded) is type(model)
+    assert np.allclose(mlflow.pyfunc.load_model(str(ours)).predict(data["xv"]), predicted)
+    assert type(sent.rebuilt()) is type(model)
+
+
+def test_a_model_file_with_arguments_only_the_flavor_knows_is_saved_by_it(client, data, dtrain):
+    """Arguments that ModelFile does not write (``metadata``) send the model back to the
+    flavor: rebuilt from its file, saved by ``mlflow.xgboost``, nothing lost."""
+    from mltrail.recording.model_file import for_recorder
+
+    booster = xgb.train(PARAMS, dtrain, 3)
+    with mltrail.start_run(experiment="xgb", capture=False, system_metrics=False) as trail:
+        trail.log_model(
+            for_recorder(booster, "xgboost"),
+            "xgboost",
+            signature_from=data["x"][:5],
+            pip_requirements=[f"xgboost=={xgb.__version__}"],
+            metadata={"origin": "model file"},
+        )
+    uri = f"runs:/{trail.run_id}/model"
+    assert mlflow.models.get_model_info(uri).metadata == {"origin": "model file"}
+    expected = booster.predict(xgb.DMatrix(data["xv"]))
+    assert np.allclose(mlflow.pyfunc.load_model(uri).predict(data["xv"]), expected)

@@ -52,6 +52,9 @@ class Framework:
         records_beside: its trainings' runs open beside them (see
             :meth:`~mltrail.recording.session.RunSession.open_beside`): mltrail's recorder
             process is started as soon as the framework is imported, ready by the first run.
+        models_as_files: its adapter sends its final models to mltrail's recorder process as
+            the files its MLflow flavor writes (see :mod:`mltrail.recording.model_file`): the
+            recorder's warm-up does not import the framework.
     """
 
     adapter: str
@@ -59,6 +62,7 @@ class Framework:
     options: frozenset[str] = frozenset()
     mlflow_flavors: tuple[str, ...] = ()
     records_beside: bool = False
+    models_as_files: bool = False
 
     @classmethod
     def named(

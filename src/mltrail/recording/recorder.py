@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import io
 import itertools
 import logging
@@ -55,6 +56,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from mltrail.errors import ErrorCounter, process_errors
+from mltrail.recording import model_file
 
 logger = logging.getLogger("mltrail.recording.recorder")
 
@@ -105,9 +107,12 @@ def _read_frame(stream: io.BufferedReader) -> bytes | None:
     return body if len(body) == size else None
 
 
-def _requests(fd: int, alive: Callable[[], bool]) -> Iterator[bytes]:
+def _requests(
+    fd: int, alive: Callable[[], bool], idle: Callable[[], bool] = lambda: False
+) -> Iterator[bytes]:
     """The messages on ``fd``, until it ends or the training's process is no longer
-    ``alive()`` (a forked child of the training may hold the pipe open after it died)."""
+    ``alive()`` (a forked child of the training may hold the pipe open after it died).
+    ``idle()`` does some work after a second without messages (the training is busy)."""
 
     def exactly(size: int) -> bytes | None:
         chunks, left = [], size
@@ -116,6 +121,7 @@ def _requests(fd: int, alive: Callable[[], bool]) -> Iterator[bytes]:
             if not ready:
                 if not alive():
                     return None
+                idle()
                 continue
             chunk = os.read(fd, min(left, 1 << 20))
             if not chunk:
@@ -166,6 +172,11 @@ class RemoteTrail:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._owner.send(("call", self._key, "log_params", (_portable_params(params),), {}))
+
+    def log_model(self, model: Any, flavor: str, *args: Any, **kwargs: Any) -> None:
+        # The model's file where its flavor has one: the recorder need not import the framework.
+        model = model_file.for_recorder(model, flavor)
+        self._owner.send(("call", self._key, "log_model", (model, flavor, *args), kwargs))
 
     def end(self, status: str = "FINISHED", **kwargs: Any) -> None:
         self._owner.send(("call", self._key, "end", (status,), kwargs))
@@ -592,14 +603,15 @@ def _serve(requests: Iterator[bytes], answers: Any) -> bool:
 
 
 _warmed: set[str] = set()  # the frameworks this recorder warmed up for (its spare does too)
+_later: list[str] = []  # frameworks to import once no request waits (see _import_when_idle)
 
 
-def _warm_up(framework: str) -> None:
+def _warm_up(framework: str, *, now: bool = False) -> None:
     """What the runs of ``framework``'s trainings need, done before the first one asks: MLflow
-    imported, the configured store opened, the framework (whose model the run's end gets) and
-    its flavor imported, git's layer and the plots' font loaded."""
-    import importlib
-
+    imported, the configured store opened, the flavor imported, git's layer and the plots' font
+    loaded; the framework itself (whose models the runs' ends unpickle) imported ``now`` or
+    when the recorder is idle, never where its models come as files."""
+    from mltrail.autolog import registry
     from mltrail.capture.git import preload_gitpython
     from mltrail.recording.plots import preload_matplotlib
     from mltrail.store import make_client, resolve_tracking_uri
@@ -608,14 +620,37 @@ def _warm_up(framework: str) -> None:
     try:
         preload_gitpython()
         make_client(resolve_tracking_uri(None))
-        for name in (framework, f"mlflow.{framework}", "mlflow.models.signature"):
+        for name in (f"mlflow.{framework}", "mlflow.models.signature"):
             importlib.import_module(name)
         preload_matplotlib()
+        declared = registry.frameworks().get(framework)
+        if declared is None or not declared.models_as_files:
+            # Later by default, while the training is busy: scikit-learn, which XGBoost
+            # imports, is no training of the script's until one of its models comes
+            # (unpickling it imports it then).
+            if now:
+                _import_when_idle(framework)
+            else:
+                _later.append(framework)
     except Exception:  # the run that needs it meets it again, and reports it
         logger.debug("warming up for %s failed", framework, exc_info=True)
     # What the warm-up made lives as long as the recorder: out of every later collection.
     gc.freeze()
     gc.enable()
+
+
+def _import_when_idle(framework: str | None = None) -> bool:
+    """Import ``framework``, else the next one the warm-up left for later, so that a model
+    arriving after it is unpickled at once; False when none was left. Not as soon as no
+    message waits: the training may be about to send the calls of a run it just opened."""
+    name = framework or (_later.pop(0) if _later else None)
+    if name is None:
+        return False
+    try:
+        importlib.import_module(name)
+    except Exception:  # the model that needs it meets it again, and reports it
+        logger.debug("importing %s failed", name, exc_info=True)
+    return True
 
 
 def _take_on(facts: Mapping[str, Any]) -> None:
@@ -692,7 +727,7 @@ def serve(
 
     # Stray prints of the libraries it runs go to the terminal, never into the answers.
     sys.stdout = sys.stderr
-    announced = _serve(_requests(requests, alive), answers)
+    announced = _serve(_requests(requests, alive, _import_when_idle), answers)
     # The exit's own work (the runs' last data, as at any exit), then no interpreter teardown:
     # unloading MLflow, SQLAlchemy and the framework took a second the training waited for.
     lifecycle._at_exit(announced=announced)

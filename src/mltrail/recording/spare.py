@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     accepting = threading.Thread(target=lambda: taken.extend(_accept(server, linger())))
     accepting.start()
     for framework in frameworks:
-        recorder._warm_up(framework)
+        recorder._warm_up(framework, now=True)  # idle: nothing else to do
     accepting.join()
     if taken:
         connection, pid = taken[0]

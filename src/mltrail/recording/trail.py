@@ -27,6 +27,7 @@ from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mo
 from mltrail.recording import distributed, lifecycle, logged_models, scopes
 from mltrail.recording.checkpoints import CheckpointModel, superseded
 from mltrail.recording.final_model import FinalModel
+from mltrail.recording.model_file import ModelFile
 from mltrail.recording.sanitize import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -980,6 +981,10 @@ class Trail:
             if defaults is not None:
                 kwargs["pip_requirements"] = defaults()
         with _SAVING, _unchecked_pins():
+            if isinstance(model, ModelFile):  # written by the training's process
+                if model.save(target, signature, kwargs):
+                    return target
+                model = model.rebuilt()
             module.save_model(model, str(target), signature=signature, **kwargs)
         return target
 
