@@ -594,10 +594,12 @@ def _spares() -> list[int]:
 
 def _listening_spare(other_than: int | None = None, timeout: float = 60.0) -> int:
     """The spare waiting for a script (bound to its name), once there is one."""
+    from mltrail.recording import spare
+
+    name = "@" + spare._address()[1:].decode()  # this installation's, not another checkout's
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        names = Path("/proc/net/unix").read_text()
-        if f"@mltrail-recorder-{os.getuid()}-" in names:
+        if name in Path("/proc/net/unix").read_text():
             found = [pid for pid in _spares() if pid != other_than]
             if found:
                 return found[0]

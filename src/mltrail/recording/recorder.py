@@ -603,7 +603,7 @@ def _serve(requests: Iterator[bytes], answers: Any) -> bool:
 
 
 _warmed: set[str] = set()  # the frameworks this recorder warmed up for (its spare does too)
-_later: list[str] = []  # frameworks to import once no request waits (see _import_when_idle)
+_later: list[str] = []  # frameworks to import once the training is busy (_import_when_idle)
 
 
 def _warm_up(framework: str, *, now: bool = False) -> None:
@@ -629,7 +629,7 @@ def _warm_up(framework: str, *, now: bool = False) -> None:
             # imports, is no training of the script's until one of its models comes
             # (unpickling it imports it then).
             if now:
-                _import_when_idle(framework)
+                _import(framework)
             else:
                 _later.append(framework)
     except Exception:  # the run that needs it meets it again, and reports it
@@ -639,18 +639,21 @@ def _warm_up(framework: str, *, now: bool = False) -> None:
     gc.enable()
 
 
-def _import_when_idle(framework: str | None = None) -> bool:
-    """Import ``framework``, else the next one the warm-up left for later, so that a model
-    arriving after it is unpickled at once; False when none was left. Not as soon as no
-    message waits: the training may be about to send the calls of a run it just opened."""
-    name = framework or (_later.pop(0) if _later else None)
-    if name is None:
+def _import_when_idle() -> bool:
+    """Import the next framework the warm-up left for later (False: none was left), so that
+    its model is unpickled at once when it comes. Called after a second without messages, not
+    as soon as none waits: the training may be about to send the calls of a run just opened."""
+    if not _later:
         return False
-    try:
-        importlib.import_module(name)
-    except Exception:  # the model that needs it meets it again, and reports it
-        logger.debug("importing %s failed", name, exc_info=True)
+    _import(_later.pop(0))
     return True
+
+
+def _import(framework: str) -> None:
+    try:
+        importlib.import_module(framework)
+    except Exception:  # the model that needs it meets it again, and reports it
+        logger.debug("importing %s failed", framework, exc_info=True)
 
 
 def _take_on(facts: Mapping[str, Any]) -> None:
