@@ -184,3 +184,28 @@ def test_crashed_run_ends_are_journaled_and_replayed_while_still_crashed(
     assert "mltrail.crashed" not in client.get_run(resumed).data.tags
     assert client.get_run(journaled).info.status == "FINISHED"  # replayed, never called crashed
     assert "mltrail.crashed" not in client.get_run(journaled).data.tags
+
+
+def test_an_artifact_gone_before_it_is_journaled_leaves_the_journal_taking_the_rest(
+    client: MlflowClient, module_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An artifact whose file is gone when it is journaled (a temporary removed at a flush
+    deadline) is said missing; the spool, whose disk is fine, keeps the run's other data."""
+    experiment = client.create_experiment("gone-artifact")
+    run_id = client.create_run(experiment).info.run_id
+    spool = Spool(tmp_path / "spool", run_id)
+    spool.open({"tracking_uri": module_store, "pid": os.getpid(), "host": socket.gethostname()})
+    writer = Writer(client, run_id, spool, ErrorCounter(), offline=True)  # the store is away
+    writer.add_artifact(tmp_path / "gone" / "provenance.json", "mltrail", owned=True)
+    assert writer.flush(10)
+    writer.add_metrics([("loss", 0.5, 1_000, 0), ("loss", 0.25, 2_000, 1)])
+    summary = writer.close(5)
+    assert summary["spool_error"] is None
+    assert summary["spooled"] == 2  # the artifact's record and the points
+
+    # Sync sends the rest and names what it could not (the folder stays for a look).
+    assert (
+        cli(["sync", "--spool-dir", str(tmp_path / "spool"), "--tracking-uri", module_store]) == 1
+    )
+    assert "provenance.json no longer exists" in capsys.readouterr().out
+    assert point_count(client, run_id, "loss") == [0, 1]

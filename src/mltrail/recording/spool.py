@@ -150,7 +150,7 @@ class Spool:
             shutil.move(str(path), target)
             return target
         except OSError as error:
-            self._fail(error)
+            self._fail_unless_gone(path, error)
             return None
 
     def keep_copy(self, path: Path) -> Path | None:
@@ -167,8 +167,16 @@ class Spool:
             return target
         except OSError as error:
             shutil.rmtree(target_dir, ignore_errors=True)  # no half copy left behind
-            self._fail(error)
+            self._fail_unless_gone(path, error)
             return None
+
+    def _fail_unless_gone(self, path: Path, error: OSError) -> None:
+        """A file that is gone says nothing of the spool's disk: its record is journaled
+        without it (sync reports it missing), and the spool goes on taking the others."""
+        if Path(path).exists() or not isinstance(error, FileNotFoundError):
+            self._fail(error)
+        else:
+            logger.warning("mltrail: %s is gone; it cannot be kept for `mltrail sync`", path)
 
 
 def _link_or_copy(source: Any, target: Any) -> None:

@@ -663,6 +663,7 @@ class Writer:
 
         self._uploads: queue.Queue[Record | Callable[[], None] | None] = queue.Queue()
         self._uploading: Record | Callable[[], None] | None = None
+        self._journaled_in_flight: Record | None = None  # the close kept it: not again
         self._uploads_pending = 0
         self.bytes_pending = 0
 
@@ -792,7 +793,9 @@ class Writer:
         dropped = []
         for item in pending:
             if isinstance(item, dict):
-                leftover.append(self.artifact_for_spool(item))
+                in_flight = item is self._uploading
+                self._journaled_in_flight = item if in_flight else None
+                leftover.append(self.artifact_for_spool(item, in_flight=in_flight))
             elif getattr(item, "fallback", None) is not None:
                 kept = item.fallback()  # type: ignore[union-attr]
                 leftover.extend(kept if isinstance(kept, list) else [kept])
@@ -959,6 +962,8 @@ class Writer:
                 return
             except Exception as error:
                 self._errors.report("uploading artifacts", error)
+                if record is self._journaled_in_flight:  # by the close, as a copy
+                    return
         self._spool_records([self.artifact_for_spool(record)])
 
     def upload_now(
@@ -1009,13 +1014,17 @@ class Writer:
         self._spool_records([{"kind": record["kind"], "data": data}])
         return "journaled"
 
-    def artifact_for_spool(self, record: Record) -> Record:
-        """The journal record of an artifact upload, with the file kept in the spool."""
+    def artifact_for_spool(self, record: Record, *, in_flight: bool = False) -> Record:
+        """The journal record of an artifact upload, with the file kept in the spool
+        (``in_flight``: the uploader may still be reading it)."""
         kept_record = {k: record.get(k) for k in ("kind", "path", "artifact_path")}
         path = Path(record["path"])
         # mltrail's own temporaries move into the spool; the user's files are copied (linked),
-        # since they may be gone by the time `mltrail sync` runs.
-        kept = self.spool.keep_file(path) if record.get("owned") else self.spool.keep_copy(path)
+        # since they may be gone by the time `mltrail sync` runs, and so is a file whose upload
+        # is under way (moved from under the uploader, its upload failed and journaled it
+        # again, from a path that was gone).
+        move = record.get("owned") and not in_flight
+        kept = self.spool.keep_file(path) if move else self.spool.keep_copy(path)
         if kept is not None:
             kept_record["path"] = str(kept)
         return kept_record
