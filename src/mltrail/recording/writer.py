@@ -794,7 +794,8 @@ class Writer:
         for item in pending:
             if isinstance(item, dict):
                 in_flight = item is self._uploading
-                self._journaled_in_flight = item if in_flight else None
+                if in_flight:
+                    self._journaled_in_flight = item
                 leftover.append(self.artifact_for_spool(item, in_flight=in_flight))
             elif getattr(item, "fallback", None) is not None:
                 kept = item.fallback()  # type: ignore[union-attr]
