@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -111,13 +112,10 @@ def versions() -> dict[str, str | None]:
     """Versions of mltrail, MLflow and DVC (from package metadata: nothing is imported), read
     again only when the package folders change, as :func:`requirements` is (each lookup scans
     the installed distributions: milliseconds per run of a loop)."""
-    with _cache_lock:
-        state = _package_folders()
-        cached = _cache.get("versions")
-        if cached is None or cached[0] != state:
-            cached = (state, {name: package_version(name) for name in ("mltrail", "mlflow", "dvc")})
-            _cache["versions"] = cached
-        return dict(cached[1])
+    found = _read_per_package_state(
+        "versions", lambda: {name: package_version(name) for name in ("mltrail", "mlflow", "dvc")}
+    )
+    return dict(found)
 
 
 def mlflow_user() -> str:
@@ -318,14 +316,18 @@ def requirements() -> str:
     Read once per process while the package folders are unchanged: a script of many trainings
     reads them once, and a ``pip install`` in a notebook session is seen (it changes the
     folder's modification time)."""
+    return _read_per_package_state("requirements", _read_requirements)
+
+
+def _read_per_package_state(key: str, read: Callable[[], Any]) -> Any:
+    """``read()``, once per state of the package folders (cached under ``key``)."""
     with _cache_lock:
         state = _package_folders()
-        cached = _cache.get("requirements")
-        if cached is not None and cached[0] == state:
-            return cached[1]
-        text = _read_requirements()
-        _cache["requirements"] = (state, text)
-        return text
+        cached = _cache.get(key)
+        if cached is None or cached[0] != state:
+            cached = (state, read())
+            _cache[key] = cached
+        return cached[1]
 
 
 def _package_folders() -> tuple[tuple[str, int], ...]:
