@@ -417,15 +417,20 @@ def test_under_mltrail_run_a_script_that_imports_xgboost_has_its_recorder_from_t
     )
     (project / "early.py").write_text(first_line + "import xgboost\n")
     (project / "plain.py").write_text(first_line + "import json\n")
-    # One that imports MLflow records in its own process: no recorder.
+    # One that imports MLflow records in its own process: no recorder. MLflow imported in a
+    # branch may never be: the recorder starts (and is let go at the exit if unused).
     (project / "own.py").write_text(first_line + "import mlflow\nimport xgboost\n")
+    (project / "maybe.py").write_text(
+        first_line + "import sys\nif 'mlflow' in sys.argv:\n    import mlflow\nimport xgboost\n"
+    )
     mltrail = str(Path(sys.executable).parent / "mltrail")
     store = f"sqlite:///{tmp_path / 'early.db'}"
     children = {}
-    for script in ("early.py", "plain.py", "own.py"):
+    for script in ("early.py", "plain.py", "own.py", "maybe.py"):
         done = run_in(project, store, mltrail, "run", "--", sys.executable, script)
         children[script] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert any("mltrail.recording.recorder" in command for command in children["early.py"])
+    for script in ("early.py", "maybe.py"):
+        assert any("mltrail.recording.recorder" in command for command in children[script])
     assert children["plain.py"] == children["own.py"] == []
 
 
@@ -705,6 +710,132 @@ def test_a_spare_serves_one_script_of_its_own_session(project, tmp_path, spares)
     seen = json.loads(alone.stdout.strip().splitlines()[-1])
     assert any("mltrail.recording.recorder" in c for c in seen["children"])
     assert spare in _spares()  # still waiting for a script of its session
+
+
+# A script under `mltrail run` that trains once and says which recorder recorded it, whether
+# the variable that handed it over is left for anyone, and the recorder's process id.
+HANDED = (
+    TRAINING
+    + """
+import subprocess
+from mltrail.recording import recorder
+booster = xgb.train(params, dtrain, 4, evals=[(dval, "val")], verbose_eval=False)
+process = recorder.running().process
+child = subprocess.run(
+    [sys.executable, "-c", "import os; print(os.environ.get('MLTRAIL_RECORDER_HANDOVER'))"],
+    capture_output=True, text=True,
+).stdout.strip()
+print(json.dumps({"process": type(process).__name__, "recorder": process.pid,
+                  "variable": os.environ.get("MLTRAIL_RECORDER_HANDOVER"), "child": child}))
+"""
+)
+
+
+def _last_json(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_mltrail_run_starts_the_recorder_before_the_script_s_interpreter(project, tmp_path):
+    """`mltrail run -- python train.py` starts the recorder itself, warming up for XGBoost,
+    before it becomes the script's interpreter; the script's process takes it over: its run is
+    recorded in full, nothing of the handover reaches its subprocesses, and the recorder is
+    gone after the exit. A command that is not this interpreter starts its own, as before."""
+    (project / "handed.py").write_text(textwrap.dedent(HANDED))
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    store = f"sqlite:///{tmp_path / 'handed.db'}"
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "handed.py")
+    seen = _last_json(done)
+    assert seen["process"] == "HandedProcess"
+    assert seen["variable"] is None and seen["child"] == "None"
+    import psutil
+
+    assert not psutil.pid_exists(seen["recorder"])
+    from mlflow.tracking import MlflowClient
+
+    store_client = MlflowClient(store)
+    (run,) = store_client.search_runs(["0"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["max_depth"] == "2"
+    assert [m.step for m in store_client.get_metric_history(run.info.run_id, "val-logloss")] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert "model" in {a.path for a in store_client.list_artifacts(run.info.run_id)}
+    # Through a shell the interpreter is the shell's child: it starts its own recorder.
+    command = f"{sys.executable} handed.py"
+    done = run_in(project, store, mltrail, "run", "--", "sh", "-c", command)
+    assert _last_json(done)["process"] == "Popen"
+    assert len(store_client.search_runs(["0"])) == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "script"),
+    [
+        (["train.py", "--lr", "0.1"], "train.py"),
+        (["-u", "-X", "importtime", "src/train.py"], "src/train.py"),
+        (["-W", "ignore", "train.py"], "train.py"),
+        (["-m", "package.train"], None),
+        (["-mpackage.train"], None),
+        (["-c", "import xgboost"], None),
+        (["-"], None),
+        (["notebook.ipynb"], None),
+        ([], None),
+    ],
+)
+def test_the_script_file_is_read_from_the_interpreter_s_arguments(arguments, script):
+    from mltrail.recording import handover
+
+    assert handover._script(arguments) == script
+
+
+def test_a_recorder_handed_over_but_not_taken_is_let_go(tmp_path):
+    """Where the script's process records none of the frameworks the recorder was started
+    for, it ends the recorder; the variable names only the process `mltrail run` became."""
+    code = textwrap.dedent("""
+        import json, os, subprocess, sys
+        from mltrail.recording import handover
+        child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                 stdin=subprocess.PIPE)
+        answers, _ = os.pipe()
+        os.environ["MLTRAIL_SCRIPT_PID"] = str(os.getpid())
+        requests = child.stdin.fileno()
+        value = f"pipe:{os.getpid() + int(sys.argv[1])}:{child.pid}:{requests}:{answers}:xgboost"
+        os.environ["MLTRAIL_RECORDER_HANDOVER"] = value
+        handover.let_go()  # named for another process: left alone
+        alive = child.poll() is None
+        os.environ["MLTRAIL_RECORDER_HANDOVER"] = value.replace(
+            f"pipe:{os.getpid() + int(sys.argv[1])}:", f"pipe:{os.getpid()}:")
+        handover.let_go()
+        print(json.dumps({"alive_before": alive, "ended": child.poll() is not None,
+                          "variable": os.environ.get("MLTRAIL_RECORDER_HANDOVER")}))
+        """)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "1"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert _last_json(done) == {"alive_before": True, "ended": True, "variable": None}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="spares are Linux's")
+def test_mltrail_run_hands_the_waiting_spare_to_the_script(project, tmp_path, spares):
+    """With a spare waiting, `mltrail run` takes it for the script instead of starting a
+    recorder, and the script's runs are recorded by it."""
+    (project / "handed.py").write_text(textwrap.dedent(HANDED))
+    mltrail = str(Path(sys.executable).parent / "mltrail")
+    run_in(project, f"sqlite:///{tmp_path / 'first.db'}", sys.executable, "train.py", **spares)
+    spare = _listening_spare()
+    store = f"sqlite:///{tmp_path / 'second.db'}"
+    done = run_in(project, store, mltrail, "run", "--", sys.executable, "handed.py", **spares)
+    seen = _last_json(done)
+    assert seen["process"] == "SpareProcess" and seen["recorder"] == spare
+    assert seen["variable"] is None and seen["child"] == "None"
+    from mlflow.tracking import MlflowClient
+
+    (run,) = MlflowClient(store).search_runs(["0"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["max_depth"] == "2"
 
 
 def test_a_recorder_collects_garbage_again_once_warm(project):

@@ -47,7 +47,7 @@ from mltrail.autolog.registry import (
     options_for,
 )
 from mltrail.errors import MltrailError, process_errors, strict_mode
-from mltrail.recording import recorder
+from mltrail.recording import handover, recorder
 
 logger = logging.getLogger("mltrail.autolog")
 
@@ -145,8 +145,23 @@ def autolog_from_environment(environ: Mapping[str, str] | None = None) -> bool:
     ``start_run``.
     """
     env = os.environ if environ is None else environ
-    if env.get("MLTRAIL_AUTOLOG", "").strip().lower() not in {"1", "true", "yes", "on"}:
+    settings = _settings_from_environment(env)
+    if settings is None:
         return False
+    frameworks, options = settings
+    autolog(frameworks, silent=True, **options)
+    if env.get(SCRIPT_PID_VARIABLE) == str(os.getpid()):
+        _start_recorder_with_the_script()
+    return True
+
+
+def _settings_from_environment(
+    env: Mapping[str, str],
+) -> tuple[list[str] | None, dict[str, Any]] | None:
+    """The frameworks (None: all) and options that ``MLTRAIL_AUTOLOG*`` ask autolog for; None
+    when autolog is not asked for."""
+    if env.get("MLTRAIL_AUTOLOG", "").strip().lower() not in {"1", "true", "yes", "on"}:
+        return None
     frameworks = [n.strip() for n in env.get("MLTRAIL_AUTOLOG_FRAMEWORKS", "").split(",")]
     options = parse_options(env.get("MLTRAIL_AUTOLOG_OPTIONS", ""))
     for variable, option in (
@@ -157,10 +172,7 @@ def autolog_from_environment(environ: Mapping[str, str] | None = None) -> bool:
             options[option] = env[variable]
     if env.get("MLTRAIL_COMMAND"):
         options["tags"] = {"mltrail.command": env["MLTRAIL_COMMAND"]}
-    autolog([n for n in frameworks if n] or None, silent=True, **options)
-    if env.get(SCRIPT_PID_VARIABLE) == str(os.getpid()):
-        _start_recorder_with_the_script()
-    return True
+    return [n for n in frameworks if n] or None, options
 
 
 #: Set by ``mltrail run`` to the id of the process the script runs in (its workers have others).
@@ -171,25 +183,41 @@ def _start_recorder_with_the_script() -> None:
     """Start the recorder at interpreter start for the frameworks whose runs it records that
     the script's own file imports: MLflow's import and the store's opening then overlap the
     script's own imports instead of following them. A framework imported elsewhere (a module
-    of the script's) starts it when its import begins, as without this."""
+    of the script's) starts it when its import begins, as without this. The recorder that
+    ``mltrail run`` started for the same frameworks (:mod:`~mltrail.recording.handover`) is
+    taken on here, or let go if none of them is recorded after all."""
     path = sys.argv[0] if sys.argv else ""
+    for name in frameworks_imported_by(path, {n: enabled[n] for n in enabled}):
+        recorder.start_early(name, enabled[name])
+    handover.let_go()
+
+
+def frameworks_imported_by(path: str, options: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The frameworks among ``options`` (autolog's, by framework) whose runs the recorder
+    records that the script at ``path`` imports in its own file; none for a script that
+    imports MLflow at its top (it records in its own process) or is no ``.py`` file. MLflow
+    imported in a branch or a function may never be: the recorder is started anyway, and
+    let go at the exit if the runs were recorded in the script's process after all."""
     if not path.endswith(".py"):
-        return
+        return []
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
             source = file.read(1_000_000)
     except OSError:
-        return
+        return []
+    if "mlflow" in _TOP_LEVEL_IMPORT.findall(source):
+        return []
     imported = set(_IMPORTED.findall(source))
-    if "mlflow" in imported:  # a script that imports MLflow records in its own process
-        return
+    found = []
     for name, spec in registry.frameworks().items():
         packages = {trigger.split(".")[0] for trigger in spec.triggers}
-        if name in enabled and spec.records_beside and imported & packages:
-            recorder.start_early(name, enabled[name])
+        if name in options and spec.records_beside and imported & packages:
+            found.append(name)
+    return found
 
 
 _IMPORTED = re.compile(r"^[ \t]*(?:import|from)[ \t]+([A-Za-z_]\w*)", re.MULTILINE)
+_TOP_LEVEL_IMPORT = re.compile(r"^(?:import|from)[ \t]+([A-Za-z_]\w*)", re.MULTILINE)
 
 
 def parse_options(text: str) -> dict[str, Any]:

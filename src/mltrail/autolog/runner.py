@@ -11,6 +11,7 @@ On POSIX the command replaces this process (``exec``): its arguments, exit code,
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
@@ -22,6 +23,8 @@ from pathlib import Path
 from mltrail.autolog import SCRIPT_PID_VARIABLE, parse_options, registry
 from mltrail.capture.env import command_line
 from mltrail.errors import MltrailError
+
+logger = logging.getLogger("mltrail.autolog.runner")
 
 HOOK_DIR = Path(__file__).resolve().parent.parent / "_bootstrap"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -38,8 +41,22 @@ def execute(executable: str, command: list[str], env: dict[str, str]) -> int:
     if os.name == "posix":
         # The command keeps this process's id: the script's own interpreter knows it is the
         # script (not a worker it starts), and may start the recorder at once.
-        os.execve(executable, command, {**env, SCRIPT_PID_VARIABLE: str(os.getpid())})
+        env = {**env, SCRIPT_PID_VARIABLE: str(os.getpid())}
+        env.update(_recorder_for(executable, command, env))
+        os.execve(executable, command, env)
     return _run_child([executable, *command[1:]], env)  # pragma: no cover - Windows
+
+
+def _recorder_for(executable: str, command: list[str], env: dict[str, str]) -> dict[str, str]:
+    """Start the script's recorder now, before the exec (see :mod:`mltrail.recording.handover`);
+    the variables that hand it over. Whatever fails here, the script starts its own."""
+    from mltrail.recording import handover
+
+    try:
+        return handover.start(executable, command, env)
+    except Exception:
+        logger.debug("starting the recorder before the script failed", exc_info=True)
+        return {}
 
 
 def environment(

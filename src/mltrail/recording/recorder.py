@@ -142,6 +142,37 @@ def _write_frame(stream: Any, data: bytes) -> None:
     stream.flush()
 
 
+def start_process(env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a recorder process with the environment ``env``: the process (its input takes
+    the requests) and the descriptor its answers are read from."""
+    answers_read, answers_write = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _ENTRY, str(answers_write)],
+            stdin=subprocess.PIPE,
+            env={**env, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"},
+            pass_fds=(answers_write,),
+            close_fds=True,
+            # Out of the terminal's process group: a Ctrl-C is the training's to handle (its
+            # runs end KILLED); the recorder ends when the training's pipe closes, however.
+            # Not out of its session: Linux schedules each session's processes as one group
+            # (autogroup), and a recorder in a session of its own took half the CPU from the
+            # training whatever its class (a 12-candidate search ran 3x slower).
+            process_group=0,
+        )
+    except BaseException:
+        os.close(answers_read)
+        raise
+    finally:
+        os.close(answers_write)
+    return process, answers_read
+
+
+def ask_to_warm_up(stream: Any, framework: str) -> None:
+    """Ask the recorder whose input is ``stream`` to warm up for ``framework``'s runs."""
+    _write_frame(stream, _request(("warm", framework)))
+
+
 # --- the training's process ----------------------------------------------------------------------
 
 
@@ -234,30 +265,19 @@ class Recorder:
         self._warmed: set[str] = set()
         self._given_runs = False  # until then, nothing would be lost without it
         self._lock = threading.Lock()
-        from mltrail.recording import spare
+        from mltrail.recording import handover, spare
 
-        waiting = spare.connect()  # a recorder warmed up already, when one waits for us
-        if waiting is not None:
-            self.process: Any = spare.SpareProcess(*waiting)
+        handed = handover.take()  # the recorder `mltrail run` started for this script
+        waiting = None if handed is not None else spare.connect()  # or one warmed up already
+        if handed is not None:
+            self.process: Any = handed[0]
+            self._answers, self._warmed = handed[1], handed[2]
+        elif waiting is not None:
+            self.process = spare.SpareProcess(*waiting)
             self._answers = self.process.answers
         else:
-            answers_read, answers_write = os.pipe()
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _ENTRY, str(answers_write)],
-                stdin=subprocess.PIPE,
-                env={**os.environ, MODE_VARIABLE: "thread", "MLTRAIL_AUTOLOG": "0"},
-                pass_fds=(answers_write,),
-                close_fds=True,
-                # Out of the terminal's process group: a Ctrl-C is the training's to handle
-                # (its runs end KILLED); the recorder ends when this process's pipe closes,
-                # however. Not out of its session: Linux schedules each session's processes as
-                # one group (autogroup), and a recorder in a session of its own took half the
-                # CPU from the training whatever its class (a 12-candidate search ran 3x
-                # slower).
-                process_group=0,
-            )
-            os.close(answers_write)
-            self._answers = os.fdopen(answers_read, "rb")
+            self.process, answers = start_process(os.environ)
+            self._answers = os.fdopen(answers, "rb")
         self._facts = _facts()
         self._queue.put(_request(("hello", self._facts)))
         threading.Thread(target=self._feed, name="mltrail-recorder-feed", daemon=True).start()
@@ -265,7 +285,7 @@ class Recorder:
             target=self._listen, name="mltrail-recorder-answers", daemon=True
         )
         listener.start()
-        if waiting is not None:
+        if handed is not None or waiting is not None:
             self.process.read_answers_on(listener)
 
     def open(
