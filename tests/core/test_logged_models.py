@@ -193,6 +193,19 @@ def test_model_metrics_name_their_dataset_and_registration_links_the_model(clien
     assert info.signature is not None and info.flavors.keys() >= {"xgboost", "python_function"}
 
 
+def test_a_run_without_metrics_names_its_final_model_too(client) -> None:
+    """The tag that names the final model goes with the request linking its metrics; a run
+    with no metric to link gets it all the same, and its LoggedModel has no metric."""
+    booster, x = tiny_booster()
+    with mltrail.start_run(experiment="no-metrics", capture=False, system_metrics=False) as trail:
+        trail.log_params({"max_depth": 1})
+        trail.log_model(booster, "xgboost", signature_from=x)
+    run = client.get_run(trail.run_id)
+    model = client.get_logged_model(run.data.tags["mltrail.model.id"])
+    assert model.source_run_id == trail.run_id and model.status == "READY"
+    assert not model.metrics and run.data.metrics == {}
+
+
 def test_a_model_logged_while_the_store_is_away_is_created_at_sync(
     module_store: str, tmp_path: Path, monkeypatch
 ) -> None:

@@ -632,11 +632,15 @@ def test_a_model_sent_as_its_file_is_saved_as_the_flavor_saves_it(data, dtrain, 
     ours.mkdir()
     kwargs = {"input_example": example, "pip_requirements": requirements, "model_format": "ubj"}
     assert sent.save(ours, signature, kwargs)
+    again = tmp_path / "again"  # the environment files come from the cache this time
+    again.mkdir()
+    assert sent.save(again, signature, kwargs)
     mlflow.xgboost.save_model(model, str(flavors), signature=signature, **kwargs)
 
-    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in flavors.iterdir())
-    for name in ("model.ubj", "requirements.txt", "conda.yaml", "python_env.yaml"):
-        assert (ours / name).read_bytes() == (flavors / name).read_bytes(), name
+    for folder in (ours, again):
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in flavors.iterdir())
+        for name in ("model.ubj", "requirements.txt", "conda.yaml", "python_env.yaml"):
+            assert (folder / name).read_bytes() == (flavors / name).read_bytes(), name
     mine, theirs = (yaml.safe_load((f / "MLmodel").read_text()) for f in (ours, flavors))
     for varying in ("model_uuid", "utc_time_created"):
         mine.pop(varying), theirs.pop(varying)

@@ -112,7 +112,7 @@ def versions() -> dict[str, str | None]:
     """Versions of mltrail, MLflow and DVC (from package metadata: nothing is imported), read
     again only when the package folders change, as :func:`requirements` is (each lookup scans
     the installed distributions: milliseconds per run of a loop)."""
-    found = _read_per_package_state(
+    found = read_per_package_state(
         "versions", lambda: {name: package_version(name) for name in ("mltrail", "mlflow", "dvc")}
     )
     return dict(found)
@@ -316,11 +316,12 @@ def requirements() -> str:
     Read once per process while the package folders are unchanged: a script of many trainings
     reads them once, and a ``pip install`` in a notebook session is seen (it changes the
     folder's modification time)."""
-    return _read_per_package_state("requirements", _read_requirements)
+    return read_per_package_state("requirements", _read_requirements)
 
 
-def _read_per_package_state(key: str, read: Callable[[], Any]) -> Any:
-    """``read()``, once per state of the package folders (cached under ``key``)."""
+def read_per_package_state(key: str, read: Callable[[], Any]) -> Any:
+    """``read()``, once per state of the package folders (cached under ``key``): what depends
+    only on the installed packages is read again after a ``pip install``, not for each run."""
     with _cache_lock:
         state = _package_folders()
         cached = _cache.get(key)

@@ -87,19 +87,11 @@ class ModelFile:
             return False
 
     def _write(self, target: Path, signature: Any, example: Any, requirements: list[str]) -> None:
-        import yaml
         from mlflow import pyfunc
         from mlflow.models import Model
         from mlflow.models.model import MLMODEL_FILE_NAME
         from mlflow.models.utils import _save_example
-        from mlflow.utils.environment import (
-            _CONDA_ENV_FILE_NAME,
-            _CONSTRAINTS_FILE_NAME,
-            _PYTHON_ENV_FILE_NAME,
-            _REQUIREMENTS_FILE_NAME,
-            _process_pip_requirements,
-            _PythonEnv,
-        )
+        from mlflow.utils.environment import _CONDA_ENV_FILE_NAME, _PYTHON_ENV_FILE_NAME
 
         # The order of MLflow's flavors: example, signature, the model's file, MLmodel (its size
         # counts what is written before it), then the environment files.
@@ -127,13 +119,8 @@ class ModelFile:
         if hasattr(model, "model_size_bytes"):
             model.model_size_bytes = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
         model.save(str(target / MLMODEL_FILE_NAME))
-        conda_env, pip_requirements, constraints = _process_pip_requirements(None, requirements)
-        with open(target / _CONDA_ENV_FILE_NAME, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(conda_env, stream=handle, default_flow_style=False)
-        if constraints:
-            (target / _CONSTRAINTS_FILE_NAME).write_text("\n".join(constraints), encoding="utf-8")
-        (target / _REQUIREMENTS_FILE_NAME).write_text("\n".join(pip_requirements), encoding="utf-8")
-        _PythonEnv.current().to_yaml(str(target / _PYTHON_ENV_FILE_NAME))
+        for name, content in _environment_files(requirements).items():
+            (target / name).write_bytes(content)
 
     def rebuilt(self) -> Any:
         """The model itself, loaded from the file (this imports its framework)."""
@@ -144,6 +131,40 @@ class ModelFile:
             path.write_bytes(self.data)
             model.load_model(str(path))
         return model
+
+
+def _environment_files(requirements: list[str]) -> dict[str, bytes]:
+    """The environment files of a model folder with these pip ``requirements`` (conda.yaml,
+    requirements.txt, python_env.yaml, constraints.txt), as MLflow's flavors write them: once
+    per state of the installed packages (a loop's models have the same ones)."""
+    from mltrail.capture.env import read_per_package_state
+
+    def write() -> dict[str, bytes]:
+        import yaml
+        from mlflow.utils.environment import (
+            _CONDA_ENV_FILE_NAME,
+            _CONSTRAINTS_FILE_NAME,
+            _PYTHON_ENV_FILE_NAME,
+            _REQUIREMENTS_FILE_NAME,
+            _process_pip_requirements,
+            _PythonEnv,
+        )
+
+        conda_env, pip_requirements, constraints = _process_pip_requirements(None, requirements)
+        with tempfile.TemporaryDirectory(prefix="mltrail-model-env-") as folder:
+            path = Path(folder) / _PYTHON_ENV_FILE_NAME
+            _PythonEnv.current().to_yaml(str(path))
+            python_env = path.read_bytes()
+        files = {
+            _CONDA_ENV_FILE_NAME: yaml.safe_dump(conda_env, default_flow_style=False).encode(),
+            _REQUIREMENTS_FILE_NAME: "\n".join(pip_requirements).encode(),
+            _PYTHON_ENV_FILE_NAME: python_env,
+        }
+        if constraints:
+            files[_CONSTRAINTS_FILE_NAME] = "\n".join(constraints).encode()
+        return files
+
+    return read_per_package_state(f"model environment {requirements!r}", write)
 
 
 _writers: dict[str, Callable[[Any], ModelFile | None]] = {}

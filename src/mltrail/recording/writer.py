@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -392,9 +392,10 @@ def _log_logged_model(
     except Exception as error:  # linked already by the request whose answer a hang cut
         if not _already_stored(error, "inputs"):
             raise
-    _link_model_metrics(client, run_id, model_id, data.get("metrics") or [])
-    if data.get("final"):
-        client.set_tag(run_id, MODEL_ID_TAG, model_id)
+    # The run's tag naming its final model goes with the last of these links: one request
+    # less for each run of a loop, and still the last word on the model (see sync).
+    final = {MODEL_ID_TAG: model_id} if data.get("final") else {}
+    _link_model_metrics(client, run_id, model_id, data.get("metrics") or [], final)
     if data.get("register"):
         registration = data.setdefault(
             "registration", {"name": data["register"], "artifact_path": "model"}
@@ -456,14 +457,22 @@ def _merged(records: list[Record]) -> list[Record]:
     return [*before, {"kind": "batch", "data": data}, *rest[len(before) :]]
 
 
-def _log_points(client: Any, run_id: str, metrics: list[Any]) -> None:
-    """``log_batch`` of metric points, once more when a SQL store refuses one it holds.
+def _log_points(
+    client: Any, run_id: str, metrics: list[Any], tags: Mapping[str, str] | None = None
+) -> None:
+    """``log_batch`` of metric points (and ``tags``), once more when a SQL store refuses a
+    point it holds.
 
     MLflow skips the points a run already has, but not one that another writer stores between
     its check and its insert: the run's metrics and a checkpoint's LoggedModel linking the same
     points are sent by two threads at once. The second try finds that point stored.
     """
-    _send_again_if_stored(lambda: client.log_batch(run_id, metrics=metrics), "metrics")
+    from mlflow.entities import RunTag
+
+    run_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
+    _send_again_if_stored(
+        lambda: client.log_batch(run_id, metrics=metrics, tags=run_tags), "metrics"
+    )
 
 
 def _log_inputs(client: Any, run_id: str, inputs: list[Any]) -> None:
@@ -494,9 +503,16 @@ def _already_stored(error: BaseException, table: str) -> bool:
     return table in text and ("unique" in text or "duplicate" in text)
 
 
-def _link_model_metrics(client: Any, run_id: str, model_id: str, rows: list[list[Any]]) -> None:
+def _link_model_metrics(
+    client: Any,
+    run_id: str,
+    model_id: str,
+    rows: list[list[Any]],
+    tags: Mapping[str, str] | None = None,
+) -> None:
     """Link points the run holds (same key, value, timestamp and step: the store keeps them
-    once) to LoggedModel ``model_id``, with the dataset they were evaluated on where known."""
+    once) to LoggedModel ``model_id``, with the dataset they were evaluated on where known;
+    the run's ``tags`` go with the last request."""
     from mlflow.entities import Metric
 
     metrics = [
@@ -511,8 +527,12 @@ def _link_model_metrics(client: Any, run_id: str, model_id: str, rows: list[list
         )
         for key, value, ts, step, dataset_name, dataset_digest in rows
     ]
-    for chunk in _chunks_by_size(metrics, MAX_METRICS_PER_BATCH, lambda m: len(m.key) + 128):
-        _log_points(client, run_id, chunk)
+    chunks = [*_chunks_by_size(metrics, MAX_METRICS_PER_BATCH, lambda m: len(m.key) + 128)]
+    chunks = chunks or [[]]  # no point to link: the tags alone
+    for index, chunk in enumerate(chunks):
+        last = tags if index == len(chunks) - 1 else None
+        if chunk or last:
+            _log_points(client, run_id, chunk, last)
 
 
 def _drop_checkpoint(client: Any, run_id: str, data: dict[str, Any]) -> None:
