@@ -121,6 +121,35 @@ def test_params_tags_and_metrics_sent_together_go_in_one_request(client) -> None
     assert history(client, trail.run_id, "acc") == [(0, 0.8), (1, 0.9)]
 
 
+def test_a_short_run_sends_its_first_heartbeat_with_its_data(client) -> None:
+    """The heartbeat that marks a run alive (other hosts end it FAILED once it stops) goes
+    with the run's first request: a run of a short training makes two requests in all, its
+    data and its end. A run that lasts beats again at its interval."""
+    import time
+
+    trail = mltrail.start_run(experiment="core", capture=False, system_metrics=False)
+    trail.log_params({"lr": 0.1})
+    trail.log_metrics({"loss": 0.5}, step=0)
+    trail.end()
+    assert trail._writer.stats["requests"] == 2
+    first = int(client.get_run(trail.run_id).data.tags["mltrail.heartbeat"])
+    assert abs(first - time.time()) < 60
+    long = mltrail.start_run(
+        experiment="core",
+        capture=False,
+        system_metrics=False,
+        heartbeat_interval=0.5,
+        flush_interval=0.2,
+    )
+    assert long.flush(10)
+    started = int(client.get_run(long.run_id).data.tags["mltrail.heartbeat"])
+    time.sleep(2.2)
+    beats = long._writer.stats["requests"]
+    long.end()
+    assert int(client.get_run(long.run_id).data.tags["mltrail.heartbeat"]) > started
+    assert beats >= 2
+
+
 def test_a_param_the_store_refuses_holds_back_nothing_sent_with_it(
     client, monkeypatch, tmp_path: Path
 ) -> None:

@@ -693,6 +693,12 @@ class Writer:
         self._backoff = 2.0
         self.stats = {"values_sent": 0, "values_spooled": 0, "requests": 0, "failures": 0}
 
+        if heartbeat is not None:
+            # The first beat goes with the run's first request (its tags, params and first
+            # points), not in one of its own: a short training's run sends no other.
+            self._ops.append({"kind": "tags", "data": heartbeat()})
+            self._last_heartbeat = time.monotonic()
+
         spool_module.writing.add(run_id)
         self._sender = threading.Thread(target=self._send_loop, name="mltrail-sender", daemon=True)
         self._uploader = threading.Thread(
