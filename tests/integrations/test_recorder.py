@@ -780,6 +780,7 @@ def test_mltrail_run_starts_the_recorder_before_the_script_s_interpreter(project
         (["-mpackage.train"], None),
         (["-c", "import xgboost"], None),
         (["-"], None),
+        (["-I", "train.py"], None),
         (["notebook.ipynb"], None),
         ([], None),
     ],

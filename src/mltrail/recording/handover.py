@@ -109,11 +109,14 @@ def _this_interpreter(executable: str) -> bool:
 
 # Interpreter options that take a value: the script is not the word after them.
 _OPTIONS_WITH_VALUE = {"-W", "-X", "-Q"}
+# Options under which the interpreter skips mltrail's start-up hook: nobody would take it.
+_NO_HOOK = {"-E", "-I", "-S"}
 
 
 def _script(arguments: Sequence[str]) -> str | None:
     """The script file that the interpreter's ``arguments`` run (``-u train.py`` and the
-    like); None for ``-m``, ``-c``, standard input or anything else."""
+    like); None for ``-m``, ``-c``, standard input, an interpreter that skips the start-up
+    hook (``-E``, ``-I``, ``-S``) or anything else."""
     index = 0
     while index < len(arguments):
         argument = arguments[index]
@@ -121,7 +124,7 @@ def _script(arguments: Sequence[str]) -> str | None:
             index += 2
             continue
         if argument.startswith("-"):
-            if argument in {"-", "-m", "-c"} or argument.startswith(("-m", "-c")):
+            if argument in {"-", "-m", "-c", *_NO_HOOK} or argument.startswith(("-m", "-c")):
                 return None
             index += 1
             continue
