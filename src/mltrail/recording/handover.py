@@ -71,19 +71,13 @@ def start(executable: str, command: Sequence[str], env: Mapping[str, str]) -> di
 
 def _frameworks(executable: str, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
     """The frameworks the script's recorder would be started for at its interpreter's start
-    (:func:`mltrail.autolog.frameworks_imported_by`), where ``command`` runs a script file
-    with this very interpreter (the recorder must import what the script imports) and its
-    runs go to a recorder process; [] otherwise."""
+    (:func:`mltrail.autolog.frameworks_imported_by`, :func:`~mltrail.recording.recorder.
+    records_ahead`), where ``command`` runs a script file with this very interpreter (the
+    recorder must import what the script imports); [] otherwise."""
     from mltrail.autolog import _settings_from_environment, frameworks_imported_by, registry
-    from mltrail.recording import distributed
-    from mltrail.recording.deferred import can_record_later
-    from mltrail.recording.recorder import MODE_VARIABLE
+    from mltrail.recording.recorder import records_ahead
 
-    if os.name != "posix" or not _this_interpreter(executable):
-        return []
-    if env.get(MODE_VARIABLE, "").strip().lower() == "thread" or not distributed.is_rank_zero():
-        return []
-    script = _script(command[1:])
+    script = _script(command[1:]) if _this_interpreter(executable) else None
     settings = _settings_from_environment(env)
     if script is None or settings is None:
         return []
@@ -91,7 +85,7 @@ def _frameworks(executable: str, command: Sequence[str], env: Mapping[str, str])
     known = registry.frameworks()
     wanted = {name: options for name in (names or known) if name in known}
     found = frameworks_imported_by(script, wanted)
-    return found if found and can_record_later(options) else []
+    return found if found and records_ahead(options) else []
 
 
 def _this_interpreter(executable: str) -> bool:

@@ -446,21 +446,28 @@ def start_early(framework: str, start_run_kwargs: Mapping[str, Any]) -> None:
     """Start the recorder now if the runs of ``framework``'s trainings started with these
     start-run arguments will use it: it imports MLflow, opens the store and imports the
     framework while the script imports its own modules, before the first training."""
-    from mltrail.recording import distributed
-    from mltrail.recording.deferred import can_record_later
-
     try:
-        if (
-            use_recorder()
-            and distributed.is_rank_zero()
-            and not _worker_process()
-            and can_record_later(start_run_kwargs)
-        ):
+        if records_ahead(start_run_kwargs):
             process = recorder()
             if process is not None:
                 process.warm_up(framework)
     except Exception:  # the first run starts it, or records in this process
         logger.debug("starting mltrail's recorder process early failed", exc_info=True)
+
+
+def records_ahead(start_run_kwargs: Mapping[str, Any]) -> bool:
+    """Whether this process's trainings started with these start-run arguments have their runs
+    recorded by a recorder process that is worth starting before they come: not in a worker of
+    a larger job, not off rank zero, not for runs that must open on the training's thread."""
+    from mltrail.recording import distributed
+    from mltrail.recording.deferred import can_record_later
+
+    return (
+        use_recorder()
+        and distributed.is_rank_zero()
+        and not _worker_process()
+        and can_record_later(start_run_kwargs)
+    )
 
 
 def _facts() -> dict[str, Any]:
