@@ -66,6 +66,8 @@ from mltrail.adapters import (
     RunSession,
     called_by_library,
     check_max_child_runs,
+    classification_metrics,
+    confusion_counts,
     confusion_matrix_plot,
     current_fit,
     example_io,
@@ -78,6 +80,7 @@ from mltrail.adapters import (
     param_text,
     pinned_requirements,
     preload_matplotlib,
+    regression_metrics,
     residual_plot,
 )
 
@@ -291,10 +294,8 @@ def _task_metrics(
     """The task's standard metrics of ``model`` on ``X``/``y``, and (task, y, predictions) for
     a plot. A metric that does not apply to these targets (one class, multi-output...) is left
     out, and so is NaN (undefined here: one class in ``y``, ...)."""
-    from sklearn import metrics as m
     from sklearn.base import ClassifierMixin, RegressorMixin
 
-    kw = {} if weight is None else {"sample_weight": weight}
     mixin_score = getattr(type(model), "score", None) in (
         ClassifierMixin.score,
         RegressorMixin.score,
@@ -308,45 +309,28 @@ def _task_metrics(
             if is_regressor(model)
             else None
         )
-    compute: dict[str, Callable[[], Any]] = {}
     out: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # our own extra predict calls must not warn the user
         if hasattr(model, "score") and not (task and mixin_score):  # searches: their scorer
-            compute["score"] = lambda: model.score(X) if y is None else model.score(X, y, **kw)
+            kw = {} if weight is None else {"sample_weight": weight}
+            try:
+                score = float(model.score(X) if y is None else model.score(X, y, **kw))
+            except Exception as error:  # not applicable to these targets; not an mltrail error
+                logger.debug("score not computed: %s", error)
+            else:
+                out["score"] = score
         pred = _predict(model, X) if task else None
         if task == "classification" and pred is not None:
-            compute["accuracy"] = lambda: m.accuracy_score(y, pred, **kw)
-            try:  # the three in one pass over the labels, not three
-                weighted = m.precision_recall_fscore_support(
-                    y, pred, average="weighted", zero_division=0, **kw
-                )
-            except Exception as error:  # not applicable to these targets
-                logger.debug("precision, recall and f1 not computed: %s", error)
-            else:
-                for index, name in enumerate(("precision", "recall", "f1")):
-                    compute[name] = lambda index=index: weighted[index]
-        proba = _predict(model, X, "predict_proba") if task == "classification" else None
-        if proba is not None:
-            labels = getattr(model, "classes_", None)
-            compute["log_loss"] = lambda: m.log_loss(y, proba, labels=labels, **kw)
-            compute["roc_auc"] = lambda: _roc_auc(y, proba, labels, kw)
-        if task == "regression" and pred is not None:
-            compute["mse"] = lambda: m.mean_squared_error(y, pred, **kw)
-            compute["rmse"] = lambda: m.root_mean_squared_error(y, pred, **kw)
-            compute["mae"] = lambda: m.mean_absolute_error(y, pred, **kw)
-            compute["r2"] = lambda: m.r2_score(y, pred, **kw)
-        for name, metric in compute.items():
-            try:
-                value = float(metric())
-            except Exception as error:  # not applicable to these targets; not an mltrail error
-                logger.debug("metric %s%s not computed: %s", prefix, name, error)
-                continue
-            if math.isfinite(value):
-                out[prefix + name] = value
+            proba = _predict(model, X, "predict_proba")
+            classes = getattr(model, "classes_", None)
+            out.update(classification_metrics(y, pred, proba, classes, weight))
+        elif task == "regression" and pred is not None:
+            out.update(regression_metrics(y, pred, weight))
     same = {"classification": "accuracy", "regression": "r2"}.get(task or "")
-    if mixin_score and same and prefix + same in out:  # the mixins' score is accuracy or r2
-        out[prefix + "score"] = out[prefix + same]
+    if mixin_score and same in out:  # the mixins' score is accuracy or r2
+        out["score"] = out[same]
+    out = {prefix + name: value for name, value in out.items() if math.isfinite(value)}
     return out, (task, y, pred) if task and pred is not None else None
 
 
@@ -360,14 +344,6 @@ def _predict(model: Any, X: Any, method: str = "predict") -> Any:
         return None
 
 
-def _roc_auc(y: Any, proba: Any, labels: Any, kwargs: dict[str, Any]) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if proba.ndim == 2 and proba.shape[1] == 2:
-        return roc_auc_score(y, proba[:, 1], **kwargs)
-    return roc_auc_score(y, proba, multi_class="ovr", average="weighted", labels=labels, **kwargs)
-
-
 def _plot(
     kind: str, y_true: Any, y_pred: Any, labels: Any
 ) -> tuple[str, Callable[[Path], None]] | None:
@@ -378,12 +354,10 @@ def _plot(
         return None  # multi-output
     if kind == "regression":
         return "residuals.png", lambda path: residual_plot(y_true, y_pred, path)
-    from sklearn.metrics import confusion_matrix
-
     labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else labels
     if len(labels) > 50:
         return None
-    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    matrix = confusion_counts(y_true, y_pred, labels)
     return "confusion_matrix.png", lambda path: confusion_matrix_plot(matrix, labels, path)
 
 

@@ -98,6 +98,8 @@ framework's configuration; that is all:
   :func:`preload_modules`: slow imports of what the end of a training needs, started on a
   daemon thread when it starts;
   :func:`confusion_matrix_plot`, :func:`residual_plot`: a classifier's and a regressor's errors;
+  :func:`classification_metrics`, :func:`regression_metrics` (:func:`confusion_counts`): their
+  standard metrics on given rows, scikit-learn's definitions computed with numpy alone;
   :func:`log_importance`: importance scores as JSON and their plot;
 - :class:`Candidate`, :func:`log_candidates`, :func:`results_csv`: a hyperparameter search's
   candidates as child runs, the best first, and its results table; :func:`log_search`: a
@@ -278,6 +280,11 @@ from mltrail.recording.steps import (
     every_n,
     next_free_step,
 )
+from mltrail.recording.task_metrics import (
+    classification_metrics,
+    confusion_counts,
+    regression_metrics,
+)
 from mltrail.recording.tensor_training import (
     batch_inputs,
     forward_example,
@@ -344,6 +351,8 @@ __all__ = [
     "check_max_child_runs",
     "check_policy",
     "check_start_run_kwargs",
+    "classification_metrics",
+    "confusion_counts",
     "confusion_matrix_plot",
     "copy_to_save",
     "current_fit",
@@ -398,6 +407,7 @@ __all__ = [
     "pytorch_flavor_kwargs",
     "record_beside",
     "recording",
+    "regression_metrics",
     "residual_plot",
     "results_csv",
     "safe_patch",

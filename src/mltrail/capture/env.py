@@ -131,8 +131,10 @@ def mlflow_user() -> str:
 
 
 def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, or None: from its ``.dist-info``
+    folder's name where it has one (parsing scikit-learn's METADATA takes 4 ms)."""
     try:
-        return metadata.version(name)
+        return _name_version(metadata.distribution(name))[1]
     except metadata.PackageNotFoundError:
         return None
 

@@ -44,10 +44,11 @@ def pinned_requirements(*packages: str) -> list[str]:
 def _pinned(package: str) -> str | None:
     """``name==version`` of one package, looked up once per process: each lookup scans the
     installed distributions (tens of milliseconds), and every model of a script needs it."""
+    from mltrail.capture.env import package_version
+
     name = _distribution(package)
-    if name is None:
-        return None
-    return f"{name}=={importlib.metadata.version(name).split('+')[0]}"
+    version = None if name is None else package_version(name)
+    return None if version is None else f"{name}=={version.split('+')[0]}"
 
 
 def packages_of(*objects: Any) -> list[str]:
@@ -60,12 +61,11 @@ def packages_of(*objects: Any) -> list[str]:
 
 def _distribution(package: str) -> str | None:
     """The installed distribution of an import or distribution name, or None."""
+    from mltrail.capture.env import package_version
+
     name = _DISTRIBUTIONS.get(package, package)
-    try:
-        importlib.metadata.version(name)
+    if package_version(name) is not None:
         return name
-    except importlib.metadata.PackageNotFoundError:
-        pass
     names = _import_names().get(package) or []  # scanning every distribution: the slow path
     return names[0] if names else None
 
