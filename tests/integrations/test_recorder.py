@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -666,6 +667,29 @@ def test_the_next_script_is_recorded_by_the_spare_that_the_last_one_left(project
     # It served one script and left; the next spare waits.
     assert _listening_spare(other_than=spare) != spare
     assert spare not in _spares()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="spares are Linux's")
+def test_a_spare_whose_script_s_folder_is_removed_serves_the_next_script(project, tmp_path, spares):
+    """The folder of the script that left the spare goes while the spare warms up (a
+    temporary one): the spare imports nothing from it, and records the next script's runs in
+    its store (it once failed to import MLflow there, then sent them to the journal)."""
+    run_in(project, f"sqlite:///{tmp_path / 'first.db'}", sys.executable, "train.py", **spares)
+    shutil.rmtree(project)
+    _listening_spare()
+    other = _second_project(tmp_path)
+    store = f"sqlite:///{tmp_path / 'second.db'}"
+    done = run_in(other, store, sys.executable, "repeated.py", **spares)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not any("mltrail.recording" in command for command in seen["children"])
+    assert "unreachable" not in done.stderr, done.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    store_client = MlflowClient(store)
+    for run_id in seen["runs"]:
+        run = store_client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mltrail.pid"] == str(seen["pid"])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="spares are Linux's")

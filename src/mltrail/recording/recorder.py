@@ -661,9 +661,28 @@ def _warm_up(framework: str, *, now: bool = False) -> None:
                 _later.append(framework)
     except Exception:  # the run that needs it meets it again, and reports it
         logger.debug("warming up for %s failed", framework, exc_info=True)
+        _forget_half_imported(("mlflow", framework))
     # What the warm-up made lives as long as the recorder: out of every later collection.
     gc.freeze()
     gc.enable()
+
+
+def _forget_half_imported(packages: Sequence[str]) -> None:
+    """Forget the submodules a failed import of a package left imported: imported again, the
+    package would lack them as attributes (``module 'mlflow' has no attribute 'store'``), so
+    the run that needs it imports it whole instead, or meets the same error as the warm-up."""
+    for package in packages:
+        if package not in sys.modules:
+            for name in [name for name in sys.modules if name.startswith(package + ".")]:
+                sys.modules.pop(name, None)
+
+
+def _import_apart_from_the_folder() -> None:
+    """Import nothing from the folder this process started in (Python's ``''`` entry of the
+    module path, started with ``-c``): a recorder outlives the script that started it, whose
+    folder (a temporary one) may be removed meanwhile, and every import would then fail. The
+    script's own module path comes with its runs (:func:`_search_path`)."""
+    sys.path[:] = [entry for entry in sys.path if entry]
 
 
 def _import_when_idle() -> bool:
@@ -729,6 +748,7 @@ def _yield_to_the_training() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the recorder process (its argument: the descriptor to answer on)."""
+    _import_apart_from_the_folder()
     _yield_to_the_training()
     _collect_after_warm_up()
     argv = sys.argv[1:] if argv is None else argv

@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     from mltrail.recording import recorder
 
     frameworks = sys.argv[1:] if argv is None else argv
+    recorder._import_apart_from_the_folder()
     recorder._yield_to_the_training()
     recorder._collect_after_warm_up()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
