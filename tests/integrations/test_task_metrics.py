@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
-from sklearn import metrics as m  # noqa: E402
-from sklearn.datasets import load_iris, make_classification  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn import metrics as m
+from sklearn.datasets import load_iris, make_classification
+from sklearn.linear_model import LogisticRegression
 
-from mltrail.recording.task_metrics import (  # noqa: E402
+from mltrail.recording.task_metrics import (
     classification_metrics,
     confusion_counts,
     regression_metrics,
