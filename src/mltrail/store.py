@@ -30,8 +30,9 @@ class QuietNotices(logging.Filter):
     """Drops MLflow log lines that tell a user of mltrail nothing to act on.
 
     Creating or migrating a local sqlite store ("Creating initial MLflow database tables...",
-    "Updating database tables") at INFO, and the scikit-learn flavor's pickle caution when the
-    model is one that mltrail saves (on its own threads). Everything else passes, warnings
+    "Updating database tables") at INFO, and the scikit-learn and PyTorch flavors' pickle
+    cautions when the model is one that mltrail saves (on its own threads: mltrail chooses
+    the pickle format, which the user cannot change). Everything else passes, warnings
     that ask the user to act included.
     """
 
@@ -62,6 +63,14 @@ def quiet_mlflow_notices() -> None:
             "mlflow.sklearn",
             QuietNotices(
                 ("Saving scikit-learn models in the pickle or cloudpickle format",),
+                logging.WARNING,
+                mltrail_threads=True,
+            ),
+        ),
+        (
+            "mlflow.pytorch",
+            QuietNotices(
+                ("Saving pytorch model by Pickle or CloudPickle format",),
                 logging.WARNING,
                 mltrail_threads=True,
             ),

@@ -67,9 +67,18 @@ class Script:
     __module__ = "__main__"
 
 
+class ScriptArray(np.ndarray):
+    """A class written in the script, on a library's base class."""
+
+    __module__ = "__main__"
+
+
 def test_packages_of_names_the_libraries_a_model_is_made_of():
     parts = [np.float64(1.0), collections.OrderedDict(), np.float64(2.0), Script(), Trail(), 3]
-    assert packages_of(*parts) == ["collections", "numpy"]  # no builtins, script or mltrail
+    # no standard library, script or mltrail
+    assert packages_of(*parts) == ["numpy"]
+    # the script's class needs the library of its base
+    assert packages_of(np.zeros(2).view(ScriptArray), Script()) == ["numpy"]
 
 
 class Loader:

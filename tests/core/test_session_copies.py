@@ -52,6 +52,7 @@ def test_pytorch_flavor_kwargs_pickle_where_mlflow_offers_the_choice(
 
 def test_pytorch_flavor_kwargs_pin_torch_and_the_packages_named() -> None:
     with_pins = pytorch_flavor_kwargs("numpy")
-    assert with_pins["pip_requirements"] == pinned_requirements("torch", "numpy")
+    # cloudpickle: the flavor's pickle module, which loading the model needs
+    assert with_pins["pip_requirements"] == pinned_requirements("torch", "cloudpickle", "numpy")
     assert with_pins["pip_requirements"][0].startswith("torch==")
     assert with_pins.items() >= pytorch_flavor_kwargs().items()

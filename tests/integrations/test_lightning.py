@@ -217,6 +217,12 @@ def test_fit_records_params_metrics_checkpoints_model_and_test_metrics(
     with torch.no_grad():
         expected = best(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(loaded.predict(x), expected, rtol=1e-5)
+    # Its requirements are pinned, not inferred: the module's base (lightning) included, and
+    # torch without a local label (+cpu), which no index serves.
+    requirements = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/requirements.txt")
+    pins = Path(requirements).read_text().split()
+    assert {"torch", "cloudpickle", "lightning"} <= {pin.split("==")[0] for pin in pins}
+    assert not any("+" in pin for pin in pins)
     # ... while the user's model keeps its last weights and its training mode.
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
     for name, value in model.state_dict().items():

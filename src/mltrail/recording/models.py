@@ -14,6 +14,7 @@ import functools
 import importlib.metadata
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,11 +53,12 @@ def _pinned(package: str) -> str | None:
 
 
 def packages_of(*objects: Any) -> list[str]:
-    """The top-level packages the classes of ``objects`` come from, sorted, for
+    """The top-level packages the classes of ``objects`` and their bases come from, sorted, for
     :func:`pinned_requirements` of a model made of parts from several libraries (a Pipeline
-    with an XGBoost step needs xgboost too); ``builtins``, ``__main__`` and mltrail left out."""
-    names = {type(part).__module__.split(".")[0] for part in objects}
-    return sorted(names - {"builtins", "__main__", "mltrail"})
+    with an XGBoost step needs xgboost too; a LightningModule written in the script needs
+    lightning, its base); the standard library, ``__main__`` and mltrail left out."""
+    names = {cls.__module__.split(".")[0] for part in objects for cls in type(part).__mro__}
+    return sorted(names - set(sys.stdlib_module_names) - {"__main__", "mltrail"})
 
 
 def _distribution(package: str) -> str | None:
@@ -86,10 +88,11 @@ def pytorch_flavor_kwargs(*packages: str) -> dict[str, Any]:
 
     Args:
         *packages: the packages the model needs besides torch ("transformers"); given, the
-            arguments also pin ``pip_requirements``: torch and these, installed versions.
+            arguments also pin ``pip_requirements``: torch, cloudpickle (the flavor's pickle
+            module) and these, installed versions.
     """
     if packages:
-        pins = pinned_requirements("torch", *packages)
+        pins = pinned_requirements("torch", "cloudpickle", *packages)
         return {**pytorch_flavor_kwargs(), "pip_requirements": pins}
     for distribution in ("mlflow", "mlflow-skinny"):
         try:

@@ -19,7 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mltrail.recording.datasets import data_digest
-from mltrail.recording.models import copy_to_save, head_rows, pytorch_flavor_kwargs, to_numpy
+from mltrail.recording.models import (
+    copy_to_save,
+    head_rows,
+    packages_of,
+    pytorch_flavor_kwargs,
+    to_numpy,
+)
 
 if TYPE_CHECKING:
     from mltrail.recording.session import RunSession
@@ -203,7 +209,10 @@ def log_torch_model(
         best: the best checkpoint's name and a function that loads its weights into the copy.
         registered_model_name: also register the model in the Model Registry.
     """
-    options = {"registered_model_name": registered_model_name, **pytorch_flavor_kwargs()}
+    # Pinned, not inferred by MLflow: the packages of the module's layers and their bases (a
+    # LightningModule needs lightning to unpickle), without local labels (torch's +cpu).
+    made_of = packages_of(*model.modules())
+    options = {"registered_model_name": registered_model_name, **pytorch_flavor_kwargs(*made_of)}
     copied, is_copy = copy_to_save(model)
     if not is_copy:
         trail.log_model(model, "pytorch", background=False, **options)
