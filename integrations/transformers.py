@@ -42,6 +42,7 @@ from mltrail.adapters import (
     early_stopping_params,
     exception_safe,
     options_for,
+    packages_of,
     parameter_counts,
     pinned_requirements,
     pytorch_flavor_kwargs,
@@ -239,7 +240,8 @@ class TrailCallback(TrainerCallback, ExportableState):
                 model,
                 "pytorch",
                 **options,
-                **pytorch_flavor_kwargs("transformers"),
+                # the libraries of its layers too: a PEFT wrapper needs peft to unpickle
+                **pytorch_flavor_kwargs("transformers", *packages_of(*model.modules())),
             )
         trail.set_tags({"mltrail.model.task": task or "unknown"})
 

@@ -175,6 +175,10 @@ def test_resume_continues_from_the_last_checkpoint_and_forks_from_an_older_one(
     assert sorted(index["files"]) == [f"checkpoints/checkpoint-{n}" for n in (2, 4, 6)]
     assert index["aliases"]["latest"] == "checkpoints/checkpoint-6"
     assert run.data.tags["mltrail.model.flavor"] == "pytorch"  # no tokenizer: PyTorch flavor
+    pins = client.download_artifacts(run.info.run_id, "model/requirements.txt", str(tmp_path))
+    assert {"torch", "cloudpickle", "transformers"} <= {
+        pin.split("==")[0] for pin in Path(pins).read_text().split()
+    }
 
     # From an older checkpoint (step 2, inside epoch 0, which the run has values of): a fork
     # with the parent's values up to step 2; the parent keeps one point per step.
