@@ -114,6 +114,8 @@ def test_labels_of_mixed_types_give_no_metric():
     assert classification_metrics(np.array([0, 1, 1]), np.array(["a", "b", "b"])) == {}
     assert classification_metrics(np.array([0, 1]), np.array([0, 1, 1])) == {}  # lengths
     assert regression_metrics(np.array(["a", "b"]), np.array([1.0, 2.0])) == {}
+    mixed = np.array([1, "a", 1], dtype=object)  # labels that do not sort: no per-label metric
+    assert set(classification_metrics(mixed, mixed)) == {"accuracy"}
 
 
 @pytest.mark.parametrize("weighted", [False, True])

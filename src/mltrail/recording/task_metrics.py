@@ -44,7 +44,11 @@ def classification_metrics(
             (y == pred) if y.ndim == 1 else np.all(y == pred, axis=1), weights=w
         ),
     }
-    support = _support(y, pred, w)
+    try:
+        support = _support(y, pred, w)
+    except (TypeError, ValueError) as error:  # labels that do not sort (mixed objects)
+        logger.debug("precision, recall and f1 not computed: %s", error)
+        support = None
     if support is not None:
         for index, name in enumerate(("precision", "recall", "f1")):
             out[name] = lambda index=index: support[index]
@@ -128,18 +132,23 @@ def _positions(labels: Any, values: Any) -> tuple[Any, Any]:
 
 
 def _support(y: Any, pred: Any, w: Any) -> tuple[float, float, float] | None:
-    """Precision, recall and f1 per label, averaged weighted by each label's true count."""
+    """Precision, recall and f1 per label, averaged weighted by each label's true count
+    (counted per label, never as a rows-by-labels table: a million rows of a thousand classes
+    stay a million numbers)."""
     import numpy as np
 
     weights = np.ones(len(y)) if w is None else w
     if y.ndim == 2:  # label indicators: each column a label
         truth, guess = y.astype(bool), pred.astype(bool)
+        true_sum, pred_sum, hits = weights @ truth, weights @ guess, weights @ (truth & guess)
     else:
         labels = np.unique(np.concatenate([y, pred]))
-        truth, guess = y[:, None] == labels, pred[:, None] == labels
-    true_sum = weights @ truth
-    pred_sum = weights @ guess
-    hits = weights @ (truth & guess)
+        true_at, pred_at = np.searchsorted(labels, y), np.searchsorted(labels, pred)
+        right = true_at == pred_at
+        count = len(labels)
+        true_sum = np.bincount(true_at, weights=weights, minlength=count)
+        pred_sum = np.bincount(pred_at, weights=weights, minlength=count)
+        hits = np.bincount(true_at[right], weights=weights[right], minlength=count)
     total = true_sum.sum()
     if total == 0:
         return None
@@ -165,8 +174,8 @@ def _log_loss(y: Any, proba: Any, classes: Any, w: Any) -> float:
     if len(labels) < 2 or proba.shape[1] != len(labels) or not np.isin(y, labels).all():
         return math.nan
     eps = np.finfo(proba.dtype).eps
-    clipped = np.clip(proba, eps, 1 - eps)
-    loss = -np.log(clipped[y[:, None] == labels])
+    chosen = proba[np.arange(len(y)), np.searchsorted(labels, y)]  # each row's true class
+    loss = -np.log(np.clip(chosen, eps, 1 - eps))
     return float(np.average(loss, weights=w))
 
 
