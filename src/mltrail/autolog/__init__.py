@@ -187,7 +187,7 @@ def _start_recorder_with_the_script() -> None:
     ``mltrail run`` started for the same frameworks (:mod:`~mltrail.recording.handover`) is
     taken on here, or let go if none of them is recorded after all."""
     path = sys.argv[0] if sys.argv else ""
-    for name in frameworks_imported_by(path, {n: enabled[n] for n in enabled}):
+    for name in frameworks_imported_by(path, enabled):
         recorder.start_early(name, enabled[name])
     handover.let_go()
 

@@ -143,7 +143,7 @@ def _support(y: Any, pred: Any, w: Any) -> tuple[float, float, float] | None:
         true_sum, pred_sum, hits = weights @ truth, weights @ guess, weights @ (truth & guess)
     else:
         labels = np.unique(np.concatenate([y, pred]))
-        true_at, pred_at = np.searchsorted(labels, y), np.searchsorted(labels, pred)
+        true_at, pred_at = _positions(labels, y)[0], _positions(labels, pred)[0]
         right = true_at == pred_at
         count = len(labels)
         true_sum = np.bincount(true_at, weights=weights, minlength=count)
@@ -174,7 +174,7 @@ def _log_loss(y: Any, proba: Any, classes: Any, w: Any) -> float:
     if len(labels) < 2 or proba.shape[1] != len(labels) or not np.isin(y, labels).all():
         return math.nan
     eps = np.finfo(proba.dtype).eps
-    chosen = proba[np.arange(len(y)), np.searchsorted(labels, y)]  # each row's true class
+    chosen = proba[np.arange(len(y)), _positions(labels, y)[0]]  # each row's true class
     loss = -np.log(np.clip(chosen, eps, 1 - eps))
     return float(np.average(loss, weights=w))
 
