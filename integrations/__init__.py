@@ -36,9 +36,14 @@ LIGHTNING = _declared(
     "lightning.pytorch pytorch_lightning",
     f"log_every_n_steps checkpoints {_MODEL}",
     "pytorch",
+    beside=True,
 )
 KERAS = _declared(
-    "keras", "keras", f"log_every_n_batches checkpoints monitor mode {_MODEL}", "keras tensorflow"
+    "keras",
+    "keras",
+    f"log_every_n_batches checkpoints monitor mode {_MODEL}",
+    "keras tensorflow",
+    beside=True,
 )
 _BOOSTING = f"checkpoint_every importance {_MODEL}"
 XGBOOST = _declared("xgboost", "xgboost", _BOOSTING, "xgboost", beside=True, models_as_files=True)

@@ -43,6 +43,7 @@ from mltrail.adapters import (
     EarlyStop,
     EpochCheckpoints,
     EpochLog,
+    ModelFile,
     RunSession,
     SaveBudget,
     SavedFile,
@@ -59,6 +60,7 @@ from mltrail.adapters import (
     options_for,
     parameter_counts,
     pinned_requirements,
+    send_models_as_files,
     template_files,
     to_numpy,
 )
@@ -72,6 +74,21 @@ _FIT_ARGS = ("batch_size", "epochs", "shuffle", "validation_split", "validation_
 _FIT_ARGS += ("validation_steps", "validation_batch_size", "steps_per_epoch", "initial_epoch")
 _STOPPING = ("monitor", "min_delta", "patience", "mode", "baseline", "restore_best_weights")
 _STOPPING += ("start_from_epoch",)
+
+
+def _model_file(model: Any) -> ModelFile | None:
+    """A model Keras saves whole goes to mltrail's recorder process as its ``.keras`` file,
+    the one MLflow's Keras flavor writes: the recorder never rebuilds the model, whose class
+    may be the script's own."""
+    if not _serialisable(model):
+        return None
+    return ModelFile.written(
+        model, "keras", "model.keras", model.save, in_place_of=_KERAS_FLAVOR_FILE
+    )
+
+
+_KERAS_FLAVOR_FILE = "data/model.keras"  # where MLflow's Keras flavor keeps the model
+send_models_as_files("keras", _model_file)
 
 
 @exception_safe()
@@ -145,6 +162,7 @@ class TrailCallback(keras.callbacks.Callback):
         self._in_fit = self._first_epoch = False
         self._epoch_start, self._spe = 0, 1  # optimizer step at the epoch start, per batch call
         self._as_model: CheckpointModel | None = None  # how a .keras checkpoint is a model
+        self._session.start_recorder()  # it warms up while the script builds its model
 
     @property
     def trail(self) -> Trail | None:
@@ -169,11 +187,19 @@ class TrailCallback(keras.callbacks.Callback):
         restart, fit = None, self._call.arguments
         if session.last_run_id is None and _int(fit.get("initial_epoch") or 0) > 0:
             restart = _int(fit["initial_epoch"])
-        self._trail = trail = session.trail or session.open(
-            run_id=session.last_run_id,
-            restart_step=restart,
-            global_step=_int(self.model.optimizer.iterations) if restart else None,
-        )
+        if session.trail is not None:
+            trail = session.trail
+        elif session.last_run_id is None and restart is None and session.can_open_in_recorder():
+            # A new run, opened in mltrail's recorder process: this process never imports
+            # MLflow, and the fit does not wait for the store.
+            trail = session.open_beside("Keras training")
+        else:
+            trail = session.open(
+                run_id=session.last_run_id,
+                restart_step=restart,
+                global_step=_int(self.model.optimizer.iterations) if restart else None,
+            )
+        self._trail = trail
         session.training_started()
         if not trail.enabled:
             return
@@ -337,7 +363,7 @@ class TrailCallback(keras.callbacks.Callback):
                 {"pip_requirements": pins},
                 signature_from=example,
                 output_example=output,
-                model_file="data/model.keras",
+                model_file=_KERAS_FLAVOR_FILE,
             )
         return self._as_model
 

@@ -135,6 +135,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         self._resume_id: str | None = None  # the run of the checkpoint fit resumes from
         self._handoff = kernel.RunIdHandoff()  # the run id, back from spawned processes
         self._reset()
+        self._session.start_recorder()  # it warms up while the script builds its model
 
     def _reset(self) -> None:
         """Per-fit state."""
@@ -146,6 +147,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         self._before: dict[str, Any] = {}
         self._want_example = False
         self._example: list[Any] = []
+        self._fit_params: dict[str, Any] = {}
         self._global_step = 0
         # Hard links: Lightning replaces its files by writing and renaming, never in place.
         self._uploads = kernel.CheckpointUploads(self._session, self._checkpoints, link=True)
@@ -185,7 +187,9 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             self._epochs.start(trainer.current_epoch)  # a resumed fit goes on at its epoch
             loader = trainer.train_dataloader
             batch_size = kernel.loader_batch_size(loader)
-            if batch_size is not None and "batch_size" not in trail.params:
+            # The run's params where it is open here; one opening beside has this fit's only.
+            logged = getattr(trail, "params", self._fit_params)
+            if batch_size is not None and "batch_size" not in logged:
                 trail.log_params({"batch_size": batch_size})
             digest = kernel.tensor_dataset_digest(getattr(loader, "dataset", None))
             trail.log_params({"data.train.digest": digest})
@@ -287,19 +291,21 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
                 trail = self._open(trainer, fit=True)
             except Exception as error:  # raised below, once the other ranks got their answer
                 failure = error
-        run_id = trail.run_id if trail is not None else None
-        if trainer.world_size > 1:
-            run_id = trainer.strategy.broadcast(run_id, src=0)
+        if trainer.world_size > 1:  # every rank knows the run (never one opening beside)
+            run_id = trail.run_id if trail is not None else None
+            self._session.last_run_id = trainer.strategy.broadcast(run_id, src=0)
         if failure is not None:
             raise failure
-        self._session.last_run_id = run_id
         if trail is None:
             return
         self._session.training_started()
-        with self._session.guarded("passing the run id on"):
-            self._handoff.write(run_id)
+        # The id of a run opening beside the training is waited for: only when it is needed.
+        if not self._session.opened_beside or self._handoff.in_use:
+            with self._session.guarded("passing the run id on"):
+                self._handoff.write(self._session.last_run_id)
         self._want_example = self._log_model
-        trail.log_params(_fit_params(trainer, pl_module))
+        self._fit_params = _fit_params(trainer, pl_module)
+        trail.log_params(self._fit_params)
         with self._session.guarded("summarising the model"):
             module = f"{_namespace_of(trainer).__name__}.utilities.model_summary"
             summary = importlib.import_module(module).ModelSummary(pl_module, max_depth=1)
@@ -323,6 +329,10 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         # The user's run_id= wins over the checkpoint's run.
         resume_id = None if session.start_run_kwargs.get("run_id") else self._resume_id
         self._resume_id = None
+        if resume_id is None and _single_process(trainer) and session.can_open_in_recorder():
+            # A new run, opened in mltrail's recorder process: this process never imports
+            # MLflow, and the fit does not wait for the store.
+            return session.open_beside("Lightning training", tags=tags)
         checkpoint = getattr(trainer, "ckpt_path", None)
         if resume_id and checkpoint:
             tags["mltrail.lightning.resumed_from"] = str(checkpoint)
@@ -417,6 +427,11 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
 
 
 # --- reading the trainer ------------------------------------------------------------------------
+
+
+def _single_process(trainer: Any) -> bool:
+    """A training in this process alone: no other rank, nothing spawned."""
+    return trainer.world_size == 1 and getattr(trainer.strategy, "launcher", None) is None
 
 
 def _last_epoch(trainer: Any) -> int:

@@ -60,6 +60,11 @@ class RunIdHandoff:
             self._path = os.path.join(folder, "run")
         return self.__dict__.copy()
 
+    @property
+    def in_use(self) -> bool:
+        """Whether copies may pass a run id back (the object was pickled)."""
+        return self._path is not None
+
     def write(self, run_id: str | None) -> None:
         """Pass ``run_id`` back (from a copy; in the original it keeps the file current)."""
         if self._path and run_id and os.path.isdir(os.path.dirname(self._path)):

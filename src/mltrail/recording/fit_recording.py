@@ -209,9 +209,7 @@ class FitRecording:
         """Whether this fit's run is recorded in mltrail's recorder process
         (:mod:`~mltrail.recording.recorder`): then this process never imports MLflow for it,
         and the fits that follow never share the interpreter with the recording."""
-        from mltrail.recording import recorder
-
-        return self.session.can_open_beside() and recorder.recorder() is not None
+        return self.session.can_open_in_recorder()
 
     def _described(self) -> _Described:
         """The fit's params and data inputs, read before it runs, and what could not be read

@@ -41,6 +41,11 @@ class ModelFile:
         model_class: the model's class, ``module.Name`` (MLflow records it; its instances load
             the file with ``load_model(path)`` in :meth:`rebuilt`).
         flavor_conf: the rest of the flavor's entry in ``MLmodel`` (versions, format).
+        in_place_of: for a flavor that saves a model only through the model's own ``save``
+            (Keras): where the flavor keeps that file in the folder (``data/model.keras``).
+            The flavor saves a stand-in (:class:`~mltrail.recording.checkpoints.SavedFile`),
+            whose place the file takes: the recorder never rebuilds the model, whose class
+            may be the script's own.
     """
 
     flavor: str
@@ -48,10 +53,18 @@ class ModelFile:
     data: bytes
     model_class: str
     flavor_conf: Mapping[str, Any]
+    in_place_of: str | None = None
 
     @classmethod
     def written(
-        cls, model: Any, flavor: str, file_name: str, write: Callable[[str], Any], **conf: Any
+        cls,
+        model: Any,
+        flavor: str,
+        file_name: str,
+        write: Callable[[str], Any],
+        *,
+        in_place_of: str | None = None,
+        **conf: Any,
     ) -> ModelFile:
         """The file ``write(path)`` makes of ``model`` (in a temporary folder), as a ModelFile."""
         with tempfile.TemporaryDirectory(prefix="mltrail-model-") as folder:
@@ -59,7 +72,18 @@ class ModelFile:
             write(str(path))
             data = path.read_bytes()
         kind = type(model)
-        return cls(flavor, file_name, data, f"{kind.__module__}.{kind.__name__}", conf)
+        model_class = f"{kind.__module__}.{kind.__name__}"
+        return cls(flavor, file_name, data, model_class, conf, in_place_of)
+
+    def put_in_place(self, folder: Path) -> None:
+        """Write the file in place of the stand-in the flavor saved into ``folder`` (see
+        ``in_place_of``)."""
+        from mltrail.recording.logged_models import adopt_model_file
+
+        with tempfile.TemporaryDirectory(prefix="mltrail-model-") as temporary:
+            path = Path(temporary) / self.file_name
+            path.write_bytes(self.data)
+            adopt_model_file(path, folder, str(self.in_place_of))
 
     def save(self, target: Path, signature: Any, flavor_kwargs: Mapping[str, Any]) -> bool:
         """Write the MLflow Model folder into the empty folder ``target`` as the flavor's

@@ -11,11 +11,17 @@ times, checkpoint files, the model, the end) and never imports MLflow for it; th
 opens the runs with :func:`mltrail.start_run` and records them as the training's process
 would, provenance included (it is told the script's command line and folder).
 
-- Its runs: the boosting kernel's (XGBoost, LightGBM) and those of fits that log nothing while
-  they run (:class:`~mltrail.recording.fit_recording.FitRecording`: scikit-learn's).
+- Its runs: the boosting kernel's (XGBoost, LightGBM), those of fits that log nothing while
+  they run (:class:`~mltrail.recording.fit_recording.FitRecording`: scikit-learn's), and the
+  new runs of Lightning and Keras fits in a single process, with what is added to them after
+  the fit (``test``, ``evaluate``; :meth:`~mltrail.recording.session.RunSession.reopen`). A
+  run that resumes one in the store, or that every rank of a distributed training must know
+  at its start, opens in the training's process.
 - It is started when autolog sees a framework whose runs open beside their trainings imported
   (:func:`start_early`; under ``mltrail run``, at the script's start if the script's file
-  imports one), else at the first such run, and warms up at once: MLflow imported,
+  imports one), when an adapter whose runs will open in it is made
+  (:meth:`~mltrail.recording.session.RunSession.start_recorder`), else at the first such run,
+  and warms up at once: MLflow imported,
   the store opened, the framework imported, while the script goes on. It runs in the idle
   scheduling class, on what the training leaves idle, in the training's session (Linux
   schedules each session as one group) but not its process group (Ctrl-C is the training's).
@@ -233,6 +239,11 @@ class RemoteTrail:
     @property
     def tracking_uri(self) -> str:
         return self._tracking_uri
+
+    @property
+    def recorder(self) -> Recorder:
+        """The recorder process the run lives in."""
+        return self._owner
 
 
 class _RunErrors(ErrorCounter):
@@ -630,7 +641,7 @@ def _serve(requests: Iterator[bytes], answers: Any) -> bool:
 
 
 _warmed: set[str] = set()  # the frameworks this recorder warmed up for (its spare does too)
-_later: list[str] = []  # frameworks to import once the training is busy (_import_when_idle)
+_later: list[str] = []  # packages to import once the training is busy (_import_when_idle)
 
 
 def _warm_up(framework: str, *, now: bool = False) -> None:
@@ -644,21 +655,24 @@ def _warm_up(framework: str, *, now: bool = False) -> None:
     from mltrail.store import make_client, resolve_tracking_uri
 
     _warmed.add(framework)
+    declared = registry.frameworks().get(framework)
+    # Lightning's models are MLflow's "pytorch" flavor, and come from `lightning.pytorch`.
+    flavor = declared.mlflow_flavors[0] if declared and declared.mlflow_flavors else framework
+    package = declared.triggers[0] if declared and declared.triggers else framework
     try:
         preload_gitpython()
         make_client(resolve_tracking_uri(None))
-        for name in (f"mlflow.{framework}", "mlflow.models.signature"):
+        for name in (f"mlflow.{flavor}", "mlflow.models.signature"):
             importlib.import_module(name)
         preload_matplotlib()
-        declared = registry.frameworks().get(framework)
         if declared is None or not declared.models_as_files:
             # Later by default, while the training is busy: scikit-learn, which XGBoost
             # imports, is no training of the script's until one of its models comes
             # (unpickling it imports it then).
             if now:
-                _import(framework)
+                _import(package)
             else:
-                _later.append(framework)
+                _later.append(package)
     except Exception:  # the run that needs it meets it again, and reports it
         logger.debug("warming up for %s failed", framework, exc_info=True)
         _forget_half_imported(("mlflow", framework))

@@ -41,7 +41,7 @@ from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, guarded, process_errors, reject_unknown
 from mltrail.recording import deferred, distributed
 from mltrail.recording.late_trail import LateTrail
-from mltrail.recording.recorder import recorder
+from mltrail.recording.recorder import Recorder, RemoteTrail, recorder, start_early
 from mltrail.recording.steps import next_free_step
 from mltrail.recording.trail import RUN_START_TIME, Trail, start_run
 
@@ -147,6 +147,12 @@ class RunSession:
     @last_run_id.setter
     def last_run_id(self, run_id: str | None) -> None:
         self._last_run_id = run_id
+
+    @property
+    def opened_beside(self) -> bool:
+        """Whether the current run opened beside its training (:meth:`open_beside`): its id
+        is not known at once, and reading it waits for it."""
+        return self._late is not None and self.trail is self._late
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -303,6 +309,19 @@ class RunSession:
             and deferred.can_record_later(self.start_run_kwargs)
         )
 
+    def start_recorder(self) -> None:
+        """Start mltrail's recorder process now if this session's runs will open in it
+        (:meth:`can_open_in_recorder`): it imports MLflow and opens the store while the script
+        goes on, ready by the first training. For an adapter made before its training."""
+        if self.given is None and "run_id" not in self.start_run_kwargs:
+            start_early(self.framework, self.start_run_kwargs)
+
+    def can_open_in_recorder(self) -> bool:
+        """Whether this session's next run may open beside its training
+        (:meth:`can_open_beside`) in mltrail's recorder process: then the training's process
+        never imports MLflow for it, and never shares its interpreter with the recording."""
+        return self.can_open_beside() and recorder() is not None
+
     def open_beside(
         self, what: str, *, tags: Mapping[str, Any] | None = None, sample_system: bool = True
     ) -> LateTrail:
@@ -361,14 +380,32 @@ class RunSession:
             return self.open()
         if self.last_run_id is None:
             raise MltrailError(f"{self.owner} has recorded no run yet.")
+        late = self._late
+        if late is not None and isinstance(late.trail, RemoteTrail):
+            return self._reopen_in_recorder(late.trail.recorder, late)
         return self._start(self.last_run_id, True, self.last_tracking_uri, None, True)
+
+    def _reopen_in_recorder(self, process: Recorder, fit: LateTrail) -> Trail:
+        """Join the run that the recorder process recorded last (:meth:`open_beside`) there,
+        where MLflow is imported already: this process still never imports it."""
+        joined = LateTrail(fit.options, fit.tracking_uri)
+        kwargs, run_tags = self._start_args(fit.run_id, True, fit.tracking_uri, None, True, False)
+        remote = process.open(
+            {**kwargs, "join": True}, run_tags, joined.started_ms, fit.options, self.framework
+        )
+        joined.attach(remote)
+        self.trail, self.owns, self.last_status = joined, False, None  # type: ignore[assignment]
+        return self.trail  # type: ignore[return-value]
 
     def open_after(self, *, tags: Mapping[str, Any] | None = None) -> Trail:
         """The run of a call after the training (``evaluate``, ``predict``, ``test``): the run
         this session recorded last, reopened (:meth:`reopen`: joined, its status stays), or a
-        run of its own, tagged ``tags``, when it recorded none."""
+        run of its own, tagged ``tags``, when it recorded none (in mltrail's recorder process
+        where it can be, :meth:`can_open_in_recorder`)."""
         if self.last_run_id is not None:
             return self.reopen()
+        if self.can_open_in_recorder():
+            return self.open_beside(f"{self.framework} run", tags=tags)  # type: ignore[return-value]
         return self.open(tags=tags)
 
     def log_after(self, metrics: Mapping[str, Any], step: int) -> Trail | None:
