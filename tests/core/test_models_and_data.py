@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,18 @@ def test_packages_of_names_the_libraries_a_model_is_made_of():
     assert packages_of(*parts) == ["numpy"]
     # the script's class needs the library of its base
     assert packages_of(np.zeros(2).view(ScriptArray), Script()) == ["numpy"]
+
+
+def test_the_script_s_own_modules_are_no_packages(tmp_path, monkeypatch):
+    """A model class from ``nets.py`` beside the script is not pinned, nor looked for among
+    the installed distributions; its installed base's package is."""
+    (tmp_path / "nets.py").write_text("import numpy as np\nclass Net(np.ndarray):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nets", raising=False)
+    import nets
+
+    assert packages_of(np.zeros(2).view(nets.Net)) == ["numpy"]
 
 
 class Loader:

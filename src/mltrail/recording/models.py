@@ -14,7 +14,9 @@ import functools
 import importlib.metadata
 import json
 import logging
+import os
 import sys
+import sysconfig
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,9 +58,33 @@ def packages_of(*objects: Any) -> list[str]:
     """The top-level packages the classes of ``objects`` and their bases come from, sorted, for
     :func:`pinned_requirements` of a model made of parts from several libraries (a Pipeline
     with an XGBoost step needs xgboost too; a LightningModule written in the script needs
-    lightning, its base); the standard library, ``__main__`` and mltrail left out."""
+    lightning, its base); the standard library, ``__main__``, the script's own modules and
+    mltrail left out."""
     names = {cls.__module__.split(".")[0] for part in objects for cls in type(part).__mro__}
-    return sorted(names - set(sys.stdlib_module_names) - {"__main__", "mltrail"})
+    names -= set(sys.stdlib_module_names) | {"__main__", "mltrail"}
+    return sorted(name for name in names if not _script_module(name))
+
+
+def _script_module(name: str) -> bool:
+    """Whether the top-level module ``name`` is one of the script's own files (``nets.py``
+    beside it), not an installed package: no distribution pins it, and looking for one scans
+    every installed distribution (half a second on the training's thread)."""
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
+    if not file:
+        return False
+    path = os.path.realpath(file)
+    installed = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    if any(_inside(path, folder) for folder in installed):
+        return False  # a project's own .venv may lie in its folder
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    folders = {os.getcwd(), *([os.path.dirname(os.path.abspath(main))] if main else [])}
+    return any(_inside(path, folder) for folder in folders)
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = os.path.realpath(folder)
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _distribution(package: str) -> str | None:
