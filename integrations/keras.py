@@ -83,7 +83,12 @@ def _model_file(model: Any) -> ModelFile | None:
     if not _serialisable(model):
         return None
     return ModelFile.written(
-        model, "keras", "model.keras", model.save, in_place_of=_KERAS_FLAVOR_FILE
+        model,
+        "keras",
+        "model.keras",
+        model.save,
+        in_place_of=_KERAS_FLAVOR_FILE,
+        stand_in=SavedFile,
     )
 
 

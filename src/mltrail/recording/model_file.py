@@ -41,11 +41,12 @@ class ModelFile:
         model_class: the model's class, ``module.Name`` (MLflow records it; its instances load
             the file with ``load_model(path)`` in :meth:`rebuilt`).
         flavor_conf: the rest of the flavor's entry in ``MLmodel`` (versions, format).
-        in_place_of: for a flavor that saves a model only through the model's own ``save``
-            (Keras): where the flavor keeps that file in the folder (``data/model.keras``).
-            The flavor saves a stand-in (:class:`~mltrail.recording.checkpoints.SavedFile`),
-            whose place the file takes: the recorder never rebuilds the model, whose class
-            may be the script's own.
+        in_place_of: where the flavor keeps the file in the folder (``data/model.keras``),
+            for a flavor whose folder only MLflow writes as it should: the flavor saves
+            ``stand_in()`` (Keras': :class:`~mltrail.recording.checkpoints.SavedFile`), whose
+            file this one replaces. The recorder never rebuilds the model, whose class may be
+            the script's own.
+        stand_in: makes the stand-in model (with ``in_place_of``).
     """
 
     flavor: str
@@ -54,6 +55,7 @@ class ModelFile:
     model_class: str
     flavor_conf: Mapping[str, Any]
     in_place_of: str | None = None
+    stand_in: Callable[[], Any] | None = None
 
     @classmethod
     def written(
@@ -64,6 +66,7 @@ class ModelFile:
         write: Callable[[str], Any],
         *,
         in_place_of: str | None = None,
+        stand_in: Callable[[], Any] | None = None,
         **conf: Any,
     ) -> ModelFile:
         """The file ``write(path)`` makes of ``model`` (in a temporary folder), as a ModelFile."""
@@ -73,17 +76,19 @@ class ModelFile:
             data = path.read_bytes()
         kind = type(model)
         model_class = f"{kind.__module__}.{kind.__name__}"
-        return cls(flavor, file_name, data, model_class, conf, in_place_of)
+        return cls(flavor, file_name, data, model_class, conf, in_place_of, stand_in)
 
-    def put_in_place(self, folder: Path) -> None:
-        """Write the file in place of the stand-in the flavor saved into ``folder`` (see
-        ``in_place_of``)."""
+    def save_in_place(self, module: Any, target: Path, signature: Any, **kwargs: Any) -> None:
+        """Save the stand-in with the flavor ``module`` into ``target``, then put the file in
+        the place of the stand-in's (see ``in_place_of``)."""
         from mltrail.recording.logged_models import adopt_model_file
 
+        assert self.stand_in is not None and self.in_place_of is not None
+        module.save_model(self.stand_in(), str(target), signature=signature, **kwargs)
         with tempfile.TemporaryDirectory(prefix="mltrail-model-") as temporary:
             path = Path(temporary) / self.file_name
             path.write_bytes(self.data)
-            adopt_model_file(path, folder, str(self.in_place_of))
+            adopt_model_file(path, target, self.in_place_of)
 
     def save(self, target: Path, signature: Any, flavor_kwargs: Mapping[str, Any]) -> bool:
         """Write the MLflow Model folder into the empty folder ``target`` as the flavor's

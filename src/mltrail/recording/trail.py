@@ -25,7 +25,7 @@ from mltrail.config import Options
 from mltrail.digest import SHA256_TAG_PREFIX, file_sha256, tree_sha256
 from mltrail.errors import ErrorCounter, MltrailError, guard, guarded, strict_mode
 from mltrail.recording import distributed, lifecycle, logged_models, scopes
-from mltrail.recording.checkpoints import CheckpointModel, SavedFile, superseded
+from mltrail.recording.checkpoints import CheckpointModel, superseded
 from mltrail.recording.final_model import FinalModel
 from mltrail.recording.model_file import ModelFile
 from mltrail.recording.sanitize import (
@@ -983,8 +983,7 @@ class Trail:
         with _SAVING, _unchecked_pins():
             if isinstance(model, ModelFile):  # written by the training's process
                 if model.in_place_of is not None:
-                    module.save_model(SavedFile(), str(target), signature=signature, **kwargs)
-                    model.put_in_place(target)
+                    model.save_in_place(module, target, signature, **kwargs)
                     return target
                 if model.save(target, signature, kwargs):
                     return target
