@@ -16,7 +16,9 @@ framework's configuration; that is all:
   Trail's steps again; :meth:`RunSession.open_beside` (when
   :meth:`RunSession.can_open_beside`): a run that opens beside its training, in mltrail's
   recorder process where MLflow is not imported, the training logging meanwhile into a
-  :class:`~mltrail.recording.late_trail.LateTrail`; :meth:`RunSession.end_when_released`:
+  :class:`~mltrail.recording.late_trail.LateTrail` (:meth:`RunSession.can_open_in_recorder`:
+  in the recorder only, for a training that may need the run's id while it runs;
+  :meth:`RunSession.start_recorder`: started when the adapter is made); :meth:`RunSession.end_when_released`:
   the run ends when an object only the training holds goes (an exception no hook saw);
   :class:`CopiedBySettings`: an adapter's copies (``clone``, pickling) built from its settings;
   :class:`RunIdHandoff`: the run id back from copies in spawned processes (``ddp_spawn``);
