@@ -319,8 +319,18 @@ class RunSession:
     def can_open_in_recorder(self) -> bool:
         """Whether this session's next run may open beside its training
         (:meth:`can_open_beside`) in mltrail's recorder process: then the training's process
-        never imports MLflow for it, and never shares its interpreter with the recording."""
-        return self.can_open_beside() and recorder() is not None
+        never imports MLflow for it, and never shares its interpreter with the recording.
+        Only for a framework registered with ``records_beside``: the recorder warms up for
+        its runs (another's flavor, Transformers', would take seconds to import there)."""
+        from mltrail.autolog import registry
+
+        declared = registry.frameworks().get(self.framework)
+        return (
+            declared is not None
+            and declared.records_beside
+            and self.can_open_beside()
+            and recorder() is not None
+        )
 
     def open_beside(
         self, what: str, *, tags: Mapping[str, Any] | None = None, sample_system: bool = True
