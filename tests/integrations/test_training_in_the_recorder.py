@@ -122,6 +122,22 @@ def run_script(repo: Path, store: str, body: str, *prefix: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def recorded_run(store: str, seen: dict, framework: str) -> tuple:
+    """The MLflow client and the run of a script's callback, checked as the recorder records
+    every run: the script never imported MLflow, and the run is FINISHED, of the script's
+    process (not the recorder's), of its framework, without internal errors."""
+    assert not seen["mlflow"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    run = client.get_run(seen["run"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltrail.pid"] == str(seen["pid"])
+    assert run.data.tags["mltrail.framework"] == framework
+    assert "mltrail.errors" not in run.data.tags
+    return client, run
+
+
 def runs_of(client, pid: int) -> list:
     """The runs of the script whose process id is ``pid``, oldest first."""
     return client.search_runs(
@@ -134,18 +150,10 @@ def runs_of(client, pid: int) -> list:
 def test_a_lightning_callback_s_run_is_recorded_in_the_recorder(git_repo, module_store):
     pytest.importorskip("lightning.pytorch")
     seen = run_script(git_repo, module_store, LIGHTNING_EXPLICIT)
-    assert not seen["mlflow"]  # the training's process never imported MLflow
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(module_store)
-    run = client.get_run(seen["run"])
-    assert run.info.status == "FINISHED"
+    client, run = recorded_run(module_store, seen, "lightning")
     tags, params = run.data.tags, run.data.params
-    assert tags["mltrail.pid"] == str(seen["pid"])  # the training's process, not the recorder's
-    assert tags["mltrail.framework"] == "lightning"
     assert tags["mlflow.source.git.commit"] == git(git_repo, "rev-parse", "HEAD")
     assert tags["mltrail.git.dirty"] == "false"
-    assert "mltrail.errors" not in tags
     assert params["trainer.max_epochs"] == "3"
     assert params["lr"] == "0.05"
     assert params["batch_size"] == "16"
@@ -265,16 +273,8 @@ report()
 def test_a_keras_callback_s_run_is_recorded_in_the_recorder(git_repo, module_store, tmp_path):
     pytest.importorskip("keras")
     seen = run_script(git_repo, module_store, KERAS_EXPLICIT)
-    assert not seen["mlflow"]  # the training's process never imported MLflow
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(module_store)
-    run = client.get_run(seen["run"])
-    assert run.info.status == "FINISHED"
-    tags, params = run.data.tags, run.data.params
-    assert tags["mltrail.pid"] == str(seen["pid"])
-    assert tags["mltrail.framework"] == "keras"
-    assert "mltrail.errors" not in tags
+    client, run = recorded_run(module_store, seen, "keras")
+    params = run.data.params
     assert params["epochs"] == "3"
     assert params["batch_size"] == "16"
     assert params["optimizer.learning_rate"].startswith("0.05")
