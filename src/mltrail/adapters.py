@@ -18,8 +18,9 @@ framework's configuration; that is all:
   recorder process where MLflow is not imported, the training logging meanwhile into a
   :class:`~mltrail.recording.late_trail.LateTrail` (:meth:`RunSession.can_open_in_recorder`:
   in the recorder only, for a training that may need the run's id while it runs;
-  :meth:`RunSession.start_recorder`: started when the adapter is made); :meth:`RunSession.end_when_released`:
-  the run ends when an object only the training holds goes (an exception no hook saw);
+  :meth:`RunSession.start_recorder`: started when the adapter is made);
+  :meth:`RunSession.end_when_released`: the run ends when an object only the training
+  holds goes (an exception no hook saw);
   :class:`CopiedBySettings`: an adapter's copies (``clone``, pickling) built from its settings;
   :class:`RunIdHandoff`: the run id back from copies in spawned processes (``ddp_spawn``);
 - :func:`exception_safe`: every framework hook wrapped once (errors counted, never raised

@@ -92,6 +92,13 @@ def test_the_script_s_own_modules_are_no_packages(tmp_path, monkeypatch):
     import nets
 
     assert packages_of(np.zeros(2).view(nets.Net)) == ["numpy"]
+    # A module in the project named as an installed distribution is that package (the
+    # project installed with pip install -e .): it is pinned.
+    (tmp_path / "pyyaml.py").write_text("class Loader:\n    pass\n")
+    monkeypatch.delitem(sys.modules, "pyyaml", raising=False)
+    import pyyaml
+
+    assert packages_of(pyyaml.Loader()) == ["pyyaml"]
 
 
 class Loader:

@@ -9,6 +9,7 @@ again in a subprocess, which costs seconds per model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.metadata
@@ -67,24 +68,38 @@ def packages_of(*objects: Any) -> list[str]:
 
 def _script_module(name: str) -> bool:
     """Whether the top-level module ``name`` is one of the script's own files (``nets.py``
-    beside it), not an installed package: no distribution pins it, and looking for one scans
-    every installed distribution (half a second on the training's thread)."""
+    beside it), not an installed package: no distribution pins it, and looking for one by
+    import name scans every installed distribution (half a second on the training's thread).
+    A distribution of that very name (the project installed with ``pip install -e .``) counts
+    as installed."""
+    from mltrail.capture.env import package_version
+
     module = sys.modules.get(name)
     file = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
     if not file:
         return False
     path = os.path.realpath(file)
-    installed = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
-    if any(_inside(path, folder) for folder in installed):
+    if any(_inside(path, folder) for folder in _installed_folders()):
         return False  # a project's own .venv may lie in its folder
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     folders = {os.getcwd(), *([os.path.dirname(os.path.abspath(main))] if main else [])}
-    return any(_inside(path, folder) for folder in folders)
+    return any(_inside(path, folder) for folder in folders) and package_version(name) is None
+
+
+@functools.cache
+def _installed_folders() -> tuple[str, ...]:
+    """The folders installed packages live in: the interpreter's site-packages and the user's."""
+    import site
+
+    folders = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    with contextlib.suppress(Exception):  # site's functions are missing in some embeddings
+        folders.update(site.getsitepackages())
+        folders.add(site.getusersitepackages())
+    return tuple(os.path.realpath(folder) for folder in folders)
 
 
 def _inside(path: str, folder: str) -> bool:
-    folder = os.path.realpath(folder)
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
+    return path.startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep)
 
 
 def _distribution(package: str) -> str | None:
