@@ -147,7 +147,6 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
         self._before: dict[str, Any] = {}
         self._want_example = False
         self._example: list[Any] = []
-        self._fit_params: dict[str, Any] = {}
         self._global_step = 0
         # Hard links: Lightning replaces its files by writing and renaming, never in place.
         self._uploads = kernel.CheckpointUploads(self._session, self._checkpoints, link=True)
@@ -187,9 +186,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             self._epochs.start(trainer.current_epoch)  # a resumed fit goes on at its epoch
             loader = trainer.train_dataloader
             batch_size = kernel.loader_batch_size(loader)
-            # The run's params where it is open here; one opening beside has this fit's only.
-            logged = getattr(trail, "params", self._fit_params)
-            if batch_size is not None and "batch_size" not in logged:
+            if batch_size is not None and "batch_size" not in trail.params:
                 trail.log_params({"batch_size": batch_size})
             digest = kernel.tensor_dataset_digest(getattr(loader, "dataset", None))
             trail.log_params({"data.train.digest": digest})
@@ -304,8 +301,7 @@ class TrailCallback(*(namespace.Callback for namespace in _NAMESPACES)):  # type
             with self._session.guarded("passing the run id on"):
                 self._handoff.write(self._session.last_run_id)
         self._want_example = self._log_model
-        self._fit_params = _fit_params(trainer, pl_module)
-        trail.log_params(self._fit_params)
+        trail.log_params(_fit_params(trainer, pl_module))
         with self._session.guarded("summarising the model"):
             module = f"{_namespace_of(trainer).__name__}.utilities.model_summary"
             summary = importlib.import_module(module).ModelSummary(pl_module, max_depth=1)

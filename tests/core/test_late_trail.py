@@ -95,3 +95,20 @@ def test_a_bad_status_is_refused_at_once():
         trail.end("DONE")
     session.end()
     assert mltrail.wait(60)
+
+
+def test_a_run_opening_beside_knows_the_params_logged_through_it():
+    """Adapters read ``trail.params`` (is batch_size logged?) before the run opens, and of a run
+    in the recorder process, which this process never asks: the stand-in keeps them as the
+    Trail would (flattened, first value of each key, secrets redacted)."""
+    from mltrail.config import Options
+    from mltrail.recording.late_trail import LateTrail
+
+    late = LateTrail(Options.resolve())
+    late.log_params({"optimizer": {"lr": 0.1}, "api_token": "s3cret", "epochs": 3})
+    late.log_params({"epochs": 5, "batch_size": 16})
+    params = late.params
+    assert params["optimizer.lr"] == "0.1"
+    assert params["epochs"] == "3"  # the first value, as MLflow keeps it
+    assert params["batch_size"] == "16"
+    assert "s3cret" not in params["api_token"]

@@ -28,7 +28,8 @@ from mltrail.config import Options
 from mltrail.errors import ErrorCounter, MltrailError, strict_mode
 from mltrail.recording import deferred
 from mltrail.recording.deferred import Pending
-from mltrail.recording.trail import _STATUSES, Trail
+from mltrail.recording.sanitize import KeySanitizer, flatten, redact_value
+from mltrail.recording.trail import _STATUSES, Trail, stored_param
 
 logger = logging.getLogger("mltrail.recording.late_trail")
 
@@ -79,6 +80,8 @@ class LateTrail:
         self.pending: Pending | None = None
         self.error_counter = ErrorCounter()
         self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._params: dict[str, str] = {}  # what log_params logged through it, for params
+        self._keys = KeySanitizer()
         self._trail: Trail | None = None
         self._failed = False
         self._lock = threading.Lock()
@@ -97,12 +100,23 @@ class LateTrail:
         if name == "log_metrics":  # the time it was logged, not when a run or process takes it
             kwargs.setdefault("timestamp", int(time.time() * 1000))
         with self._lock:
+            if name == "log_params":
+                for raw_key, value in flatten(args[0] if args else kwargs["params"]).items():
+                    text = stored_param(redact_value(str(raw_key), value))
+                    self._params.setdefault(self._keys(raw_key), text)
             trail = self._trail
             if trail is None:
                 if not self._failed:
                     self._calls.append((name, args, kwargs))
                 return
         getattr(trail, name)(*args, **kwargs)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The params logged through this stand-in, as :attr:`mltrail.Trail.params` holds
+        them (the run may live in another process, which this one never asks)."""
+        with self._lock:
+            return dict(self._params)
 
     @property
     def run_id(self) -> str | None:

@@ -129,6 +129,12 @@ def start_run(
     return trail
 
 
+def stored_param(value: Any) -> str:
+    """A param's value as MLflow stores it: text, cut to MLflow's limit with a visible marker
+    (``value`` redacted already where its name looks secret)."""
+    return truncate(param_text(value), MAX_PARAM_VALUE_LENGTH)
+
+
 class Trail:
     """One MLflow run being recorded. Every ``log_*`` method returns at once; the writer sends."""
 
@@ -433,7 +439,7 @@ class Trail:
             for raw_key, value in flatten(params).items():
                 key = self._keys(raw_key)
                 value = redact_value(str(raw_key), value)
-                text = truncate(param_text(value), MAX_PARAM_VALUE_LENGTH)
+                text = stored_param(value)
                 if key in self._params:
                     if self._params[key] != text:
                         self._param_changes.setdefault(key, [self._params[key]]).append(text)
@@ -663,10 +669,7 @@ class Trail:
         if not self.enabled:
             return
         keys = KeySanitizer()
-        flat = {
-            keys(k): truncate(param_text(redact_value(k, v)), MAX_PARAM_VALUE_LENGTH)
-            for k, v in flatten(params or {}).items()
-        }
+        flat = {keys(k): stored_param(redact_value(k, v)) for k, v in flatten(params or {}).items()}
         values = {keys(k): metric_value(v) for k, v in (metrics or {}).items()}
         child_tags = {
             keys(k): truncate(redact_value(k, str(v)), MAX_TAG_VALUE_LENGTH)
