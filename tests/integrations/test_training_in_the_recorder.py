@@ -22,8 +22,17 @@ from tests.conftest import git, user_env
 
 MLTRAIL = str(Path(sys.executable).parent / "mltrail")
 
-LIGHTNING = """
+# What each script prints last: its process, and whether it ever imported MLflow.
+REPORT = """
 import json, os, sys
+
+
+def report(**seen):
+    seen.update(pid=os.getpid(), mlflow="mlflow" in sys.modules)
+    print(json.dumps(seen))
+"""
+
+LIGHTNING = """
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 import lightning.pytorch as L
@@ -66,10 +75,6 @@ def trainer(epochs, *callbacks):
                      enable_progress_bar=False, enable_model_summary=False,
                      default_root_dir="out")
 
-
-def report(**seen):
-    seen.update(pid=os.getpid(), mlflow="mlflow" in sys.modules)
-    print(json.dumps(seen))
 """
 
 LIGHTNING_EXPLICIT = (
@@ -106,7 +111,7 @@ report(new_runs_only=new_runs_only)
 
 
 def run_script(repo: Path, store: str, body: str, *prefix: str) -> dict:
-    (repo / "train.py").write_text(textwrap.dedent(body))
+    (repo / "train.py").write_text(textwrap.dedent(REPORT) + textwrap.dedent(body))
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "script")
     done = subprocess.run(
@@ -206,7 +211,6 @@ def test_autologged_lightning_fits_failed_and_resumed(git_repo, module_store):
 
 
 KERAS = """
-import json, os, sys
 import numpy as np
 import keras
 
@@ -229,10 +233,6 @@ class Subclassed(keras.Model):  # no get_config: its weights are its model
     def call(self, inputs):
         return self.out(inputs)
 
-
-def report(**seen):
-    seen.update(pid=os.getpid(), mlflow="mlflow" in sys.modules)
-    print(json.dumps(seen))
 """
 
 KERAS_EXPLICIT = (
