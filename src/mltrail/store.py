@@ -11,9 +11,12 @@ import contextlib
 import fcntl
 import logging
 import os
+import posixpath
 import random
+import sys
 import threading
 import time
+import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,6 +124,47 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
     import mlflow
 
     return mlflow.get_tracking_uri()
+
+
+#: MLflow's default store when ``./mlruns`` holds no file-store data (MLflow 3).
+DEFAULT_DB = "mlflow.db"
+
+
+def mlflow_loaded() -> bool:
+    """Whether MLflow finished importing in this process. One that another thread is still
+    importing counts as not loaded: nothing can have set its tracking URI or started a run
+    yet, and asking it would wait for the rest of its import (seconds)."""
+    module = sys.modules.get("mlflow")
+    return module is not None and not getattr(module.__spec__, "_initializing", False)
+
+
+def resolve_tracking_uri_unloaded(tracking_uri: str | None) -> str:
+    """:func:`resolve_tracking_uri` without importing MLflow for it: the explicit URI, else
+    ``MLFLOW_TRACKING_URI``, else MLflow's default (``sqlite:///<cwd>/mlflow.db``, or
+    ``./mlruns`` when that folder holds MLflow file-store data). MLflow is asked only when it
+    is loaded already (its ``set_tracking_uri`` then counts) or for the ``./mlruns`` case."""
+    if tracking_uri:
+        return tracking_uri
+    if mlflow_loaded() or _has_mlruns_data(Path("mlruns")):
+        return resolve_tracking_uri(None)
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    # As mlflow.utils.file_utils.path_to_local_sqlite_uri writes it.
+    path = posixpath.abspath(urllib.request.pathname2url(os.path.abspath(DEFAULT_DB)))
+    return "sqlite:///" + path
+
+
+def _has_mlruns_data(folder: Path) -> bool:
+    """MLflow's test for a default file store (an experiment folder with ``meta.yaml``)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(
+                e.is_dir() and e.name.isdigit() and os.path.lexists(Path(e.path, "meta.yaml"))
+                for e in entries
+            )
+    except OSError:
+        return False
 
 
 def check_tracking_uri(tracking_uri: str) -> None:

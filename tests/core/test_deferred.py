@@ -5,6 +5,9 @@ thread's run) on the training's thread."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,6 +18,7 @@ import mltrail
 from mltrail.adapters import can_record_later, provide_runs, record_beside
 from mltrail.errors import process_errors
 from mltrail.recording import deferred
+from tests.conftest import user_env
 
 
 def record_later(record, what: str) -> deferred.Pending:
@@ -136,6 +140,44 @@ def test_a_training_inside_a_provided_run_is_recorded_on_its_thread(monkeypatch)
         assert not can_record_later({})
     finally:
         _trial_run.clear()
+
+
+# A fresh interpreter: MLflow not imported, or still importing on another thread (the state
+# Python gives a module during its import), as when a framework's import starts the recorder.
+_NO_MLFLOW = """
+import importlib.machinery, json, sys, types
+from mltrail.adapters import can_record_later, provide_runs
+
+importing = types.ModuleType("mlflow")
+importing.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+importing.__spec__._initializing = True
+sys.modules["mlflow"] = importing
+half_imported = can_record_later({})
+del sys.modules["mlflow"]
+asked = []
+provide_runs(lambda uri: asked.append(uri) or (None if len(asked) == 1 else "a-trial-run"))
+print(json.dumps({"half_imported": half_imported, "nothing_provided": can_record_later({}),
+                  "provided": can_record_later({}), "asked": asked,
+                  "mlflow": "mlflow" in sys.modules}))
+"""
+
+
+def test_asking_whether_a_training_may_be_recorded_later_imports_no_mlflow(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_MLFLOW],
+        cwd=tmp_path,
+        env=user_env(MLFLOW_TRACKING_URI="sqlite:///elsewhere.db", MLTRAIL_END_IN_BACKGROUND="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["half_imported"] is True  # not waited for: nobody can have used it yet
+    assert seen["nothing_provided"] is True
+    assert seen["provided"] is False  # a provider's run is joined on the training's thread
+    assert seen["asked"] == ["sqlite:///elsewhere.db"] * 2  # the URI MLflow would use
+    assert seen["mlflow"] is False
 
 
 def test_a_long_training_gets_its_run_while_it_runs(monkeypatch):

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import shutil
 import sqlite3
-import sys
 import tempfile
 import threading
 import urllib.parse
@@ -30,42 +28,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from mltrail.query import sqlite_reader
+from mltrail.store import resolve_tracking_uri_unloaded
 
 logger = logging.getLogger("mltrail.query")
 
-#: MLflow's default store when ``./mlruns`` holds no file-store data (MLflow 3).
-DEFAULT_DB = "mlflow.db"
-
 
 def resolve_uri(tracking_uri: str | None) -> str:
-    """The tracking URI a command reads: the one given, else ``MLFLOW_TRACKING_URI``, else
-    MLflow's default (``sqlite:///<cwd>/mlflow.db``, or ``./mlruns`` when that folder holds
-    MLflow file-store data). MLflow is imported only when it is already loaded (its
-    ``set_tracking_uri`` then counts) or for the ``./mlruns`` case."""
-    if tracking_uri:
-        return tracking_uri
-    if "mlflow" in sys.modules or _has_mlruns_data(Path("mlruns")):
-        from mltrail.store import resolve_tracking_uri
-
-        return resolve_tracking_uri(None)
-    from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    if from_env:
-        return from_env
-    # As mlflow.utils.file_utils.path_to_local_sqlite_uri writes it.
-    path = posixpath.abspath(urllib.request.pathname2url(os.path.abspath(DEFAULT_DB)))
-    return "sqlite:///" + path
-
-
-def _has_mlruns_data(folder: Path) -> bool:
-    """MLflow's test for a default file store (an experiment folder with ``meta.yaml``)."""
-    try:
-        with os.scandir(folder) as entries:
-            return any(
-                e.is_dir() and e.name.isdigit() and os.path.lexists(Path(e.path, "meta.yaml"))
-                for e in entries
-            )
-    except OSError:
-        return False
+    """The tracking URI a command reads, as MLflow would choose it, without importing MLflow
+    for it (see :func:`mltrail.store.resolve_tracking_uri_unloaded`)."""
+    return resolve_tracking_uri_unloaded(tracking_uri)
 
 
 class RunNotFound(Exception):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 import warnings
@@ -272,16 +271,22 @@ def can_record_later(start_run_kwargs: Mapping[str, Any]) -> bool:
     """
     from mltrail.recording import scopes
     from mltrail.recording.trail import _user_active_run
-    from mltrail.store import resolve_tracking_uri
+    from mltrail.store import mlflow_loaded, resolve_tracking_uri_unloaded
 
     fields = Options.__dataclass_fields__
     options = Options.resolve(**{k: v for k, v in start_run_kwargs.items() if k in fields})
     if options.already_run == "error" or not options.end_in_background:
         return False
-    if "mlflow" not in sys.modules and not scopes.has_providers():
-        return True  # no MLflow yet, so no active run: nothing to import MLflow for
-    uri = resolve_tracking_uri(start_run_kwargs.get("tracking_uri"))
-    return not _user_active_run(uri) and not scopes.provided_run(uri)
+    # No MLflow yet, so no active run: nothing to import MLflow for. Nor to ask a provider
+    # (Optuna's, registered at its import) for the URI: asked as a framework imports, it has
+    # nothing to provide, and MLflow's import took seconds of the script's own imports.
+    loaded = mlflow_loaded()
+    if not loaded and not scopes.has_providers():
+        return True
+    uri = resolve_tracking_uri_unloaded(start_run_kwargs.get("tracking_uri"))
+    if loaded and _user_active_run(uri):
+        return False
+    return not scopes.provided_run(uri)
 
 
 def _forget_after_fork() -> None:
