@@ -55,7 +55,7 @@ SKLEARN = _declared(
     beside=True,
 )
 LIGHTGBM = _declared("lightgbm", "lightgbm", _BOOSTING, "lightgbm", beside=True)
-OPTUNA = _declared("optuna", "optuna", "log_plots")
+OPTUNA = _declared("optuna", "optuna", "log_plots", beside=True)
 # Not plain `transformers`: its Trainer takes seconds to import.
 TRANSFORMERS = _declared(
     "transformers", "transformers.trainer", f"checkpoints {_MODEL}", "transformers"

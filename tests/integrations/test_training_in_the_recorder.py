@@ -1,11 +1,12 @@
-"""Lightning and Keras fits recorded in mltrail's recorder process: the script never imports
-MLflow for a new run.
+"""Lightning and Keras fits and Optuna studies recorded in mltrail's recorder process: the
+script never imports MLflow for a new run.
 
 Real scripts run as users run them (subprocesses in a git repository, a real sqlite store):
 a fit's run opens beside the training, in the recorder, and holds what the in-process
 recording gives it (params, epoch metrics, checkpoints, the model, a ``test``/``evaluate``
 after the fit, the status of a fit that fails); a Lightning fit that resumes a checkpoint
-continues the run the checkpoint names.
+continues the run the checkpoint names. A study's run and its trials' runs open there too; the
+study keeps its run's id, and a training inside a trial still records into the trial's run.
 """
 
 from __future__ import annotations
@@ -316,3 +317,91 @@ def test_autologged_keras_fits_subclassed_and_failed(git_repo, module_store):
     assert failed.info.status == "FAILED"
     assert failed.data.tags["mltrail.exception.type"] == "RuntimeError"
     assert [m.step for m in client.get_metric_history(failed.info.run_id, "loss")] == [0, 1]
+
+
+# A study in Optuna's own sqlite storage, loaded again by a second process.
+OPTUNA_EXPLICIT = """
+import optuna
+from mltrail.integrations.optuna import TrailCallback
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.create_study(study_name="quadratic", storage="sqlite:///study.db",
+                            load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+callback = TrailCallback(experiment="tuning")
+study.optimize(lambda trial: (trial.suggest_float("x", -3, 3) - 1) ** 2, n_trials=4,
+               callbacks=[callback])
+report(run=callback.run_id, kept=study.user_attrs.get("mltrail.run_id"))
+"""
+
+# Under `mltrail run`: a scikit-learn fit in the objective is its trial's run, not one of its own.
+OPTUNA_AUTOLOGGED = """
+import numpy as np
+import optuna
+from sklearn.linear_model import LogisticRegression
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(60, 3))
+y = (x[:, 0] > 0).astype(int)
+
+
+def objective(trial):
+    model = LogisticRegression(C=trial.suggest_float("C", 0.01, 10, log=True)).fit(x, y)
+    return model.score(x, y)
+
+
+study = optuna.create_study(direction="maximize")
+study.optimize(objective, n_trials=3)
+report(kept=study.user_attrs.get("mltrail.run_id"))
+"""
+
+
+def test_an_optuna_study_is_recorded_in_the_recorder_and_goes_on_in_its_run(git_repo, module_store):
+    pytest.importorskip("optuna")
+    seen = run_script(git_repo, module_store, OPTUNA_EXPLICIT)
+    client, run = recorded_run(module_store, seen, "optuna")
+    assert seen["kept"] == seen["run"]  # kept with the study, once the recorder answered
+    assert run.data.params["study_name"] == "quadratic"
+    assert run.data.params["sampler"] == "RandomSampler"
+    assert run.data.tags["mlflow.source.git.commit"] == git(git_repo, "rev-parse", "HEAD")
+    assert [m.step for m in client.get_metric_history(seen["run"], "value")] == [0, 1, 2, 3]
+    best = client.get_metric_history(seen["run"], "best_value")
+    assert [m.value for m in best] == sorted((m.value for m in best), reverse=True)
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{seen['run']}'"
+    )
+    assert sorted(c.info.run_name for c in children) == [f"trial-{n}" for n in range(4)]
+    assert all(c.info.status == "FINISHED" and "x" in c.data.params for c in children)
+    files = {a.path for a in client.list_artifacts(seen["run"], "optuna")}
+    assert {"optuna/optimization_history.png", "optuna/param_importances.json"} <= files
+
+    # The study loaded again by another process goes on in the same run.
+    again = run_script(git_repo, module_store, OPTUNA_EXPLICIT)
+    assert again["run"] == seen["run"]
+    steps = [m.step for m in client.get_metric_history(seen["run"], "value")]
+    assert steps == list(range(8))
+    assert client.get_run(seen["run"]).info.status == "FINISHED"
+
+
+def test_an_autologged_study_with_a_training_in_its_objective(git_repo, module_store):
+    pytest.importorskip("optuna")
+    seen = run_script(git_repo, module_store, OPTUNA_AUTOLOGGED, MLTRAIL, "run", "--")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(module_store)
+    (study,) = [r for r in runs_of(client, seen["pid"]) if "mlflow.parentRunId" not in r.data.tags]
+    assert seen["kept"] == study.info.run_id
+    assert study.info.status == "FINISHED"
+    assert study.data.tags["mltrail.framework"] == "optuna"
+    assert "mltrail.errors" not in study.data.tags
+    trials = client.search_runs(
+        [study.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{study.info.run_id}'",
+    )
+    assert sorted(t.info.run_name for t in trials) == ["trial-0", "trial-1", "trial-2"]
+    for trial in trials:  # each fit recorded into its trial's run: the estimator's params
+        assert trial.info.status == "FINISHED"
+        assert float(trial.data.params["C"]) > 0
+        assert trial.data.tags["mltrail.optuna.state"] == "COMPLETE"
+        assert "value" in trial.data.metrics
+    assert len(runs_of(client, seen["pid"])) == 1 + 3  # no run of a fit's own

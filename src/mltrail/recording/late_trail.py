@@ -125,6 +125,13 @@ class LateTrail:
         return trail.run_id if trail is not None else None
 
     @property
+    def id_known(self) -> bool:
+        """Whether :attr:`run_id` answers without waiting: the run is open, here or in
+        mltrail's recorder process, which has sent its id."""
+        trail = self._trail
+        return trail is not None and getattr(trail, "id_known", True)
+
+    @property
     def tracking_uri(self) -> str:
         """The run's store once it is open; before, the one given ("" for MLflow's own)."""
         trail = self._trail

@@ -14,9 +14,11 @@ would, provenance included (it is told the script's command line and folder).
 - Its runs: the boosting kernel's (XGBoost, LightGBM), those of fits that log nothing while
   they run (:class:`~mltrail.recording.fit_recording.FitRecording`: scikit-learn's), and the
   new runs of Lightning and Keras fits in a single process, with what is added to them after
-  the fit (``test``, ``evaluate``; :meth:`~mltrail.recording.session.RunSession.reopen`). A
-  run that resumes one in the store, or that every rank of a distributed training must know
-  at its start, opens in the training's process.
+  the fit (``test``, ``evaluate``; :meth:`~mltrail.recording.session.RunSession.reopen`), and
+  the new runs of searches whose units report as they end (an Optuna study, its trials' child
+  runs; :class:`~mltrail.recording.search.SearchRun`). A run that resumes one in the store,
+  or that every rank of a distributed training must know at its start, opens in the
+  training's process.
 - It is started when autolog sees a framework whose runs open beside their trainings imported
   (:func:`start_early`; under ``mltrail run``, at the script's start if the script's file
   imports one), when an adapter whose runs will open in it is made
@@ -229,6 +231,11 @@ class RemoteTrail:
     def opened(self, run_id: str | None, tracking_uri: str) -> None:
         self._run_id, self._tracking_uri = run_id, tracking_uri
         self._opened.set()
+
+    @property
+    def id_known(self) -> bool:
+        """Whether the recorder has answered with the run's id (:attr:`run_id` waits for it)."""
+        return self._opened.is_set()
 
     @property
     def run_id(self) -> str | None:
@@ -657,15 +664,17 @@ def _warm_up(framework: str, *, now: bool = False) -> None:
     _warmed.add(framework)
     declared = registry.frameworks().get(framework)
     # Lightning's models are MLflow's "pytorch" flavor, and come from `lightning.pytorch`.
-    flavor = declared.mlflow_flavors[0] if declared and declared.mlflow_flavors else framework
+    # A framework declared without a flavor logs no model (Optuna's studies): neither its
+    # flavor nor the framework is imported here.
+    flavors = declared.mlflow_flavors[:1] if declared is not None else (framework,)
     package = declared.triggers[0] if declared and declared.triggers else framework
     try:
         preload_gitpython()
         make_client(resolve_tracking_uri(None))
-        for name in (f"mlflow.{flavor}", "mlflow.models.signature"):
+        for name in (*(f"mlflow.{flavor}" for flavor in flavors), "mlflow.models.signature"):
             importlib.import_module(name)
         preload_matplotlib()
-        if declared is None or not declared.models_as_files:
+        if flavors and (declared is None or not declared.models_as_files):
             # Later by default, while the training is busy: scikit-learn, which XGBoost
             # imports, is no training of the script's until one of its models comes
             # (unpickling it imports it then).

@@ -338,6 +338,7 @@ class SearchRun:
         self.search: Any = None
         self._children = ChildRuns(framework, self.session.start_run_kwargs)
         self._first: int | None = None  # the first unit of the search's current call
+        self._keep: tuple[Callable[[str], Any], str | None] | None = None  # see _keep_run_id
         self._logged: set[int] = set()
 
     def current(self, search: Any, number: int) -> Trail | None:
@@ -348,6 +349,7 @@ class SearchRun:
             if trail is None or self.search is not search:
                 return None
             self._first = number if self._first is None else min(self._first, number)
+            self._keep_run_id(wait=False)
             return trail
 
     def open(self, search: Any, number: int, run_id: str | None = None) -> Trail:
@@ -362,7 +364,12 @@ class SearchRun:
             MltrailError: when the given Trail has ended.
         """
         with self.lock:
-            trail = self.session.open_kept_run(run_id, what=f"the {self.noun}'s run")
+            if run_id is None and self.session.can_open_in_recorder():
+                # A new run: in mltrail's recorder process, where the search's process need
+                # not import MLflow for it. Its id comes later (:meth:`_keep_run_id`).
+                trail = self.session.open_beside(f"the {self.noun}")
+            else:
+                trail = self.session.open_kept_run(run_id, what=f"the {self.noun}'s run")
             self.session.training_started()
             self.search, self._first, self._logged = search, number, set()
             return trail
@@ -407,14 +414,30 @@ class SearchRun:
             if trail is not None:
                 return trail
             end_previous()
-            if preload is not None:
-                preload_matplotlib()
-                preload_modules(*preload)
             trail = self.open(search, number, run_id)
-            if keep is not None and trail.run_id != run_id:
-                keep(trail.run_id)
+            if preload is not None:
+                if not self.session.opened_beside:  # else the recorder process draws them
+                    preload_matplotlib()
+                preload_modules(*preload)
+            if keep is not None:
+                self._keep = (keep, run_id)
+                self._keep_run_id(wait=False)
             opened(trail)
             return trail
+
+    def _keep_run_id(self, *, wait: bool) -> None:
+        """Hand the run's id to the adapter's ``keep`` (see :meth:`enter`) once it is known:
+        at once for a run opened in this process; for one opening in mltrail's recorder
+        process, at the first unit that ends after the recorder answered, else at the end of
+        the search's call (``wait``), which then waits for it."""
+        trail = self.session.trail
+        if self._keep is None or trail is None:
+            return
+        if not wait and not getattr(trail, "id_known", True):
+            return
+        (keep, kept), self._keep = self._keep, None
+        if trail.run_id is not None and trail.run_id != kept:
+            keep(trail.run_id)
 
     def run_call(
         self,
@@ -558,6 +581,8 @@ class SearchRun:
         with self.lock:
             if self.session.trail is None or self.search is None:
                 return
+            with self.session.guarded(f"keeping the {self.noun}'s run id"):
+                self._keep_run_id(wait=True)
             reason = (
                 f"{self.unit} {failed[-1]} failed and stopped the {self.noun}" if failed else None
             )
