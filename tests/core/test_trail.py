@@ -514,12 +514,13 @@ def test_a_forked_child_writes_although_a_parent_thread_held_the_turn(module_sto
 def test_tag_set_deleted_and_set_again_keeps_the_last_value(client) -> None:
     with mltrail.start_run(experiment="core", system_metrics=False) as trail:
         trail.set_tags({"stage": "one", "keep": "yes"})
-        trail._writer.add("delete_tag", "stage")
+        trail.delete_tags(["stage"])
         trail.set_tags({"stage": "two"})
-        trail._writer.add("delete_tag", "keep")
+        trail.delete_tags(["keep", "never set"])  # one the store does not hold: skipped
     tags = client.get_run(trail.run_id).data.tags
     assert tags["stage"] == "two"
     assert "keep" not in tags
+    assert "mltrail.errors" not in tags
 
 
 def test_warnings_as_errors_do_not_break_training(client, monkeypatch) -> None:

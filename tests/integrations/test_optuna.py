@@ -126,6 +126,27 @@ def test_a_study_whose_run_is_gone_gets_a_new_run_that_names_it(client) -> None:
     assert sorted(children) == ["trial-0"]
 
 
+def test_the_best_params_tags_follow_a_conditional_search_space(client) -> None:
+    def objective(trial) -> float:
+        if trial.suggest_categorical("kind", ["forest", "svc"]) == "forest":
+            return 10.0 + trial.suggest_int("depth", 1, 5)
+        return trial.suggest_float("c", 0.0, 1.0)
+
+    study = optuna.create_study()
+    study.enqueue_trial({"kind": "forest", "depth": 3})
+    study.enqueue_trial({"kind": "svc", "c": 0.5})
+    study.optimize(objective, n_trials=2, callbacks=[TrailCallback(experiment="optuna-cond")])
+    settled()
+    parent, _ = runs_of(client, "optuna-cond")
+    best = {k: v for k, v in parent.data.tags.items() if k.startswith("mltrail.optuna.best")}
+    assert best == {
+        "mltrail.optuna.best_trial": "1",
+        "mltrail.optuna.best.kind": "svc",
+        "mltrail.optuna.best.c": "0.5",
+    }  # the forest's depth, best after trial 0, is no param of the best trial any more
+    assert "mltrail.errors" not in parent.data.tags
+
+
 def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 3))

@@ -42,6 +42,7 @@ KEPT_CALLS = frozenset(
         "log_metrics",
         "log_metric_history",
         "set_tags",
+        "delete_tags",
         "log_inputs",
         "log_artifact",
         "log_text",

@@ -339,6 +339,7 @@ class SearchRun:
         self._children = ChildRuns(framework, self.session.start_run_kwargs)
         self._first: int | None = None  # the first unit of the search's current call
         self._keep: tuple[Callable[[str], Any], str | None] | None = None  # see _keep_run_id
+        self._best_tags: set[str] = set()  # the tags of the best unit's params (log_best)
         self._logged: set[int] = set()
 
     def current(self, search: Any, number: int) -> Trail | None:
@@ -372,6 +373,7 @@ class SearchRun:
                 trail = self.session.open_kept_run(run_id, what=f"the {self.noun}'s run")
             self.session.training_started()
             self.search, self._first, self._logged = search, number, set()
+            self._best_tags = set()
             return trail
 
     def enter(
@@ -551,10 +553,17 @@ class SearchRun:
     ) -> None:
         """The best unit so far, ``number``: its value as the metric ``best_value`` at
         ``step``, and the tags ``mltrail.<framework>.best_<unit>`` (its number) and
-        ``mltrail.<framework>.best.<param>``."""
+        ``mltrail.<framework>.best.<param>``; the tag of a param that the best unit before
+        had and this one lacks is deleted."""
         prefix = f"mltrail.{self.framework}"
         trail.log_metrics({"best_value": value}, step=step)
         best = {f"{prefix}.best.{name}": v for name, v in params.items()}
+        with self.lock:
+            # A conditional search space: the new best may lack a param of the one before
+            # (an SVC's C after a random forest's max_depth), whose tag would be wrong now.
+            stale, self._best_tags = self._best_tags - best.keys(), set(best)
+        if stale:
+            trail.delete_tags(sorted(stale))
         trail.set_tags({f"{prefix}.best_{self.unit}": number, **best})
 
     def log_front(self, trail: Trail, step: int, numbers: Sequence[int]) -> None:

@@ -576,6 +576,15 @@ class Trail:
         if clean:
             self._writer.add("tags", clean)  # type: ignore[union-attr]
 
+    @guard("setting tags")
+    def delete_tags(self, keys: Iterable[str]) -> None:
+        """Delete run tags this run set (a search's best params that its new best lacks), in
+        order with the tags set before and after; one the store does not hold is skipped."""
+        if not self.enabled:
+            return
+        for key in keys:
+            self._writer.add("delete_tag", self._keys(key))  # type: ignore[union-attr]
+
     @guard("logging artifacts")
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Upload a file or a folder in the background under ``artifact_path``."""

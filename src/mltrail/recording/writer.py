@@ -110,7 +110,11 @@ def apply_record(
         if run_id in _registered:
             _tag_registered_versions(client, run_id)
     elif kind == "delete_tag":
-        client.delete_tag(run_id, data)
+        try:
+            client.delete_tag(run_id, data)
+        except Exception as error:  # gone already: a request whose answer was lost, sent again
+            if getattr(error, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
     elif kind == "inputs":
         _log_inputs(client, run_id, [_dataset_input(d) for d in data])
         if run_id in _registered:
