@@ -46,6 +46,7 @@ from mltrail.adapters import (
     built_data_digest,
     by_name,
     callbacks_patch,
+    continued_from,
     cv_params,
     data_digest,
     eval_metrics,
@@ -200,10 +201,11 @@ def _read_call(call: BoostingCall, callback: TrailCallback, start: Any) -> Any:
             call.example = head_rows(in_memory(data.data))
         digest = _dataset_digest(data)
     call.args["data.train.digest"] = digest
-    if isinstance(local.get("init_model"), lightgbm.Booster):
-        call.args["init_model"] = "booster"
-    elif local.get("init_model") is not None:
-        call.args["init_model"] = str(local["init_model"])
+    start = local.get("init_model")
+    if start is not None:
+        booster = isinstance(start, lightgbm.Booster)
+        saved = (lambda: start.model_to_string().encode()) if booster else None
+        call.args["init_model"] = continued_from(start, saved)
     if call.api == "cv":
         call.args.update(cv_params(local))
     if fit is not None:  # the scikit-learn API: its rows, still in memory (unless a path)

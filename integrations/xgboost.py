@@ -51,13 +51,13 @@ from mltrail.adapters import (
     by_name,
     call_with_callback,
     calling_object,
+    continued_from,
     cv_params,
     eval_metrics,
     eval_round,
     eval_rounds,
     exception_safe,
     find_training_call,
-    fingerprint,
     fit_classes,
     head_rows,
     importance_plot,
@@ -309,10 +309,10 @@ def _training_inputs(local: Mapping[str, Any]) -> dict[str, Any]:
     if callable(metric):
         found["custom_metric"] = by_name(metric)
     start = local.get("xgb_model")
-    if isinstance(start, xgboost.Booster):
-        found["xgb_model"] = "booster:" + fingerprint(bytes(start.save_raw("ubj")))
-    elif start is not None:
-        found["xgb_model"] = str(start)  # a model file: its path
+    if start is not None:
+        booster = isinstance(start, xgboost.Booster)
+        saved = (lambda: bytes(start.save_raw("ubj"))) if booster else None
+        found["xgb_model"] = continued_from(start, saved)
     return found
 
 

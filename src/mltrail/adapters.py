@@ -56,6 +56,7 @@ framework's configuration; that is all:
   what it read of the training call; :func:`eval_metrics` (with :func:`eval_round`,
   :func:`eval_rounds`): a round's evaluation as ``{data}-{metric}`` (cv: ``-mean``,
   ``-std``); :func:`written_params`, :func:`cv_params`: params as written, a cv's folds;
+  :func:`continued_from`: the param naming the model a training continues (by content);
   :func:`stop_outcome`: what a patience-based early stopping did, from its best and last rounds
   (:func:`first_stopped`: by the first of several metrics that stopped it);
   :func:`find_training_call`: the ``train``/``cv`` call the callback runs inside (and the
@@ -173,6 +174,7 @@ from mltrail.recording.boosting import (
     BoostingCallback,
     RoundLoop,
     callbacks_patch,
+    continued_from,
     cv_params,
     eval_metrics,
     eval_round,
@@ -357,6 +359,7 @@ __all__ = [
     "classification_metrics",
     "confusion_counts",
     "confusion_matrix_plot",
+    "continued_from",
     "copy_to_save",
     "current_fit",
     "cv_params",

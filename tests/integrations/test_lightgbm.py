@@ -247,3 +247,28 @@ def test_a_loop_over_one_dataset_identifies_its_data_every_time(client, data) ->
     digests = [r.data.params["data.train.digest"] for r in runs]
     assert len(digests) == 4 and "unknown" not in digests, digests
     assert digests[0] == digests[1] == digests[2] != digests[3]
+
+
+def test_a_continued_training_names_the_booster_it_continues_by_content(
+    client, data, tmp_path
+) -> None:
+    """Two trainings that continue other boosters are other experiments: ``init_model`` is
+    the booster's fingerprint, as XGBoost's ``xgb_model``, not just "a booster"."""
+    train, _ = datasets(data)
+    shallow = lgb.train(PARAMS, train, 2)
+    deeper = lgb.train(PARAMS, datasets(data)[0], 4)
+    runs = []
+    for start in (shallow, deeper, shallow):
+        callback = TrailCallback(experiment="lgb-continued", **LIGHT)
+        lgb.train(PARAMS, datasets(data)[0], 2, init_model=start, callbacks=[callback])
+        runs.append(callback.run_id)
+    settled()
+    named = [client.get_run(run_id).data.params["init_model"] for run_id in runs]
+    assert all(name.startswith("booster:") for name in named)
+    assert named[0] != named[1] and named[0] == named[2]  # by content, not by object
+    path = tmp_path / "start.txt"  # a model file: by its path
+    shallow.save_model(str(path))
+    callback = TrailCallback(experiment="lgb-continued", **LIGHT)
+    lgb.train(PARAMS, datasets(data)[0], 2, init_model=str(path), callbacks=[callback])
+    settled()
+    assert client.get_run(callback.run_id).data.params["init_model"] == str(path)

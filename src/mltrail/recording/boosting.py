@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 from mltrail.autolog.patching import call_with_callback
 from mltrail.recording.callsite import called_by_library, frames_above
 from mltrail.recording.checkpoints import CheckpointEvery, CheckpointModel
+from mltrail.recording.datasets import fingerprint
 from mltrail.recording.early_stopping import (
     EarlyStop,
     early_stopping_metrics,
@@ -149,6 +150,17 @@ def written_params(*sources: Any) -> dict[str, Any]:
 def cv_params(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """A cv call's fold settings (:data:`CV_ARGS`, from its arguments) as ``cv.<name>``."""
     return {f"cv.{name}": arguments.get(name) for name in CV_ARGS}
+
+
+def continued_from(model: Any, saved: Callable[[], bytes] | None = None) -> str | None:
+    """The param naming the model a training continues (``xgb_model=``, ``init_model=``): a
+    booster by the fingerprint of its ``saved()`` bytes, so that two continuations of other
+    models differ in the run's fingerprint; a model file by its path; None from scratch."""
+    if model is None:
+        return None
+    if saved is not None:
+        return "booster:" + fingerprint(saved())
+    return str(model)
 
 
 def stop_outcome(
