@@ -147,6 +147,33 @@ def test_the_best_params_tags_follow_a_conditional_search_space(client) -> None:
     assert "mltrail.errors" not in parent.data.tags
 
 
+def test_the_pareto_front_of_a_multi_objective_study_is_followed_trial_by_trial(client) -> None:
+    def objective(trial) -> tuple[float, float]:
+        x = trial.suggest_float("x", -10, 10)
+        if trial.number % 7 == 3:
+            raise optuna.TrialPruned()  # no values: the front stays as it was
+        return x**2, -((x - 2) ** 2)  # minimize the first, maximize the second
+
+    study = optuna.create_study(
+        directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=1)
+    )
+    callback = TrailCallback(experiment="optuna-front", log_plots=False)
+    study.optimize(objective, n_trials=40, callbacks=[callback])
+    settled()
+    expected = []
+    for number in range(40):  # the front of the trials done so far, counted independently
+        done = [t for t in study.trials[: number + 1] if t.state.name == "COMPLETE"]
+        points = [(t.values[0], -t.values[1]) for t in done]
+        front = [
+            p for p in points if not any(q != p and q[0] <= p[0] and q[1] <= p[1] for q in points)
+        ]
+        expected.append((number, float(len(front))))
+    assert history(client, callback.run_id, "pareto_front_size") == expected
+    tags = client.get_run(callback.run_id).data.tags
+    best = sorted(t.number for t in study.best_trials)
+    assert sorted(map(int, tags["mltrail.optuna.best_trials"].split(","))) == best
+
+
 def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 3))
