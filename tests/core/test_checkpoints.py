@@ -69,7 +69,7 @@ def test_a_checkpoint_folder_is_linked_uploaded_and_indexed(client, tmp_path: Pa
     assert run.data.tags["mltrail.checkpoint.best"] == "checkpoints/checkpoint-4"
 
 
-def test_a_resumed_run_adds_to_its_checkpoint_index(client, tmp_path: Path) -> None:
+def test_a_resumed_run_adds_to_its_checkpoint_index(client, tmp_path: Path, capsys) -> None:
     import mltrail
 
     first, second = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
@@ -80,6 +80,7 @@ def test_a_resumed_run_adds_to_its_checkpoint_index(client, tmp_path: Path) -> N
         trail.log_checkpoint(first, step=0, aliases=("best", "latest"))
     with mltrail.start_run(run_id=trail.run_id, **quiet) as resumed:
         resumed.log_checkpoint(second, step=1)
+    assert "Downloading artifacts" not in capsys.readouterr().err  # read quietly on resume
     local = Path(client.download_artifacts(trail.run_id, "checkpoints/index.json"))
     index = json.loads(local.read_text())
     assert sorted(index["files"]) == ["checkpoints/a.ckpt", "checkpoints/b.ckpt"]

@@ -1236,7 +1236,7 @@ class Trail:
 def _previous_checkpoints(client: Any, run_id: str) -> dict[str, Any] | None:
     """The checkpoint index of a run being resumed, which its new checkpoints add to."""
     try:
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder, _no_progress_bar():
             local = client.download_artifacts(run_id, "checkpoints/index.json", folder)
             index = json.loads(Path(local).read_text())
     except Exception:  # no checkpoints yet
@@ -1244,6 +1244,26 @@ def _previous_checkpoints(client: Any, run_id: str) -> dict[str, Any] | None:
     if isinstance(index.get("files"), dict) and isinstance(index.get("aliases"), dict):
         return index
     return None
+
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+_progress_bar_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """No MLflow download progress bar ("Downloading artifacts: 0/1") on the user's terminal
+    while mltrail reads a file of a run itself, as a resumed run reads its checkpoint index."""
+    with _progress_bar_lock:  # one at a time, so that each puts back what it found
+        before = os.environ.get(_PROGRESS_BAR)
+        os.environ[_PROGRESS_BAR] = "false"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(_PROGRESS_BAR, None)
+            else:
+                os.environ[_PROGRESS_BAR] = before
 
 
 def _parent(artifact_file: str) -> str | None:
