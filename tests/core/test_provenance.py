@@ -333,6 +333,36 @@ def test_store_inside_the_repository_is_not_code(
         assert "mltrail.git.snapshot" not in tags
 
 
+def test_files_the_training_wrote_before_its_run_opened_are_not_code(
+    git_repo: Path, client, tmp_path: Path, monkeypatch
+) -> None:
+    """A run opened seconds into its training (by mltrail's recorder process, once warm) reads
+    the tree as it was at the training's start: the checkpoints written since are outputs."""
+    import time
+
+    from mltrail.recording.trail import RUN_START_TIME
+
+    monkeypatch.chdir(git_repo)
+    (git_repo / "prepare.py").write_text("x = 1\n")  # untracked code, from before the training
+    began = time.time()
+    (git_repo / "ckpt").mkdir()
+    (git_repo / "ckpt" / "epoch=0.ckpt").write_bytes(b"weights")
+    os.utime(git_repo / "prepare.py", (began - 5, began - 5))
+    token = RUN_START_TIME.set(int(began * 1000))
+    try:
+        with mltrail.start_run(experiment="outputs", system_metrics=False) as trail:
+            pass
+    finally:
+        RUN_START_TIME.reset(token)
+    record = record_of(client, trail.run_id, tmp_path)
+    assert record["git"]["untracked"] == ["prepare.py"]
+    assert "ckpt/epoch=0.ckpt" in record["git"]["excluded"]
+    snapshot = client.get_run(trail.run_id).data.tags["mltrail.git.snapshot"]
+    assert git(git_repo, "show", f"{snapshot}:prepare.py") == "x = 1"
+    listed = git(git_repo, "ls-tree", "-r", "--name-only", snapshot)
+    assert "ckpt/epoch=0.ckpt" not in listed.split()
+
+
 def test_resume_records_what_changed(git_repo: Path, client, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(git_repo)
     with mltrail.start_run(experiment="resume") as first:

@@ -439,7 +439,9 @@ def inspect(
     return info
 
 
-def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -> None:
+def refresh(
+    info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0, *, since: float | None = None
+) -> None:
     """Read the status again with a longer timeout, after :func:`inspect` timed out on it
     or was asked not to read it.
 
@@ -447,6 +449,10 @@ def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -
         info: the state :func:`inspect` returned; updated in place.
         exclude: as for :func:`inspect`.
         timeout: seconds each git call may take.
+        since: when the run's training started (seconds since the epoch): untracked files
+            written since are its outputs (checkpoints, logs), left out like ``exclude``. The
+            status may be read seconds into the training (in mltrail's recorder process, once
+            it has warmed up), and a checkpoint is no change to the code.
     """
     assert info.root is not None
     info.changed, info.untracked, info.excluded = [], [], []
@@ -454,7 +460,7 @@ def refresh(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 60.0) -
     info.status_timed_out = info.status_pending = False
     info.status_deferred = True
     try:
-        _status(info, timeout, [Path(p) for p in exclude])
+        _status(info, timeout, [Path(p) for p in exclude], since)
         with _open(Path(info.root)) as repo:  # the upstream is known now: choose the remote again
             _remote(info, repo)
     except (GitUnavailable, NotARepository) as error:
@@ -509,9 +515,10 @@ def _read_repository(info: GitInfo, repo: Repo) -> None:
         logger.debug("the commit of HEAD in %s could not be read", info.root, exc_info=True)
 
 
-def _status(info: GitInfo, timeout: float, exclude: list[Path]) -> None:
+def _status(info: GitInfo, timeout: float, exclude: list[Path], since: float | None = None) -> None:
     """The dirty state from ``git status``; its branch lines are git's own view of HEAD and
-    take precedence over what GitPython read (they cover a reftable repository too)."""
+    take precedence over what GitPython read (they cover a reftable repository too).
+    Untracked files written ``since`` (see :func:`refresh`) join the excluded paths."""
     assert info.root is not None
     root = Path(info.root)
     skip = set()
@@ -554,7 +561,19 @@ def _status(info: GitInfo, timeout: float, exclude: list[Path]) -> None:
             i += 1
         elif entry.startswith("? "):
             info.untracked.append(entry[2:])
+    if since is not None:
+        outputs = [path for path in info.untracked if _written_since(root / path, since)]
+        if outputs:
+            info.untracked = [path for path in info.untracked if path not in set(outputs)]
+            info.excluded = sorted({*info.excluded, *outputs})
     info.dirty = bool(info.changed or info.untracked)
+
+
+def _written_since(path: Path, since: float) -> bool:
+    try:
+        return path.lstat().st_mtime >= since
+    except OSError:  # gone since git listed it: nothing of the code either
+        return True
 
 
 def _remote(info: GitInfo, repo: Repo) -> None:

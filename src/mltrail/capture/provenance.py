@@ -14,7 +14,8 @@ package list) runs on a daemon thread and lands on the run through the same :cla
 - ``git``: ``available``, ``unavailable``, ``root``, ``found_from`` ("script" or "cwd"),
   ``commit``, ``branch``, ``detached``, ``unborn``, ``shallow``, ``worktree``, ``remote``,
   ``repo_url``, ``dirty``, ``changed`` ([{path, status}]), ``untracked`` (paths),
-  ``excluded`` (the MLflow store's own paths, a folder once), ``untracked_sha256``, ``diff`` ({artifact,
+  ``excluded`` (the MLflow store's own paths, a folder once, and the untracked files written
+  after the training started: its outputs), ``untracked_sha256``, ``diff`` ({artifact,
   sha256, bytes, truncated, files, binary_files, insertions, deletions}) and ``snapshot``
   ({commit, tree, ref, parent, skipped}) when dirty.
 - ``dvc``: ``available``, ``unavailable``, ``root``, ``default_remote``, ``remotes``
@@ -113,14 +114,18 @@ class RecordingRun(Protocol):
     def log_inputs(self, datasets: Iterable[Mapping[str, Any]]) -> None: ...
 
 
-def capture_run(trail: RecordingRun) -> RunProvenance | None:
+def capture_run(trail: RecordingRun, started: float | None = None) -> RunProvenance | None:
     """Capture the provenance of ``trail``'s run: fast reads now, the rest in the background.
+
+    ``started``: when the run's training started (seconds since the epoch; default now).
+    Untracked files written since are the training's outputs, not its code.
 
     Returns the object whose ``finish(trail)`` completes the capture at the end of the run.
     """
     if not trail.enabled or not trail.run_id:
         return None
     provenance = RunProvenance(trail)
+    provenance.started = time.time() if started is None else started
     provenance.start(trail)
     return provenance
 
@@ -172,6 +177,7 @@ class RunProvenance:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._exclude: list[str] = []
+        self.started = time.time()  # the training's start (capture_run)
         self._calling_seconds = 0.0
         self._background_seconds = 0.0
         self._captured_at = datetime.datetime.now(datetime.UTC).isoformat()
@@ -313,7 +319,7 @@ class RunProvenance:
         self._background_seconds = time.perf_counter() - began
 
     def _refresh_status(self) -> None:
-        git_capture.refresh(self.git, self._exclude)
+        git_capture.refresh(self.git, self._exclude, since=self.started)
         self._tags(self.git.tags())
 
     def _capture_diff(self) -> None:

@@ -262,7 +262,9 @@ class Trail:
                 # time that `capture=False` runs and `mltrail --help` need not pay.
                 from mltrail.capture import provenance
 
-                trail.provenance = provenance.capture_run(trail)
+                began = RUN_START_TIME.get()  # a run opened after its training started
+                started = began / 1000 if began is not None else None
+                trail.provenance = provenance.capture_run(trail, started)
         if options.system_metrics:
             trail.start_system_metrics()
         if trail.owned and not trail.offline:
