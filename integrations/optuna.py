@@ -80,7 +80,6 @@ class TrailCallback:
         self._search = SearchRun("optuna", trail, start_run_kwargs, unit="trial", search="study")
         self._session = self._search.session
         self.log_plots = log_plots
-        self._front: list[Any] | None = None  # the study's Pareto front, as last asked
 
     @property
     def run_id(self) -> str | None:
@@ -107,7 +106,6 @@ class TrailCallback:
         )
 
     def _opened(self, study: Any, frame: Any, trail: Trail) -> None:
-        self._front = None
         with self._session.guarded("recording the study"):
             trail.set_tags({"mltrail.optuna.study": study.study_name})
             directions = [d.name.lower() for d in study.directions]
@@ -179,15 +177,15 @@ class TrailCallback:
 
     def _log_best(self, trail: Trail, study: Any, trial: Any) -> None:
         if len(study.directions) > 1:
-            # Optuna computes the Pareto front from all trials (0.2 s at 1,000 trials): asked
-            # again only when this trial may be on it, not after every trial.
-            front = self._front
-            if front is None or (
-                trial.state == TrialState.COMPLETE
-                and not _dominated(trial, front, study.directions)
-            ):
-                front = self._front = list(study.best_trials)
-            self._search.log_front(trail, trial.number, [t.number for t in front])
+            values = trial.values if trial.state == TrialState.COMPLETE else None
+            minimize = [d == optuna.study.StudyDirection.MINIMIZE for d in study.directions]
+            self._search.follow_front(
+                trail,
+                trial.number,
+                values,
+                minimize,
+                lambda: [(t.number, t.values) for t in study.best_trials],
+            )
             return
         try:
             best = study.best_trial
@@ -211,18 +209,6 @@ def _done(study: Any) -> list[Any]:
 
 def _failed(trial: Any) -> bool:
     return trial.state == TrialState.FAIL
-
-
-def _dominated(trial: Any, front: list[Any], directions: list[Any]) -> bool:
-    """Whether a trial of ``front`` dominates ``trial``: no worse in every objective and
-    better in one (a dominated trial leaves the Pareto front as it was)."""
-    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in directions]
-    mine = [sign * value for sign, value in zip(signs, trial.values, strict=True)]
-    for other in front:
-        theirs = [sign * value for sign, value in zip(signs, other.values, strict=True)]
-        if all(t <= m for t, m in zip(theirs, mine, strict=True)) and theirs != mine:
-            return True
-    return False
 
 
 def _value_names(study: Any) -> list[str]:

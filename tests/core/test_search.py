@@ -307,3 +307,33 @@ def test_value_names_and_direction_params_of_one_or_several_objectives():
     assert value_names(2, ["loss", "latency"]) == ["loss", "latency"]
     assert direction_params(["minimize"]) == {"direction": "minimize"}
     assert direction_params(("minimize", "maximize")) == {"directions": ["minimize", "maximize"]}
+
+
+def test_the_pareto_front_is_asked_for_only_when_a_unit_may_be_on_it() -> None:
+    from mltrail.recording.search import dominated
+
+    minimize = [True, False]  # the first objective down, the second up
+    assert dominated([3.0, 1.0], {0: [2.0, 1.0]}, minimize)
+    assert not dominated([2.0, 1.0], {0: [2.0, 1.0]}, minimize)  # equal: on the front too
+    assert not dominated([1.0, 0.0], {0: [2.0, 1.0]}, minimize)  # better in one
+
+    logged: list[tuple[int, list[int]]] = []
+    asked: list[int] = []
+
+    class Search(SearchRun):
+        def log_front(self, trail, step, numbers):
+            logged.append((step, numbers))
+
+    search = Search("demo")
+    points = {0: [2.0, 1.0], 1: [3.0, 0.5], 2: [1.0, 0.0]}
+
+    def front(upto: int):
+        asked.append(upto)
+        done = {n: v for n, v in points.items() if n <= upto}
+        return [(n, v) for n, v in done.items() if not dominated(v, done, minimize)]
+
+    for step in range(3):
+        search.follow_front(None, step, points[step], minimize, lambda s=step: front(s))
+    search.follow_front(None, 3, None, minimize, lambda: front(3))  # pruned: no values
+    assert asked == [0, 2]  # unit 1 is dominated by unit 0: the front stays
+    assert logged == [(0, [0]), (1, [0]), (2, [0, 2]), (3, [0, 2])]

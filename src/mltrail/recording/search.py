@@ -197,6 +197,20 @@ def _cell(value: Any, param_value: Callable[[Any], Any]) -> Any:
     return value
 
 
+def dominated(
+    values: Sequence[float], others: Mapping[int, Sequence[float]], minimize: Sequence[bool]
+) -> bool:
+    """Whether one of ``others`` dominates ``values``: no worse in every objective (each
+    minimized or maximized as ``minimize`` says) and better in one."""
+    signs = [1 if low else -1 for low in minimize]
+    mine = [sign * value for sign, value in zip(signs, values, strict=True)]
+    for other in others.values():
+        theirs = [sign * value for sign, value in zip(signs, other, strict=True)]
+        if all(t <= m for t, m in zip(theirs, mine, strict=True)) and theirs != mine:
+            return True
+    return False
+
+
 class ChildRuns:
     """The child runs of a search's units of work (Optuna's trials), one per unit, by key.
 
@@ -340,6 +354,7 @@ class SearchRun:
         self._first: int | None = None  # the first unit of the search's current call
         self._keep: tuple[Callable[[str], Any], str | None] | None = None  # see _keep_run_id
         self._best_tags: set[str] = set()  # the tags of the best unit's params (log_best)
+        self._front: dict[int, Sequence[float]] | None = None  # the front known (follow_front)
         self._logged: set[int] = set()
 
     def current(self, search: Any, number: int) -> Trail | None:
@@ -373,7 +388,7 @@ class SearchRun:
                 trail = self.session.open_kept_run(run_id, what=f"the {self.noun}'s run")
             self.session.training_started()
             self.search, self._first, self._logged = search, number, set()
-            self._best_tags = set()
+            self._best_tags, self._front = set(), None
             return trail
 
     def enter(
@@ -565,6 +580,26 @@ class SearchRun:
         if stale:
             trail.delete_tags(sorted(stale))
         trail.set_tags({f"{prefix}.best_{self.unit}": number, **best})
+
+    def follow_front(
+        self,
+        trail: Trail,
+        step: int,
+        values: Sequence[float] | None,
+        minimize: Sequence[bool],
+        front: Callable[[], Iterable[tuple[int, Sequence[float]]]],
+    ) -> None:
+        """Unit ``step`` ended with ``values`` (None: no values, pruned or failed): the Pareto
+        front so far as :meth:`log_front` logs it. ``front()`` gives the framework's front,
+        each unit's number and values; computed from all units (0.2 s for Optuna's at 1,000
+        trials), it is asked for only when this unit may be on it: a unit dominated by the
+        front known leaves it as it was."""
+        with self.lock:
+            known = self._front
+            if known is None or (values is not None and not dominated(values, known, minimize)):
+                self._front = dict(front())
+            numbers = list(self._front)
+        self.log_front(trail, step, numbers)
 
     def log_front(self, trail: Trail, step: int, numbers: Sequence[int]) -> None:
         """The units on the Pareto front so far (a search of several objectives): their count
