@@ -562,9 +562,9 @@ def _status(info: GitInfo, timeout: float, exclude: list[Path], since: float | N
         elif entry.startswith("? "):
             info.untracked.append(entry[2:])
     if since is not None:
-        outputs = [path for path in info.untracked if _written_since(root / path, since)]
+        outputs = {path for path in info.untracked if _written_since(root / path, since)}
         if outputs:
-            info.untracked = [path for path in info.untracked if path not in set(outputs)]
+            info.untracked = [path for path in info.untracked if path not in outputs]
             info.excluded = sorted({*info.excluded, *outputs})
     info.dirty = bool(info.changed or info.untracked)
 

@@ -124,8 +124,7 @@ def capture_run(trail: RecordingRun, started: float | None = None) -> RunProvena
     """
     if not trail.enabled or not trail.run_id:
         return None
-    provenance = RunProvenance(trail)
-    provenance.started = time.time() if started is None else started
+    provenance = RunProvenance(trail, started)
     provenance.start(trail)
     return provenance
 
@@ -151,7 +150,7 @@ def store_paths(trail: Any) -> list[str]:
 class RunProvenance:
     """The provenance capture of one run (see the module docstring for what it records)."""
 
-    def __init__(self, trail: RecordingRun) -> None:
+    def __init__(self, trail: RecordingRun, started: float | None = None) -> None:
         assert trail.run_id is not None
         self.run_id: str = trail.run_id
         self.options = trail.options
@@ -177,7 +176,7 @@ class RunProvenance:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._exclude: list[str] = []
-        self.started = time.time()  # the training's start (capture_run)
+        self.started = time.time() if started is None else started  # the training's start
         self._calling_seconds = 0.0
         self._background_seconds = 0.0
         self._captured_at = datetime.datetime.now(datetime.UTC).isoformat()
