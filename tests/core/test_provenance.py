@@ -356,7 +356,8 @@ def test_files_the_training_wrote_before_its_run_opened_are_not_code(
         RUN_START_TIME.reset(token)
     record = record_of(client, trail.run_id, tmp_path)
     assert record["git"]["untracked"] == ["prepare.py"]
-    assert "ckpt/epoch=0.ckpt" in record["git"]["excluded"]
+    assert record["git"]["outputs"] == ["ckpt/epoch=0.ckpt"]
+    assert record["git"]["snapshot"]["skipped"] == []  # nothing a restore owes
     snapshot = client.get_run(trail.run_id).data.tags["mltrail.git.snapshot"]
     assert git(git_repo, "show", f"{snapshot}:prepare.py") == "x = 1"
     listed = git(git_repo, "ls-tree", "-r", "--name-only", snapshot)

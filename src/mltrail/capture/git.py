@@ -327,6 +327,9 @@ class GitInfo:
     changed: list[dict[str, str]] = dataclasses.field(default_factory=list)
     untracked: list[str] = dataclasses.field(default_factory=list)
     excluded: list[str] = dataclasses.field(default_factory=list)
+    # Untracked files written after the run's training started: its outputs (checkpoints,
+    # logs), neither its code nor in its snapshot, and nothing a restore owes (see refresh).
+    outputs: list[str] = dataclasses.field(default_factory=list)
     unavailable: str | None = None
     read_from: str = "git"  # "git", or "files" when the commit was read without git
     status_timed_out: bool = False  # `git status` was too slow: see :func:`refresh`
@@ -450,12 +453,12 @@ def refresh(
         exclude: as for :func:`inspect`.
         timeout: seconds each git call may take.
         since: when the run's training started (seconds since the epoch): untracked files
-            written since are its outputs (checkpoints, logs), left out like ``exclude``. The
+            written since are its outputs (checkpoints, logs), in ``info.outputs``. The
             status may be read seconds into the training (in mltrail's recorder process, once
             it has warmed up), and a checkpoint is no change to the code.
     """
     assert info.root is not None
-    info.changed, info.untracked, info.excluded = [], [], []
+    info.changed, info.untracked, info.excluded, info.outputs = [], [], [], []
     info.unavailable = None
     info.status_timed_out = info.status_pending = False
     info.status_deferred = True
@@ -518,7 +521,7 @@ def _read_repository(info: GitInfo, repo: Repo) -> None:
 def _status(info: GitInfo, timeout: float, exclude: list[Path], since: float | None = None) -> None:
     """The dirty state from ``git status``; its branch lines are git's own view of HEAD and
     take precedence over what GitPython read (they cover a reftable repository too).
-    Untracked files written ``since`` (see :func:`refresh`) join the excluded paths."""
+    Untracked files written ``since`` (see :func:`refresh`) are its outputs instead."""
     assert info.root is not None
     root = Path(info.root)
     skip = set()
@@ -563,9 +566,8 @@ def _status(info: GitInfo, timeout: float, exclude: list[Path], since: float | N
             info.untracked.append(entry[2:])
     if since is not None:
         outputs = {path for path in info.untracked if _written_since(root / path, since)}
-        if outputs:
-            info.untracked = [path for path in info.untracked if path not in outputs]
-            info.excluded = sorted({*info.excluded, *outputs})
+        info.untracked = [path for path in info.untracked if path not in outputs]
+        info.outputs = sorted(outputs)
     info.dirty = bool(info.changed or info.untracked)
 
 

@@ -14,8 +14,8 @@ package list) runs on a daemon thread and lands on the run through the same :cla
 - ``git``: ``available``, ``unavailable``, ``root``, ``found_from`` ("script" or "cwd"),
   ``commit``, ``branch``, ``detached``, ``unborn``, ``shallow``, ``worktree``, ``remote``,
   ``repo_url``, ``dirty``, ``changed`` ([{path, status}]), ``untracked`` (paths),
-  ``excluded`` (the MLflow store's own paths, a folder once, and the untracked files written
-  after the training started: its outputs), ``untracked_sha256``, ``diff`` ({artifact,
+  ``excluded`` (the MLflow store's own paths, a folder once), ``outputs`` (untracked files
+  written after the training started: its outputs, not in the snapshot), ``untracked_sha256``, ``diff`` ({artifact,
   sha256, bytes, truncated, files, binary_files, insertions, deletions}) and ``snapshot``
   ({commit, tree, ref, parent, skipped}) when dirty.
 - ``dvc``: ``available``, ``unavailable``, ``root``, ``default_remote``, ``remotes``
@@ -500,7 +500,7 @@ class RunProvenance:
     def as_dict(self, complete: bool = True) -> dict[str, Any]:
         """The ``provenance.json`` record (schema in the module docstring)."""
         git = self.git.as_dict()
-        for name in ("changed", "untracked", "excluded"):
+        for name in ("changed", "untracked", "excluded", "outputs"):
             if len(git[name]) > _MAX_LISTED:
                 git[f"{name}_count"] = len(git[name])
                 git[name] = git[name][:_MAX_LISTED]

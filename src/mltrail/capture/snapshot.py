@@ -153,10 +153,10 @@ def dotenv_files(info: GitInfo) -> list[str]:
 
 def write_tree(info: GitInfo, exclude: Iterable[str] = (), timeout: float = 120.0) -> str:
     """The git tree id of the working tree as it is (tracked files with their changes and
-    untracked, non-ignored files, less ``exclude`` and ``info.excluded``), built in a temporary
-    index so the user's index is untouched."""
+    untracked, non-ignored files, less ``exclude``, ``info.excluded`` and the training's
+    ``info.outputs``), built in a temporary index so the user's index is untouched."""
     assert info.root is not None and info.git_dir is not None
-    exclude = sorted(set(exclude) | set(info.excluded))
+    exclude = sorted(set(exclude) | set(info.excluded) | set(info.outputs))
     with _lock:
         index = _temporary_index(info, exclude)
         try:
